@@ -1,0 +1,319 @@
+#include "cli/gateway.hpp"
+
+#include <poll.h>
+
+#include <boost/asio.hpp>
+#include <cstdio>
+#include <fstream>
+
+#include "core/log.hpp"
+#include "esp/natt.hpp"
+
+namespace ipsecgw::cli {
+
+namespace {
+constexpr std::size_t kBatch = 64;
+constexpr int kPollMs = 200;  // how quickly a worker notices stop_
+
+void add_to(nlohmann::json& j, const core::TrafficCounters& c) {
+  auto add = [&](const char* k, std::uint64_t v) { j[k] = j.value(k, std::uint64_t{0}) + v; };
+  add("packets_out", c.out.packets.load());
+  add("bytes_out", c.out.bytes.load());
+  add("packets_in", c.in.packets.load());
+  add("bytes_in", c.in.bytes.load());
+  auto& drops = j["drops"];
+  for (std::size_t i = 1; i < core::kDropCount; ++i) {
+    auto key = std::string(core::key_of(static_cast<core::Drop>(i)));
+    drops[key] = drops.value(key, std::uint64_t{0}) + c.drops[i].load();
+  }
+}
+
+std::string spi_hex(std::uint32_t spi) {
+  char b[16];
+  std::snprintf(b, sizeof b, "0x%08x", spi);
+  return b;
+}
+}  // namespace
+
+Gateway::Gateway(config::Config cfg, std::string stats_file)
+    : cfg_(std::move(cfg)), stats_file_(std::move(stats_file)) {}
+
+Gateway::~Gateway() {
+  stop_ = true;
+  for (auto& t : workers_) {
+    if (t.joinable()) t.join();
+  }
+}
+
+bool Gateway::setup(std::string& err) {
+  dp_ = std::make_unique<esp::DataPlane>(cfg_.policies);
+  tun_ = tun::LinuxTun::open(cfg_.tun.name, 1, err);
+  if (tun_.empty()) return false;
+  tun::LinkSetup::Options lo;
+  lo.dev = tun_[0]->name();
+  lo.mtu = cfg_.tun.mtu;
+  lo.addresses = cfg_.tun.addresses;
+  lo.routes = config::protected_routes(cfg_);
+  lo.table = cfg_.tun.table;
+  lo.fwmark = cfg_.tun.fwmark;
+  lo.rule_priority = cfg_.tun.rule_priority;
+  link_ = std::make_unique<tun::LinkSetup>(lo);
+  if (!link_->apply(err)) return false;
+  bypass_ = tun::BypassSocket::open(cfg_.tun.fwmark, err);
+  if (!bypass_) return false;
+  for (auto& sa : cfg_.manual) {
+    const auto kind = sa.encap == core::Encap::kUdp ? tun::EspSocket::Kind::kUdp
+                                                    : tun::EspSocket::Kind::kRaw;
+    if (!socket_for(sa)) {
+      auto s = tun::EspSocket::open(kind, sa.local_addr, cfg_.udp_encap.port, cfg_.tun.fwmark, err);
+      if (!s) return false;
+      sockets_.push_back(std::move(s));
+    }
+  }
+  for (auto& sa : cfg_.manual) {
+    std::string why;
+    std::string name = sa.name;
+    if (!dp_->install(std::move(sa), why)) {
+      err = "SA " + name + ": " + why;
+      return false;
+    }
+  }
+  cfg_.manual.clear();  // the keys now live only inside the SA crypto contexts
+  return true;
+}
+
+tun::EspSocket* Gateway::socket_for(const core::SaParams& p) const {
+  const auto kind = p.encap == core::Encap::kUdp ? tun::EspSocket::Kind::kUdp
+                                                 : tun::EspSocket::Kind::kRaw;
+  for (const auto& s : sockets_) {
+    if (s->kind() == kind && s->local() == p.local_addr) return s.get();
+  }
+  return nullptr;
+}
+
+int Gateway::run() {
+  started_ = std::chrono::steady_clock::now();
+  std::string err;
+  if (!setup(err)) {
+    core::log::error("gateway", err);
+    return 1;
+  }
+  core::log::info("gateway", "up: ", tun_[0]->name(), ", ", sockets_.size(), " ESP socket",
+                  sockets_.size() == 1 ? "" : "s", ", ", dp_->snapshot()->outbound.size(), " SA",
+                  dp_->snapshot()->outbound.size() == 1 ? "" : "s");
+  workers_.emplace_back([this] { tx_loop(); });
+  workers_.emplace_back([this] { rx_loop(); });
+
+  boost::asio::io_context io;
+  boost::asio::signal_set signals(io, SIGINT, SIGTERM, SIGUSR1);
+  std::function<void(const boost::system::error_code&, int)> on_signal =
+      [&](const boost::system::error_code& ec, int sig) {
+        if (ec) return;
+        if (sig == SIGUSR1) {
+          write_stats();
+          core::log::info("gateway", "statistics: ", stats().dump());
+          signals.async_wait(on_signal);
+          return;
+        }
+        core::log::info("gateway", "signal ", sig, ": shutting down");
+        io.stop();
+      };
+  signals.async_wait(on_signal);
+
+  boost::asio::steady_timer stats_timer(io);
+  std::function<void(const boost::system::error_code&)> on_stats =
+      [&](const boost::system::error_code& ec) {
+        if (ec) return;
+        write_stats();
+        stats_timer.expires_after(std::chrono::seconds(1));
+        stats_timer.async_wait(on_stats);
+      };
+  if (!stats_file_.empty()) on_stats({});
+
+  boost::asio::steady_timer ka_timer(io);
+  std::function<void(const boost::system::error_code&)> on_keepalive =
+      [&](const boost::system::error_code& ec) {
+        if (ec) return;
+        send_keepalives();
+        ka_timer.expires_after(std::chrono::seconds(cfg_.udp_encap.keepalive));
+        ka_timer.async_wait(on_keepalive);
+      };
+  if (cfg_.udp_encap.keepalive > 0) on_keepalive({});
+
+  io.run();
+  stop_ = true;
+  for (auto& t : workers_) t.join();
+  workers_.clear();
+  write_stats();
+  core::log::info("gateway", "final statistics: ", stats().dump());
+  link_->cleanup();
+  tun_.clear();
+  core::log::info("gateway", "stopped");
+  return 0;
+}
+
+void Gateway::send_keepalives() {
+  auto snap = dp_->snapshot();
+  static const std::uint8_t kKeepalive[1] = {esp::kKeepaliveByte};
+  for (const auto& sa : snap->outbound) {
+    const auto& p = sa->params();
+    if (p.encap != core::Encap::kUdp) continue;
+    if (auto* s = socket_for(p); s && s->send_to(kKeepalive, p.remote_addr, p.remote_port)) {
+      gw_.keepalives_sent.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+}
+
+void Gateway::tx_loop() {
+  std::vector<std::unique_ptr<core::Packet>> storage;
+  std::vector<core::Packet*> pkts;
+  for (std::size_t i = 0; i < kBatch; ++i) {
+    storage.push_back(std::make_unique<core::Packet>());
+    pkts.push_back(storage.back().get());
+  }
+  tun::Device& dev = *tun_[0];
+  std::vector<std::vector<core::Packet*>> per_socket(sockets_.size());
+  pollfd pfd{dev.fd(), POLLIN, 0};
+  while (!stop_.load(std::memory_order_relaxed)) {
+    if (::poll(&pfd, 1, kPollMs) <= 0) continue;
+    const std::size_t n = dev.read_batch(pkts);
+    if (n == 0) continue;
+    auto snap = dp_->snapshot();
+    for (auto& group : per_socket) group.clear();
+    for (std::size_t i = 0; i < n; ++i) {
+      core::Packet* p = pkts[i];
+      const esp::OutDecision d = dp_->process_outbound(*snap, *p);
+      if (d.action == esp::OutAction::kBypass) {
+        if (bypass_->send(p->span())) {
+          gw_.bypassed.fetch_add(1, std::memory_order_relaxed);
+        } else {
+          dp_->count_global(core::Drop::kSendFailed);
+        }
+        continue;
+      }
+      if (d.action != esp::OutAction::kSend) continue;
+      const auto& params = d.sa->params();
+      p->peer = params.remote_addr;
+      p->peer_port = params.remote_port;
+      tun::EspSocket* s = socket_for(params);
+      for (std::size_t k = 0; k < sockets_.size(); ++k) {
+        if (sockets_[k].get() == s) per_socket[k].push_back(p);
+      }
+    }
+    for (std::size_t k = 0; k < sockets_.size(); ++k) {
+      if (per_socket[k].empty()) continue;
+      const std::size_t sent = sockets_[k]->send_batch(per_socket[k]);
+      for (std::size_t i = sent; i < per_socket[k].size(); ++i) {
+        dp_->count_global(core::Drop::kSendFailed);
+      }
+    }
+  }
+}
+
+void Gateway::rx_loop() {
+  std::vector<std::unique_ptr<core::Packet>> storage;
+  std::vector<core::Packet*> pkts;
+  for (std::size_t i = 0; i < kBatch; ++i) {
+    storage.push_back(std::make_unique<core::Packet>());
+    pkts.push_back(storage.back().get());
+  }
+  std::vector<pollfd> pfds;
+  for (const auto& s : sockets_) pfds.push_back({s->fd(), POLLIN, 0});
+  std::vector<core::Packet*> to_tun;
+  core::log::RateLimited ike_log(std::chrono::seconds(10));
+  while (!stop_.load(std::memory_order_relaxed)) {
+    if (::poll(pfds.data(), pfds.size(), kPollMs) <= 0) continue;
+    for (std::size_t k = 0; k < sockets_.size(); ++k) {
+      if (!(pfds[k].revents & POLLIN)) continue;
+      tun::EspSocket& sock = *sockets_[k];
+      const std::size_t n = sock.recv_batch(pkts);
+      if (n == 0) continue;
+      auto snap = dp_->snapshot();
+      to_tun.clear();
+      for (std::size_t i = 0; i < n; ++i) {
+        core::Packet* p = pkts[i];
+        if (sock.kind() == tun::EspSocket::Kind::kUdp) {
+          const auto c = esp::classify_udp(p->span());
+          if (c.kind == esp::UdpKind::kKeepalive) {
+            gw_.keepalives_received.fetch_add(1, std::memory_order_relaxed);
+            continue;
+          }
+          if (c.kind == esp::UdpKind::kIke) {
+            gw_.ike_ignored.fetch_add(1, std::memory_order_relaxed);
+            std::uint64_t suppressed = 0;
+            if (ike_log.allow(suppressed)) {
+              core::log::warn("gateway", "IKE message from ", p->peer.to_string(),
+                              " ignored: no IKE connection is configured");
+            }
+            continue;
+          }
+          if (c.kind == esp::UdpKind::kMalformed) {
+            dp_->count_global(core::Drop::kMalformed);
+            continue;
+          }
+        }
+        if (dp_->process_inbound(*snap, *p) == core::Drop::kNone) to_tun.push_back(p);
+      }
+      if (!to_tun.empty()) {
+        const std::size_t w = tun_[0]->write_batch(to_tun);
+        gw_.tun_write_failed.fetch_add(to_tun.size() - w, std::memory_order_relaxed);
+      }
+    }
+  }
+}
+
+nlohmann::json Gateway::stats() const {
+  nlohmann::json j;
+  auto snap = dp_->snapshot();
+  nlohmann::json totals = nlohmann::json::object();
+  add_to(totals, dp_->global());
+  add_to(totals, dp_->retired());
+  nlohmann::json sas = nlohmann::json::array();
+  for (const auto& out : snap->outbound) {
+    const auto& p = out->params();
+    auto in_it = snap->inbound.find(p.in.spi);
+    nlohmann::json s = nlohmann::json::object();
+    s["name"] = p.name;
+    s["spi_out"] = spi_hex(p.out.spi);
+    s["spi_in"] = spi_hex(p.in.spi);
+    s["esp"] = p.transform.name();
+    s["encap"] = p.encap == core::Encap::kUdp ? "udp" : "none";
+    s["local_addr"] = p.local_addr.to_string();
+    s["remote_addr"] = p.remote_addr.to_string();
+    s["selectors"] = p.selectors.to_string();
+    add_to(s, out->counters());
+    add_to(totals, out->counters());
+    if (in_it != snap->inbound.end()) {
+      add_to(s, in_it->second->counters());
+      add_to(totals, in_it->second->counters());
+      s["replay_window"] = in_it->second->replay().size();
+      s["highest_seq_in"] = in_it->second->replay().top();
+    }
+    s["next_seq_out"] = out->next_seq();
+    sas.push_back(s);
+  }
+  j["active_sas"] = snap->outbound.size();
+  j["totals"] = totals;
+  j["sas"] = sas;
+  j["keepalives_sent"] = gw_.keepalives_sent.load();
+  j["keepalives_received"] = gw_.keepalives_received.load();
+  j["ike_ignored"] = gw_.ike_ignored.load();
+  j["bypassed"] = gw_.bypassed.load();
+  j["tun_write_failed"] = gw_.tun_write_failed.load();
+  j["uptime_s"] = std::chrono::duration_cast<std::chrono::seconds>(
+                      std::chrono::steady_clock::now() - started_)
+                      .count();
+  return j;
+}
+
+void Gateway::write_stats() const {
+  if (stats_file_.empty() || !dp_) return;
+  const std::string tmp = stats_file_ + ".tmp";
+  {
+    std::ofstream f(tmp);
+    f << stats().dump(2) << "\n";
+  }
+  std::rename(tmp.c_str(), stats_file_.c_str());
+}
+
+}  // namespace ipsecgw::cli

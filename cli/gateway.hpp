@@ -1,0 +1,71 @@
+// The running gateway: TUN device, sockets, data-plane workers and the
+// control plane, composed from a validated configuration.
+//
+// Threads:
+//   - the control thread runs a Boost.Asio io_context: signals, NAT
+//     keepalive timers, statistics; it installs SAs into the DataPlane;
+//   - the TX worker reads cleartext from TUN in batches, applies the SPD and
+//     sends ESP with sendmmsg (it owns every outbound SA's crypto);
+//   - the RX worker receives ESP with recvmmsg from every socket, decrypts
+//     and writes cleartext to TUN (it owns every inbound SA and its replay
+//     window).
+// Workers read the DataPlane snapshot once per batch and never wait on the
+// control thread. More workers come as more TUN queues (TX, sharded by flow)
+// and SO_REUSEPORT sockets steered by SPI (RX), one owner per SA direction.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "config/config.hpp"
+#include "esp/dataplane.hpp"
+#include "tun/linux_tun.hpp"
+#include "tun/sockets.hpp"
+
+namespace ipsecgw::cli {
+
+struct GatewayCounters {
+  std::atomic<std::uint64_t> keepalives_received{0};
+  std::atomic<std::uint64_t> keepalives_sent{0};
+  std::atomic<std::uint64_t> ike_ignored{0};
+  std::atomic<std::uint64_t> bypassed{0};
+  std::atomic<std::uint64_t> tun_write_failed{0};
+};
+
+class Gateway {
+ public:
+  Gateway(config::Config cfg, std::string stats_file);
+  ~Gateway();
+  // Sets everything up and runs until SIGINT/SIGTERM. Returns the exit code.
+  int run();
+  // Statistics as JSON (also what --stats-file holds).
+  [[nodiscard]] nlohmann::json stats() const;
+
+ private:
+  bool setup(std::string& err);
+  void tx_loop();
+  void rx_loop();
+  void send_protected(std::vector<core::Packet*>& batch);
+  tun::EspSocket* socket_for(const core::SaParams& p) const;
+  void write_stats() const;
+  void send_keepalives();
+
+  config::Config cfg_;
+  std::string stats_file_;
+  std::unique_ptr<esp::DataPlane> dp_;
+  std::vector<std::unique_ptr<tun::LinuxTun>> tun_;
+  std::unique_ptr<tun::LinkSetup> link_;
+  std::vector<std::unique_ptr<tun::EspSocket>> sockets_;
+  std::unique_ptr<tun::BypassSocket> bypass_;
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> workers_;
+  GatewayCounters gw_;
+  std::chrono::steady_clock::time_point started_;
+};
+
+}  // namespace ipsecgw::cli

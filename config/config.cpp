@@ -1,0 +1,485 @@
+#include "config/config.hpp"
+
+#include <fstream>
+#include <limits>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+namespace ipsecgw::config {
+
+using nlohmann::json;
+
+namespace {
+
+// Walks the document, recording errors against JSON paths.
+class Walker {
+ public:
+  explicit Walker(std::vector<ConfigError>& errors) : errors_(errors) {}
+
+  void error(const std::string& path, std::string msg) { errors_.push_back({path, std::move(msg)}); }
+
+  // Reports keys that are not in `known`.
+  void only_keys(const json& obj, const std::string& path, std::initializer_list<const char*> known) {
+    for (const auto& [k, v] : obj.items()) {
+      bool ok = false;
+      for (const char* name : known) ok = ok || k == name;
+      if (!ok) error(path + "." + k, "unknown key");
+    }
+  }
+
+  bool is_object(const json& v, const std::string& path) {
+    if (v.is_object()) return true;
+    error(path, "must be an object");
+    return false;
+  }
+
+  std::optional<std::string> string(const json& obj, const std::string& path, const char* key,
+                                    bool required) {
+    auto it = obj.find(key);
+    if (it == obj.end()) {
+      if (required) error(path + "." + key, "is required");
+      return std::nullopt;
+    }
+    if (!it->is_string()) {
+      error(path + "." + key, "must be a string");
+      return std::nullopt;
+    }
+    return it->get<std::string>();
+  }
+
+  template <class T>
+  std::optional<T> integer(const json& obj, const std::string& path, const char* key, T lo, T hi) {
+    auto it = obj.find(key);
+    if (it == obj.end()) return std::nullopt;
+    if (!it->is_number_integer()) {
+      error(path + "." + key, "must be an integer");
+      return std::nullopt;
+    }
+    auto v = it->get<long long>();
+    if (v < static_cast<long long>(lo) || v > static_cast<long long>(hi)) {
+      error(path + "." + key, "must be between " + std::to_string(lo) + " and " + std::to_string(hi));
+      return std::nullopt;
+    }
+    return static_cast<T>(v);
+  }
+
+  std::vector<core::IpRange> ranges(const json& obj, const std::string& path, const char* key,
+                                    bool required) {
+    std::vector<core::IpRange> out;
+    auto it = obj.find(key);
+    const std::string p = path + "." + key;
+    if (it == obj.end()) {
+      if (required) error(p, "is required");
+      return out;
+    }
+    if (!it->is_array() || it->empty()) {
+      error(p, "must be a non-empty list of addresses, prefixes or ranges");
+      return out;
+    }
+    for (std::size_t i = 0; i < it->size(); ++i) {
+      const auto& e = (*it)[i];
+      const std::string ep = p + "[" + std::to_string(i) + "]";
+      if (!e.is_string()) {
+        error(ep, "must be a string");
+        continue;
+      }
+      auto r = core::IpRange::parse(e.get<std::string>());
+      if (!r) {
+        error(ep, "'" + e.get<std::string>() + "' is not an address, prefix or range");
+        continue;
+      }
+      out.push_back(*r);
+    }
+    return out;
+  }
+
+  std::optional<core::PortRange> ports(const json& obj, const std::string& path, const char* key) {
+    auto it = obj.find(key);
+    if (it == obj.end()) return core::PortRange{};
+    const std::string p = path + "." + key;
+    if (it->is_number_integer()) {
+      auto v = it->get<long long>();
+      if (v < 0 || v > 65535) {
+        error(p, "port must be between 0 and 65535");
+        return std::nullopt;
+      }
+      return core::PortRange{static_cast<std::uint16_t>(v), static_cast<std::uint16_t>(v)};
+    }
+    if (it->is_string()) {
+      unsigned lo = 0, hi = 0;
+      char dash = 0;
+      std::istringstream is(it->get<std::string>());
+      if ((is >> lo >> dash >> hi) && dash == '-' && is.eof() && lo <= hi && hi <= 65535) {
+        return core::PortRange{static_cast<std::uint16_t>(lo), static_cast<std::uint16_t>(hi)};
+      }
+    }
+    error(p, "must be a port number or a range \"LOW-HIGH\"");
+    return std::nullopt;
+  }
+
+ private:
+  std::vector<ConfigError>& errors_;
+};
+
+std::optional<std::uint32_t> parse_spi(Walker& w, const json& obj, const std::string& path) {
+  auto it = obj.find("spi");
+  const std::string p = path + ".spi";
+  if (it == obj.end()) {
+    w.error(p, "is required");
+    return std::nullopt;
+  }
+  unsigned long long v = 0;
+  if (it->is_number_unsigned()) {
+    v = it->get<unsigned long long>();
+  } else if (it->is_string()) {
+    const auto s = it->get<std::string>();
+    std::size_t used = 0;
+    try {
+      v = std::stoull(s, &used, 0);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != s.size() || s.empty()) {
+      w.error(p, "'" + s + "' is not a number (write it as \"0x00001001\" or 4097)");
+      return std::nullopt;
+    }
+  } else {
+    w.error(p, "must be a number or a string like \"0x00001001\"");
+    return std::nullopt;
+  }
+  if (v < 256 || v > 0xffffffffULL) {
+    w.error(p, "must be between 0x100 and 0xffffffff (0-255 are reserved, RFC 4303 2.1)");
+    return std::nullopt;
+  }
+  return static_cast<std::uint32_t>(v);
+}
+
+bool parse_direction(Walker& w, const json& sa, const std::string& path, const char* key,
+                     const std::optional<core::EspTransform>& t, core::SaDirection& out) {
+  auto it = sa.find(key);
+  const std::string p = path + "." + key;
+  if (it == sa.end()) {
+    w.error(p, "is required");
+    return false;
+  }
+  if (!w.is_object(*it, p)) return false;
+  w.only_keys(*it, p, {"spi", "key"});
+  auto spi = parse_spi(w, *it, p);
+  auto key_hex = w.string(*it, p, "key", true);
+  if (!spi || !key_hex) return false;
+  auto raw = core::from_hex(*key_hex);
+  if (!raw) {
+    w.error(p + ".key", "is not hex");
+    return false;
+  }
+  core::SecureBytes secure(*raw);
+  core::secure_wipe(raw->data(), raw->size());
+  if (t && secure.size() != t->keymat_len()) {
+    w.error(p + ".key", "must be " + std::to_string(t->keymat_len()) + " bytes for " + t->name() +
+                            " (" + std::to_string(t->enc.key_bytes) + " key" +
+                            (core::salt_len(t->enc.alg) ? " + 4 salt" : "") +
+                            (t->aead() ? "" : " + " + std::to_string(core::integ_key_len(t->integ)) +
+                                                  " integrity key") +
+                            "), got " + std::to_string(secure.size()));
+    return false;
+  }
+  out.spi = *spi;
+  out.keymat = std::move(secure);
+  return true;
+}
+
+void parse_manual_sa(Walker& w, const std::string& name, const json& sa, const std::string& path,
+                     const UdpEncapConfig& udp, std::vector<core::SaParams>& out) {
+  if (!w.is_object(sa, path)) return;
+  w.only_keys(sa, path, {"local_addr", "remote_addr", "local_ts", "remote_ts", "mode", "protocol",
+                         "encap", "esp", "replay_window", "remote_port", "out", "in"});
+  core::SaParams p;
+  p.name = name;
+  bool ok = true;
+  auto addr = [&](const char* key, core::IpAddress& a) {
+    auto s = w.string(sa, path, key, true);
+    if (!s) return false;
+    auto parsed = core::IpAddress::parse(*s);
+    if (!parsed) {
+      w.error(path + "." + key, "'" + *s + "' is not an IP address");
+      return false;
+    }
+    a = *parsed;
+    return true;
+  };
+  ok &= addr("local_addr", p.local_addr);
+  ok &= addr("remote_addr", p.remote_addr);
+  if (ok && p.local_addr.family() != p.remote_addr.family()) {
+    w.error(path + ".remote_addr", "must be of the same IP version as local_addr");
+    ok = false;
+  }
+  p.selectors.local = w.ranges(sa, path, "local_ts", true);
+  p.selectors.remote = w.ranges(sa, path, "remote_ts", true);
+  ok &= !p.selectors.local.empty() && !p.selectors.remote.empty();
+
+  const auto mode = w.string(sa, path, "mode", false).value_or("tunnel");
+  if (mode == "transport") {
+    w.error(path + ".mode", "transport mode is not implemented yet; use \"tunnel\"");
+    ok = false;
+  } else if (mode != "tunnel") {
+    w.error(path + ".mode", "must be \"tunnel\" or \"transport\"");
+    ok = false;
+  }
+  const auto proto = w.string(sa, path, "protocol", false).value_or("esp");
+  if (proto == "ah") {
+    w.error(path + ".protocol", "AH is not implemented yet; use \"esp\"");
+    ok = false;
+  } else if (proto != "esp") {
+    w.error(path + ".protocol", "must be \"esp\" or \"ah\"");
+    ok = false;
+  }
+  const auto encap = w.string(sa, path, "encap", false).value_or("none");
+  if (encap == "udp") {
+    p.encap = core::Encap::kUdp;
+  } else if (encap != "none") {
+    w.error(path + ".encap", "must be \"udp\" (ESP in UDP, RFC 3948) or \"none\" (IP protocol 50)");
+    ok = false;
+  }
+  p.remote_port = w.integer<std::uint16_t>(sa, path, "remote_port", 1, 65535).value_or(udp.port);
+  p.replay_window =
+      w.integer<std::uint32_t>(sa, path, "replay_window", 0, core::kMaxReplayWindow)
+          .value_or(core::kDefaultReplayWindow);
+
+  std::optional<core::EspTransform> t;
+  if (auto esp = w.string(sa, path, "esp", true)) {
+    std::string why;
+    t = core::single_esp_transform(*esp, why);
+    if (!t) {
+      w.error(path + ".esp", "'" + *esp + "': " + why);
+      ok = false;
+    } else {
+      p.transform = *t;
+    }
+  } else {
+    ok = false;
+  }
+  ok &= parse_direction(w, sa, path, "out", t, p.out);
+  ok &= parse_direction(w, sa, path, "in", t, p.in);
+  if (ok) out.push_back(std::move(p));
+}
+
+void parse_policy(Walker& w, const json& pj, const std::string& path,
+                  const std::set<std::string>& sa_names, std::vector<esp::StaticPolicy>& out) {
+  if (!w.is_object(pj, path)) return;
+  w.only_keys(pj, path, {"name", "local_ts", "remote_ts", "proto", "local_port", "remote_port",
+                         "action", "sa"});
+  esp::StaticPolicy sp;
+  bool ok = true;
+  sp.policy.name = w.string(pj, path, "name", false).value_or(path);
+  sp.policy.sel.local = w.ranges(pj, path, "local_ts", true);
+  sp.policy.sel.remote = w.ranges(pj, path, "remote_ts", true);
+  ok &= !sp.policy.sel.local.empty() && !sp.policy.sel.remote.empty();
+  if (auto proto = w.string(pj, path, "proto", false)) {
+    auto n = core::parse_ip_protocol(*proto);
+    if (!n) {
+      w.error(path + ".proto", "'" + *proto + "' is not a protocol name or number");
+      ok = false;
+    } else {
+      sp.policy.sel.proto = *n;
+    }
+  } else if (auto n = w.integer<std::uint8_t>(pj, path, "proto", 0, 255)) {
+    sp.policy.sel.proto = *n;
+  }
+  auto lp = w.ports(pj, path, "local_port");
+  auto rp = w.ports(pj, path, "remote_port");
+  ok &= lp.has_value() && rp.has_value();
+  if (lp && rp) {
+    sp.policy.sel.local_ports = *lp;
+    sp.policy.sel.remote_ports = *rp;
+    auto pr = sp.policy.sel.proto;
+    if ((!lp->any() || !rp->any()) && pr != core::ipproto::kTcp && pr != core::ipproto::kUdp &&
+        pr != core::ipproto::kSctp && pr != core::ipproto::kUdpLite && pr != core::ipproto::kIcmp &&
+        pr != core::ipproto::kIcmpv6) {
+      w.error(path + ".proto", "ports need a protocol that has them (tcp, udp, sctp, udplite)");
+      ok = false;
+    }
+  }
+  auto action = w.string(pj, path, "action", true);
+  if (action == "bypass") {
+    sp.policy.action = core::PolicyAction::kBypass;
+  } else if (action == "discard") {
+    sp.policy.action = core::PolicyAction::kDiscard;
+  } else if (action == "protect") {
+    sp.policy.action = core::PolicyAction::kProtect;
+    auto sa = w.string(pj, path, "sa", true);
+    if (!sa) {
+      ok = false;
+    } else if (!sa_names.count(*sa)) {
+      w.error(path + ".sa", "no manual SA named '" + *sa + "'");
+      ok = false;
+    } else {
+      sp.sa_name = *sa;
+    }
+  } else {
+    if (action) w.error(path + ".action", "must be \"protect\", \"bypass\" or \"discard\"");
+    ok = false;
+  }
+  if (ok) out.push_back(std::move(sp));
+}
+
+void parse_tun(Walker& w, const json& t, TunConfig& tun) {
+  const std::string path = "$.tun";
+  if (!w.is_object(t, path)) return;
+  w.only_keys(t, path, {"name", "mtu", "addresses", "table", "fwmark", "rule_priority"});
+  if (auto n = w.string(t, path, "name", false)) {
+    if (n->empty() || n->size() > 15) {
+      w.error(path + ".name", "must be 1 to 15 characters");
+    } else {
+      tun.name = *n;
+    }
+  }
+  tun.mtu = w.integer<int>(t, path, "mtu", 576, 9000).value_or(tun.mtu);
+  tun.table = w.integer<std::uint32_t>(t, path, "table", 1, 0xfffffffe).value_or(tun.table);
+  tun.fwmark = w.integer<std::uint32_t>(t, path, "fwmark", 1, 0xffffffff).value_or(tun.fwmark);
+  tun.rule_priority =
+      w.integer<std::uint32_t>(t, path, "rule_priority", 1, 32765).value_or(tun.rule_priority);
+  if (auto it = t.find("addresses"); it != t.end()) {
+    if (!it->is_array()) {
+      w.error(path + ".addresses", "must be a list of \"ADDRESS/PREFIXLEN\"");
+    } else {
+      for (std::size_t i = 0; i < it->size(); ++i) {
+        const auto& e = (*it)[i];
+        if (!e.is_string() || !core::IpRange::parse(e.get<std::string>()) ||
+            e.get<std::string>().find('/') == std::string::npos) {
+          w.error(path + ".addresses[" + std::to_string(i) + "]", "must be \"ADDRESS/PREFIXLEN\"");
+        } else {
+          tun.addresses.push_back(e.get<std::string>());
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+LoadResult parse_config(std::string_view text) {
+  LoadResult r;
+  json doc;
+  try {
+    doc = json::parse(text.begin(), text.end());
+  } catch (const json::parse_error& e) {
+    r.errors.push_back({"$", std::string("invalid JSON: ") + e.what()});
+    return r;
+  }
+  Walker w(r.errors);
+  if (!w.is_object(doc, "$")) return r;
+  w.only_keys(doc, "$", {"tun", "udp_encap", "manual", "policies", "log_level"});
+  Config c;
+  if (auto it = doc.find("tun"); it != doc.end()) parse_tun(w, *it, c.tun);
+  if (auto it = doc.find("udp_encap"); it != doc.end() && w.is_object(*it, "$.udp_encap")) {
+    w.only_keys(*it, "$.udp_encap", {"port", "keepalive"});
+    c.udp_encap.port = w.integer<std::uint16_t>(*it, "$.udp_encap", "port", 1, 65535)
+                           .value_or(c.udp_encap.port);
+    c.udp_encap.keepalive = w.integer<unsigned>(*it, "$.udp_encap", "keepalive", 0, 3600)
+                                .value_or(c.udp_encap.keepalive);
+  }
+  if (auto lvl = w.string(doc, "$", "log_level", false)) {
+    core::log::Level l;
+    if (!core::log::parse_level(*lvl, l)) {
+      w.error("$.log_level", "must be error, warn, info or debug");
+    } else {
+      c.log_level = *lvl;
+    }
+  }
+  std::set<std::string> sa_names;
+  if (auto it = doc.find("manual"); it != doc.end() && w.is_object(*it, "$.manual")) {
+    for (const auto& [name, sa] : it->items()) {
+      sa_names.insert(name);
+      parse_manual_sa(w, name, sa, "$.manual." + name, c.udp_encap, c.manual);
+    }
+  }
+  // Inbound SPIs identify SAs (RFC 4301 4.1): they must be unique.
+  std::set<std::uint32_t> spis;
+  for (const auto& sa : c.manual) {
+    if (!spis.insert(sa.in.spi).second) {
+      w.error("$.manual." + sa.name + ".in.spi", "is used by another SA");
+    }
+  }
+  if (auto it = doc.find("policies"); it != doc.end()) {
+    if (!it->is_array()) {
+      w.error("$.policies", "must be a list");
+    } else {
+      for (std::size_t i = 0; i < it->size(); ++i) {
+        parse_policy(w, (*it)[i], "$.policies[" + std::to_string(i) + "]", sa_names, c.policies);
+      }
+    }
+  }
+  if (r.errors.empty()) r.config = std::move(c);
+  return r;
+}
+
+LoadResult load_config_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    LoadResult r;
+    r.errors.push_back({path, "cannot be read"});
+    return r;
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return parse_config(ss.str());
+}
+
+std::vector<core::Prefix> protected_routes(const Config& c) {
+  std::vector<core::Prefix> out;
+  auto add = [&](const std::vector<core::IpRange>& ranges) {
+    for (const auto& r : ranges) {
+      for (const auto& p : r.to_prefixes()) {
+        bool dup = false;
+        for (const auto& q : out) dup = dup || (q.addr == p.addr && q.len == p.len);
+        if (!dup) out.push_back(p);
+      }
+    }
+  };
+  for (const auto& sa : c.manual) add(sa.selectors.remote);
+  for (const auto& p : c.policies) {
+    // Bypass and discard policies take effect on packets that reach the TUN
+    // device, so their networks are routed there too.
+    add(p.policy.sel.remote);
+  }
+  return out;
+}
+
+std::string explain(const Config& c) {
+  std::ostringstream os;
+  os << "TUN device " << c.tun.name << ", MTU " << c.tun.mtu << ", routes in table "
+     << c.tun.table << " (rule: not fwmark 0x" << std::hex << c.tun.fwmark << std::dec
+     << ", priority " << c.tun.rule_priority << ")\n";
+  os << "UDP encapsulation port " << c.udp_encap.port << ", NAT keepalive "
+     << (c.udp_encap.keepalive ? std::to_string(c.udp_encap.keepalive) + " s" : "off") << "\n";
+  os << c.manual.size() << " manual SA" << (c.manual.size() == 1 ? "" : "s") << ":\n";
+  for (const auto& sa : c.manual) {
+    char spis[64];
+    std::snprintf(spis, sizeof spis, "out 0x%08x in 0x%08x", sa.out.spi, sa.in.spi);
+    os << "  " << sa.name << ": ESP tunnel " << sa.local_addr.to_string() << " <-> "
+       << sa.remote_addr.to_string()
+       << (sa.encap == core::Encap::kUdp ? " in UDP port " + std::to_string(sa.remote_port)
+                                         : std::string(" as IP protocol 50"))
+       << ", " << sa.transform.name() << ", " << spis << ", replay window "
+       << (sa.replay_window ? std::to_string(sa.replay_window) : "off") << "\n"
+       << "      protects " << sa.selectors.to_string() << "\n";
+  }
+  os << "SPD (first match wins):\n";
+  int i = 1;
+  for (const auto& p : c.policies) {
+    os << "  " << i++ << ". " << core::to_string(p.policy.action) << " "
+       << p.policy.sel.to_string() << (p.sa_name.empty() ? "" : " with SA " + p.sa_name) << "\n";
+  }
+  for (const auto& sa : c.manual) {
+    os << "  " << i++ << ". protect " << sa.selectors.to_string() << " with SA " << sa.name << "\n";
+  }
+  os << "  *. discard anything else read from " << c.tun.name << "\n";
+  os << "Routes via " << c.tun.name << ":";
+  for (const auto& r : protected_routes(c)) os << " " << r.to_string();
+  os << "\n";
+  return os.str();
+}
+
+}  // namespace ipsecgw::config

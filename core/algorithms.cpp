@@ -1,0 +1,264 @@
+#include "core/algorithms.hpp"
+
+#include <array>
+
+namespace ipsecgw::core {
+
+bool is_aead(EncAlg a) noexcept {
+  return a == EncAlg::kAesGcm16 || a == EncAlg::kChaCha20Poly1305;
+}
+
+std::size_t salt_len(EncAlg a) noexcept {
+  switch (a) {
+    case EncAlg::kAesGcm16:
+    case EncAlg::kChaCha20Poly1305:
+    case EncAlg::kAesCtr: return 4;
+    default: return 0;
+  }
+}
+
+std::size_t iv_len(EncAlg a) noexcept {
+  switch (a) {
+    case EncAlg::kNull: return 0;
+    case EncAlg::kAesCbc: return 16;
+    case EncAlg::kTripleDesCbc: return 8;
+    case EncAlg::kAesCtr:
+    case EncAlg::kAesGcm16:
+    case EncAlg::kChaCha20Poly1305: return 8;
+  }
+  return 0;
+}
+
+std::size_t block_len(EncAlg a) noexcept {
+  switch (a) {
+    case EncAlg::kAesCbc: return 16;
+    case EncAlg::kTripleDesCbc: return 8;
+    default: return 4;  // stream modes: 4-byte alignment (RFC 4303 2.4)
+  }
+}
+
+std::size_t icv_len(IntegAlg a) noexcept {
+  switch (a) {
+    case IntegAlg::kNone: return 0;
+    case IntegAlg::kHmacMd5_96:
+    case IntegAlg::kHmacSha1_96: return 12;
+    case IntegAlg::kHmacSha256_128: return 16;
+    case IntegAlg::kHmacSha384_192: return 24;
+    case IntegAlg::kHmacSha512_256: return 32;
+  }
+  return 0;
+}
+
+std::size_t integ_key_len(IntegAlg a) noexcept {
+  switch (a) {
+    case IntegAlg::kNone: return 0;
+    case IntegAlg::kHmacMd5_96: return 16;
+    case IntegAlg::kHmacSha1_96: return 20;
+    case IntegAlg::kHmacSha256_128: return 32;
+    case IntegAlg::kHmacSha384_192: return 48;
+    case IntegAlg::kHmacSha512_256: return 64;
+  }
+  return 0;
+}
+
+const char* digest_name(IntegAlg a) noexcept {
+  switch (a) {
+    case IntegAlg::kNone: return nullptr;
+    case IntegAlg::kHmacMd5_96: return "MD5";
+    case IntegAlg::kHmacSha1_96: return "SHA1";
+    case IntegAlg::kHmacSha256_128: return "SHA256";
+    case IntegAlg::kHmacSha384_192: return "SHA384";
+    case IntegAlg::kHmacSha512_256: return "SHA512";
+  }
+  return nullptr;
+}
+
+std::size_t EspTransform::icv_len() const noexcept {
+  return aead() ? 16 : core::icv_len(integ);
+}
+
+namespace {
+
+struct EncName {
+  std::string_view name;
+  EncSpec spec;
+};
+constexpr std::array<EncName, 16> kEncNames = {{
+    {"null", {EncAlg::kNull, 0}},
+    {"aes", {EncAlg::kAesCbc, 16}},
+    {"aes128", {EncAlg::kAesCbc, 16}},
+    {"aes192", {EncAlg::kAesCbc, 24}},
+    {"aes256", {EncAlg::kAesCbc, 32}},
+    {"aes128ctr", {EncAlg::kAesCtr, 16}},
+    {"aes192ctr", {EncAlg::kAesCtr, 24}},
+    {"aes256ctr", {EncAlg::kAesCtr, 32}},
+    {"3des", {EncAlg::kTripleDesCbc, 24}},
+    {"aes128gcm16", {EncAlg::kAesGcm16, 16}},
+    {"aes128gcm128", {EncAlg::kAesGcm16, 16}},
+    {"aes192gcm16", {EncAlg::kAesGcm16, 24}},
+    {"aes256gcm16", {EncAlg::kAesGcm16, 32}},
+    {"aes256gcm128", {EncAlg::kAesGcm16, 32}},
+    {"chacha20poly1305", {EncAlg::kChaCha20Poly1305, 32}},
+    {"aes192gcm128", {EncAlg::kAesGcm16, 24}},
+}};
+
+struct IntegName {
+  std::string_view name;
+  IntegAlg alg;
+};
+constexpr std::array<IntegName, 9> kIntegNames = {{
+    {"md5", IntegAlg::kHmacMd5_96},
+    {"sha1", IntegAlg::kHmacSha1_96},
+    {"sha", IntegAlg::kHmacSha1_96},
+    {"sha256", IntegAlg::kHmacSha256_128},
+    {"sha2_256", IntegAlg::kHmacSha256_128},
+    {"sha384", IntegAlg::kHmacSha384_192},
+    {"sha2_384", IntegAlg::kHmacSha384_192},
+    {"sha512", IntegAlg::kHmacSha512_256},
+    {"sha2_512", IntegAlg::kHmacSha512_256},
+}};
+
+struct PrfName {
+  std::string_view name;
+  PrfAlg alg;
+};
+constexpr std::array<PrfName, 5> kPrfNames = {{
+    {"prfmd5", PrfAlg::kHmacMd5},
+    {"prfsha1", PrfAlg::kHmacSha1},
+    {"prfsha256", PrfAlg::kHmacSha256},
+    {"prfsha384", PrfAlg::kHmacSha384},
+    {"prfsha512", PrfAlg::kHmacSha512},
+}};
+
+struct DhName {
+  std::string_view name;
+  DhGroup group;
+};
+constexpr std::array<DhName, 14> kDhNames = {{
+    {"modp1024", DhGroup::kModp1024},
+    {"modp1536", DhGroup::kModp1536},
+    {"modp2048", DhGroup::kModp2048},
+    {"modp3072", DhGroup::kModp3072},
+    {"modp4096", DhGroup::kModp4096},
+    {"modp6144", DhGroup::kModp6144},
+    {"modp8192", DhGroup::kModp8192},
+    {"ecp256", DhGroup::kEcp256},
+    {"ecp384", DhGroup::kEcp384},
+    {"ecp521", DhGroup::kEcp521},
+    {"x25519", DhGroup::kCurve25519},
+    {"curve25519", DhGroup::kCurve25519},
+    {"x448", DhGroup::kCurve448},
+    {"curve448", DhGroup::kCurve448},
+}};
+
+template <class Table, class Out>
+bool lookup(const Table& table, std::string_view tok, Out& out) {
+  for (const auto& e : table) {
+    if (e.name == tok) {
+      out = e;
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string EspTransform::name() const {
+  std::string s;
+  for (const auto& e : kEncNames) {
+    if (e.spec == enc && e.name != "aes" && e.name.find("gcm128") == std::string_view::npos) {
+      s = std::string(e.name);
+      break;
+    }
+  }
+  if (!aead() && integ != IntegAlg::kNone) {
+    for (const auto& e : kIntegNames) {
+      if (e.alg == integ && e.name != "sha" && e.name.find('_') == std::string_view::npos) {
+        s += "-" + std::string(e.name);
+        break;
+      }
+    }
+  }
+  if (esn) s += "-esn";
+  return s;
+}
+
+std::optional<Proposal> parse_proposal(std::string_view text, std::string& bad_token) {
+  Proposal p;
+  if (text.empty()) {
+    bad_token = "";
+    return std::nullopt;
+  }
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    auto end = text.find('-', start);
+    if (end == std::string_view::npos) end = text.size();
+    auto tok = text.substr(start, end - start);
+    EncName e{};
+    IntegName i{};
+    PrfName f{};
+    DhName d{};
+    if (lookup(kEncNames, tok, e)) {
+      p.enc.push_back(e.spec);
+    } else if (lookup(kIntegNames, tok, i)) {
+      p.integ.push_back(i.alg);
+    } else if (lookup(kPrfNames, tok, f)) {
+      p.prf.push_back(f.alg);
+    } else if (lookup(kDhNames, tok, d)) {
+      p.dh.push_back(d.group);
+    } else if (tok == "esn") {
+      p.esn.push_back(true);
+    } else if (tok == "noesn") {
+      p.esn.push_back(false);
+    } else {
+      bad_token = std::string(tok);
+      return std::nullopt;
+    }
+    start = end + 1;
+  }
+  return p;
+}
+
+std::optional<EspTransform> single_esp_transform(std::string_view text, std::string& why) {
+  std::string bad;
+  auto p = parse_proposal(text, bad);
+  if (!p) {
+    why = "unknown algorithm keyword '" + bad + "'";
+    return std::nullopt;
+  }
+  if (p->enc.size() != 1) {
+    why = "name exactly one encryption algorithm";
+    return std::nullopt;
+  }
+  if (!p->prf.empty()) {
+    why = "a PRF has no place in an ESP transform";
+    return std::nullopt;
+  }
+  if (!p->dh.empty()) {
+    why = "a DH group has no place in a manually keyed SA";
+    return std::nullopt;
+  }
+  if (p->esn.size() > 1) {
+    why = "name esn at most once";
+    return std::nullopt;
+  }
+  EspTransform t;
+  t.enc = p->enc[0];
+  t.esn = !p->esn.empty() && p->esn[0];
+  if (t.aead()) {
+    if (!p->integ.empty()) {
+      why = "an AEAD algorithm takes no separate integrity algorithm";
+      return std::nullopt;
+    }
+  } else {
+    if (p->integ.size() != 1) {
+      why = "encryption without exactly one integrity algorithm is refused";
+      return std::nullopt;
+    }
+    t.integ = p->integ[0];
+  }
+  return t;
+}
+
+}  // namespace ipsecgw::core

@@ -1,0 +1,227 @@
+#include "core/crypto.hpp"
+
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+namespace ipsecgw::core {
+
+void random_bytes(MutByteSpan out) {
+  if (RAND_bytes(out.data(), static_cast<int>(out.size())) != 1) {
+    // No randomness means no safe keys or IVs: there is no way to go on.
+    throw std::runtime_error("RAND_bytes failed");
+  }
+}
+
+namespace {
+
+const EVP_CIPHER* aead_cipher(EncAlg alg, std::size_t key_len) {
+  if (alg == EncAlg::kChaCha20Poly1305) return key_len == 32 ? EVP_chacha20_poly1305() : nullptr;
+  if (alg != EncAlg::kAesGcm16) return nullptr;
+  switch (key_len) {
+    case 16: return EVP_aes_128_gcm();
+    case 24: return EVP_aes_192_gcm();
+    case 32: return EVP_aes_256_gcm();
+    default: return nullptr;
+  }
+}
+
+const EVP_CIPHER* block_cipher(EncAlg alg, std::size_t key_len) {
+  switch (alg) {
+    case EncAlg::kAesCbc:
+      return key_len == 16 ? EVP_aes_128_cbc()
+             : key_len == 24 ? EVP_aes_192_cbc()
+             : key_len == 32 ? EVP_aes_256_cbc()
+                             : nullptr;
+    case EncAlg::kAesCtr:
+      return key_len == 16 ? EVP_aes_128_ctr()
+             : key_len == 24 ? EVP_aes_192_ctr()
+             : key_len == 32 ? EVP_aes_256_ctr()
+                             : nullptr;
+    case EncAlg::kTripleDesCbc: return key_len == 24 ? EVP_des_ede3_cbc() : nullptr;
+    default: return nullptr;
+  }
+}
+
+int as_int(std::size_t n) { return static_cast<int>(n); }
+
+}  // namespace
+
+std::unique_ptr<Aead> Aead::create(EncAlg alg, ByteSpan key, ByteSpan salt, CipherDir dir) {
+  const EVP_CIPHER* cipher = aead_cipher(alg, key.size());
+  if (!cipher || salt.size() != 4) return nullptr;
+  std::unique_ptr<Aead> a(new Aead());
+  std::memcpy(a->salt_, salt.data(), 4);
+  a->ctx_ = EVP_CIPHER_CTX_new();
+  int enc = dir == CipherDir::kEncrypt ? 1 : 0;
+  if (!a->ctx_ || EVP_CipherInit_ex(a->ctx_, cipher, nullptr, nullptr, nullptr, enc) != 1 ||
+      EVP_CIPHER_CTX_ctrl(a->ctx_, EVP_CTRL_AEAD_SET_IVLEN, 12, nullptr) != 1 ||
+      EVP_CipherInit_ex(a->ctx_, nullptr, nullptr, key.data(), nullptr, enc) != 1) {
+    return nullptr;
+  }
+  return a;
+}
+
+Aead::~Aead() {
+  EVP_CIPHER_CTX_free(ctx_);  // frees and cleanses the key schedule
+  secure_wipe(salt_, sizeof salt_);
+}
+
+bool Aead::seal(ByteSpan iv, ByteSpan aad, MutByteSpan data, MutByteSpan tag) noexcept {
+  if (iv.size() != 8 || tag.size() != kTagLen) return false;
+  std::uint8_t nonce[12];
+  std::memcpy(nonce, salt_, 4);
+  std::memcpy(nonce + 4, iv.data(), 8);
+  int outl = 0;
+  if (EVP_CipherInit_ex(ctx_, nullptr, nullptr, nullptr, nonce, -1) != 1) return false;
+  if (!aad.empty() && EVP_CipherUpdate(ctx_, nullptr, &outl, aad.data(), as_int(aad.size())) != 1)
+    return false;
+  if (!data.empty() &&
+      EVP_CipherUpdate(ctx_, data.data(), &outl, data.data(), as_int(data.size())) != 1)
+    return false;
+  std::uint8_t scratch[16];
+  if (EVP_CipherFinal_ex(ctx_, scratch, &outl) != 1) return false;
+  return EVP_CIPHER_CTX_ctrl(ctx_, EVP_CTRL_AEAD_GET_TAG, as_int(kTagLen), tag.data()) == 1;
+}
+
+bool Aead::open(ByteSpan iv, ByteSpan aad, MutByteSpan data, ByteSpan tag) noexcept {
+  if (iv.size() != 8 || tag.size() != kTagLen) return false;
+  std::uint8_t nonce[12];
+  std::memcpy(nonce, salt_, 4);
+  std::memcpy(nonce + 4, iv.data(), 8);
+  int outl = 0;
+  if (EVP_CipherInit_ex(ctx_, nullptr, nullptr, nullptr, nonce, -1) != 1) return false;
+  if (!aad.empty() && EVP_CipherUpdate(ctx_, nullptr, &outl, aad.data(), as_int(aad.size())) != 1)
+    return false;
+  if (!data.empty() &&
+      EVP_CipherUpdate(ctx_, data.data(), &outl, data.data(), as_int(data.size())) != 1)
+    return false;
+  // OpenSSL compares the tag in constant time inside CipherFinal.
+  if (EVP_CIPHER_CTX_ctrl(ctx_, EVP_CTRL_AEAD_SET_TAG, as_int(kTagLen),
+                          const_cast<std::uint8_t*>(tag.data())) != 1)
+    return false;
+  std::uint8_t scratch[16];
+  return EVP_CipherFinal_ex(ctx_, scratch, &outl) == 1;
+}
+
+std::unique_ptr<Cipher> Cipher::create(EncAlg alg, ByteSpan key, ByteSpan nonce, CipherDir dir) {
+  std::unique_ptr<Cipher> c(new Cipher());
+  c->alg_ = alg;
+  if (alg == EncAlg::kNull) return key.empty() && nonce.empty() ? std::move(c) : nullptr;
+  const EVP_CIPHER* cipher = block_cipher(alg, key.size());
+  if (!cipher) return nullptr;
+  if (alg == EncAlg::kAesCtr) {
+    if (nonce.size() != 4) return nullptr;
+    std::memcpy(c->nonce_, nonce.data(), 4);
+  } else if (!nonce.empty()) {
+    return nullptr;
+  }
+  c->ctx_ = EVP_CIPHER_CTX_new();
+  int enc = dir == CipherDir::kEncrypt ? 1 : 0;
+  if (!c->ctx_ || EVP_CipherInit_ex(c->ctx_, cipher, nullptr, key.data(), nullptr, enc) != 1 ||
+      EVP_CIPHER_CTX_set_padding(c->ctx_, 0) != 1) {
+    return nullptr;
+  }
+  return c;
+}
+
+Cipher::~Cipher() {
+  EVP_CIPHER_CTX_free(ctx_);
+  secure_wipe(nonce_, sizeof nonce_);
+}
+
+bool Cipher::run(ByteSpan iv, MutByteSpan data) noexcept {
+  if (alg_ == EncAlg::kNull) return iv.empty();
+  std::uint8_t block[16];
+  const std::uint8_t* ivp = iv.data();
+  if (alg_ == EncAlg::kAesCtr) {
+    if (iv.size() != 8) return false;
+    std::memcpy(block, nonce_, 4);
+    std::memcpy(block + 4, iv.data(), 8);
+    store_be32(block + 12, 1);
+    ivp = block;
+  } else {
+    auto bl = block_len(alg_);
+    if (iv.size() != bl || data.size() % bl != 0) return false;
+  }
+  int outl = 0;
+  if (EVP_CipherInit_ex(ctx_, nullptr, nullptr, nullptr, ivp, -1) != 1) return false;
+  if (data.empty()) return true;
+  return EVP_CipherUpdate(ctx_, data.data(), &outl, data.data(), as_int(data.size())) == 1 &&
+         static_cast<std::size_t>(outl) == data.size();
+}
+
+std::unique_ptr<Hmac> Hmac::create(const char* digest, ByteSpan key) {
+  if (!digest) return nullptr;
+  EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  if (!mac) return nullptr;
+  std::unique_ptr<Hmac> h(new Hmac());
+  h->ctx_ = EVP_MAC_CTX_new(mac);
+  EVP_MAC_free(mac);
+  if (!h->ctx_) return nullptr;
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, const_cast<char*>(digest), 0),
+      OSSL_PARAM_construct_end()};
+  // OpenSSL refuses an empty HMAC key pointer; a zero-length key is still valid.
+  static const std::uint8_t kEmpty[1] = {0};
+  if (EVP_MAC_init(h->ctx_, key.empty() ? kEmpty : key.data(), key.size(), params) != 1) {
+    return nullptr;
+  }
+  h->full_len_ = EVP_MAC_CTX_get_mac_size(h->ctx_);
+  return h;
+}
+
+Hmac::~Hmac() { EVP_MAC_CTX_free(ctx_); }
+
+bool Hmac::begin() noexcept {
+  // A NULL key re-initialises HMAC with the key set at creation.
+  return EVP_MAC_init(ctx_, nullptr, 0, nullptr) == 1;
+}
+
+bool Hmac::update(ByteSpan data) noexcept {
+  return data.empty() || EVP_MAC_update(ctx_, data.data(), data.size()) == 1;
+}
+
+bool Hmac::finish(MutByteSpan out) noexcept {
+  std::uint8_t full[EVP_MAX_MD_SIZE];
+  std::size_t len = 0;
+  if (out.size() > full_len_ || EVP_MAC_final(ctx_, full, &len, sizeof full) != 1) return false;
+  std::memcpy(out.data(), full, out.size());
+  secure_wipe(full, sizeof full);
+  return true;
+}
+
+std::unique_ptr<IvGenerator> IvGenerator::create() {
+  std::unique_ptr<IvGenerator> g(new IvGenerator());
+  std::uint8_t key[16];
+  random_bytes(key);
+  random_bytes(g->salt_);
+  g->ctx_ = EVP_CIPHER_CTX_new();
+  bool ok = g->ctx_ && EVP_EncryptInit_ex(g->ctx_, EVP_aes_128_ecb(), nullptr, key, nullptr) == 1 &&
+            EVP_CIPHER_CTX_set_padding(g->ctx_, 0) == 1;
+  secure_wipe(key, sizeof key);
+  return ok ? std::move(g) : nullptr;
+}
+
+IvGenerator::~IvGenerator() {
+  EVP_CIPHER_CTX_free(ctx_);
+  secure_wipe(salt_, sizeof salt_);
+}
+
+bool IvGenerator::next(std::uint64_t seq, MutByteSpan iv) noexcept {
+  if (iv.size() > 16) return false;
+  std::uint8_t block[16];
+  std::memcpy(block, salt_, 8);
+  store_be64(block + 8, seq);
+  int outl = 0;
+  if (EVP_EncryptUpdate(ctx_, block, &outl, block, 16) != 1 || outl != 16) return false;
+  std::memcpy(iv.data(), block, iv.size());
+  return true;
+}
+
+}  // namespace ipsecgw::core

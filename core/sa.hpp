@@ -1,0 +1,74 @@
+// What a Security Association is, independent of how it was keyed.
+//
+// This is the interface between keying (manual configuration today, the IKE
+// engine next) and the data plane: both produce SaParams and hand them to an
+// SaInstaller. `ike` and `esp` never include each other; they meet here.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "core/algorithms.hpp"
+#include "core/bytes.hpp"
+#include "core/ip.hpp"
+#include "core/spd.hpp"
+
+namespace ipsecgw::core {
+
+enum class IpsecProtocol : std::uint8_t { kEsp, kAh };
+enum class SaMode : std::uint8_t { kTunnel, kTransport };
+enum class Encap : std::uint8_t { kNone, kUdp };  // raw IP protocol 50, or RFC 3948
+
+inline constexpr std::uint16_t kNattPort = 4500;
+inline constexpr std::uint32_t kDefaultReplayWindow = 64;
+inline constexpr std::uint32_t kMaxReplayWindow = 65536;
+
+struct SaDirection {
+  std::uint32_t spi = 0;
+  SecureBytes keymat;  // encryption key (+ salt), then integrity key
+};
+
+// A pair of SAs (inbound and outbound) with the selectors they protect.
+struct SaParams {
+  std::string name;
+  IpsecProtocol protocol = IpsecProtocol::kEsp;
+  SaMode mode = SaMode::kTunnel;
+  EspTransform transform;
+  IpAddress local_addr;
+  IpAddress remote_addr;
+  Encap encap = Encap::kNone;
+  std::uint16_t remote_port = kNattPort;  // destination port for UDP encap
+  Selectors selectors;                    // local_ts / remote_ts
+  std::uint32_t replay_window = kDefaultReplayWindow;  // 0 disables anti-replay
+  SaDirection out;
+  SaDirection in;
+
+  // A copy with the key material left out, for what outlives key setup.
+  [[nodiscard]] SaParams without_keys() const {
+    SaParams c;
+    c.name = name;
+    c.protocol = protocol;
+    c.mode = mode;
+    c.transform = transform;
+    c.local_addr = local_addr;
+    c.remote_addr = remote_addr;
+    c.encap = encap;
+    c.remote_port = remote_port;
+    c.selectors = selectors;
+    c.replay_window = replay_window;
+    c.out.spi = out.spi;
+    c.in.spi = in.spi;
+    return c;
+  }
+};
+
+class SaInstaller {
+ public:
+  virtual ~SaInstaller() = default;
+  // Returns false with a reason when the SA cannot be installed (bad key
+  // length, SPI in use).
+  virtual bool install(SaParams params, std::string& why) = 0;
+  virtual bool remove(const std::string& name) = 0;
+};
+
+}  // namespace ipsecgw::core

@@ -1,0 +1,158 @@
+#include "esp/dataplane.hpp"
+
+#include <cstdio>
+
+namespace ipsecgw::esp {
+
+using core::Drop;
+
+namespace {
+void add_counters(core::TrafficCounters& to, const core::TrafficCounters& from) {
+  auto mv = [](std::atomic<std::uint64_t>& a, const std::atomic<std::uint64_t>& b) {
+    a.fetch_add(b.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  };
+  mv(to.out.packets, from.out.packets);
+  mv(to.out.bytes, from.out.bytes);
+  mv(to.in.packets, from.in.packets);
+  mv(to.in.bytes, from.in.bytes);
+  for (std::size_t i = 0; i < core::kDropCount; ++i) mv(to.drops[i], from.drops[i]);
+}
+
+std::string spi_hex(std::uint32_t spi) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "0x%08x", spi);
+  return buf;
+}
+}  // namespace
+
+DataPlane::DataPlane(std::vector<StaticPolicy> policies)
+    : static_policies_(std::move(policies)) {
+  std::lock_guard lock(mutex_);
+  publish();
+}
+
+bool DataPlane::install(core::SaParams params, std::string& why) {
+  std::lock_guard lock(mutex_);
+  for (const auto& [name, sa] : sas_) {
+    if (name != params.name && sa.in->spi() == params.in.spi) {
+      why = "inbound SPI " + spi_hex(params.in.spi) + " is already used by " + name;
+      return false;
+    }
+  }
+  auto in = std::shared_ptr<InboundSa>(InboundSa::create(params, why));
+  if (!in) return false;
+  auto out = std::shared_ptr<OutboundSa>(OutboundSa::create(params, why));
+  if (!out) return false;
+  if (auto it = sas_.find(params.name); it != sas_.end()) {
+    add_counters(retired_, it->second.in->counters());
+    add_counters(retired_, it->second.out->counters());
+  }
+  sas_[params.name] = Installed{std::move(out), std::move(in)};
+  publish();
+  core::log::info("esp", "installed SA ", params.name, " ", params.transform.name(), " out ",
+                  spi_hex(params.out.spi), " in ", spi_hex(params.in.spi), " ",
+                  params.local_addr.to_string(), " <-> ", params.remote_addr.to_string(),
+                  params.encap == core::Encap::kUdp ? " (UDP-encapsulated)" : "");
+  return true;
+}
+
+bool DataPlane::remove(const std::string& name) {
+  std::lock_guard lock(mutex_);
+  auto it = sas_.find(name);
+  if (it == sas_.end()) return false;
+  add_counters(retired_, it->second.in->counters());
+  add_counters(retired_, it->second.out->counters());
+  sas_.erase(it);
+  publish();
+  core::log::info("esp", "removed SA ", name);
+  return true;
+}
+
+void DataPlane::publish() {
+  auto s = std::make_shared<Snapshot>();
+  std::map<std::string, int> index;
+  for (const auto& [name, sa] : sas_) {
+    index[name] = static_cast<int>(s->outbound.size());
+    s->outbound.push_back(sa.out);
+    s->inbound[sa.in->spi()] = sa.in;
+  }
+  for (const auto& sp : static_policies_) {
+    core::Policy p = sp.policy;
+    if (p.action == core::PolicyAction::kProtect) {
+      auto it = index.find(sp.sa_name);
+      p.sa_index = it == index.end() ? -1 : it->second;
+    }
+    s->spd.add(std::move(p));
+  }
+  // Each SA protects its own selectors, after the explicit policies.
+  for (const auto& [name, sa] : sas_) {
+    core::Policy p;
+    p.name = name;
+    p.sel = sa.out->params().selectors;
+    p.action = core::PolicyAction::kProtect;
+    p.sa_index = index[name];
+    s->spd.add(std::move(p));
+  }
+  current_.store(std::move(s), std::memory_order_release);
+}
+
+OutDecision DataPlane::process_outbound(const Snapshot& s, core::Packet& pkt) noexcept {
+  core::PacketInfo info;
+  if (core::parse_ip_packet(pkt.span(), info) != core::IpParseError::kNone) {
+    global_.drop(Drop::kMalformed);
+    return {OutAction::kDrop, Drop::kMalformed, nullptr};
+  }
+  pkt.len = info.total_len;
+  const core::Policy* pol = s.spd.lookup_outbound(info);
+  if (!pol) {
+    global_.drop(Drop::kNoPolicy);
+    return {OutAction::kDrop, Drop::kNoPolicy, nullptr};
+  }
+  switch (pol->action) {
+    case core::PolicyAction::kBypass: return {OutAction::kBypass, Drop::kNone, nullptr};
+    case core::PolicyAction::kDiscard:
+      global_.drop(Drop::kDiscardPolicy);
+      return {OutAction::kDrop, Drop::kDiscardPolicy, nullptr};
+    case core::PolicyAction::kProtect: break;
+  }
+  if (pol->sa_index < 0 || static_cast<std::size_t>(pol->sa_index) >= s.outbound.size()) {
+    global_.drop(Drop::kNoSa);
+    return {OutAction::kDrop, Drop::kNoSa, nullptr};
+  }
+  OutboundSa* sa = s.outbound[static_cast<std::size_t>(pol->sa_index)].get();
+  Drop d = sa->encapsulate(pkt);
+  if (d != Drop::kNone) {
+    log_drop(d, "outbound", sa->spi(), sa->params().remote_addr);
+    return {OutAction::kDrop, d, sa};
+  }
+  return {OutAction::kSend, Drop::kNone, sa};
+}
+
+Drop DataPlane::process_inbound(const Snapshot& s, core::Packet& pkt) noexcept {
+  std::uint32_t spi = 0;
+  if (!peek_spi(pkt.span(), spi) || pkt.len < kEspHeaderLen) {
+    global_.drop(Drop::kMalformed);
+    log_drop(Drop::kMalformed, "inbound", 0, pkt.peer);
+    return Drop::kMalformed;
+  }
+  auto it = s.inbound.find(spi);
+  if (it == s.inbound.end()) {
+    global_.drop(Drop::kBadSpi);
+    log_drop(Drop::kBadSpi, "inbound", spi, pkt.peer);
+    return Drop::kBadSpi;
+  }
+  Drop d = it->second->decapsulate(pkt);
+  if (d != Drop::kNone && d != Drop::kDummy) log_drop(d, "inbound", spi, pkt.peer);
+  return d;
+}
+
+void DataPlane::log_drop(Drop d, const char* where, std::uint32_t spi,
+                         const core::IpAddress& from) {
+  std::uint64_t suppressed = 0;
+  if (!drop_log_.allow(suppressed)) return;
+  core::log::warn("esp", "dropped ", where, " packet, SPI ", spi_hex(spi), " peer ",
+                  from.to_string(), ": ", core::to_string(d),
+                  suppressed ? " (" + std::to_string(suppressed) + " more drops not logged)" : "");
+}
+
+}  // namespace ipsecgw::esp

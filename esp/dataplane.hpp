@@ -1,0 +1,91 @@
+// The data plane's view of the SPD and SAD, and the sans-I/O packet pipeline.
+//
+//   TUN --read--> process_outbound: parse IP, SPD lookup (first match)
+//         protect -> OutboundSa::encapsulate -> socket (UDP 4500 or raw ESP)
+//         bypass  -> sent in the clear;  discard / no policy -> dropped
+//   socket --recv--> (UDP: classify marker/keepalive/ESP) process_inbound:
+//         SPI lookup -> InboundSa::decapsulate (replay, ICV, padding,
+//         inner header, selectors) -> TUN
+//
+// The control plane (manual keys now, IKE next) calls install()/remove() on
+// its own thread. Each change builds a new immutable Snapshot and publishes
+// it atomically; workers load the current snapshot once per batch and never
+// lock. SA objects are shared between snapshots, so counters, sequence
+// numbers and replay windows survive unrelated changes.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "core/counters.hpp"
+#include "core/log.hpp"
+#include "core/packet.hpp"
+#include "core/sa.hpp"
+#include "core/spd.hpp"
+#include "esp/esp_sa.hpp"
+
+namespace ipsecgw::esp {
+
+struct Snapshot {
+  core::Spd spd;
+  std::vector<std::shared_ptr<OutboundSa>> outbound;  // Policy::sa_index
+  std::unordered_map<std::uint32_t, std::shared_ptr<InboundSa>> inbound;
+};
+
+enum class OutAction : std::uint8_t { kSend, kBypass, kDrop };
+
+struct OutDecision {
+  OutAction action = OutAction::kDrop;
+  core::Drop reason = core::Drop::kNone;
+  OutboundSa* sa = nullptr;  // for kSend
+};
+
+// A policy written in the configuration; protect policies name their SA.
+struct StaticPolicy {
+  core::Policy policy;
+  std::string sa_name;  // for kProtect
+};
+
+class DataPlane : public core::SaInstaller {
+ public:
+  explicit DataPlane(std::vector<StaticPolicy> policies = {});
+
+  bool install(core::SaParams params, std::string& why) override;
+  bool remove(const std::string& name) override;
+
+  [[nodiscard]] std::shared_ptr<const Snapshot> snapshot() const noexcept {
+    return current_.load(std::memory_order_acquire);
+  }
+
+  // Worker side; noexcept, never blocks.
+  OutDecision process_outbound(const Snapshot& s, core::Packet& pkt) noexcept;
+  core::Drop process_inbound(const Snapshot& s, core::Packet& pkt) noexcept;
+  // Counts a drop that belongs to no SA (bad SPI, malformed outer packet).
+  void count_global(core::Drop d) noexcept { global_.drop(d); }
+
+  // Counters not tied to an SA, plus those of SAs already removed.
+  [[nodiscard]] const core::TrafficCounters& global() const noexcept { return global_; }
+  [[nodiscard]] const core::TrafficCounters& retired() const noexcept { return retired_; }
+
+ private:
+  void publish();  // with mutex_ held
+  void log_drop(core::Drop d, const char* where, std::uint32_t spi, const core::IpAddress& from);
+
+  std::mutex mutex_;  // control plane only
+  std::vector<StaticPolicy> static_policies_;
+  struct Installed {
+    std::shared_ptr<OutboundSa> out;
+    std::shared_ptr<InboundSa> in;
+  };
+  std::map<std::string, Installed> sas_;
+  std::atomic<std::shared_ptr<const Snapshot>> current_;
+  core::TrafficCounters global_;
+  core::TrafficCounters retired_;
+  core::log::RateLimited drop_log_;
+};
+
+}  // namespace ipsecgw::esp

@@ -1,0 +1,263 @@
+#include "esp/esp_sa.hpp"
+
+#include <cstring>
+
+namespace ipsecgw::esp {
+
+using core::ByteSpan;
+using core::Drop;
+using core::MutByteSpan;
+
+namespace {
+
+// AAD for AEAD: SPI || seq (RFC 4106 5), SPI || seq_hi || seq_lo with ESN.
+std::size_t build_aad(const std::uint8_t* hdr, bool esn, std::uint32_t seq_hi, std::uint8_t* aad) {
+  if (!esn) {
+    std::memcpy(aad, hdr, 8);
+    return 8;
+  }
+  std::memcpy(aad, hdr, 4);
+  core::store_be32(aad + 4, seq_hi);
+  std::memcpy(aad + 8, hdr + 4, 4);
+  return 12;
+}
+
+bool check_key_len(const core::EspTransform& t, ByteSpan keymat, std::string& why) {
+  if (keymat.size() != t.keymat_len()) {
+    why = "key for " + t.name() + " must be " + std::to_string(t.keymat_len()) + " bytes (" +
+          std::to_string(t.enc.key_bytes) + " encryption" +
+          (core::salt_len(t.enc.alg) ? " + 4 salt/nonce" : "") +
+          (t.aead() ? "" : " + " + std::to_string(core::integ_key_len(t.integ)) + " integrity") +
+          "), got " + std::to_string(keymat.size());
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::unique_ptr<EspCrypto> EspCrypto::create(const core::EspTransform& t, ByteSpan keymat,
+                                             core::CipherDir dir, std::string& why) {
+  if (!check_key_len(t, keymat, why)) return nullptr;
+  std::unique_ptr<EspCrypto> c(new EspCrypto());
+  c->t_ = t;
+  const auto enc_key = keymat.first(t.enc.key_bytes);
+  const auto salt = keymat.subspan(t.enc.key_bytes, core::salt_len(t.enc.alg));
+  if (t.aead()) {
+    c->aead_ = core::Aead::create(t.enc.alg, enc_key, salt, dir);
+    if (!c->aead_) why = "cannot set up " + t.name();
+    return c->aead_ ? std::move(c) : nullptr;
+  }
+  c->cipher_ = core::Cipher::create(t.enc.alg, enc_key, salt, dir);
+  if (t.integ != core::IntegAlg::kNone) {
+    c->hmac_ = core::Hmac::create(core::digest_name(t.integ), keymat.subspan(t.enc_keymat_len()));
+  }
+  if (!c->cipher_ || (t.integ != core::IntegAlg::kNone && !c->hmac_)) {
+    why = "cannot set up " + t.name();
+    return nullptr;
+  }
+  return c;
+}
+
+bool EspCrypto::protect(MutByteSpan esp, std::size_t iv_len, std::uint32_t seq_hi) noexcept {
+  const std::size_t icv = t_.icv_len();
+  const std::size_t pt_off = kEspHeaderLen + iv_len;
+  if (esp.size() < pt_off + icv) return false;
+  auto iv = ByteSpan(esp.data() + kEspHeaderLen, iv_len);
+  auto payload = esp.subspan(pt_off, esp.size() - pt_off - icv);
+  auto icv_out = esp.last(icv);
+  if (aead_) {
+    std::uint8_t aad[12];
+    std::size_t aad_len = build_aad(esp.data(), t_.esn, seq_hi, aad);
+    return aead_->seal(iv, ByteSpan(aad, aad_len), payload, icv_out);
+  }
+  if (!cipher_->run(iv, payload)) return false;
+  if (!hmac_) return true;
+  std::uint8_t hi[4];
+  core::store_be32(hi, seq_hi);
+  // RFC 4303 2.2.1: with ESN the high half is appended for the ICV only.
+  return hmac_->begin() && hmac_->update(esp.first(esp.size() - icv)) &&
+         (!t_.esn || hmac_->update(ByteSpan(hi, 4))) && hmac_->finish(icv_out);
+}
+
+bool EspCrypto::unprotect(MutByteSpan esp, std::size_t iv_len, std::uint32_t seq_hi) noexcept {
+  const std::size_t icv = t_.icv_len();
+  const std::size_t pt_off = kEspHeaderLen + iv_len;
+  if (esp.size() < pt_off + icv) return false;
+  auto iv = ByteSpan(esp.data() + kEspHeaderLen, iv_len);
+  auto payload = esp.subspan(pt_off, esp.size() - pt_off - icv);
+  ByteSpan icv_in = esp.last(icv);
+  if (aead_) {
+    std::uint8_t aad[12];
+    std::size_t aad_len = build_aad(esp.data(), t_.esn, seq_hi, aad);
+    return aead_->open(iv, ByteSpan(aad, aad_len), payload, icv_in);
+  }
+  if (hmac_) {
+    std::uint8_t hi[4];
+    core::store_be32(hi, seq_hi);
+    std::uint8_t mac[64];
+    auto computed = MutByteSpan(mac, icv);
+    if (!hmac_->begin() || !hmac_->update(esp.first(esp.size() - icv)) ||
+        (t_.esn && !hmac_->update(ByteSpan(hi, 4))) || !hmac_->finish(computed)) {
+      return false;
+    }
+    // Verify before decrypting anything (RFC 4303 3.4.4), in constant time.
+    if (!core::ct_equal(computed, icv_in)) return false;
+  }
+  return cipher_->run(iv, payload);
+}
+
+bool peek_spi(ByteSpan esp, std::uint32_t& spi) noexcept {
+  if (esp.size() < 4) return false;
+  spi = core::load_be32(esp.data());
+  return true;
+}
+
+// ---------------------------------------------------------------- outbound
+
+std::unique_ptr<OutboundSa> OutboundSa::create(const core::SaParams& p, std::string& why) {
+  if (p.protocol != core::IpsecProtocol::kEsp || p.mode != core::SaMode::kTunnel) {
+    why = "only ESP in tunnel mode is implemented in the data plane";
+    return nullptr;
+  }
+  std::unique_ptr<OutboundSa> sa(new OutboundSa());
+  sa->crypto_ = EspCrypto::create(p.transform, p.out.keymat.span(), core::CipherDir::kEncrypt, why);
+  if (!sa->crypto_) return nullptr;
+  if (p.transform.enc.alg == core::EncAlg::kAesCbc ||
+      p.transform.enc.alg == core::EncAlg::kTripleDesCbc) {
+    sa->ivgen_ = core::IvGenerator::create();
+    if (!sa->ivgen_) {
+      why = "cannot set up the IV generator";
+      return nullptr;
+    }
+  }
+  sa->spi_ = p.out.spi;
+  sa->max_seq_ = p.transform.esn ? ~std::uint64_t{0} : 0xffffffffu;
+  sa->params_ = p.without_keys();
+  return sa;
+}
+
+Drop OutboundSa::encapsulate(core::Packet& pkt) noexcept {
+  const std::uint64_t seq = next_seq_.fetch_add(1, std::memory_order_relaxed);
+  if (seq > max_seq_ || seq == 0) {
+    // Never wrap (RFC 4303 3.3.3): the SA must be rekeyed.
+    next_seq_.store(max_seq_ + (max_seq_ == ~std::uint64_t{0} ? 0 : 1));
+    counters_.drop(Drop::kSeqExhausted);
+    return Drop::kSeqExhausted;
+  }
+  std::uint8_t iv[16];
+  const std::size_t iv_len = core::iv_len(params_.transform.enc.alg);
+  if (ivgen_) {
+    if (!ivgen_->next(seq, core::MutByteSpan(iv, iv_len))) return Drop::kMalformed;
+  } else if (iv_len == 8) {
+    core::store_be64(iv, seq);  // counter modes: the IV must only be unique
+  }
+  return encapsulate_with(pkt, seq, ByteSpan(iv, iv_len));
+}
+
+Drop OutboundSa::encapsulate_with(core::Packet& pkt, std::uint64_t seq, ByteSpan iv) noexcept {
+  const auto& t = params_.transform;
+  const std::size_t iv_len = core::iv_len(t.enc.alg);
+  if (iv.size() != iv_len || pkt.len == 0) {
+    counters_.drop(Drop::kMalformed);
+    return Drop::kMalformed;
+  }
+  const std::uint8_t next_header = (pkt.data()[0] >> 4) == 6 ? core::ipproto::kIpv6
+                                                              : core::ipproto::kIpIp;
+  const std::size_t inner_len = pkt.len;
+  const std::size_t block = core::block_len(t.enc.alg);
+  const std::size_t pad = (block - (inner_len + 2) % block) % block;
+  const std::size_t icv = t.icv_len();
+  const std::size_t head = kEspHeaderLen + iv_len;
+  if (pkt.headroom() < head || pkt.tailroom() < pad + 2 + icv) {
+    counters_.drop(Drop::kTooBig);
+    return Drop::kTooBig;
+  }
+  std::uint8_t* trailer = pkt.data() + inner_len;
+  for (std::size_t i = 0; i < pad; ++i) trailer[i] = static_cast<std::uint8_t>(i + 1);
+  trailer[pad] = static_cast<std::uint8_t>(pad);
+  trailer[pad + 1] = next_header;
+  pkt.off -= head;
+  pkt.len = head + inner_len + pad + 2 + icv;
+  std::uint8_t* hdr = pkt.data();
+  core::store_be32(hdr, spi_);
+  core::store_be32(hdr + 4, static_cast<std::uint32_t>(seq));
+  if (iv_len) std::memcpy(hdr + kEspHeaderLen, iv.data(), iv_len);
+  if (!crypto_->protect(pkt.span(), iv_len, static_cast<std::uint32_t>(seq >> 32))) {
+    counters_.drop(Drop::kMalformed);
+    return Drop::kMalformed;
+  }
+  counters_.out.add(inner_len);
+  return Drop::kNone;
+}
+
+// ----------------------------------------------------------------- inbound
+
+std::unique_ptr<InboundSa> InboundSa::create(const core::SaParams& p, std::string& why) {
+  if (p.protocol != core::IpsecProtocol::kEsp || p.mode != core::SaMode::kTunnel) {
+    why = "only ESP in tunnel mode is implemented in the data plane";
+    return nullptr;
+  }
+  if (p.replay_window > core::kMaxReplayWindow) {
+    why = "replay window larger than " + std::to_string(core::kMaxReplayWindow);
+    return nullptr;
+  }
+  std::unique_ptr<InboundSa> sa(new InboundSa(p.replay_window));
+  sa->crypto_ = EspCrypto::create(p.transform, p.in.keymat.span(), core::CipherDir::kDecrypt, why);
+  if (!sa->crypto_) return nullptr;
+  sa->spi_ = p.in.spi;
+  sa->params_ = p.without_keys();
+  return sa;
+}
+
+Drop InboundSa::decapsulate(core::Packet& pkt) noexcept {
+  Drop d = open(pkt);
+  if (d != Drop::kNone) counters_.drop(d);
+  return d;
+}
+
+Drop InboundSa::open(core::Packet& pkt) noexcept {
+  const auto& t = params_.transform;
+  const std::size_t iv_len = core::iv_len(t.enc.alg);
+  const std::size_t icv = t.icv_len();
+  const std::size_t block = core::block_len(t.enc.alg);
+  // Structure: header, IV, at least the 2-byte trailer, ICV.
+  if (pkt.len < kEspHeaderLen + iv_len + 2 + icv) return Drop::kMalformed;
+  const std::size_t ct_len = pkt.len - kEspHeaderLen - iv_len - icv;
+  if (block > 4 && ct_len % block != 0) return Drop::kMalformed;
+
+  const std::uint64_t seq = replay_.infer(core::load_be32(pkt.data() + 4), t.esn);
+  if (!replay_.check(seq)) return Drop::kReplay;
+  if (!crypto_->unprotect(pkt.span(), iv_len, static_cast<std::uint32_t>(seq >> 32))) {
+    return Drop::kAuthFailed;
+  }
+
+  // Padding (RFC 4303 2.4): pad length and the default 1, 2, 3, ... bytes.
+  std::uint8_t* pt = pkt.data() + kEspHeaderLen + iv_len;
+  const std::uint8_t pad_len = pt[ct_len - 2];
+  const std::uint8_t next_header = pt[ct_len - 1];
+  if (std::size_t{pad_len} + 2 > ct_len) return Drop::kBadPadding;
+  const std::size_t inner_len = ct_len - 2 - pad_len;
+  for (std::size_t i = 0; i < pad_len; ++i) {
+    if (pt[inner_len + i] != static_cast<std::uint8_t>(i + 1)) return Drop::kBadPadding;
+  }
+  if (!replay_.update(seq)) return Drop::kReplay;
+  if (next_header == core::ipproto::kNoNext) return Drop::kDummy;
+
+  // Inner header sanity: tunnel mode carries a whole IP packet.
+  core::PacketInfo info;
+  if (next_header != core::ipproto::kIpIp && next_header != core::ipproto::kIpv6) {
+    return Drop::kMalformed;
+  }
+  if (core::parse_ip_packet(ByteSpan(pt, inner_len), info) != core::IpParseError::kNone ||
+      (info.family == core::Family::V4) != (next_header == core::ipproto::kIpIp)) {
+    return Drop::kMalformed;
+  }
+  if (!params_.selectors.matches_inbound(info)) return Drop::kPolicyMismatch;
+  pkt.off += kEspHeaderLen + iv_len;
+  pkt.len = info.total_len;  // anything after it is TFC padding
+  counters_.in.add(pkt.len);
+  return Drop::kNone;
+}
+
+}  // namespace ipsecgw::esp

@@ -1,0 +1,106 @@
+// ESP Security Associations (RFC 4303), tunnel mode: encapsulation of inner
+// IPv4/IPv6 packets and decapsulation with every check, in place.
+//
+// Outbound pipeline (encapsulate): sequence number (atomic, no wrap on a
+// non-ESN SA), IV (the sequence number for counter modes, an encrypted
+// counter for CBC), padding and trailer, encryption, ICV.
+//
+// Inbound pipeline (decapsulate), in the order RFC 4303 3.4 gives it:
+// replay pre-check, length/alignment, ICV or AEAD open, padding check,
+// replay window update, inner header sanity, inbound selector check.
+// Every failure returns a named core::Drop and is counted on the SA.
+//
+// Threads: an OutboundSa may be shared by several workers (the sequence
+// number is atomic) but its crypto contexts are used by one at a time: the
+// data plane gives each outbound SA one owning worker. An InboundSa, its
+// replay window included, has exactly one owning worker.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "core/counters.hpp"
+#include "core/crypto.hpp"
+#include "core/packet.hpp"
+#include "core/sa.hpp"
+#include "esp/replay.hpp"
+
+namespace ipsecgw::esp {
+
+inline constexpr std::size_t kEspHeaderLen = 8;  // SPI + sequence number
+
+// Crypto state for one direction of an SA.
+class EspCrypto {
+ public:
+  static std::unique_ptr<EspCrypto> create(const core::EspTransform& t, core::ByteSpan keymat,
+                                           core::CipherDir dir, std::string& why);
+  // Encrypts/authenticates an ESP packet laid out as hdr|iv|payload|icv.
+  bool protect(core::MutByteSpan esp, std::size_t iv_len, std::uint32_t seq_hi) noexcept;
+  bool unprotect(core::MutByteSpan esp, std::size_t iv_len, std::uint32_t seq_hi) noexcept;
+  [[nodiscard]] const core::EspTransform& transform() const noexcept { return t_; }
+
+ private:
+  EspCrypto() = default;
+  core::EspTransform t_;
+  std::unique_ptr<core::Aead> aead_;
+  std::unique_ptr<core::Cipher> cipher_;
+  std::unique_ptr<core::Hmac> hmac_;
+};
+
+class OutboundSa {
+ public:
+  static std::unique_ptr<OutboundSa> create(const core::SaParams& p, std::string& why);
+
+  // Turns the inner IP packet in `pkt` into an ESP packet (SPI..ICV).
+  core::Drop encapsulate(core::Packet& pkt) noexcept;
+  // As encapsulate, with the sequence number and IV given (known-answer
+  // tests); does not touch the SA's counter.
+  core::Drop encapsulate_with(core::Packet& pkt, std::uint64_t seq, core::ByteSpan iv) noexcept;
+
+  [[nodiscard]] std::uint32_t spi() const noexcept { return spi_; }
+  [[nodiscard]] const core::SaParams& params() const noexcept { return params_; }
+  [[nodiscard]] core::TrafficCounters& counters() noexcept { return counters_; }
+  [[nodiscard]] const core::TrafficCounters& counters() const noexcept { return counters_; }
+  [[nodiscard]] std::uint64_t next_seq() const noexcept { return next_seq_.load(); }
+  void set_next_seq(std::uint64_t s) noexcept { next_seq_.store(s); }
+
+ private:
+  OutboundSa() = default;
+  core::SaParams params_;  // keymat cleared after the crypto is set up
+  std::uint32_t spi_ = 0;
+  std::uint64_t max_seq_ = 0;
+  std::atomic<std::uint64_t> next_seq_{1};
+  std::unique_ptr<EspCrypto> crypto_;
+  std::unique_ptr<core::IvGenerator> ivgen_;
+  core::TrafficCounters counters_;
+};
+
+class InboundSa {
+ public:
+  static std::unique_ptr<InboundSa> create(const core::SaParams& p, std::string& why);
+
+  // `pkt` holds an ESP packet whose SPI maps to this SA; on kNone it holds
+  // the inner IP packet.
+  core::Drop decapsulate(core::Packet& pkt) noexcept;
+
+  [[nodiscard]] std::uint32_t spi() const noexcept { return spi_; }
+  [[nodiscard]] const core::SaParams& params() const noexcept { return params_; }
+  [[nodiscard]] core::TrafficCounters& counters() noexcept { return counters_; }
+  [[nodiscard]] const core::TrafficCounters& counters() const noexcept { return counters_; }
+  [[nodiscard]] const ReplayWindow& replay() const noexcept { return replay_; }
+
+ private:
+  explicit InboundSa(std::uint32_t window) : replay_(window) {}
+  core::Drop open(core::Packet& pkt) noexcept;
+  core::SaParams params_;
+  std::uint32_t spi_ = 0;
+  std::unique_ptr<EspCrypto> crypto_;
+  ReplayWindow replay_;
+  core::TrafficCounters counters_;
+};
+
+// Reads the SPI of an ESP packet; false when too short to have one.
+bool peek_spi(core::ByteSpan esp, std::uint32_t& spi) noexcept;
+
+}  // namespace ipsecgw::esp

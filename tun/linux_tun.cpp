@@ -1,0 +1,172 @@
+#include "tun/linux_tun.hpp"
+
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <spawn.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "core/log.hpp"
+
+extern char** environ;
+
+namespace ipsecgw::tun {
+
+std::vector<std::unique_ptr<LinuxTun>> LinuxTun::open(const std::string& name, int queues,
+                                                      std::string& err) {
+  std::vector<std::unique_ptr<LinuxTun>> out;
+  if (name.empty() || name.size() >= IFNAMSIZ) {
+    err = "TUN name must be 1 to " + std::to_string(IFNAMSIZ - 1) + " characters";
+    return out;
+  }
+  for (int q = 0; q < queues; ++q) {
+    int fd = ::open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+      err = std::string("open /dev/net/tun: ") + std::strerror(errno);
+      out.clear();
+      return out;
+    }
+    ifreq ifr{};
+    ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+    if (queues > 1) ifr.ifr_flags |= IFF_MULTI_QUEUE;
+    std::memcpy(ifr.ifr_name, name.c_str(), name.size());
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+      err = "TUNSETIFF " + name + ": " + std::strerror(errno);
+      ::close(fd);
+      out.clear();
+      return out;
+    }
+    out.emplace_back(new LinuxTun(fd, ifr.ifr_name));
+  }
+  return out;
+}
+
+LinuxTun::~LinuxTun() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::size_t LinuxTun::read_batch(std::span<core::Packet*> pkts) {
+  std::size_t n = 0;
+  while (n < pkts.size()) {
+    core::Packet* p = pkts[n];
+    p->reset();
+    auto area = p->recv_area();
+    ssize_t r = ::read(fd_, area.data(), area.size());
+    if (r <= 0) break;  // EAGAIN: nothing more now
+    p->len = static_cast<std::size_t>(r);
+    ++n;
+  }
+  return n;
+}
+
+std::size_t LinuxTun::write_batch(std::span<core::Packet* const> pkts) {
+  std::size_t n = 0;
+  for (auto* p : pkts) {
+    if (::write(fd_, p->data(), p->len) == static_cast<ssize_t>(p->len)) ++n;
+  }
+  return n;
+}
+
+bool run_ip(const std::vector<std::string>& args, std::string& err, bool quiet) {
+  std::vector<char*> argv;
+  std::string prog = "ip";
+  argv.push_back(prog.data());
+  std::vector<std::string> copy = args;
+  for (auto& a : copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  if (quiet) {
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  }
+  pid_t pid = 0;
+  int rc = posix_spawnp(&pid, "ip", &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  std::string cmd = "ip";
+  for (const auto& a : args) cmd += " " + a;
+  if (rc != 0) {
+    err = cmd + ": " + std::strerror(rc);
+    return false;
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    err = cmd + ": failed";
+    return false;
+  }
+  core::log::debug("tun", cmd);
+  return true;
+}
+
+namespace {
+bool link_ioctl(const std::string& dev, unsigned long req, ifreq& ifr, std::string& err) {
+  int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) {
+    err = std::string("socket: ") + std::strerror(errno);
+    return false;
+  }
+  std::memcpy(ifr.ifr_name, dev.c_str(), std::min(dev.size(), std::size_t{IFNAMSIZ - 1}));
+  bool ok = ioctl(s, req, &ifr) == 0;
+  if (!ok) err = dev + ": " + std::strerror(errno);
+  ::close(s);
+  return ok;
+}
+}  // namespace
+
+bool LinkSetup::apply(std::string& err) {
+  ifreq ifr{};
+  ifr.ifr_mtu = o_.mtu;
+  if (!link_ioctl(o_.dev, SIOCSIFMTU, ifr, err)) return false;
+  for (const auto& a : o_.addresses) {
+    if (!run_ip({"addr", "replace", a, "dev", o_.dev}, err)) return false;
+  }
+  ifr = ifreq{};
+  if (!link_ioctl(o_.dev, SIOCGIFFLAGS, ifr, err)) return false;
+  ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
+  if (!link_ioctl(o_.dev, SIOCSIFFLAGS, ifr, err)) return false;
+
+  const std::string table = std::to_string(o_.table);
+  const std::string mark = std::to_string(o_.fwmark);
+  const std::string pref = std::to_string(o_.rule_priority);
+  for (const char* fam : {"-4", "-6"}) {
+    std::string ignored;
+    run_ip({fam, "rule", "del", "not", "fwmark", mark, "table", table, "pref", pref}, ignored, true);
+    if (!run_ip({fam, "rule", "add", "not", "fwmark", mark, "table", table, "pref", pref}, err)) {
+      return false;
+    }
+  }
+  rules_added_ = true;
+  for (const auto& r : o_.routes) {
+    if (!run_ip({"route", "replace", r.to_string(), "dev", o_.dev, "table", table}, err)) {
+      return false;
+    }
+    routes_added_.push_back(r);
+  }
+  return true;
+}
+
+void LinkSetup::cleanup() {
+  std::string ignored;
+  const std::string table = std::to_string(o_.table);
+  for (const auto& r : routes_added_) {
+    run_ip({"route", "del", r.to_string(), "dev", o_.dev, "table", table}, ignored, true);
+  }
+  routes_added_.clear();
+  if (rules_added_) {
+    for (const char* fam : {"-4", "-6"}) {
+      run_ip({fam, "rule", "del", "not", "fwmark", std::to_string(o_.fwmark), "table", table,
+              "pref", std::to_string(o_.rule_priority)},
+             ignored, true);
+    }
+    rules_added_ = false;
+  }
+}
+
+}  // namespace ipsecgw::tun

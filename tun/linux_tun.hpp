@@ -1,0 +1,68 @@
+// Linux TUN (/dev/net/tun, IFF_TUN | IFF_NO_PI), optionally multi-queue:
+// open() returns one LinuxTun per queue, so that each data-plane worker owns
+// a queue and the kernel spreads flows across them.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tun/device.hpp"
+
+namespace ipsecgw::tun {
+
+class LinuxTun : public Device {
+ public:
+  // Creates the device `name` (or attaches to an existing persistent one).
+  static std::vector<std::unique_ptr<LinuxTun>> open(const std::string& name, int queues,
+                                                     std::string& err);
+  ~LinuxTun() override;
+  LinuxTun(const LinuxTun&) = delete;
+  LinuxTun& operator=(const LinuxTun&) = delete;
+
+  std::size_t read_batch(std::span<core::Packet*> pkts) override;
+  std::size_t write_batch(std::span<core::Packet* const> pkts) override;
+  [[nodiscard]] int fd() const override { return fd_; }
+  [[nodiscard]] const std::string& name() const { return name_; }
+
+ private:
+  LinuxTun(int fd, std::string name) : fd_(fd), name_(std::move(name)) {}
+  int fd_;
+  std::string name_;
+};
+
+// Link and routing setup for the TUN device. Routes to the protected remote
+// networks go into their own table, selected by a rule for every packet that
+// does not carry ipsecgw's firewall mark (as wg-quick does). ipsecgw marks
+// its own ESP/UDP and bypass sockets, so they follow the main table and never
+// loop back into the tunnel. Everything added is removed by cleanup() (also
+// run by the destructor).
+class LinkSetup {
+ public:
+  struct Options {
+    std::string dev;
+    int mtu = 1400;
+    std::vector<std::string> addresses;  // "10.1.0.1/24"
+    std::vector<core::Prefix> routes;
+    std::uint32_t table = 4500;
+    std::uint32_t fwmark = 0x4500;
+    std::uint32_t rule_priority = 10000;
+  };
+  explicit LinkSetup(Options o) : o_(std::move(o)) {}
+  ~LinkSetup() { cleanup(); }
+  LinkSetup(const LinkSetup&) = delete;
+  LinkSetup& operator=(const LinkSetup&) = delete;
+
+  bool apply(std::string& err);
+  void cleanup();
+
+ private:
+  Options o_;
+  bool rules_added_ = false;
+  std::vector<core::Prefix> routes_added_;
+};
+
+// Runs `ip ARGS...` (iproute2) without a shell; false and a message on failure.
+bool run_ip(const std::vector<std::string>& args, std::string& err, bool quiet = false);
+
+}  // namespace ipsecgw::tun

@@ -1,0 +1,192 @@
+#include "tun/sockets.hpp"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace ipsecgw::tun {
+
+namespace {
+
+socklen_t to_sockaddr(const core::IpAddress& a, std::uint16_t port, sockaddr_storage& ss) {
+  std::memset(&ss, 0, sizeof ss);
+  if (a.is_v4()) {
+    auto* s = reinterpret_cast<sockaddr_in*>(&ss);
+    s->sin_family = AF_INET;
+    s->sin_port = htons(port);
+    std::memcpy(&s->sin_addr, a.bytes().data(), 4);
+    return sizeof(sockaddr_in);
+  }
+  auto* s = reinterpret_cast<sockaddr_in6*>(&ss);
+  s->sin6_family = AF_INET6;
+  s->sin6_port = htons(port);
+  std::memcpy(&s->sin6_addr, a.bytes().data(), 16);
+  return sizeof(sockaddr_in6);
+}
+
+void from_sockaddr(const sockaddr_storage& ss, core::IpAddress& a, std::uint16_t& port) {
+  if (ss.ss_family == AF_INET) {
+    const auto* s = reinterpret_cast<const sockaddr_in*>(&ss);
+    a = core::IpAddress::v4(core::ByteSpan(reinterpret_cast<const std::uint8_t*>(&s->sin_addr), 4));
+    port = ntohs(s->sin_port);
+  } else {
+    const auto* s = reinterpret_cast<const sockaddr_in6*>(&ss);
+    a = core::IpAddress::v6(
+        core::ByteSpan(reinterpret_cast<const std::uint8_t*>(&s->sin6_addr), 16));
+    port = ntohs(s->sin6_port);
+  }
+}
+
+constexpr std::size_t kMaxBatch = 64;
+
+bool set_mark(int fd, std::uint32_t mark, std::string& err) {
+  if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) < 0) {
+    err = std::string("SO_MARK: ") + std::strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::unique_ptr<EspSocket> EspSocket::open(Kind kind, const core::IpAddress& local,
+                                           std::uint16_t port, std::uint32_t fwmark,
+                                           std::string& err) {
+  const int family = local.is_v4() ? AF_INET : AF_INET6;
+  const int type = kind == Kind::kUdp ? SOCK_DGRAM : SOCK_RAW;
+  const int proto = kind == Kind::kUdp ? IPPROTO_UDP : IPPROTO_ESP;
+  int fd = ::socket(family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, proto);
+  if (fd < 0) {
+    err = std::string("socket: ") + std::strerror(errno);
+    return nullptr;
+  }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  int bufsize = 4 << 20;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bufsize, sizeof bufsize);
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bufsize, sizeof bufsize);
+  if (!set_mark(fd, fwmark, err)) {
+    ::close(fd);
+    return nullptr;
+  }
+  sockaddr_storage ss;
+  socklen_t sl = to_sockaddr(local, kind == Kind::kUdp ? port : 0, ss);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), sl) < 0) {
+    err = "bind " + local.to_string() + (kind == Kind::kUdp ? ":" + std::to_string(port) : "") +
+          ": " + std::strerror(errno);
+    ::close(fd);
+    return nullptr;
+  }
+  return std::unique_ptr<EspSocket>(new EspSocket(fd, kind, local));
+}
+
+EspSocket::~EspSocket() { ::close(fd_); }
+
+std::size_t EspSocket::recv_batch(std::span<core::Packet*> pkts) {
+  mmsghdr msgs[kMaxBatch];
+  iovec iov[kMaxBatch];
+  sockaddr_storage from[kMaxBatch];
+  const std::size_t n = std::min(pkts.size(), kMaxBatch);
+  for (std::size_t i = 0; i < n; ++i) {
+    pkts[i]->reset();
+    auto area = pkts[i]->recv_area();
+    iov[i] = {area.data(), area.size()};
+    msgs[i] = {};
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+    msgs[i].msg_hdr.msg_name = &from[i];
+    msgs[i].msg_hdr.msg_namelen = sizeof from[i];
+  }
+  int r = ::recvmmsg(fd_, msgs, static_cast<unsigned>(n), MSG_DONTWAIT, nullptr);
+  if (r <= 0) return 0;
+  std::size_t out = 0;
+  for (int i = 0; i < r; ++i) {
+    core::Packet* p = pkts[static_cast<std::size_t>(i)];
+    if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) continue;  // larger than any packet we take
+    p->len = msgs[i].msg_len;
+    from_sockaddr(from[i], p->peer, p->peer_port);
+    if (kind_ == Kind::kRaw && local_.is_v4()) {
+      // Raw IPv4 sockets deliver the IP header; IPv6 ones do not.
+      if (p->len < 20) continue;
+      std::size_t ihl = std::size_t{p->data()[0] & 0x0fu} * 4;
+      if (ihl < 20 || ihl > p->len) continue;
+      p->off += ihl;
+      p->len -= ihl;
+    }
+    if (static_cast<std::size_t>(i) != out) std::swap(pkts[out], pkts[static_cast<std::size_t>(i)]);
+    ++out;
+  }
+  return out;
+}
+
+std::size_t EspSocket::send_batch(std::span<core::Packet* const> pkts) {
+  mmsghdr msgs[kMaxBatch];
+  iovec iov[kMaxBatch];
+  sockaddr_storage to[kMaxBatch];
+  std::size_t sent = 0;
+  while (sent < pkts.size()) {
+    const std::size_t n = std::min(pkts.size() - sent, kMaxBatch);
+    for (std::size_t i = 0; i < n; ++i) {
+      core::Packet* p = pkts[sent + i];
+      iov[i] = {p->data(), p->len};
+      msgs[i] = {};
+      msgs[i].msg_hdr.msg_iov = &iov[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+      msgs[i].msg_hdr.msg_name = &to[i];
+      msgs[i].msg_hdr.msg_namelen = to_sockaddr(p->peer, kind_ == Kind::kUdp ? p->peer_port : 0, to[i]);
+    }
+    int r = ::sendmmsg(fd_, msgs, static_cast<unsigned>(n), 0);
+    if (r <= 0) {
+      // Skip the packet the kernel refused (e.g. no route) and go on.
+      ++sent;
+      continue;
+    }
+    sent += static_cast<std::size_t>(r);
+  }
+  return sent;
+}
+
+bool EspSocket::send_to(core::ByteSpan data, const core::IpAddress& dst, std::uint16_t port) {
+  sockaddr_storage ss;
+  socklen_t sl = to_sockaddr(dst, kind_ == Kind::kUdp ? port : 0, ss);
+  return ::sendto(fd_, data.data(), data.size(), 0, reinterpret_cast<sockaddr*>(&ss), sl) ==
+         static_cast<ssize_t>(data.size());
+}
+
+std::unique_ptr<BypassSocket> BypassSocket::open(std::uint32_t fwmark, std::string& err) {
+  int fd4 = ::socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
+  int fd6 = ::socket(AF_INET6, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
+  if (fd4 < 0 || fd6 < 0) {
+    err = std::string("raw socket: ") + std::strerror(errno);
+    if (fd4 >= 0) ::close(fd4);
+    if (fd6 >= 0) ::close(fd6);
+    return nullptr;
+  }
+  if (!set_mark(fd4, fwmark, err) || !set_mark(fd6, fwmark, err)) {
+    ::close(fd4);
+    ::close(fd6);
+    return nullptr;
+  }
+  return std::unique_ptr<BypassSocket>(new BypassSocket(fd4, fd6));
+}
+
+BypassSocket::~BypassSocket() {
+  ::close(fd4_);
+  ::close(fd6_);
+}
+
+bool BypassSocket::send(core::ByteSpan pkt) {
+  core::PacketInfo info;
+  if (core::parse_ip_packet(pkt, info) != core::IpParseError::kNone) return false;
+  sockaddr_storage ss;
+  socklen_t sl = to_sockaddr(info.dst, 0, ss);
+  int fd = info.family == core::Family::V4 ? fd4_ : fd6_;
+  return ::sendto(fd, pkt.data(), info.total_len, 0, reinterpret_cast<sockaddr*>(&ss), sl) ==
+         static_cast<ssize_t>(info.total_len);
+}
+
+}  // namespace ipsecgw::tun
