@@ -22,6 +22,7 @@ void add_to(nlohmann::json& j, const core::TrafficCounters& c) {
   add("packets_in", c.in.packets.load());
   add("bytes_in", c.in.bytes.load());
   auto& drops = j["drops"];
+  if (drops.is_null()) drops = nlohmann::json::object();
   for (std::size_t i = 1; i < core::kDropCount; ++i) {
     auto key = std::string(core::key_of(static_cast<core::Drop>(i)));
     drops[key] = drops.value(key, std::uint64_t{0}) + c.drops[i].load();
@@ -262,7 +263,7 @@ void Gateway::rx_loop() {
   }
 }
 
-nlohmann::json Gateway::stats() const {
+nlohmann::json Gateway::stats() {
   nlohmann::json j;
   auto snap = dp_->snapshot();
   nlohmann::json totals = nlohmann::json::object();
@@ -306,7 +307,7 @@ nlohmann::json Gateway::stats() const {
   return j;
 }
 
-void Gateway::write_stats() const {
+void Gateway::write_stats() {
   if (stats_file_.empty() || !dp_) return;
   const std::string tmp = stats_file_ + ".tmp";
   {

@@ -44,7 +44,7 @@ class Gateway {
   // Sets everything up and runs until SIGINT/SIGTERM. Returns the exit code.
   int run();
   // Statistics as JSON (also what --stats-file holds).
-  [[nodiscard]] nlohmann::json stats() const;
+  [[nodiscard]] nlohmann::json stats();
 
  private:
   bool setup(std::string& err);
@@ -52,7 +52,7 @@ class Gateway {
   void rx_loop();
   void send_protected(std::vector<core::Packet*>& batch);
   tun::EspSocket* socket_for(const core::SaParams& p) const;
-  void write_stats() const;
+  void write_stats();
   void send_keepalives();
 
   config::Config cfg_;

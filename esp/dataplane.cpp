@@ -43,10 +43,7 @@ bool DataPlane::install(core::SaParams params, std::string& why) {
   if (!in) return false;
   auto out = std::shared_ptr<OutboundSa>(OutboundSa::create(params, why));
   if (!out) return false;
-  if (auto it = sas_.find(params.name); it != sas_.end()) {
-    add_counters(retired_, it->second.in->counters());
-    add_counters(retired_, it->second.out->counters());
-  }
+  if (auto it = sas_.find(params.name); it != sas_.end()) retire(std::move(it->second));
   sas_[params.name] = Installed{std::move(out), std::move(in)};
   publish();
   core::log::info("esp", "installed SA ", params.name, " ", params.transform.name(), " out ",
@@ -60,12 +57,30 @@ bool DataPlane::remove(const std::string& name) {
   std::lock_guard lock(mutex_);
   auto it = sas_.find(name);
   if (it == sas_.end()) return false;
-  add_counters(retired_, it->second.in->counters());
-  add_counters(retired_, it->second.out->counters());
+  retire(std::move(it->second));
   sas_.erase(it);
   publish();
   core::log::info("esp", "removed SA ", name);
   return true;
+}
+
+void DataPlane::retire(Installed sa) { retiring_.push_back(std::move(sa)); }
+
+void DataPlane::fold_retired() {
+  // Workers drop their snapshot reference after each batch; once only this
+  // list holds an SA, its counters are final.
+  std::erase_if(retiring_, [this](const Installed& sa) {
+    if (sa.in.use_count() > 1 || sa.out.use_count() > 1) return false;
+    add_counters(retired_, sa.in->counters());
+    add_counters(retired_, sa.out->counters());
+    return true;
+  });
+}
+
+const core::TrafficCounters& DataPlane::retired() {
+  std::lock_guard lock(mutex_);
+  fold_retired();
+  return retired_;
 }
 
 void DataPlane::publish() {

@@ -67,9 +67,11 @@ class DataPlane : public core::SaInstaller {
   // Counts a drop that belongs to no SA (bad SPI, malformed outer packet).
   void count_global(core::Drop d) noexcept { global_.drop(d); }
 
-  // Counters not tied to an SA, plus those of SAs already removed.
+  // Counters not tied to an SA.
   [[nodiscard]] const core::TrafficCounters& global() const noexcept { return global_; }
-  [[nodiscard]] const core::TrafficCounters& retired() const noexcept { return retired_; }
+  // Counters of SAs already removed. An SA that a worker may still hold (in
+  // an older snapshot) is summed once no snapshot refers to it any more.
+  const core::TrafficCounters& retired();
 
  private:
   void publish();  // with mutex_ held
@@ -82,6 +84,9 @@ class DataPlane : public core::SaInstaller {
     std::shared_ptr<InboundSa> in;
   };
   std::map<std::string, Installed> sas_;
+  std::vector<Installed> retiring_;
+  void retire(Installed sa);     // with mutex_ held
+  void fold_retired();           // with mutex_ held
   std::atomic<std::shared_ptr<const Snapshot>> current_;
   core::TrafficCounters global_;
   core::TrafficCounters retired_;

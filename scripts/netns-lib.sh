@@ -1,0 +1,112 @@
+# Shared by the demo, the network-namespace tests and the benchmarks.
+# Source it; it defines functions only. Background processes are started by
+# the caller itself (so that $! is the real PID to end later).
+#
+# Topology (NS is a per-run prefix, e.g. "igw$$"):
+#
+#   NS-ha  10.1.0.2  fd01::2                            10.2.0.2  fd02::2  NS-hb
+#     |  veth                                                       veth  |
+#   NS-ga  10.1.0.1  fd01::1 ==== 198.51.100.1 / 2001:db8::1         NS-gb
+#                              ---- veth "wan" ----  198.51.100.2 / 2001:db8::2
+#                                                   10.2.0.1  fd02::1
+
+netns_setup() {
+  local ns=$1
+  for n in ha ga gb hb; do ip netns add "$ns-$n"; done
+  for n in ha ga gb hb; do ip -n "$ns-$n" link set lo up; done
+  ip link add "$ns-a0" netns "$ns-ha" type veth peer name "$ns-a1" netns "$ns-ga"
+  ip link add "$ns-w0" netns "$ns-ga" type veth peer name "$ns-w1" netns "$ns-gb"
+  ip link add "$ns-b0" netns "$ns-hb" type veth peer name "$ns-b1" netns "$ns-gb"
+  ip -n "$ns-ha" addr add 10.1.0.2/24 dev "$ns-a0"
+  ip -n "$ns-ha" -6 addr add fd01::2/64 dev "$ns-a0" nodad
+  ip -n "$ns-ga" addr add 10.1.0.1/24 dev "$ns-a1"
+  ip -n "$ns-ga" -6 addr add fd01::1/64 dev "$ns-a1" nodad
+  ip -n "$ns-ga" addr add 198.51.100.1/24 dev "$ns-w0"
+  ip -n "$ns-ga" -6 addr add 2001:db8::1/64 dev "$ns-w0" nodad
+  ip -n "$ns-gb" addr add 198.51.100.2/24 dev "$ns-w1"
+  ip -n "$ns-gb" -6 addr add 2001:db8::2/64 dev "$ns-w1" nodad
+  ip -n "$ns-gb" addr add 10.2.0.1/24 dev "$ns-b1"
+  ip -n "$ns-gb" -6 addr add fd02::1/64 dev "$ns-b1" nodad
+  ip -n "$ns-hb" addr add 10.2.0.2/24 dev "$ns-b0"
+  ip -n "$ns-hb" -6 addr add fd02::2/64 dev "$ns-b0" nodad
+  for pair in "ha a0" "ga a1" "ga w0" "gb w1" "gb b1" "hb b0"; do
+    set -- $pair
+    ip -n "$ns-$1" link set "$ns-$2" up
+  done
+  ip -n "$ns-ha" route add default via 10.1.0.1
+  ip -n "$ns-ha" -6 route add default via fd01::1
+  ip -n "$ns-hb" route add default via 10.2.0.1
+  ip -n "$ns-hb" -6 route add default via fd02::1
+  for g in ga gb; do
+    ip netns exec "$ns-$g" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
+      net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+  done
+}
+
+netns_teardown() {
+  local ns=$1
+  for n in ha ga gb hb mid peer gw; do
+    ip netns del "$ns-$n" 2>/dev/null || true
+  done
+}
+
+# Writes two gateway configurations for one manual SA pair.
+# usage: write_pair_configs DIR ESP ENCAP OUTER(4|6) KEYLEN_BYTES
+write_pair_configs() {
+  local dir=$1 esp=$2 encap=$3 outer=$4 keylen=$5
+  local ka kb la lb
+  ka=$(openssl rand -hex "$keylen")
+  kb=$(openssl rand -hex "$keylen")
+  if [ "$outer" = 6 ]; then la=2001:db8::1; lb=2001:db8::2; else la=198.51.100.1; lb=198.51.100.2; fi
+  cat > "$dir/gw-a.json" <<JSON
+{
+  "tun": { "name": "ipsec0", "mtu": 1400 },
+  "manual": {
+    "lan": {
+      "local_addr": "$la", "remote_addr": "$lb",
+      "local_ts": ["10.1.0.0/24", "fd01::/64"], "remote_ts": ["10.2.0.0/24", "fd02::/64"],
+      "mode": "tunnel", "protocol": "esp", "encap": "$encap", "esp": "$esp",
+      "replay_window": 64,
+      "out": { "spi": "0x00001001", "key": "$ka" },
+      "in":  { "spi": "0x00002001", "key": "$kb" }
+    }
+  }
+}
+JSON
+  cat > "$dir/gw-b.json" <<JSON
+{
+  "tun": { "name": "ipsec0", "mtu": 1400 },
+  "manual": {
+    "lan": {
+      "local_addr": "$lb", "remote_addr": "$la",
+      "local_ts": ["10.2.0.0/24", "fd02::/64"], "remote_ts": ["10.1.0.0/24", "fd01::/64"],
+      "mode": "tunnel", "protocol": "esp", "encap": "$encap", "esp": "$esp",
+      "replay_window": 64,
+      "out": { "spi": "0x00002001", "key": "$kb" },
+      "in":  { "spi": "0x00001001", "key": "$ka" }
+    }
+  }
+}
+JSON
+}
+
+# Key length in bytes for an ESP keyword (encryption key + salt + integrity key).
+esp_key_len() {
+  case "$1" in
+    aes128gcm16) echo 20 ;; aes256gcm16) echo 36 ;; chacha20poly1305) echo 36 ;;
+    aes128-sha256) echo 48 ;; aes256-sha512) echo 96 ;; aes128ctr-sha256) echo 52 ;;
+    aes128-sha1) echo 36 ;; 3des-md5) echo 40 ;; null-sha256) echo 32 ;;
+    aes256-sha384) echo 80 ;; aes128gcm16-esn) echo 20 ;; aes256-sha256-esn) echo 64 ;;
+    *) echo "unknown ESP keyword $1" >&2; return 1 ;;
+  esac
+}
+
+# Waits until a file contains a pattern (bounded).
+wait_for() {
+  local file=$1 pattern=$2 tries=${3:-50}
+  for _ in $(seq "$tries"); do
+    grep -q "$pattern" "$file" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}

@@ -1,0 +1,130 @@
+#include <catch2/catch.hpp>
+
+#include <fstream>
+#include <sstream>
+
+#include "config/config.hpp"
+
+using namespace ipsecgw;
+
+namespace {
+std::string read_file(const std::string& path) {
+  std::ifstream f(path);
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+bool has_error(const config::LoadResult& r, const std::string& path, const std::string& words) {
+  for (const auto& e : r.errors) {
+    if (e.path == path && e.message.find(words) != std::string::npos) return true;
+  }
+  return false;
+}
+
+std::string dump(const config::LoadResult& r) {
+  std::string s;
+  for (const auto& e : r.errors) s += e.to_string() + "\n";
+  return s;
+}
+}  // namespace
+
+TEST_CASE("the issue's example configuration loads as written", "[config]") {
+  auto r = config::parse_config(read_file(IPSECGW_SOURCE_DIR "/examples/site-to-site.json"));
+  INFO(dump(r));
+  REQUIRE(r.config);
+  const auto& c = *r.config;
+  CHECK(c.tun.name == "ipsec0");
+  CHECK(c.tun.mtu == 1400);
+  REQUIRE(c.manual.size() == 1);
+  CHECK(c.manual[0].out.spi == 0x1001);
+  CHECK(c.manual[0].in.spi == 0x2001);
+  CHECK(c.manual[0].encap == core::Encap::kUdp);
+  CHECK(c.manual[0].transform.name() == "aes256gcm16");
+  CHECK(c.manual[0].out.keymat.size() == 36);
+  REQUIRE(c.policies.size() == 1);
+  CHECK(c.policies[0].policy.action == core::PolicyAction::kBypass);
+  CHECK(c.policies[0].policy.sel.remote_ports.lo == 53);
+  auto text = config::explain(c);
+  CHECK(text.find("bypass") != std::string::npos);
+  CHECK(text.find("10.2.0.0/24") != std::string::npos);
+}
+
+TEST_CASE("configuration errors name the JSON path and the problem", "[config]") {
+  auto r = config::parse_config(R"({
+    "tun": { "mtu": 20, "colour": "blue" },
+    "manual": {
+      "lan": {
+        "local_addr": "198.51.100.1", "remote_addr": "2001:db8::2",
+        "local_ts": ["10.1.0.0/33"], "remote_ts": [],
+        "esp": "aes256gcm16-sha256", "encap": "tcp", "replay_window": 70000,
+        "out": { "spi": "0x10", "key": "00" },
+        "in":  { "spi": "banana", "key": "zz" }
+      },
+      "two": {
+        "local_addr": "198.51.100.1", "remote_addr": "198.51.100.3",
+        "local_ts": ["10.1.0.0/24"], "remote_ts": ["10.3.0.0/24"],
+        "esp": "aes128gcm16", "mode": "transport",
+        "out": { "spi": 4097, "key": "000102030405060708090a0b0c0d0e0f10111213" },
+        "in":  { "spi": 4098, "key": "000102030405060708090a0b0c0d0e0f1011121" }
+      }
+    },
+    "policies": [ { "local_ts": ["10.1.0.0/24"], "remote_ts": ["10.2.0.0/24"],
+                    "action": "protect", "sa": "nope", "remote_port": 53 } ]
+  })");
+  INFO(dump(r));
+  CHECK_FALSE(r.config);
+  CHECK(has_error(r, "$.tun.mtu", "between"));
+  CHECK(has_error(r, "$.tun.colour", "unknown key"));
+  CHECK(has_error(r, "$.manual.lan.remote_addr", "same IP version"));
+  CHECK(has_error(r, "$.manual.lan.local_ts[0]", "not an address"));
+  CHECK(has_error(r, "$.manual.lan.remote_ts", "non-empty"));
+  CHECK(has_error(r, "$.manual.lan.esp", "AEAD"));
+  CHECK(has_error(r, "$.manual.lan.encap", "udp"));
+  CHECK(has_error(r, "$.manual.lan.replay_window", "between"));
+  CHECK(has_error(r, "$.manual.lan.out.spi", "reserved"));
+  CHECK(has_error(r, "$.manual.lan.in.spi", "not a number"));
+  CHECK(has_error(r, "$.manual.two.mode", "transport mode is not implemented"));
+  CHECK(has_error(r, "$.manual.two.in.key", "is not hex"));
+  CHECK(has_error(r, "$.policies[0].sa", "no manual SA"));
+  CHECK(has_error(r, "$.policies[0].proto", "ports need a protocol"));
+}
+
+TEST_CASE("key length errors say what the algorithm needs", "[config]") {
+  auto r = config::parse_config(R"({ "manual": { "x": {
+      "local_addr": "192.0.2.1", "remote_addr": "192.0.2.2",
+      "local_ts": ["10.1.0.0/24"], "remote_ts": ["10.2.0.0/24"], "esp": "aes128-sha256",
+      "out": { "spi": 4097, "key": "00112233" },
+      "in":  { "spi": 4098, "key": "0011223344556677889900112233445566778899001122334455667788990011223344556677889900112233445566778899" } } } })");
+  INFO(dump(r));
+  CHECK(has_error(r, "$.manual.x.out.key", "must be 48 bytes for aes128-sha256 (16 key + 32 integrity key), got 4"));
+}
+
+TEST_CASE("malformed and non-object JSON", "[config][truncation]") {
+  const std::string good = R"({"tun":{"name":"ipsec0"},"manual":{}})";
+  for (std::size_t n = 0; n < good.size(); ++n) {
+    auto r = config::parse_config(good.substr(0, n));
+    CHECK_FALSE(r.config);
+    CHECK_FALSE(r.errors.empty());
+  }
+  CHECK(config::parse_config(good).config);
+  CHECK(has_error(config::parse_config("[1,2]"), "$", "must be an object"));
+  CHECK(has_error(config::parse_config(R"({"connections":{}})"), "$.connections", "unknown key"));
+}
+
+TEST_CASE("strongSwan proposal keywords", "[config][algorithms]") {
+  std::string why;
+  for (const char* ok : {"aes128gcm16", "aes256gcm16", "chacha20poly1305", "aes128-sha256",
+                         "aes256-sha512", "aes128ctr-sha256", "aes128-sha1", "3des-md5",
+                         "null-sha256", "aes256gcm16-esn", "aes128-sha256-esn"}) {
+    auto t = core::single_esp_transform(ok, why);
+    INFO(ok << ": " << why);
+    REQUIRE(t);
+    CHECK(t->name() == ok);
+  }
+  CHECK_FALSE(core::single_esp_transform("aes128", why));  // no integrity
+  CHECK(why.find("integrity") != std::string::npos);
+  CHECK_FALSE(core::single_esp_transform("aes128-sha256-modp2048", why));
+  CHECK_FALSE(core::single_esp_transform("rot13", why));
+  CHECK(why.find("rot13") != std::string::npos);
+}

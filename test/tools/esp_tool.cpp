@@ -1,0 +1,56 @@
+// esp_tool: encapsulates or decapsulates packets with one ESP SA, for the
+// oracle tests (scapy checks what ipsecgw writes and writes what ipsecgw
+// must read). Reads one JSON request on stdin, writes one JSON answer:
+//   {"op":"encap"|"decap", "esp":"aes128-sha256", "spi":4097, "key":"hex",
+//    "seq":1, "packets":["hex", ...]}
+//   -> {"packets":["hex", ...], "drops":["none"|reason, ...]}
+#include <iostream>
+#include <iterator>
+
+#include <nlohmann/json.hpp>
+
+#include "core/packet.hpp"
+#include "esp/esp_sa.hpp"
+
+using namespace ipsecgw;
+
+int main() {
+  try {
+    std::string input((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+    auto req = nlohmann::json::parse(input);
+    std::string why;
+    auto t = core::single_esp_transform(req.at("esp").get<std::string>(), why);
+    if (!t) throw std::runtime_error(why);
+    core::SaParams p;
+    p.name = "oracle";
+    p.transform = *t;
+    p.selectors.local = {core::IpRange::any(core::Family::V4), core::IpRange::any(core::Family::V6)};
+    p.selectors.remote = p.selectors.local;
+    p.replay_window = req.value("replay_window", 64u);
+    p.out.spi = p.in.spi = req.at("spi").get<std::uint32_t>();
+    auto key = core::from_hex(req.at("key").get<std::string>());
+    if (!key) throw std::runtime_error("key is not hex");
+    p.out.keymat = core::SecureBytes(*key);
+    p.in.keymat = core::SecureBytes(*key);
+    nlohmann::json out = {{"packets", nlohmann::json::array()}, {"drops", nlohmann::json::array()}};
+    const bool encap = req.at("op") == "encap";
+    auto osa = esp::OutboundSa::create(p, why);
+    auto isa = esp::InboundSa::create(p, why);
+    if (!osa || !isa) throw std::runtime_error(why);
+    osa->set_next_seq(req.value("seq", std::uint64_t{1}));
+    for (const auto& h : req.at("packets")) {
+      auto bytes = core::from_hex(h.get<std::string>());
+      if (!bytes) throw std::runtime_error("packet is not hex");
+      core::Packet pkt;
+      pkt.assign(*bytes);
+      core::Drop d = encap ? osa->encapsulate(pkt) : isa->decapsulate(pkt);
+      out["drops"].push_back(std::string(core::key_of(d)));
+      out["packets"].push_back(d == core::Drop::kNone ? core::to_hex(pkt.span()) : "");
+    }
+    std::cout << out.dump() << "\n";
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "esp_tool: " << e.what() << "\n";
+    return 2;
+  }
+}
