@@ -364,7 +364,8 @@ LoadResult parse_config(std::string_view text) {
   json doc;
   try {
     doc = json::parse(text.begin(), text.end());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
+    // parse_error, and out_of_range for numbers that do not fit a double.
     r.errors.push_back({"$", std::string("invalid JSON: ") + e.what()});
     return r;
   }

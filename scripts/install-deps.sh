@@ -8,11 +8,14 @@ build_pkgs=(cmake g++ make pkg-config libssl-dev libboost-dev libcli11-dev
 test_pkgs=(clang libclang-rt-14-dev iproute2 iputils-ping python3 python3-scapy
            tcpdump tshark iperf3 netcat-openbsd nftables wireguard-go)
 
+bench_pkgs=(wireguard-tools)
+
 want=("${build_pkgs[@]}")
 case "${1:-all}" in
   build) ;;
-  all|test|demo) want+=("${test_pkgs[@]}") ;;
-  *) echo "usage: $0 [build|test|demo|all]" >&2; exit 2 ;;
+  test|demo) want+=("${test_pkgs[@]}") ;;
+  all|bench) want+=("${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
+  *) echo "usage: $0 [build|test|demo|bench|all]" >&2; exit 2 ;;
 esac
 
 missing=()

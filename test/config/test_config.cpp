@@ -110,6 +110,11 @@ TEST_CASE("malformed and non-object JSON", "[config][truncation]") {
   CHECK(config::parse_config(good).config);
   CHECK(has_error(config::parse_config("[1,2]"), "$", "must be an object"));
   CHECK(has_error(config::parse_config(R"({"connections":{}})"), "$.connections", "unknown key"));
+  // Found by fuzz_config: a number too large for a double is an error, not a throw.
+  CHECK(has_error(config::parse_config("99999e9999"), "$", "invalid JSON"));
+  CHECK(has_error(config::parse_config(R"({"udp_encap":{"port":1e999}})"), "$", "invalid JSON"));
+  CHECK(has_error(config::parse_config(R"({"udp_encap":{"port":18446744073709551615}})"),
+                  "$.udp_encap.port", "between"));
 }
 
 TEST_CASE("strongSwan proposal keywords", "[config][algorithms]") {
