@@ -1,0 +1,52 @@
+// What a configured IKE connection is (the "connections" and "secrets" of the
+// JSON configuration, shaped after swanctl.conf).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/algorithms.hpp"
+#include "core/bytes.hpp"
+#include "core/ip.hpp"
+#include "core/sa.hpp"
+
+namespace ipsecgw::ike {
+
+enum class StartAction : std::uint8_t { kNone, kStart, kTrap };
+enum class DpdAction : std::uint8_t { kClear, kRestart };
+
+struct ChildConfig {
+  std::string name;
+  std::vector<core::IpRange> local_ts;
+  std::vector<core::IpRange> remote_ts;
+  std::vector<core::Proposal> esp_proposals;
+  core::SaMode mode = core::SaMode::kTunnel;
+  StartAction start_action = StartAction::kNone;
+  std::uint32_t rekey_time = 3600;  // s, 0 = never
+  std::uint32_t life_time = 0;      // hard limit, 0 = rekey_time * 1.1
+  std::uint64_t rekey_bytes = 0;
+  std::uint64_t life_bytes = 0;
+  std::uint32_t replay_window = core::kDefaultReplayWindow;
+};
+
+struct ConnectionConfig {
+  std::string name;
+  int version = 2;
+  std::vector<core::IpAddress> local_addrs;
+  std::vector<core::IpAddress> remote_addrs;  // empty: any (responder only)
+  std::string local_id;                        // empty: the local address
+  std::string remote_id;                       // empty: any
+  std::vector<core::Proposal> proposals;
+  bool encap = false;                          // force UDP encapsulation
+  std::uint32_t dpd_delay = 0;                 // s, 0 = off
+  std::uint32_t dpd_timeout = 0;               // s, 0 = via retransmissions
+  std::uint32_t rekey_time = 14400;            // s, 0 = never
+  std::uint32_t reauth_time = 0;
+  std::uint16_t local_port = 500;
+  std::uint16_t remote_port = 500;
+  std::vector<ChildConfig> children;
+  core::SecureBytes psk;                       // resolved from "secrets"
+};
+
+}  // namespace ipsecgw::ike

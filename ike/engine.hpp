@@ -1,0 +1,114 @@
+// The IKEv2 engine (RFC 7296). It takes datagrams and time in and gives
+// datagrams, timer deadlines and SA installs out; sockets and timers live
+// outside it (the gateway's control thread, or a test with a fake clock).
+//
+// One Engine serves every configured connection. It keeps IKE SAs by SPI,
+// answers retransmitted requests from the cached response, retransmits its
+// own requests with exponential back-off, and installs Child SAs through a
+// core::SaInstaller (the ESP data plane in the gateway).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/sa.hpp"
+#include "ike/connection.hpp"
+#include "ike/ike_crypto.hpp"
+#include "ike/message.hpp"
+
+namespace ipsecgw::ike {
+
+using Clock = std::chrono::steady_clock;
+using TimePoint = Clock::time_point;
+
+struct Endpoint {
+  core::IpAddress addr;
+  std::uint16_t port = 500;
+  bool operator==(const Endpoint&) const = default;
+  [[nodiscard]] std::string to_string() const;
+};
+
+// A datagram in or out. On port 4500 `data` is the IKE message without the
+// non-ESP marker; the socket layer adds and strips it.
+struct Datagram {
+  Endpoint local;
+  Endpoint remote;
+  Bytes data;
+};
+
+struct EngineCounters {
+  std::uint64_t ike_established = 0;
+  std::uint64_t ike_failed = 0;
+  std::uint64_t auth_failed = 0;
+  std::uint64_t child_installed = 0;
+  std::uint64_t retransmits = 0;
+  std::uint64_t cookies_sent = 0;
+  std::uint64_t invalid_messages = 0;
+  std::uint64_t dropped_messages = 0;
+};
+
+struct EngineOptions {
+  std::chrono::milliseconds retransmit_base{1000};
+  double retransmit_factor = 1.8;
+  unsigned retransmit_tries = 5;
+  std::size_t cookie_threshold = 64;  // half-open SAs before cookies are required
+  std::size_t nonce_len = 32;
+};
+
+class IkeSa;
+
+class Engine {
+ public:
+  Engine(std::vector<ConnectionConfig> conns, core::SaInstaller& installer,
+         EngineOptions opt = {});
+  ~Engine();
+
+  // Starts connections whose children have start_action "start".
+  void start(TimePoint now);
+  // Initiates one connection (and its first child, or the named one).
+  bool initiate(const std::string& conn, const std::string& child, TimePoint now,
+                std::string& why);
+  // A datagram for the engine.
+  void receive(const Datagram& d, TimePoint now);
+  // Runs due timers (retransmission, DPD, rekey, expiry).
+  void tick(TimePoint now);
+  // Deletes every IKE SA (DELETE sent, Child SAs removed).
+  void shutdown(TimePoint now);
+
+  std::vector<Datagram> take_output();
+  [[nodiscard]] std::optional<TimePoint> next_deadline() const;
+  [[nodiscard]] const EngineCounters& counters() const noexcept { return counters_; }
+  [[nodiscard]] std::size_t ike_sa_count() const noexcept;
+  [[nodiscard]] std::size_t child_sa_count() const noexcept;
+  // One line per IKE SA and Child SA, for logs and tests.
+  [[nodiscard]] std::vector<std::string> describe() const;
+  [[nodiscard]] bool established(const std::string& conn) const;
+
+  const std::vector<ConnectionConfig>& connections() const noexcept { return conns_; }
+
+ private:
+  friend class IkeSa;
+  const ConnectionConfig* find_connection_for(const Endpoint& local, const Endpoint& remote) const;
+  void send(const Endpoint& local, const Endpoint& remote, Bytes data);
+  std::uint64_t new_spi();
+  std::uint32_t new_child_spi();
+  void handle_sa_init_request(const Datagram& d, const Header& h, TimePoint now);
+  void remove_dead();
+  Bytes cookie_for(const Datagram& d, std::uint64_t spi_i, ByteSpan ni) const;
+
+  std::vector<ConnectionConfig> conns_;
+  core::SaInstaller& installer_;
+  EngineOptions opt_;
+  std::map<std::uint64_t, std::unique_ptr<IkeSa>> sas_;  // by our SPI
+  std::vector<Datagram> out_;
+  EngineCounters counters_;
+  core::SecureBytes cookie_secret_;
+};
+
+}  // namespace ipsecgw::ike

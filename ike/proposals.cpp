@@ -1,0 +1,235 @@
+#include "ike/proposals.hpp"
+
+#include <algorithm>
+
+namespace ipsecgw::ike {
+
+using core::EncAlg;
+using core::IntegAlg;
+using core::PrfAlg;
+
+namespace {
+
+Transform encr(const core::EncSpec& e) {
+  Transform t{TransformType::kEncr, 0, 0};
+  switch (e.alg) {
+    case EncAlg::kNull: t.id = 11; break;
+    case EncAlg::kAesCbc: t.id = 12; t.key_bits = static_cast<std::uint16_t>(e.key_bytes * 8); break;
+    case EncAlg::kAesCtr: t.id = 13; t.key_bits = static_cast<std::uint16_t>(e.key_bytes * 8); break;
+    case EncAlg::kTripleDesCbc: t.id = 3; break;
+    case EncAlg::kAesGcm16: t.id = 20; t.key_bits = static_cast<std::uint16_t>(e.key_bytes * 8); break;
+    case EncAlg::kChaCha20Poly1305: t.id = 28; break;
+  }
+  return t;
+}
+
+std::uint16_t integ_id(IntegAlg a) {
+  switch (a) {
+    case IntegAlg::kNone: return 0;
+    case IntegAlg::kHmacMd5_96: return 1;
+    case IntegAlg::kHmacSha1_96: return 2;
+    case IntegAlg::kHmacSha256_128: return 12;
+    case IntegAlg::kHmacSha384_192: return 13;
+    case IntegAlg::kHmacSha512_256: return 14;
+  }
+  return 0;
+}
+
+std::uint16_t prf_id(PrfAlg a) {
+  switch (a) {
+    case PrfAlg::kHmacMd5: return 1;
+    case PrfAlg::kHmacSha1: return 2;
+    case PrfAlg::kHmacSha256: return 5;
+    case PrfAlg::kHmacSha384: return 6;
+    case PrfAlg::kHmacSha512: return 7;
+  }
+  return 5;
+}
+
+bool all_aead(const core::Proposal& p) {
+  return std::all_of(p.enc.begin(), p.enc.end(), [](const auto& e) { return core::is_aead(e.alg); });
+}
+
+bool has(const Proposal& p, const Transform& t) {
+  return std::find(p.transforms.begin(), p.transforms.end(), t) != p.transforms.end();
+}
+bool has_type(const Proposal& p, TransformType type) {
+  return std::any_of(p.transforms.begin(), p.transforms.end(),
+                     [&](const Transform& t) { return t.type == type && !(type == TransformType::kInteg && t.id == 0); });
+}
+
+}  // namespace
+
+std::vector<PrfAlg> prfs_of(const core::Proposal& p) {
+  if (!p.prf.empty()) return p.prf;
+  std::vector<PrfAlg> out;
+  for (auto i : p.integ) {
+    switch (i) {
+      case IntegAlg::kHmacMd5_96: out.push_back(PrfAlg::kHmacMd5); break;
+      case IntegAlg::kHmacSha1_96: out.push_back(PrfAlg::kHmacSha1); break;
+      case IntegAlg::kHmacSha256_128: out.push_back(PrfAlg::kHmacSha256); break;
+      case IntegAlg::kHmacSha384_192: out.push_back(PrfAlg::kHmacSha384); break;
+      case IntegAlg::kHmacSha512_256: out.push_back(PrfAlg::kHmacSha512); break;
+      case IntegAlg::kNone: break;
+    }
+  }
+  if (out.empty()) out = {PrfAlg::kHmacSha256, PrfAlg::kHmacSha384, PrfAlg::kHmacSha512};
+  return out;
+}
+
+Proposal ike_offer(const core::Proposal& p, std::uint8_t number, ByteSpan spi) {
+  Proposal o;
+  o.number = number;
+  o.protocol = ProtocolId::kIke;
+  o.spi.assign(spi.begin(), spi.end());
+  for (const auto& e : p.enc) o.transforms.push_back(encr(e));
+  if (!all_aead(p))
+    for (auto i : p.integ) o.transforms.push_back({TransformType::kInteg, integ_id(i), 0});
+  for (auto f : prfs_of(p)) o.transforms.push_back({TransformType::kPrf, prf_id(f), 0});
+  for (auto g : p.dh) o.transforms.push_back({TransformType::kDh, static_cast<std::uint16_t>(g), 0});
+  return o;
+}
+
+Proposal esp_offer(const core::Proposal& p, std::uint8_t number, std::uint32_t spi, bool with_dh) {
+  Proposal o;
+  o.number = number;
+  o.protocol = ProtocolId::kEsp;
+  Appender a{o.spi};
+  a.u32(spi);
+  for (const auto& e : p.enc) o.transforms.push_back(encr(e));
+  if (!all_aead(p))
+    for (auto i : p.integ) o.transforms.push_back({TransformType::kInteg, integ_id(i), 0});
+  if (with_dh)
+    for (auto g : p.dh) o.transforms.push_back({TransformType::kDh, static_cast<std::uint16_t>(g), 0});
+  if (p.esn.empty()) {
+    o.transforms.push_back({TransformType::kEsn, 0, 0});
+  } else {
+    for (bool e : p.esn) o.transforms.push_back({TransformType::kEsn, static_cast<std::uint16_t>(e), 0});
+  }
+  return o;
+}
+
+std::optional<IkeChoice> select_ike(const std::vector<core::Proposal>& ours, const SaPayload& theirs) {
+  for (const auto& mine : ours) {
+    for (const auto& tp : theirs.proposals) {
+      if (tp.protocol != ProtocolId::kIke) continue;
+      IkeChoice c;
+      c.reply.number = tp.number;
+      c.reply.protocol = ProtocolId::kIke;
+      bool ok = false;
+      for (const auto& e : mine.enc) {
+        if (has(tp, encr(e))) {
+          c.t.enc = e;
+          c.reply.transforms.push_back(encr(e));
+          ok = true;
+          break;
+        }
+      }
+      if (!ok) continue;
+      if (core::is_aead(c.t.enc.alg)) {
+        c.t.integ = IntegAlg::kNone;  // an AEAD proposal carries no (or NONE) integrity
+      } else {
+        ok = false;
+        for (auto i : mine.integ) {
+          if (has(tp, {TransformType::kInteg, integ_id(i), 0})) {
+            c.t.integ = i;
+            c.reply.transforms.push_back({TransformType::kInteg, integ_id(i), 0});
+            ok = true;
+            break;
+          }
+        }
+        if (!ok) continue;
+      }
+      ok = false;
+      for (auto f : prfs_of(mine)) {
+        if (has(tp, {TransformType::kPrf, prf_id(f), 0})) {
+          c.t.prf = f;
+          c.reply.transforms.push_back({TransformType::kPrf, prf_id(f), 0});
+          ok = true;
+          break;
+        }
+      }
+      if (!ok) continue;
+      ok = false;
+      for (auto g : mine.dh) {
+        if (has(tp, {TransformType::kDh, static_cast<std::uint16_t>(g), 0}) && dh_supported(g)) {
+          c.t.dh = g;
+          c.reply.transforms.push_back({TransformType::kDh, static_cast<std::uint16_t>(g), 0});
+          ok = true;
+          break;
+        }
+      }
+      if (!ok) continue;
+      return c;
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<EspChoice> select_esp(const std::vector<core::Proposal>& ours, const SaPayload& theirs,
+                                    bool want_dh) {
+  for (const auto& mine : ours) {
+    for (const auto& tp : theirs.proposals) {
+      if (tp.protocol != ProtocolId::kEsp || tp.spi.size() != 4) continue;
+      EspChoice c;
+      c.peer_spi = static_cast<std::uint32_t>(tp.spi[0] << 24 | tp.spi[1] << 16 | tp.spi[2] << 8 | tp.spi[3]);
+      c.reply.number = tp.number;
+      c.reply.protocol = ProtocolId::kEsp;
+      bool ok = false;
+      for (const auto& e : mine.enc) {
+        if (has(tp, encr(e))) {
+          c.t.enc = e;
+          c.reply.transforms.push_back(encr(e));
+          ok = true;
+          break;
+        }
+      }
+      if (!ok) continue;
+      if (!core::is_aead(c.t.enc.alg)) {
+        ok = false;
+        for (auto i : mine.integ) {
+          if (has(tp, {TransformType::kInteg, integ_id(i), 0})) {
+            c.t.integ = i;
+            c.reply.transforms.push_back({TransformType::kInteg, integ_id(i), 0});
+            ok = true;
+            break;
+          }
+        }
+        if (!ok) continue;
+      }
+      if (want_dh && !mine.dh.empty()) {
+        ok = false;
+        for (auto g : mine.dh) {
+          if (has(tp, {TransformType::kDh, static_cast<std::uint16_t>(g), 0}) && dh_supported(g)) {
+            c.dh = g;
+            c.reply.transforms.push_back({TransformType::kDh, static_cast<std::uint16_t>(g), 0});
+            ok = true;
+            break;
+          }
+        }
+        if (!ok) continue;
+      } else if (want_dh && has_type(tp, TransformType::kDh)) {
+        // The peer asks for PFS and we have no group configured: not a match
+        // unless it also offers NONE (0).
+        if (!has(tp, {TransformType::kDh, 0, 0})) continue;
+      }
+      // ESN: ours (default: no) must be among theirs; none offered means no.
+      std::vector<bool> esn = mine.esn.empty() ? std::vector<bool>{false} : mine.esn;
+      ok = false;
+      const bool peer_has_esn = has_type(tp, TransformType::kEsn);
+      for (bool e : esn) {
+        if ((!peer_has_esn && !e) || has(tp, {TransformType::kEsn, static_cast<std::uint16_t>(e), 0})) {
+          c.t.esn = e;
+          if (peer_has_esn) c.reply.transforms.push_back({TransformType::kEsn, static_cast<std::uint16_t>(e), 0});
+          ok = true;
+          break;
+        }
+      }
+      if (!ok) continue;
+      return c;
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace ipsecgw::ike

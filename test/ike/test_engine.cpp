@@ -1,0 +1,283 @@
+// Two IKEv2 engines in one process, a fake clock, and a lossy "network"
+// between them: every exchange the engine does, checked end to end.
+#include <catch2/catch.hpp>
+
+#include "core/log.hpp"
+#include "ike/engine.hpp"
+
+using namespace ipsecgw;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct FakeInstaller : core::SaInstaller {
+  struct Entry {
+    std::string name;
+    std::uint32_t spi_in, spi_out;
+    core::Bytes key_in, key_out;
+    core::Encap encap;
+  };
+  std::vector<Entry> installed;
+  std::vector<std::string> removed;
+  bool install(core::SaParams p, std::string&) override {
+    installed.push_back({p.name, p.in.spi, p.out.spi,
+                         core::Bytes(p.in.keymat.span().begin(), p.in.keymat.span().end()),
+                         core::Bytes(p.out.keymat.span().begin(), p.out.keymat.span().end()), p.encap});
+    return true;
+  }
+  bool remove(const std::string& name) override {
+    removed.push_back(name);
+    return true;
+  }
+  [[nodiscard]] std::size_t active() const { return installed.size() - removed.size(); }
+};
+
+core::Proposal prop(const char* s) {
+  std::string bad;
+  auto p = core::parse_proposal(s, bad);
+  REQUIRE(p);
+  return *p;
+}
+
+ike::ConnectionConfig conn(bool a, const char* psk, std::vector<const char*> ike_props = {"aes256gcm16-prfsha384-x25519"},
+                           std::vector<const char*> esp_props = {"aes256gcm16"}) {
+  ike::ConnectionConfig c;
+  c.name = a ? "site-b" : "site-a";
+  c.local_addrs = {*core::IpAddress::parse(a ? "198.51.100.1" : "198.51.100.2")};
+  c.remote_addrs = {*core::IpAddress::parse(a ? "198.51.100.2" : "198.51.100.1")};
+  c.local_id = a ? "gw-a.example" : "gw-b.example";
+  c.remote_id = a ? "gw-b.example" : "gw-a.example";
+  for (auto* s : ike_props) c.proposals.push_back(prop(s));
+  std::string pskstr = psk;
+  c.psk = core::SecureBytes(core::ByteSpan(reinterpret_cast<const std::uint8_t*>(pskstr.data()), pskstr.size()));
+  ike::ChildConfig ch;
+  ch.name = "lan";
+  ch.local_ts = {*core::IpRange::parse(a ? "10.1.0.0/24" : "10.2.0.0/24")};
+  ch.remote_ts = {*core::IpRange::parse(a ? "10.2.0.0/24" : "10.1.0.0/24")};
+  for (auto* s : esp_props) ch.esp_proposals.push_back(prop(s));
+  ch.start_action = a ? ike::StartAction::kStart : ike::StartAction::kNone;
+  c.children.push_back(std::move(ch));
+  return c;
+}
+
+struct Pair {
+  FakeInstaller ia, ib;
+  std::unique_ptr<ike::Engine> a, b;
+  ike::TimePoint now = ike::TimePoint{} + 1000s;
+  std::size_t delivered = 0;
+  // Return false to drop the n-th datagram (counted over the whole run).
+  std::function<bool(std::size_t, const ike::Datagram&)> filter = [](std::size_t, const ike::Datagram&) { return true; };
+  std::size_t seen = 0;
+
+  Pair(ike::ConnectionConfig ca, ike::ConnectionConfig cb, ike::EngineOptions ob = {}) {
+    std::vector<ike::ConnectionConfig> va, vb;
+    va.push_back(std::move(ca));
+    vb.push_back(std::move(cb));
+    a = std::make_unique<ike::Engine>(std::move(va), ia);
+    b = std::make_unique<ike::Engine>(std::move(vb), ib, ob);
+  }
+  // Moves datagrams until nothing is in flight.
+  void pump() {
+    for (int round = 0; round < 50; ++round) {
+      auto fa = a->take_output();
+      auto fb = b->take_output();
+      if (fa.empty() && fb.empty()) return;
+      for (auto& d : fa)
+        if (filter(seen++, d)) {
+          ++delivered;
+          b->receive({d.remote, d.local, d.data}, now);
+        }
+      for (auto& d : fb)
+        if (filter(seen++, d)) {
+          ++delivered;
+          a->receive({d.remote, d.local, d.data}, now);
+        }
+    }
+  }
+  void advance(std::chrono::milliseconds dt) {
+    const auto until = now + dt;
+    while (true) {
+      auto na = a->next_deadline(), nb = b->next_deadline();
+      auto next = std::min(na.value_or(ike::TimePoint::max()), nb.value_or(ike::TimePoint::max()));
+      if (next > until) break;
+      now = std::max(now, next);
+      a->tick(now);
+      b->tick(now);
+      pump();
+    }
+    now = until;
+  }
+};
+
+void check_keys_cross(const FakeInstaller& x, const FakeInstaller& y) {
+  REQUIRE(!x.installed.empty());
+  REQUIRE(!y.installed.empty());
+  const auto& ex = x.installed.back();
+  const auto& ey = y.installed.back();
+  CHECK(ex.spi_in == ey.spi_out);
+  CHECK(ex.spi_out == ey.spi_in);
+  CHECK(ex.key_in == ey.key_out);
+  CHECK(ex.key_out == ey.key_in);
+  CHECK(ex.key_in != ex.key_out);
+}
+
+struct Quiet {
+  Quiet() { core::log::set_level(core::log::Level::kError); }
+} quiet;
+
+}  // namespace
+
+TEST_CASE("IKEv2: IKE_SA_INIT + IKE_AUTH with PSK installs matching Child SAs", "[ike][engine]") {
+  for (auto suite : std::vector<std::pair<const char*, const char*>>{
+           {"aes256gcm16-prfsha384-x25519", "aes256gcm16"},
+           {"aes128-sha256-modp2048", "aes128-sha256"},
+           {"chacha20poly1305-prfsha256-ecp256", "chacha20poly1305"}}) {
+    INFO(suite.first);
+    Pair p(conn(true, "a long shared secret", {suite.first}, {suite.second}),
+           conn(false, "a long shared secret", {suite.first}, {suite.second}));
+    p.a->start(p.now);
+    p.pump();
+    CHECK(p.a->established("site-b"));
+    CHECK(p.b->established("site-a"));
+    CHECK(p.ia.active() == 1);
+    CHECK(p.ib.active() == 1);
+    check_keys_cross(p.ia, p.ib);
+    CHECK(p.a->counters().ike_established == 1);
+    CHECK(p.b->counters().ike_established == 1);
+    CHECK(p.delivered == 4);
+  }
+}
+
+TEST_CASE("IKEv2: wrong PSK gives AUTHENTICATION_FAILED and no SA", "[ike][engine]") {
+  Pair p(conn(true, "secret one"), conn(false, "secret two"));
+  p.a->start(p.now);
+  p.pump();
+  CHECK_FALSE(p.a->established("site-b"));
+  CHECK_FALSE(p.b->established("site-a"));
+  CHECK(p.ia.installed.empty());
+  CHECK(p.ib.installed.empty());
+  CHECK(p.b->counters().auth_failed == 1);
+  CHECK(p.a->counters().auth_failed == 1);
+  CHECK(p.a->ike_sa_count() == 0);
+  CHECK(p.b->ike_sa_count() == 0);
+}
+
+TEST_CASE("IKEv2: INVALID_KE_PAYLOAD and a retry with the group the responder asks for", "[ike][engine]") {
+  Pair p(conn(true, "k", {"aes256gcm16-prfsha384-x25519-modp2048"}),
+         conn(false, "k", {"aes256gcm16-prfsha384-modp2048"}));
+  p.a->start(p.now);
+  p.pump();
+  CHECK(p.a->established("site-b"));
+  CHECK(p.delivered == 6);  // INIT, INVALID_KE, INIT, INIT resp, AUTH, AUTH resp
+  check_keys_cross(p.ia, p.ib);
+}
+
+TEST_CASE("IKEv2: COOKIE when half-open SAs pass the threshold", "[ike][engine]") {
+  ike::EngineOptions ob;
+  ob.cookie_threshold = 0;
+  Pair p(conn(true, "k"), conn(false, "k"), ob);
+  p.a->start(p.now);
+  p.pump();
+  CHECK(p.a->established("site-b"));
+  CHECK(p.b->counters().cookies_sent == 1);
+  CHECK(p.delivered == 6);
+}
+
+TEST_CASE("IKEv2: lost and duplicated messages", "[ike][engine]") {
+  SECTION("lost IKE_AUTH request is retransmitted") {
+    Pair p(conn(true, "k"), conn(false, "k"));
+    p.filter = [](std::size_t n, const ike::Datagram&) { return n != 2; };
+    p.a->start(p.now);
+    p.pump();
+    CHECK_FALSE(p.a->established("site-b"));
+    p.advance(1500ms);
+    CHECK(p.a->established("site-b"));
+    CHECK(p.a->counters().retransmits == 1);
+    check_keys_cross(p.ia, p.ib);
+  }
+  SECTION("lost IKE_AUTH response: the duplicate request is answered from the cache") {
+    Pair p(conn(true, "k"), conn(false, "k"));
+    p.filter = [](std::size_t n, const ike::Datagram&) { return n != 3; };
+    p.a->start(p.now);
+    p.pump();
+    CHECK(p.b->established("site-a"));
+    CHECK_FALSE(p.a->established("site-b"));
+    p.advance(1500ms);
+    CHECK(p.a->established("site-b"));
+    CHECK(p.ib.installed.size() == 1);  // not installed twice
+    check_keys_cross(p.ia, p.ib);
+  }
+  SECTION("a peer that never answers: bounded retransmission, then failure") {
+    Pair p(conn(true, "k"), conn(false, "k"));
+    p.filter = [](std::size_t, const ike::Datagram&) { return false; };
+    p.a->start(p.now);
+    p.pump();
+    p.advance(120s);
+    CHECK(p.a->counters().retransmits == 4);
+    CHECK(p.a->counters().ike_failed >= 1);
+  }
+}
+
+TEST_CASE("IKEv2: Child SA rekey make-before-break, with and without PFS", "[ike][engine]") {
+  for (const char* esp : {"aes128gcm16", "aes128gcm16-x25519"}) {
+    INFO(esp);
+    auto ca = conn(true, "k", {"aes256gcm16-prfsha384-x25519"}, {esp});
+    auto cb = conn(false, "k", {"aes256gcm16-prfsha384-x25519"}, {esp});
+    ca.children[0].rekey_time = 60;
+    cb.children[0].rekey_time = 0;
+    Pair p(std::move(ca), std::move(cb));
+    p.a->start(p.now);
+    p.pump();
+    REQUIRE(p.ia.active() == 1);
+    p.advance(61s);
+    CHECK(p.ia.installed.size() == 2);
+    CHECK(p.ib.installed.size() == 2);
+    CHECK(p.ia.active() == 1);
+    CHECK(p.ib.active() == 1);
+    check_keys_cross(p.ia, p.ib);
+    CHECK(p.ia.installed[0].key_in != p.ia.installed[1].key_in);
+  }
+}
+
+TEST_CASE("IKEv2: DELETE and liveness checks", "[ike][engine]") {
+  SECTION("shutdown deletes the IKE SA on both sides") {
+    Pair p(conn(true, "k"), conn(false, "k"));
+    p.a->start(p.now);
+    p.pump();
+    p.a->shutdown(p.now);
+    p.pump();
+    CHECK(p.ia.active() == 0);
+    CHECK(p.ib.active() == 0);
+    CHECK(p.b->ike_sa_count() == 0);
+  }
+  SECTION("DPD notices a dead peer and clears its SAs") {
+    auto ca = conn(true, "k");
+    ca.dpd_delay = 10;
+    Pair p(std::move(ca), conn(false, "k"));
+    p.a->start(p.now);
+    p.pump();
+    p.advance(11s);
+    CHECK(p.a->established("site-b"));  // answered
+    p.filter = [](std::size_t, const ike::Datagram&) { return false; };
+    p.advance(60s);
+    CHECK(p.ia.removed.size() >= 1);
+  }
+}
+
+TEST_CASE("IKEv2: mismatched proposals and selectors are refused", "[ike][engine]") {
+  SECTION("no common IKE proposal") {
+    Pair p(conn(true, "k", {"aes128-sha256-modp2048"}), conn(false, "k", {"aes256gcm16-prfsha384-x25519"}));
+    p.a->start(p.now);
+    p.pump();
+    CHECK_FALSE(p.a->established("site-b"));
+    CHECK(p.a->counters().ike_failed == 1);
+  }
+  SECTION("no common ESP proposal: IKE SA up, no child") {
+    Pair p(conn(true, "k", {"aes256gcm16-prfsha384-x25519"}, {"aes128-sha256"}),
+           conn(false, "k", {"aes256gcm16-prfsha384-x25519"}, {"aes256gcm16"}));
+    p.a->start(p.now);
+    p.pump();
+    CHECK(p.a->established("site-b"));
+    CHECK(p.ia.installed.empty());
+  }
+}
