@@ -71,6 +71,39 @@ bool Gateway::setup(std::string& err) {
       sockets_.push_back(std::move(s));
     }
   }
+  // IKE connections: port 500 for IKE, and both ESP sockets (raw and UDP
+  // 4500, which also carries IKE after a NAT is found) on each local address,
+  // since NAT detection decides the encapsulation at run time.
+  for (const auto& c : cfg_.connections) {
+    for (const auto& addr : c.local_addrs) {
+      core::SaParams probe;
+      probe.local_addr = addr;
+      for (auto enc : {core::Encap::kUdp, core::Encap::kNone}) {
+        probe.encap = enc;
+        if (socket_for(probe)) continue;
+        auto s = tun::EspSocket::open(enc == core::Encap::kUdp ? tun::EspSocket::Kind::kUdp
+                                                               : tun::EspSocket::Kind::kRaw,
+                                      addr, cfg_.udp_encap.port, cfg_.tun.fwmark, err);
+        if (!s) return false;
+        sockets_.push_back(std::move(s));
+      }
+      bool have = false;
+      for (const auto& s : ike_sockets_) have |= s->local() == addr;
+      if (!have) {
+        auto s = tun::EspSocket::open(tun::EspSocket::Kind::kUdp, addr, c.local_port, cfg_.tun.fwmark, err);
+        if (!s) return false;
+        ike_sockets_.push_back(std::move(s));
+      }
+    }
+    if (c.local_addrs.empty()) {
+      err = "connection " + c.name + ": local_addrs is required";
+      return false;
+    }
+  }
+  if (!cfg_.connections.empty()) {
+    engine_ = std::make_unique<ike::Engine>(std::move(cfg_.connections), *dp_);
+    cfg_.connections.clear();
+  }
   for (auto& sa : cfg_.manual) {
     std::string why;
     std::string name = sa.name;
@@ -102,10 +135,31 @@ int Gateway::run() {
   core::log::info("gateway", "up: ", tun_[0]->name(), ", ", sockets_.size(), " ESP socket",
                   sockets_.size() == 1 ? "" : "s", ", ", dp_->snapshot()->outbound.size(), " SA",
                   dp_->snapshot()->outbound.size() == 1 ? "" : "s");
+  io_ = std::make_unique<boost::asio::io_context>();
+  boost::asio::io_context& io = *io_;
   workers_.emplace_back([this] { tx_loop(); });
   workers_.emplace_back([this] { rx_loop(); });
 
-  boost::asio::io_context io;
+  boost::asio::steady_timer ike_timer(io);
+  std::function<void(const boost::system::error_code&)> on_ike_timer =
+      [&](const boost::system::error_code& ec) {
+        if (ec) return;
+        engine_->tick(ike::Clock::now());
+        flush_ike();
+        rearm_ike_();
+      };
+  rearm_ike_ = [&] {
+    if (!engine_) return;
+    auto next = engine_->next_deadline();
+    ike_timer.expires_at(next ? std::min(*next, ike::Clock::now() + std::chrono::seconds(60))
+                              : ike::Clock::now() + std::chrono::seconds(60));
+    ike_timer.async_wait(on_ike_timer);
+  };
+  if (engine_) {
+    engine_->start(ike::Clock::now());
+    flush_ike();
+    rearm_ike_();
+  }
   boost::asio::signal_set signals(io, SIGINT, SIGTERM, SIGUSR1);
   std::function<void(const boost::system::error_code&, int)> on_signal =
       [&](const boost::system::error_code& ec, int sig) {
@@ -113,10 +167,17 @@ int Gateway::run() {
         if (sig == SIGUSR1) {
           write_stats();
           core::log::info("gateway", "statistics: ", stats().dump());
+          if (engine_)
+            for (const auto& line : engine_->describe()) core::log::info("ike", line);
           signals.async_wait(on_signal);
           return;
         }
         core::log::info("gateway", "signal ", sig, ": shutting down");
+        if (engine_) {
+          drain_ike();
+          engine_->shutdown(ike::Clock::now());
+          flush_ike();
+        }
         io.stop();
       };
   signals.async_wait(on_signal);
@@ -220,10 +281,20 @@ void Gateway::rx_loop() {
   }
   std::vector<pollfd> pfds;
   for (const auto& s : sockets_) pfds.push_back({s->fd(), POLLIN, 0});
+  for (const auto& s : ike_sockets_) pfds.push_back({s->fd(), POLLIN, 0});
   std::vector<core::Packet*> to_tun;
   core::log::RateLimited ike_log(std::chrono::seconds(10));
   while (!stop_.load(std::memory_order_relaxed)) {
     if (::poll(pfds.data(), pfds.size(), kPollMs) <= 0) continue;
+    for (std::size_t k = sockets_.size(); k < pfds.size(); ++k) {
+      if (!(pfds[k].revents & POLLIN)) continue;
+      tun::EspSocket& sock = *ike_sockets_[k - sockets_.size()];
+      const std::size_t n = sock.recv_batch(pkts);
+      for (std::size_t i = 0; i < n; ++i) {
+        const auto sp = pkts[i]->span();
+        queue_ike({{sock.local(), 500}, {pkts[i]->peer, pkts[i]->peer_port}, core::Bytes(sp.begin(), sp.end())});
+      }
+    }
     for (std::size_t k = 0; k < sockets_.size(); ++k) {
       if (!(pfds[k].revents & POLLIN)) continue;
       tun::EspSocket& sock = *sockets_[k];
@@ -237,6 +308,11 @@ void Gateway::rx_loop() {
           const auto c = esp::classify_udp(p->span());
           if (c.kind == esp::UdpKind::kKeepalive) {
             gw_.keepalives_received.fetch_add(1, std::memory_order_relaxed);
+            continue;
+          }
+          if (c.kind == esp::UdpKind::kIke && engine_) {
+            queue_ike({{sock.local(), cfg_.udp_encap.port}, {p->peer, p->peer_port},
+                       core::Bytes(c.payload.begin(), c.payload.end())});
             continue;
           }
           if (c.kind == esp::UdpKind::kIke) {
@@ -294,6 +370,10 @@ nlohmann::json Gateway::stats() {
     sas.push_back(s);
   }
   j["active_sas"] = snap->outbound.size();
+  if (engine_) {
+    std::lock_guard<std::mutex> lock(ike_stats_mutex_);
+    j["ike"] = ike_stats_;
+  }
   j["totals"] = totals;
   j["sas"] = sas;
   j["keepalives_sent"] = gw_.keepalives_sent.load();
@@ -305,6 +385,62 @@ nlohmann::json Gateway::stats() {
                       std::chrono::steady_clock::now() - started_)
                       .count();
   return j;
+}
+
+void Gateway::queue_ike(ike::Datagram d) {
+  {
+    std::lock_guard<std::mutex> lock(ike_mutex_);
+    if (ike_queue_.size() >= 1024) {
+      gw_.ike_ignored.fetch_add(1, std::memory_order_relaxed);  // overload: shed
+      return;
+    }
+    ike_queue_.push_back(std::move(d));
+  }
+  boost::asio::post(*io_, [this] {
+    drain_ike();
+    flush_ike();
+    if (rearm_ike_) rearm_ike_();
+  });
+}
+
+void Gateway::drain_ike() {
+  std::deque<ike::Datagram> q;
+  {
+    std::lock_guard<std::mutex> lock(ike_mutex_);
+    q.swap(ike_queue_);
+  }
+  for (auto& d : q) engine_->receive(d, ike::Clock::now());
+}
+
+void Gateway::flush_ike() {
+  static const std::uint8_t kMarker[4] = {0, 0, 0, 0};
+  for (auto& d : engine_->take_output()) {
+    bool sent = false;
+    if (d.local.port == cfg_.udp_encap.port) {
+      core::Bytes framed(kMarker, kMarker + 4);
+      framed.insert(framed.end(), d.data.begin(), d.data.end());
+      for (const auto& s : sockets_)
+        if (s->kind() == tun::EspSocket::Kind::kUdp && s->local() == d.local.addr)
+          sent = s->send_to(framed, d.remote.addr, d.remote.port);
+    } else {
+      for (const auto& s : ike_sockets_)
+        if (s->local() == d.local.addr) sent = s->send_to(d.data, d.remote.addr, d.remote.port);
+    }
+    if (!sent) core::log::warn("gateway", "IKE message to ", d.remote.to_string(), " not sent");
+  }
+  const auto& c = engine_->counters();
+  nlohmann::json j;
+  j["ike_sas"] = engine_->ike_sa_count();
+  j["child_sas"] = engine_->child_sa_count();
+  j["established"] = c.ike_established;
+  j["failed"] = c.ike_failed;
+  j["auth_failed"] = c.auth_failed;
+  j["child_installed"] = c.child_installed;
+  j["retransmits"] = c.retransmits;
+  j["cookies_sent"] = c.cookies_sent;
+  j["invalid_messages"] = c.invalid_messages;
+  std::lock_guard<std::mutex> lock(ike_stats_mutex_);
+  ike_stats_ = std::move(j);
 }
 
 void Gateway::write_stats() {

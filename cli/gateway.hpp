@@ -15,6 +15,9 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
+#include <deque>
+#include <mutex>
 #include <memory>
 #include <string>
 #include <thread>
@@ -24,8 +27,13 @@
 
 #include "config/config.hpp"
 #include "esp/dataplane.hpp"
+#include "ike/engine.hpp"
 #include "tun/linux_tun.hpp"
 #include "tun/sockets.hpp"
+
+namespace boost::asio {
+class io_context;
+}
 
 namespace ipsecgw::cli {
 
@@ -54,6 +62,12 @@ class Gateway {
   tun::EspSocket* socket_for(const core::SaParams& p) const;
   void write_stats();
   void send_keepalives();
+  // IKE: datagrams from the RX worker are queued and handled on the control
+  // thread, which owns the engine; output goes out through the sockets.
+  void queue_ike(ike::Datagram d);
+  void drain_ike();
+  void flush_ike();
+  void arm_ike_timer();
 
   config::Config cfg_;
   std::string stats_file_;
@@ -62,6 +76,14 @@ class Gateway {
   std::unique_ptr<tun::LinkSetup> link_;
   std::vector<std::unique_ptr<tun::EspSocket>> sockets_;
   std::unique_ptr<tun::BypassSocket> bypass_;
+  std::vector<std::unique_ptr<tun::EspSocket>> ike_sockets_;  // UDP port 500
+  std::unique_ptr<ike::Engine> engine_;
+  std::unique_ptr<boost::asio::io_context> io_;
+  std::function<void()> rearm_ike_;
+  std::mutex ike_mutex_;
+  std::deque<ike::Datagram> ike_queue_;
+  std::mutex ike_stats_mutex_;
+  nlohmann::json ike_stats_;
   std::atomic<bool> stop_{false};
   std::vector<std::thread> workers_;
   GatewayCounters gw_;

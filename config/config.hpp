@@ -13,6 +13,7 @@
 
 #include "core/sa.hpp"
 #include "esp/dataplane.hpp"
+#include "ike/connection.hpp"
 
 namespace ipsecgw::config {
 
@@ -35,6 +36,7 @@ struct Config {
   UdpEncapConfig udp_encap;
   std::vector<core::SaParams> manual;
   std::vector<esp::StaticPolicy> policies;
+  std::vector<ike::ConnectionConfig> connections;  // PSKs resolved from "secrets"
   std::string log_level = "info";
 };
 

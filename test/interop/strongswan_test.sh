@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# IKEv2 interop with strongSwan 5.9.8 (charon + kernel-libipsec, swanctl), in
+# network namespaces: ipsecgw on gateway A, charon on gateway B, a host behind
+# each. Both directions of initiation, three proposal suites, ping and a
+# checksummed TCP transfer, Child SA rekeying under traffic, DELETE, and a
+# wrong PSK. Needs root; bounded; cleans up after itself.
+set -uo pipefail
+IPSECGW=${1:?usage: strongswan_test.sh path/to/ipsecgw}
+IPSECGW=$(readlink -f "$IPSECGW")
+HERE=$(cd "$(dirname "$0")" && pwd)
+source "$HERE/../../scripts/netns-lib.sh"
+PY=/usr/bin/python3
+CHARON=/usr/lib/ipsec/charon
+if [ "$(id -u)" -ne 0 ]; then echo "SKIPPED: needs root"; exit 0; fi
+if [ ! -x "$CHARON" ] || ! command -v swanctl >/dev/null; then
+  echo "FAILED: strongSwan is not installed (scripts/install-deps.sh test installs it)"; exit 1
+fi
+
+NS=igws$$
+WORK=$(mktemp -d)
+PIDS=()
+PASS=0
+FAIL=0
+check() {
+  local what=$1; shift
+  if "$@"; then PASS=$((PASS + 1)); echo "ok   $what"; else FAIL=$((FAIL + 1)); echo "FAIL $what"; fi
+}
+stop_all() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  PIDS=()
+}
+cleanup() { stop_all; netns_teardown "$NS"; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+tcp_transfer() {  # from_ns to_addr to_ns bytes
+  local from=$1 to_addr=$2 to_ns=$3 size=$4
+  head -c "$size" /dev/urandom > "$WORK/payload"
+  local want got
+  want=$(sha256sum < "$WORK/payload" | cut -d' ' -f1)
+  timeout 30 ip netns exec "$to_ns" $PY -c "
+import socket, hashlib
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('$to_addr', 5001)); s.listen(1); s.settimeout(20)
+c, _ = s.accept(); h = hashlib.sha256()
+while True:
+    b = c.recv(65536)
+    if not b: break
+    h.update(b)
+print(h.hexdigest())" > "$WORK/got" &
+  local rx=$!
+  sleep 0.5
+  timeout 30 ip netns exec "$from" $PY -c "
+import socket
+s = socket.create_connection(('$to_addr', 5001), timeout=20)
+s.sendall(open('$WORK/payload', 'rb').read()); s.close()"
+  wait $rx
+  got=$(cat "$WORK/got")
+  [ -n "$got" ] && [ "$got" = "$want" ]
+}
+
+# ---- strongSwan on gateway B --------------------------------------------------
+start_charon() {
+  rm -rf "$WORK/run"
+  mkdir -p "$WORK/run"
+  rm -f "$WORK/charon.log" "$WORK/charon.vici"
+  cat > "$WORK/strongswan.conf" <<CONF
+charon {
+  load_modular = yes
+  plugins {
+    include /etc/strongswan.d/charon/*.conf
+    kernel-libipsec { load = 2 }
+    stroke { load = no }
+    vici { socket = unix://$WORK/charon.vici }
+  }
+  filelog {
+    test { path = $WORK/charon.log  time_format = %T  default = 1  ike = 2  cfg = 2  flush_line = yes }
+  }
+  retransmit_tries = 3
+  retransmit_timeout = 1.0
+}
+CONF
+  ip netns exec "$NS-gb" unshare -m --propagation private sh -c \
+    "mount --bind '$WORK/run' /run && exec env STRONGSWAN_CONF='$WORK/strongswan.conf' $CHARON" \
+    > "$WORK/charon.out" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 100); do [ -S "$WORK/charon.vici" ] && return 0; sleep 0.1; done
+  echo "charon did not start:"; cat "$WORK/charon.out" "$WORK/charon.log" 2>/dev/null | tail -20
+  return 1
+}
+
+swan() { swanctl "$@" --uri "unix://$WORK/charon.vici"; }
+
+# write_swanctl IKE_PROPOSAL ESP_PROPOSAL START_ACTION PSK [child rekey_time]
+write_swanctl() {
+  cat > "$WORK/swanctl.conf" <<CONF
+connections {
+  gw-a {
+    version = 2
+    local_addrs = 198.51.100.2
+    remote_addrs = 198.51.100.1
+    proposals = $1
+    local { auth = psk
+            id = gw-b.example }
+    remote { auth = psk
+             id = gw-a.example }
+    children {
+      lan {
+        local_ts = 10.2.0.0/24
+        remote_ts = 10.1.0.0/24
+        esp_proposals = $2
+        start_action = $3
+        rekey_time = ${5:-3600}
+      }
+    }
+  }
+}
+secrets {
+  ike-a {
+    id-a = gw-a.example
+    id-b = gw-b.example
+    secret = "$4"
+  }
+}
+CONF
+  swan --load-all --file "$WORK/swanctl.conf" > "$WORK/swanctl-load.log" 2>&1
+}
+
+# write_ipsecgw IKE_PROPOSAL ESP_PROPOSAL START_ACTION PSK
+write_ipsecgw() {
+  cat > "$WORK/gw-a.json" <<JSON
+{
+  "tun": { "name": "ipsec0", "mtu": 1400 },
+  "connections": {
+    "site-b": {
+      "version": 2,
+      "local_addrs": ["198.51.100.1"],
+      "remote_addrs": ["198.51.100.2"],
+      "local":  { "auth": "psk", "id": "gw-a.example" },
+      "remote": { "auth": "psk", "id": "gw-b.example" },
+      "proposals": ["$1"],
+      "dpd_delay": 5,
+      "children": {
+        "lan": {
+          "local_ts": ["10.1.0.0/24"],
+          "remote_ts": ["10.2.0.0/24"],
+          "esp_proposals": ["$2"],
+          "start_action": "$3"
+        }
+      }
+    }
+  },
+  "secrets": {
+    "site-b": { "type": "psk", "ids": ["gw-a.example", "gw-b.example"], "secret": "$4" }
+  }
+}
+JSON
+}
+
+start_ipsecgw() {
+  ip netns exec "$NS-ga" "$IPSECGW" run -c "$WORK/gw-a.json" --stats-file "$WORK/a.json" \
+    --log-level debug > "$WORK/a.log" 2>&1 &
+  IGW=$!
+  PIDS+=($IGW)
+  wait_for "$WORK/a.log" "gateway: up" 50
+}
+
+wait_installed() {  # both sides have the Child SA
+  for _ in $(seq 100); do
+    grep -q "Child SA .* installed" "$WORK/a.log" 2>/dev/null &&
+      swan --list-sas 2>/dev/null | grep -q INSTALLED && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+stat_ike() { $PY -c "import json; print(json.load(open('$WORK/a.json'))['ike']['$1'])" 2>/dev/null || echo -1; }
+
+# run_case NAME INITIATOR(ipsecgw|strongswan) IKE ESP
+run_case() {
+  local name=$1 who=$2 ike=$3 esp=$4
+  echo "== $name: $who initiates, $ike / $esp"
+  stop_all
+  netns_teardown "$NS"; netns_setup "$NS"
+  start_charon || { FAIL=$((FAIL + 1)); return; }
+  local sw_start=none gw_start=none
+  if [ "$who" = ipsecgw ]; then gw_start=start; else sw_start=none; fi
+  write_swanctl "$ike" "$esp" "$sw_start" "a long shared secret"
+  write_ipsecgw "$ike" "$esp" "$gw_start" "a long shared secret"
+  start_ipsecgw
+  if [ "$who" = strongswan ]; then
+    timeout 20 swanctl --initiate --ike gw-a --child lan --uri "unix://$WORK/charon.vici" > "$WORK/init.log" 2>&1
+  fi
+  check "$name: IKE SA and Child SA up on both sides" wait_installed
+  check "$name: strongSwan lists the SA as ESTABLISHED, INSTALLED, TUNNEL-in-UDP" \
+    bash -c "swanctl --list-sas --uri unix://$WORK/charon.vici | grep -q ESTABLISHED && swanctl --list-sas --uri unix://$WORK/charon.vici | grep -q 'INSTALLED, TUNNEL-in-UDP'"
+  check "$name: ping A->B" ip netns exec "$NS-ha" ping -c 3 -i 0.2 -W 2 -q 10.2.0.2
+  check "$name: ping B->A" ip netns exec "$NS-hb" ping -c 3 -i 0.2 -W 2 -q 10.1.0.2
+  check "$name: TCP 2 MB A->B, SHA-256 matches" tcp_transfer "$NS-ha" 10.2.0.2 "$NS-hb" 2000000
+  check "$name: TCP 2 MB B->A, SHA-256 matches" tcp_transfer "$NS-hb" 10.1.0.2 "$NS-ha" 2000000
+}
+
+# 1-3: three suites, both directions of initiation.
+run_case "GCM+X25519" ipsecgw "aes256gcm16-prfsha384-x25519" "aes256gcm16"
+run_case "CBC+SHA256+MODP2048" strongswan "aes128-sha256-modp2048" "aes128-sha256"
+run_case "ChaCha20+ECP256" ipsecgw "chacha20poly1305-prfsha256-ecp256" "chacha20poly1305"
+
+# DELETE from ipsecgw (SIGTERM) reaches strongSwan, which clears its SAs.
+kill -TERM "$IGW"; wait "$IGW" 2>/dev/null
+check "ipsecgw's DELETE on shutdown is logged by strongSwan" grep -q "received DELETE for IKE_SA" "$WORK/charon.log"
+check "strongSwan has no SA left" bash -c "! swanctl --list-sas --uri unix://$WORK/charon.vici | grep -q ESTABLISHED"
+check "ipsecgw removed its routes and TUN device" \
+  test -z "$(ip -n "$NS-ga" rule | grep 4500)" -a -z "$(ip -n "$NS-ga" link show ipsec0 2>/dev/null)"
+stop_all
+
+# Child SA rekeyed by strongSwan under traffic (our CREATE_CHILD_SA responder),
+# and DELETE from strongSwan.
+echo "== rekey: strongSwan rekeys the Child SA every 6 s under ping"
+netns_teardown "$NS"; netns_setup "$NS"
+start_charon
+write_swanctl "aes128gcm16-prfsha256-x25519" "aes128gcm16-x25519" none "a long shared secret" 6
+write_ipsecgw "aes128gcm16-prfsha256-x25519" "aes128gcm16-x25519" none "a long shared secret"
+start_ipsecgw
+timeout 20 swanctl --initiate --ike gw-a --child lan --uri "unix://$WORK/charon.vici" > /dev/null 2>&1
+wait_installed
+ip netns exec "$NS-ha" ping -c 75 -i 0.2 -W 1 10.2.0.2 > "$WORK/ping.log" 2>&1
+rekeys=$(grep -c "CHILD_SA lan{.*} rekeyed\|rekeyed CHILD_SA\|CHILD_SA rekeying\b" "$WORK/charon.log" 2>/dev/null || true)
+installed=$(grep -c "Child SA .* installed" "$WORK/a.log")
+echo "     ipsecgw installed $installed Child SAs; $(grep -o '[0-9]* received' "$WORK/ping.log") of 75 pings"
+check "rekey: ipsecgw installed the rekeyed Child SAs (with PFS)" test "$installed" -ge 3
+check "rekey: no ping lost across rekeys" grep -q " 0% packet loss" "$WORK/ping.log"
+check "rekey: old Child SAs deleted by the peer" grep -q "peer deleted Child SA" "$WORK/a.log"
+timeout 10 swanctl --terminate --ike gw-a --uri "unix://$WORK/charon.vici" > /dev/null 2>&1
+sleep 0.5
+check "DELETE from strongSwan clears ipsecgw's SAs" grep -q "peer deleted the IKE SA" "$WORK/a.log"
+check "no Child SA left in ipsecgw" bash -c "sleep 1.2; $PY -c \"import json,sys; sys.exit(json.load(open('$WORK/a.json'))['active_sas'])\""
+stop_all
+
+# Wrong PSK.
+echo "== wrong PSK"
+netns_teardown "$NS"; netns_setup "$NS"
+start_charon
+write_swanctl "aes256gcm16-prfsha384-x25519" "aes256gcm16" none "the right secret"
+write_ipsecgw "aes256gcm16-prfsha384-x25519" "aes256gcm16" none "a wrong secret"
+start_ipsecgw
+timeout 20 swanctl --initiate --ike gw-a --child lan --uri "unix://$WORK/charon.vici" > /dev/null 2>&1
+sleep 1.5
+check "wrong PSK: ipsecgw logs the authentication failure" grep -q "AUTHENTICATION_FAILED" "$WORK/a.log"
+check "wrong PSK: strongSwan receives AUTHENTICATION_FAILED" grep -q "AUTHENTICATION_FAILED" "$WORK/charon.log"
+check "wrong PSK: no SA on either side" bash -c "! grep -q 'Child SA .* installed' $WORK/a.log && ! swanctl --list-sas --uri unix://$WORK/charon.vici | grep -q ESTABLISHED"
+check "wrong PSK: counted" test "$(stat_ike auth_failed)" -ge 1
+stop_all
+
+if [ "$FAIL" -ne 0 ]; then
+  echo "--- last ipsecgw log lines"; tail -30 "$WORK/a.log"
+  echo "--- last charon log lines"; tail -30 "$WORK/charon.log"
+fi
+echo "$PASS passed, $FAIL failed"
+[ "$FAIL" -eq 0 ]
