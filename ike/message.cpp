@@ -247,8 +247,10 @@ std::optional<SaPayload> decode_sa(ByteSpan body, std::string& why) {
     }
     sa.proposals.push_back(std::move(p));
   }
-  if (r.remaining() != 0 || sa.proposals.empty()) {
-    why = sa.proposals.empty() ? "SA: no proposal" : "SA: data after the last proposal";
+  if (r.remaining() != 0 || sa.proposals.empty() || last == 2) {
+    why = sa.proposals.empty() ? "SA: no proposal"
+          : last == 2          ? "SA: truncated (a proposal says more follow)"
+                               : "SA: data after the last proposal";
     return std::nullopt;
   }
   return sa;

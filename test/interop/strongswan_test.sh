@@ -30,7 +30,7 @@ stop_all() {
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
   PIDS=()
 }
-cleanup() { stop_all; netns_teardown "$NS"; rm -rf "$WORK"; }
+cleanup() { stop_all; netns_teardown "$NS"; [ -n "${KEEP:-}" ] && echo "kept $WORK" || rm -rf "$WORK"; }
 trap cleanup EXIT
 
 tcp_transfer() {  # from_ns to_addr to_ns bytes
@@ -74,7 +74,14 @@ charon {
     vici { socket = unix://$WORK/charon.vici }
   }
   filelog {
-    test { path = $WORK/charon.log  time_format = %T  default = 1  ike = 2  cfg = 2  flush_line = yes }
+    test {
+      path = $WORK/charon.log
+      time_format = %T
+      default = 1
+      ike = 2
+      cfg = 2
+      flush_line = yes
+    }
   }
   retransmit_tries = 3
   retransmit_timeout = 1.0
@@ -207,6 +214,7 @@ run_case "ChaCha20+ECP256" ipsecgw "chacha20poly1305-prfsha256-ecp256" "chacha20
 
 # DELETE from ipsecgw (SIGTERM) reaches strongSwan, which clears its SAs.
 kill -TERM "$IGW"; wait "$IGW" 2>/dev/null
+sleep 0.5; cp "$WORK/charon.log" "$WORK/charon-delete.log"; cp "$WORK/a.log" "$WORK/a-delete.log"
 check "ipsecgw's DELETE on shutdown is logged by strongSwan" grep -q "received DELETE for IKE_SA" "$WORK/charon.log"
 check "strongSwan has no SA left" bash -c "! swanctl --list-sas --uri unix://$WORK/charon.vici | grep -q ESTABLISHED"
 check "ipsecgw removed its routes and TUN device" \
