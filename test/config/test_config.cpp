@@ -109,7 +109,7 @@ TEST_CASE("malformed and non-object JSON", "[config][truncation]") {
   }
   CHECK(config::parse_config(good).config);
   CHECK(has_error(config::parse_config("[1,2]"), "$", "must be an object"));
-  CHECK(has_error(config::parse_config(R"({"connections":{}})"), "$.connections", "unknown key"));
+  CHECK(has_error(config::parse_config(R"({"connection":{}})"), "$.connection", "unknown key"));
   // Found by fuzz_config: a number too large for a double is an error, not a throw.
   CHECK(has_error(config::parse_config("99999e9999"), "$", "invalid JSON"));
   CHECK(has_error(config::parse_config(R"({"udp_encap":{"port":1e999}})"), "$", "invalid JSON"));
@@ -132,4 +132,56 @@ TEST_CASE("strongSwan proposal keywords", "[config][algorithms]") {
   CHECK_FALSE(core::single_esp_transform("aes128-sha256-modp2048", why));
   CHECK_FALSE(core::single_esp_transform("rot13", why));
   CHECK(why.find("rot13") != std::string::npos);
+}
+
+TEST_CASE("the IKEv2 issue's example configuration loads as written", "[config][ike]") {
+  const char* text = R"({
+  "tun": { "name": "ipsec0", "mtu": 1400 },
+  "connections": {
+    "site-b": {
+      "version": 2,
+      "local_addrs": ["198.51.100.1"],
+      "remote_addrs": ["198.51.100.2"],
+      "local":  { "auth": "psk", "id": "gw-a.example" },
+      "remote": { "auth": "psk", "id": "gw-b.example" },
+      "proposals": ["aes256gcm16-prfsha384-x25519", "aes128-sha256-modp2048"],
+      "encap": false,
+      "dpd_delay": 10,
+      "rekey_time": 14400,
+      "children": {
+        "lan": {
+          "local_ts": ["10.1.0.0/24"],
+          "remote_ts": ["10.2.0.0/24"],
+          "esp_proposals": ["aes256gcm16", "aes128-sha256"],
+          "mode": "tunnel",
+          "start_action": "start",
+          "rekey_time": 3600,
+          "life_bytes": 0,
+          "replay_window": 64
+        }
+      }
+    }
+  },
+  "secrets": {
+    "site-b": { "type": "psk", "ids": ["gw-a.example", "gw-b.example"],
+                "secret": "a long shared secret" }
+  }
+})";
+  auto r = config::parse_config(text);
+  for (const auto& e : r.errors) INFO(e.to_string());
+  REQUIRE(r.config);
+  REQUIRE(r.config->connections.size() == 1);
+  const auto& c = r.config->connections[0];
+  CHECK(c.proposals.size() == 2);
+  CHECK(c.dpd_delay == 10);
+  CHECK(c.psk.size() == 20);
+  REQUIRE(c.children.size() == 1);
+  CHECK(c.children[0].esp_proposals.size() == 2);
+  CHECK(c.children[0].start_action == ike::StartAction::kStart);
+  CHECK(config::explain(*r.config).find("site-b") != std::string::npos);
+  // Errors name their paths.
+  CHECK(has_error(config::parse_config(R"({"connections":{"x":{"local_addrs":["1.2.3.4"],"proposals":["aes128-sha256"],"children":{"c":{"local_ts":["10.0.0.0/8"],"remote_ts":["10.1.0.0/16"]}}}}})"),
+                  "$.connections.x.proposals[0]", "DH group"));
+  CHECK(has_error(config::parse_config(R"({"connections":{"x":{"local_addrs":["1.2.3.4"],"children":{"c":{"local_ts":["10.0.0.0/8"],"remote_ts":["10.1.0.0/16"]}}}}})"),
+                  "$.connections.x", "no PSK"));
 }
