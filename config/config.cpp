@@ -435,7 +435,8 @@ void parse_child(Walker& w, const std::string& name, const json& cj, const std::
                  ike::ChildConfig& ch) {
   if (!w.is_object(cj, path)) return;
   w.only_keys(cj, path, {"local_ts", "remote_ts", "esp_proposals", "mode", "start_action",
-                         "rekey_time", "life_time", "rekey_bytes", "life_bytes", "replay_window"});
+                         "rekey_time", "life_time", "rekey_bytes", "life_bytes", "replay_window",
+                         "dpd_action"});
   ch.name = name;
   ch.local_ts = w.ranges(cj, path, "local_ts", true);
   ch.remote_ts = w.ranges(cj, path, "remote_ts", true);
@@ -447,6 +448,9 @@ void parse_child(Walker& w, const std::string& name, const json& cj, const std::
   if (sa == "start") ch.start_action = ike::StartAction::kStart;
   else if (sa == "trap") w.error(path + ".start_action", "\"trap\" is not implemented yet; use \"start\" or \"none\"");
   else if (sa != "none") w.error(path + ".start_action", "must be \"start\", \"trap\" or \"none\"");
+  const auto da = w.string(cj, path, "dpd_action", false).value_or("clear");
+  if (da == "restart") ch.dpd_action = ike::DpdAction::kRestart;
+  else if (da != "clear") w.error(path + ".dpd_action", "must be \"clear\" or \"restart\"");
   ch.rekey_time = w.integer<std::uint32_t>(cj, path, "rekey_time", 0, 30 * 86400).value_or(3600);
   ch.life_time = w.integer<std::uint32_t>(cj, path, "life_time", 0, 30 * 86400).value_or(0);
   if (ch.life_time && ch.rekey_time && ch.life_time <= ch.rekey_time)

@@ -223,6 +223,8 @@ struct Pending {
   std::vector<std::uint32_t> deleting;  // our inbound SPIs announced in a DELETE
   bool delete_ike = false;
   bool dpd = false;
+  TimePoint give_up = TimePoint::max();  // dpd_timeout for liveness checks
+  std::uint64_t new_ike_spi = 0;  // IKE SA rekey: our SPI of the new SA
 };
 
 class IkeSa {
@@ -826,6 +828,7 @@ class IkeSa {
     p.exchange = Exchange::kInformational;
     p.message_id = next_out_id_++;
     p.dpd = dpd;
+    if (dpd && conn_.dpd_timeout) p.give_up = now + std::chrono::seconds(conn_.dpd_timeout);
     p.delete_ike = delete_ike;
     p.deleting = std::move(deleting);
     p.message = sealed(Exchange::kInformational, false, p.message_id, pl);
@@ -864,9 +867,90 @@ class IkeSa {
     send_request(std::move(p), now);
   }
 
+  // IKE SA rekey as initiator (RFC 7296 2.18): new SPI, nonce and KE in a
+  // CREATE_CHILD_SA; the Child SAs move to the new SA, then the old one is
+  // deleted.
+  void rekey_ike(TimePoint now) {
+    Pending p;
+    p.exchange = Exchange::kCreateChildSa;
+    p.message_id = next_out_id_++;
+    p.new_ike_spi = eng_.new_spi();
+    p.nonce.resize(eng_.opt_.nonce_len);
+    core::random_bytes(p.nonce);
+    std::string why;
+    p.dh = DhKey::generate(t_.dh, why);
+    if (!p.dh) return;
+    Bytes spi;
+    Appender{spi}.u64(p.new_ike_spi);
+    SaPayload sa;
+    std::uint8_t n = 1;
+    // The negotiated suite first, then the configured ones.
+    core::Proposal cur;
+    cur.enc = {t_.enc};
+    if (!t_.aead()) cur.integ = {t_.integ};
+    cur.prf = {t_.prf};
+    cur.dh = {t_.dh};
+    sa.proposals.push_back(ike_offer(cur, n++, spi));
+    for (const auto& pr : conn_.proposals) sa.proposals.push_back(ike_offer(pr, n++, spi));
+    std::vector<Payload> pl{make(PayloadType::kSa, encode_sa(sa)), make(PayloadType::kNonce, p.nonce),
+                            make(PayloadType::kKe, encode_ke({static_cast<std::uint16_t>(t_.dh), p.dh->public_value()}))};
+    p.message = sealed(Exchange::kCreateChildSa, false, p.message_id, pl);
+    rekey_at_ = TimePoint::max();
+    info(kTag, tag(), ": rekeying the IKE SA");
+    send_request(std::move(p), now);
+  }
+
+  void on_ike_rekey_response(Pending& ctx, const Parsed& p, TimePoint now) {
+    if (const auto* err = p.first_error()) {
+      warn(kTag, tag(), ": IKE SA rekey refused: ", notify_name(err->type), "; retrying in 60 s");
+      rekey_at_ = now + std::chrono::seconds(60);
+      return;
+    }
+    std::string why;
+    if (!p.sa || p.sa->proposals.size() != 1 || p.sa->proposals[0].spi.size() != 8 || !p.ke ||
+        p.nonce.empty()) {
+      warn(kTag, tag(), ": IKE SA rekey response incomplete");
+      return;
+    }
+    auto choice = select_ike(conn_.proposals, *p.sa);
+    std::optional<SecureBytes> shared;
+    if (!choice || choice->t.dh != ctx.dh->group() ||
+        !(shared = ctx.dh->shared_secret(p.ke->data, why))) {
+      warn(kTag, tag(), ": IKE SA rekey response unusable ", why);
+      return;
+    }
+    std::uint64_t peer_spi = 0;
+    for (auto b : p.sa->proposals[0].spi) peer_spi = peer_spi << 8 | b;
+    auto sa = std::make_unique<IkeSa>(eng_, conn_, true);
+    sa->spi_i_ = ctx.new_ike_spi;
+    sa->spi_r_ = peer_spi;
+    sa->local_ = local_;
+    sa->remote_ = remote_;
+    sa->t_ = choice->t;
+    sa->ni_ = ctx.nonce;
+    sa->nr_ = p.nonce;
+    sa->nat_local_ = nat_local_;
+    sa->nat_remote_ = nat_remote_;
+    sa->keys_ = derive_ike_keys(sa->t_, shared->span(), sa->ni_, sa->nr_, sa->spi_i_, sa->spi_r_, &keys_.d);
+    if (!sa->make_ciphers()) return;
+    sa->peer_id_ = peer_id_;
+    sa->state_ = State::kEstablished;
+    sa->last_heard_ = now;
+    sa->children_ = std::move(children_);
+    children_.clear();
+    if (conn_.rekey_time) sa->rekey_at_ = now + std::chrono::seconds(conn_.rekey_time);
+    info(kTag, tag(), ": IKE SA rekeyed, now ", sa->tag(), " (", sa->children_.size(), " Child SAs moved)");
+    eng_.sas_[sa->spi_i_] = std::move(sa);
+    send_informational({make(PayloadType::kDelete, encode_delete({ProtocolId::kIke, {}}))}, now, false, true);
+  }
+
   void on_create_child_response(const Parsed& p, TimePoint now) {
     Pending ctx = std::move(*pending_);
     pending_.reset();
+    if (ctx.new_ike_spi) {
+      on_ike_rekey_response(ctx, p, now);
+      return;
+    }
     auto old = std::find_if(children_.begin(), children_.end(),
                             [&](const ChildSa& c) { return c.spi_in == ctx.rekeyed_spi_in; });
     if (old != children_.end()) old->rekeying = false;
@@ -1024,9 +1108,10 @@ class IkeSa {
 
   [[nodiscard]] TimePoint deadline() const {
     TimePoint t = TimePoint::max();
-    if (pending_) t = std::min(t, pending_->next_send);
+    if (pending_) t = std::min({t, pending_->next_send, pending_->give_up});
     if (state_ == State::kEstablished) {
       if (conn_.dpd_delay && !pending_) t = std::min(t, last_heard_ + std::chrono::seconds(conn_.dpd_delay));
+      if (!pending_) t = std::min(t, rekey_at_);
       for (const auto& c : children_) {
         if (!c.rekeying) t = std::min(t, c.rekey_at);
         t = std::min(t, c.expire_at);
@@ -1037,6 +1122,13 @@ class IkeSa {
   }
 
   void tick(TimePoint now) {
+    if (pending_ && now >= pending_->give_up) {
+      pending_.reset();
+      peer_gone("no answer to the liveness check within dpd_timeout " +
+                    std::to_string(conn_.dpd_timeout) + " s",
+                now);
+      return;
+    }
     if (pending_ && now >= pending_->next_send) {
       if (pending_->tries + 1 >= eng_.opt_.retransmit_tries) {
         const auto x = pending_->exchange;
@@ -1068,6 +1160,10 @@ class IkeSa {
       }
     }
     if (pending_) return;
+    if (now >= rekey_at_) {
+      rekey_ike(now);
+      return;
+    }
     for (auto& c : children_) {
       if (!c.rekeying && now >= c.rekey_at) {
         rekey_child(c, now);
@@ -1083,8 +1179,8 @@ class IkeSa {
   void peer_gone(const std::string& why, TimePoint now) {
     warn(kTag, tag(), ": ", why, "; peer considered dead");
     (void)now;
-    // An SA that was up is restarted (start_action "start"); one that never
-    // came up has failed, like one keying try in swanctl.
+    // An SA that was up is restarted when a child says dpd_action "restart";
+    // one that never came up has failed, like one keying try in swanctl.
     restart_wanted_ = state_ == State::kEstablished;
     if (!restart_wanted_) ++eng_.counters_.ike_failed;
     remove_children();
@@ -1393,7 +1489,7 @@ void Engine::tick(TimePoint now) {
   for (auto& [spi, sa] : sas_) {
     if (sa->state_ == IkeSa::State::kDead && sa->restart_wanted_ && sa->initiator_) {
       for (const auto& ch : sa->conn_.children)
-        if (ch.start_action == StartAction::kStart) {
+        if (ch.dpd_action == DpdAction::kRestart) {
           restart.emplace_back(sa->conn_.name, ch.name);
           break;
         }

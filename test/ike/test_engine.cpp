@@ -262,6 +262,23 @@ TEST_CASE("IKEv2: DELETE and liveness checks", "[ike][engine]") {
     p.advance(60s);
     CHECK(p.ia.removed.size() >= 1);
   }
+  SECTION("dpd_timeout bounds the liveness check; dpd_action restart brings the tunnel back") {
+    auto ca = conn(true, "k");
+    ca.dpd_delay = 2;
+    ca.dpd_timeout = 5;
+    ca.children[0].dpd_action = ike::DpdAction::kRestart;
+    Pair p(std::move(ca), conn(false, "k"));
+    p.a->start(p.now);
+    p.pump();
+    p.filter = [](std::size_t, const ike::Datagram&) { return false; };
+    p.advance(7500ms);  // 2 s idle + 5 s timeout
+    CHECK(p.ia.removed.size() == 1);
+    CHECK_FALSE(p.a->established("site-b"));
+    p.filter = [](std::size_t, const ike::Datagram&) { return true; };
+    p.advance(3s);  // the restarted IKE_SA_INIT is retransmitted and answered
+    CHECK(p.a->established("site-b"));
+    CHECK(p.ia.active() == 1);
+  }
 }
 
 TEST_CASE("IKEv2: mismatched proposals and selectors are refused", "[ike][engine]") {
@@ -279,5 +296,36 @@ TEST_CASE("IKEv2: mismatched proposals and selectors are refused", "[ike][engine
     p.pump();
     CHECK(p.a->established("site-b"));
     CHECK(p.ia.installed.empty());
+  }
+}
+
+TEST_CASE("IKEv2: IKE SA rekey from either side moves the Child SAs; later Child rekeys use the new SK_d", "[ike][engine]") {
+  for (bool a_rekeys : {true, false}) {
+    INFO(a_rekeys);
+    auto ca = conn(true, "k");
+    auto cb = conn(false, "k");
+    (a_rekeys ? ca : cb).rekey_time = 100;
+    (a_rekeys ? cb : ca).rekey_time = 0;
+    ca.children[0].rekey_time = 150;
+    cb.children[0].rekey_time = 0;
+    Pair p(std::move(ca), std::move(cb));
+    p.a->start(p.now);
+    p.pump();
+    REQUIRE(p.a->established("site-b"));
+    p.advance(101s);
+    CHECK(p.a->ike_sa_count() == 1);
+    CHECK(p.b->ike_sa_count() == 1);
+    CHECK(p.a->child_sa_count() == 1);
+    CHECK(p.b->child_sa_count() == 1);
+    CHECK(p.ia.active() == 1);
+    CHECK(p.ib.active() == 1);
+    CHECK(p.a->counters().ike_established == 1);
+    // The Child SA rekey after the IKE rekey: both sides derive the same keys
+    // from the new SK_d.
+    p.advance(50s);
+    CHECK(p.ia.installed.size() == 2);
+    CHECK(p.ib.installed.size() == 2);
+    check_keys_cross(p.ia, p.ib);
+    CHECK(p.a->established("site-b"));
   }
 }
