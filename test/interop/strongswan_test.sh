@@ -98,15 +98,19 @@ CONF
 
 swan() { swanctl "$@" --uri "unix://$WORK/charon.vici"; }
 
-# write_swanctl IKE_PROPOSAL ESP_PROPOSAL START_ACTION PSK [child rekey_time]
+# write_swanctl IKE_PROPOSAL ESP_PROPOSAL START_ACTION PSK [child rekey_time] [IKE rekey_time]
+# SW_REMOTE overrides remote_addrs (e.g. %any behind a NAT).
 write_swanctl() {
   cat > "$WORK/swanctl.conf" <<CONF
 connections {
   gw-a {
     version = 2
     local_addrs = 198.51.100.2
-    remote_addrs = 198.51.100.1
+    remote_addrs = ${SW_REMOTE:-198.51.100.1}
     proposals = $1
+    rekey_time = ${6:-4h}
+    over_time = 20s
+    rand_time = 0s
     local { auth = psk
             id = gw-b.example }
     remote { auth = psk
@@ -118,6 +122,8 @@ connections {
         esp_proposals = $2
         start_action = $3
         rekey_time = ${5:-3600}
+        life_time = 7200
+        rand_time = 0
       }
     }
   }
@@ -134,6 +140,7 @@ CONF
 }
 
 # write_ipsecgw IKE_PROPOSAL ESP_PROPOSAL START_ACTION PSK
+# GW_LOCAL, GW_REKEY, GW_DPD_DELAY, GW_DPD_TIMEOUT override defaults.
 write_ipsecgw() {
   cat > "$WORK/gw-a.json" <<JSON
 {
@@ -141,12 +148,14 @@ write_ipsecgw() {
   "connections": {
     "site-b": {
       "version": 2,
-      "local_addrs": ["198.51.100.1"],
+      "local_addrs": ["${GW_LOCAL:-198.51.100.1}"],
       "remote_addrs": ["198.51.100.2"],
       "local":  { "auth": "psk", "id": "gw-a.example" },
       "remote": { "auth": "psk", "id": "gw-b.example" },
       "proposals": ["$1"],
-      "dpd_delay": 5,
+      "dpd_delay": ${GW_DPD_DELAY:-5},
+      "dpd_timeout": ${GW_DPD_TIMEOUT:-0},
+      "rekey_time": ${GW_REKEY:-14400},
       "children": {
         "lan": {
           "local_ts": ["10.1.0.0/24"],
@@ -223,25 +232,87 @@ stop_all
 
 # Child SA rekeyed by strongSwan under traffic (our CREATE_CHILD_SA responder),
 # and DELETE from strongSwan.
-echo "== rekey: strongSwan rekeys the Child SA every 6 s under ping"
+echo "== rekey: strongSwan rekeys the Child SA every 6 s and the IKE SA every 8 s, under ping"
 netns_teardown "$NS"; netns_setup "$NS"
 start_charon
-write_swanctl "aes128gcm16-prfsha256-x25519" "aes128gcm16-x25519" none "a long shared secret" 6
-write_ipsecgw "aes128gcm16-prfsha256-x25519" "aes128gcm16-x25519" none "a long shared secret"
+write_swanctl "aes128gcm16-prfsha256-x25519" "aes128gcm16-x25519" none "a long shared secret" 6 8
+GW_REKEY=0 write_ipsecgw "aes128gcm16-prfsha256-x25519" "aes128gcm16-x25519" none "a long shared secret"
 start_ipsecgw
 timeout 20 swanctl --initiate --ike gw-a --child lan --uri "unix://$WORK/charon.vici" > /dev/null 2>&1
 wait_installed
 ip netns exec "$NS-ha" ping -c 75 -i 0.2 -W 1 10.2.0.2 > "$WORK/ping.log" 2>&1
-rekeys=$(grep -c "CHILD_SA lan{.*} rekeyed\|rekeyed CHILD_SA\|CHILD_SA rekeying\b" "$WORK/charon.log" 2>/dev/null || true)
+cp "$WORK/a.log" "$WORK/a-rekey.log"; cp "$WORK/charon.log" "$WORK/charon-rekey.log"
 installed=$(grep -c "Child SA .* installed" "$WORK/a.log")
 echo "     ipsecgw installed $installed Child SAs; $(grep -o '[0-9]* received' "$WORK/ping.log") of 75 pings"
 check "rekey: ipsecgw installed the rekeyed Child SAs (with PFS)" test "$installed" -ge 3
+check "rekey: strongSwan rekeyed (not re-created after expiry) the Child SAs" \
+  bash -c "grep -q 'rekeying CHILD_SA\|CHILD_REKEY' $WORK/charon.log && ! grep -q 'closing expired CHILD_SA' $WORK/charon.log"
 check "rekey: no ping lost across rekeys" grep -q " 0% packet loss" "$WORK/ping.log"
 check "rekey: old Child SAs deleted by the peer" grep -q "peer deleted Child SA" "$WORK/a.log"
+check "rekey: strongSwan rekeyed the IKE SA" grep -q "IKE SA rekeyed by the peer" "$WORK/a.log"
+check "rekey: strongSwan saw no errors" bash -c "! grep -E 'INVALID_SYNTAX|INVALID_IKE_SPI|INVALID_MESSAGE_ID|verification failed' $WORK/charon.log"
+check "rekey: one IKE SA and one Child SA in the end" \
+  test "$(swanctl --list-sas --uri unix://$WORK/charon.vici | grep -c ESTABLISHED)" -eq 1
 timeout 10 swanctl --terminate --ike gw-a --uri "unix://$WORK/charon.vici" > /dev/null 2>&1
 sleep 0.5
 check "DELETE from strongSwan clears ipsecgw's SAs" grep -q "peer deleted the IKE SA" "$WORK/a.log"
 check "no Child SA left in ipsecgw" bash -c "sleep 1.2; $PY -c \"import json,sys; sys.exit(json.load(open('$WORK/a.json'))['active_sas'])\""
+stop_all
+
+# DPD: charon killed, ipsecgw notices within dpd_delay + dpd_timeout.
+echo "== DPD: strongSwan killed"
+netns_teardown "$NS"; netns_setup "$NS"
+start_charon
+CHARON_PID=${PIDS[-1]}
+write_swanctl "aes256gcm16-prfsha384-x25519" "aes256gcm16" none "a long shared secret"
+GW_DPD_DELAY=2 GW_DPD_TIMEOUT=4 write_ipsecgw "aes256gcm16-prfsha384-x25519" "aes256gcm16" start "a long shared secret"
+start_ipsecgw
+wait_installed
+kill -KILL "$CHARON_PID"
+for _ in $(seq 100); do grep -q "peer considered dead" "$WORK/a.log" && break; sleep 0.1; done
+check "DPD: ipsecgw finds the killed peer dead" grep -q "peer considered dead" "$WORK/a.log"
+check "DPD: its Child SA is removed" bash -c "sleep 1.2; $PY -c \"import json,sys; sys.exit(json.load(open('$WORK/a.json'))['active_sas'])\""
+stop_all
+
+# NAT: ipsecgw behind an nftables masquerade, initiating to strongSwan.
+echo "== NAT: ipsecgw behind nftables masquerade"
+netns_teardown "$NS"; netns_setup "$NS"
+ip netns add "$NS-mid"
+ip -n "$NS-ga" link del "$NS-w0"
+ip link add "$NS-n0" netns "$NS-ga" type veth peer name "$NS-n1" netns "$NS-mid"
+ip link add "$NS-m0" netns "$NS-mid" type veth peer name "$NS-m1" netns "$NS-gb"
+ip -n "$NS-ga" addr add 192.168.77.1/24 dev "$NS-n0"
+ip -n "$NS-mid" addr add 192.168.77.254/24 dev "$NS-n1"
+ip -n "$NS-mid" addr add 198.51.100.254/24 dev "$NS-m0"
+ip -n "$NS-gb" addr add 198.51.100.2/24 dev "$NS-m1"
+for l in "ga n0" "mid n1" "mid m0" "gb m1"; do set -- $l; ip -n "$NS-$1" link set "$NS-$2" up; done
+ip -n "$NS-mid" link set lo up
+ip -n "$NS-ga" route add default via 192.168.77.254
+ip netns exec "$NS-mid" sysctl -qw net.ipv4.ip_forward=1
+ip netns exec "$NS-mid" nft -f - <<NFT
+table ip nat {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "$NS-m0" masquerade
+  }
+}
+NFT
+start_charon
+SW_REMOTE=%any write_swanctl "aes256gcm16-prfsha384-x25519" "aes256gcm16" none "a long shared secret"
+GW_REKEY=3 GW_LOCAL=192.168.77.1 write_ipsecgw "aes256gcm16-prfsha384-x25519" "aes256gcm16" start "a long shared secret"
+start_ipsecgw
+check "NAT: IKE SA and Child SA up through the NAT" wait_installed
+check "NAT: ipsecgw detected the NAT in front of it" grep -q "NAT detected (local" "$WORK/a.log"
+check "NAT: strongSwan saw the peer at the NAT's address" \
+  bash -c "swanctl --list-sas --uri unix://$WORK/charon.vici | grep -q '198.51.100.254'"
+check "NAT: ping A->B" ip netns exec "$NS-ha" ping -c 3 -i 0.2 -W 2 -q 10.2.0.2
+check "NAT: ping B->A" ip netns exec "$NS-hb" ping -c 3 -i 0.2 -W 2 -q 10.1.0.2
+check "NAT: TCP 2 MB B->A, SHA-256 matches" tcp_transfer "$NS-hb" 10.1.0.2 "$NS-ha" 2000000
+ip netns exec "$NS-ha" ping -c 25 -i 0.2 -W 1 10.2.0.2 > "$WORK/ping.log" 2>&1
+check "NAT: ipsecgw rekeyed the IKE SA (every 3 s)" grep -q "IKE SA rekeyed, now" "$WORK/a.log"
+check "NAT: no ping lost across IKE rekeys" grep -q " 0% packet loss" "$WORK/ping.log"
+check "NAT: strongSwan has exactly one IKE SA" \
+  test "$(swanctl --list-sas --uri unix://$WORK/charon.vici | grep -c ESTABLISHED)" -eq 1
 stop_all
 
 # Wrong PSK.
