@@ -41,9 +41,11 @@ ip -n "$NS-c" addr add 198.51.100.1/24 dev "$NS-0"
 ip -n "$NS-s" addr add 198.51.100.2/24 dev "$NS-1"
 for n in c s; do ip -n "$NS-$n" link set lo up; done
 ip -n "$NS-c" link set "$NS-0" up; ip -n "$NS-s" link set "$NS-1" up
+# The responders' local_ts needs an address of its own for strongSwan's route.
+ip -n "$NS-s" addr add 10.2.0.1/32 dev lo
 
 drive() {  # prints the driver's JSON line
-  ip netns exec "$NS-c" "$BENCH" --count "$COUNT" --window "$WINDOW" --proposal "$PROPOSAL" \
+  ip netns exec "$NS-c" ${DRIVER_WRAP:-} "$BENCH" --count "$COUNT" --window "$WINDOW" --proposal "$PROPOSAL" \
     --local-id client.example --remote-id server.example --psk "bench secret" --timeout 300
 }
 
@@ -65,7 +67,7 @@ cat > "$WORK/gw.json" <<JSON
   "secrets": { "bench": { "ids": ["client.example", "server.example"], "secret": "bench secret" } }
 }
 JSON
-ip netns exec "$NS-s" "$IPSECGW" run -c "$WORK/gw.json" --log-level warning > "$WORK/gw.log" 2>&1 &
+ip netns exec "$NS-s" ${RESPONDER_WRAP:-} "$IPSECGW" run -c "$WORK/gw.json" --log-level warning > "$WORK/gw.log" 2>&1 &
 PIDS+=($!)
 sleep 1
 gw=$(drive)
@@ -76,6 +78,10 @@ echo "ipsecgw responder:    $gw"
 mkdir -p "$WORK/run"
 cat > "$WORK/strongswan.conf" <<CONF
 charon {
+  # All SAs come from one address here: lift the per-peer half-open limits
+  # (defaults 5 and 10) so strongSwan is not measured dropping them.
+  block_threshold = 10000
+  cookie_threshold = 10000
   load_modular = yes
   plugins {
     include /etc/strongswan.d/charon/*.conf
@@ -86,7 +92,7 @@ charon {
   filelog {
     test {
       path = $WORK/charon.log
-      default = 0
+      default = ${CHARON_LOG_LEVEL:-0}
     }
   }
 }
@@ -115,9 +121,10 @@ ip netns exec "$NS-s" unshare -m --propagation private sh -c \
   > "$WORK/charon.out" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do [ -S "$WORK/charon.vici" ] && break; sleep 0.1; done
-swanctl --load-all --file "$WORK/swanctl.conf" --uri "unix://$WORK/charon.vici" > /dev/null
+swanctl --load-all --file "$WORK/swanctl.conf" --uri "unix://$WORK/charon.vici" > /dev/null 2>&1
 sw=$(drive)
 stop_all
+[ -n "${KEEP:-}" ] && cp "$WORK/charon.log" /tmp/ike-bench-charon.log
 echo "strongSwan responder: $sw"
 
 $PY - "$gw" "$sw" "$COUNT" "$WINDOW" "$PROPOSAL" <<'PY'

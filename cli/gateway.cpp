@@ -409,7 +409,9 @@ void Gateway::drain_ike() {
     std::lock_guard<std::mutex> lock(ike_mutex_);
     q.swap(ike_queue_);
   }
+  dp_->begin_batch();
   for (auto& d : q) engine_->receive(d, ike::Clock::now());
+  dp_->end_batch();
 }
 
 void Gateway::flush_ike() {

@@ -33,17 +33,19 @@ DataPlane::DataPlane(std::vector<StaticPolicy> policies)
 
 bool DataPlane::install(core::SaParams params, std::string& why) {
   std::lock_guard lock(mutex_);
-  for (const auto& [name, sa] : sas_) {
-    if (name != params.name && sa.in->spi() == params.in.spi) {
-      why = "inbound SPI " + spi_hex(params.in.spi) + " is already used by " + name;
-      return false;
-    }
+  if (auto o = spi_owner_.find(params.in.spi); o != spi_owner_.end() && o->second != params.name) {
+    why = "inbound SPI " + spi_hex(params.in.spi) + " is already used by " + o->second;
+    return false;
   }
   auto in = std::shared_ptr<InboundSa>(InboundSa::create(params, why));
   if (!in) return false;
   auto out = std::shared_ptr<OutboundSa>(OutboundSa::create(params, why));
   if (!out) return false;
-  if (auto it = sas_.find(params.name); it != sas_.end()) retire(std::move(it->second));
+  if (auto it = sas_.find(params.name); it != sas_.end()) {
+    spi_owner_.erase(it->second.in->spi());
+    retire(std::move(it->second));
+  }
+  spi_owner_[params.in.spi] = params.name;
   sas_[params.name] = Installed{std::move(out), std::move(in)};
   publish();
   core::log::info("esp", "installed SA ", params.name, " ", params.transform.name(), " out ",
@@ -57,6 +59,7 @@ bool DataPlane::remove(const std::string& name) {
   std::lock_guard lock(mutex_);
   auto it = sas_.find(name);
   if (it == sas_.end()) return false;
+  spi_owner_.erase(it->second.in->spi());
   retire(std::move(it->second));
   sas_.erase(it);
   publish();
@@ -83,7 +86,27 @@ const core::TrafficCounters& DataPlane::retired() {
   return retired_;
 }
 
+void DataPlane::begin_batch() {
+  std::lock_guard lock(mutex_);
+  batching_ = true;
+}
+
+void DataPlane::end_batch() {
+  std::lock_guard lock(mutex_);
+  batching_ = false;
+  if (dirty_) publish_now();
+}
+
 void DataPlane::publish() {
+  if (batching_) {
+    dirty_ = true;
+    return;
+  }
+  publish_now();
+}
+
+void DataPlane::publish_now() {
+  dirty_ = false;
   auto s = std::make_shared<Snapshot>();
   std::map<std::string, int> index;
   for (const auto& [name, sa] : sas_) {

@@ -57,6 +57,12 @@ class DataPlane : public core::SaInstaller {
   bool install(core::SaParams params, std::string& why) override;
   bool remove(const std::string& name) override;
 
+  // Between begin_batch() and end_batch() installs and removals are not
+  // published one by one; end_batch() publishes one snapshot for all of
+  // them (the control plane handling a burst of IKE messages).
+  void begin_batch();
+  void end_batch();
+
   [[nodiscard]] std::shared_ptr<const Snapshot> snapshot() const noexcept {
     return current_.load(std::memory_order_acquire);
   }
@@ -74,7 +80,11 @@ class DataPlane : public core::SaInstaller {
   const core::TrafficCounters& retired();
 
  private:
-  void publish();  // with mutex_ held
+  void publish();  // with mutex_ held; deferred while batching
+  void publish_now();
+  bool batching_ = false;
+  bool dirty_ = false;
+  std::unordered_map<std::uint32_t, std::string> spi_owner_;  // inbound SPI -> SA name
   void log_drop(core::Drop d, const char* where, std::uint32_t spi, const core::IpAddress& from);
 
   std::mutex mutex_;  // control plane only

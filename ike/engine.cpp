@@ -461,7 +461,7 @@ class IkeSa {
     const Bytes id_body = encode_id(id);
     std::vector<Payload> pl;
     pl.push_back(make(PayloadType::kIdi, id_body));
-    pl.push_back(notify(Notify::kInitialContact));
+    if (eng_.opt_.initial_contact) pl.push_back(notify(Notify::kInitialContact));
     if (!conn_.remote_id.empty()) pl.push_back(make(PayloadType::kIdr, encode_id(id_from_string(conn_.remote_id))));
     pl.push_back(make(PayloadType::kAuth, encode_auth({AuthMethod::kPsk,
         psk_auth(t_.prf, conn_.psk.span(), init_i_, nr_, keys_.pi.span(), id_body)})));
@@ -940,7 +940,8 @@ class IkeSa {
     children_.clear();
     if (conn_.rekey_time) sa->rekey_at_ = now + std::chrono::seconds(conn_.rekey_time);
     info(kTag, tag(), ": IKE SA rekeyed, now ", sa->tag(), " (", sa->children_.size(), " Child SAs moved)");
-    eng_.sas_[sa->spi_i_] = std::move(sa);
+    const auto new_spi = sa->spi_i_;
+    eng_.add_sa(std::move(sa), new_spi);
     send_informational({make(PayloadType::kDelete, encode_delete({ProtocolId::kIke, {}}))}, now, false, true);
   }
 
@@ -1268,7 +1269,8 @@ void IkeSa::respond_ike_rekey(const Header& h, const Parsed& p, const Bytes& nr,
   info(kTag, tag(), ": IKE SA rekeyed by the peer, now ", sa->tag(), " (", sa->children_.size(),
        " Child SAs moved)");
   // The old SA stays until the peer deletes it.
-  eng_.sas_[sa->spi_r_] = std::move(sa);
+  const auto new_spi = sa->spi_r_;
+  eng_.add_sa(std::move(sa), new_spi);
 }
 
 // ---------------------------------------------------------------------------
@@ -1341,7 +1343,8 @@ bool Engine::initiate(const std::string& name, const std::string& child, TimePoi
       break;
     }
   if (!sa->start_init(now, why)) return false;
-  sas_[sa->spi_i_] = std::move(sa);
+  const auto spi = sa->spi_i_;
+  add_sa(std::move(sa), spi);
   return true;
 }
 
@@ -1371,10 +1374,17 @@ Bytes Engine::cookie_for(const Datagram& d, std::uint64_t spi_i, ByteSpan ni) co
 }
 
 void Engine::handle_sa_init_request(const Datagram& d, const Header& h, TimePoint now) {
-  // A retransmitted IKE_SA_INIT: answer from the half-open SA.
-  for (auto& [spi, sa] : sas_) {
-    if (!sa->initiator_ && sa->spi_i_ == h.spi_i && sa->remote_ == d.remote && !sa->init_r_.empty()) {
-      if (sa->state_ == IkeSa::State::kInitDone) send(d.local, d.remote, sa->init_r_);
+  // Half-open SAs, pruned of those that moved on; a retransmitted
+  // IKE_SA_INIT is answered from its half-open SA.
+  for (auto it = half_open_.begin(); it != half_open_.end();) {
+    auto sa = sas_.find(it->second);
+    if (sa == sas_.end() || sa->second->state_ != IkeSa::State::kInitDone) it = half_open_.erase(it);
+    else ++it;
+  }
+  if (auto it = half_open_.find(h.spi_i); it != half_open_.end()) {
+    const auto& sa = sas_.at(it->second);
+    if (sa->remote_ == d.remote) {
+      send(d.local, d.remote, sa->init_r_);
       return;
     }
   }
@@ -1413,9 +1423,7 @@ void Engine::handle_sa_init_request(const Datagram& d, const Header& h, TimePoin
     return;
   }
   // Cookies when too many SAs are half open (RFC 7296 2.6).
-  std::size_t half_open = 0;
-  for (const auto& [spi, sa] : sas_) half_open += sa->state_ == IkeSa::State::kInitDone;
-  if (half_open >= opt_.cookie_threshold) {
+  if (half_open_.size() >= opt_.cookie_threshold) {
     const Bytes want = cookie_for(d, h.spi_i, p.nonce);
     const auto* ck = p.find(Notify::kCookie);
     if (!ck || !core::ct_equal(ck->data, want)) {
@@ -1445,7 +1453,11 @@ void Engine::handle_sa_init_request(const Datagram& d, const Header& h, TimePoin
   sa->local_ = d.local;
   sa->remote_ = d.remote;
   sa->respond_init(d.data, p, *choice, now);
-  if (sa->state_ != IkeSa::State::kDead) sas_[sa->spi_r_] = std::move(sa);
+  if (sa->state_ != IkeSa::State::kDead) {
+    half_open_[sa->spi_i_] = sa->spi_r_;
+    const auto spi = sa->spi_r_;
+    add_sa(std::move(sa), spi);
+  }
 }
 
 void Engine::receive(const Datagram& d, TimePoint now) {
@@ -1475,8 +1487,15 @@ void Engine::receive(const Datagram& d, TimePoint now) {
       return;
     }
     it->second->on_message(d, *h, now);
+    // Only the SA that got the message can have died of it.
+    if (it->second->state_ == IkeSa::State::kDead) sas_.erase(it);
+    else note_deadline(it->second->deadline());
   }
-  remove_dead();
+}
+
+void Engine::add_sa(std::unique_ptr<IkeSa> sa, std::uint64_t our_spi) {
+  note_deadline(sa->deadline());
+  sas_[our_spi] = std::move(sa);
 }
 
 void Engine::tick(TimePoint now) {
@@ -1496,6 +1515,8 @@ void Engine::tick(TimePoint now) {
     }
   }
   remove_dead();
+  cached_deadline_ = TimePoint::max();
+  for (const auto& [spi, sa] : sas_) cached_deadline_ = std::min(cached_deadline_, sa->deadline());
   for (const auto& [c, ch] : restart) {
     std::string why;
     info(kTag, c, ": restarting");
@@ -1516,10 +1537,8 @@ void Engine::remove_dead() {
 }
 
 std::optional<TimePoint> Engine::next_deadline() const {
-  TimePoint t = TimePoint::max();
-  for (const auto& [spi, sa] : sas_) t = std::min(t, sa->deadline());
-  if (t == TimePoint::max()) return std::nullopt;
-  return t;
+  if (cached_deadline_ == TimePoint::max()) return std::nullopt;
+  return cached_deadline_;
 }
 
 std::size_t Engine::ike_sa_count() const noexcept {

@@ -59,6 +59,7 @@ struct EngineOptions {
   unsigned retransmit_tries = 5;
   std::size_t cookie_threshold = 64;  // half-open SAs before cookies are required
   std::size_t nonce_len = 32;
+  bool initial_contact = true;  // send INITIAL_CONTACT in IKE_AUTH
 };
 
 class IkeSa;
@@ -100,12 +101,18 @@ class Engine {
   std::uint32_t new_child_spi();
   void handle_sa_init_request(const Datagram& d, const Header& h, TimePoint now);
   void remove_dead();
+  void add_sa(std::unique_ptr<IkeSa> sa, std::uint64_t our_spi);
+  void note_deadline(TimePoint t) { cached_deadline_ = std::min(cached_deadline_, t); }
   Bytes cookie_for(const Datagram& d, std::uint64_t spi_i, ByteSpan ni) const;
 
   std::vector<ConnectionConfig> conns_;
   core::SaInstaller& installer_;
   EngineOptions opt_;
   std::map<std::uint64_t, std::unique_ptr<IkeSa>> sas_;  // by our SPI
+  std::map<std::uint64_t, std::uint64_t> half_open_;     // responder: peer SPIi -> our SPI
+  // A lower bound of the next SA deadline: exact after tick(), lowered by
+  // every SA a message touches in between (an early wake-up only recomputes).
+  TimePoint cached_deadline_ = TimePoint::max();
   std::vector<Datagram> out_;
   EngineCounters counters_;
   core::SecureBytes cookie_secret_;
