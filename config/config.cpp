@@ -479,7 +479,7 @@ void parse_connection(Walker& w, const std::string& name, const json& cj, const 
   if (!w.is_object(cj, path)) return;
   w.only_keys(cj, path, {"version", "local_addrs", "remote_addrs", "local", "remote", "proposals",
                          "encap", "dpd_delay", "dpd_timeout", "rekey_time", "reauth_time",
-                         "local_port", "remote_port", "children"});
+                         "local_port", "remote_port", "children", "fragment_size"});
   ike::ConnectionConfig c;
   c.name = name;
   c.version = w.integer<int>(cj, path, "version", 0, 2).value_or(2);
@@ -508,6 +508,9 @@ void parse_connection(Walker& w, const std::string& name, const json& cj, const 
   c.rekey_time = w.integer<std::uint32_t>(cj, path, "rekey_time", 0, 30 * 86400).value_or(14400);
   c.reauth_time = w.integer<std::uint32_t>(cj, path, "reauth_time", 0, 30 * 86400).value_or(0);
   c.local_port = w.integer<std::uint16_t>(cj, path, "local_port", 1, 65535).value_or(500);
+  c.fragment_size = w.integer<std::size_t>(cj, path, "fragment_size", 0, 65000).value_or(c.fragment_size);
+  if (c.fragment_size != 0 && c.fragment_size < 128)
+    w.error(path + ".fragment_size", "must be 0 (never fragment) or at least 128");
   c.remote_port = w.integer<std::uint16_t>(cj, path, "remote_port", 1, 65535).value_or(500);
   if (!c.local_addrs.empty() && !c.remote_addrs.empty() &&
       c.local_addrs[0].family() != c.remote_addrs[0].family())

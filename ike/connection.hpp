@@ -44,6 +44,8 @@ struct ConnectionConfig {
   std::uint32_t dpd_timeout = 0;               // s, 0 = via retransmissions
   std::uint32_t rekey_time = 14400;            // s, 0 = never
   std::uint32_t reauth_time = 0;
+  std::size_t fragment_size = 1228;            // IKE messages longer than this are fragmented
+                                               // (RFC 7383) when the peer supports it; 0 = never
   std::uint16_t local_port = 500;
   std::uint16_t remote_port = 500;
   std::vector<ChildConfig> children;

@@ -20,6 +20,7 @@ std::string Endpoint::to_string() const {
 namespace {
 
 constexpr const char* kTag = "ike";
+constexpr std::uint16_t kMaxFragments = 64;
 constexpr std::uint16_t kNattPort = 4500;
 
 Payload make(PayloadType t, Bytes body) {
@@ -211,7 +212,7 @@ struct ChildSa {
 struct Pending {
   Exchange exchange = Exchange::kInformational;
   std::uint32_t message_id = 0;
-  Bytes message;
+  std::vector<Bytes> message;  // one datagram, or its RFC 7383 fragments
   TimePoint next_send;
   unsigned tries = 0;
   // CREATE_CHILD_SA context.
@@ -249,8 +250,19 @@ class IkeSa {
   bool nat_local_ = false, nat_remote_ = false;
   std::uint32_t next_out_id_ = 0;   // our next request
   std::uint32_t next_in_id_ = 0;    // the peer's next request
-  Bytes last_response_;
+  std::vector<Bytes> last_response_;
   std::uint32_t last_response_id_ = 0xffffffff;
+  bool peer_frag_ = false;  // peer sent IKEV2_FRAGMENTATION_SUPPORTED
+  // RFC 7383 reassembly of the message being received.
+  struct Reassembly {
+    std::uint32_t message_id = 0;
+    bool response = false;
+    PayloadType first = PayloadType::kNone;
+    std::vector<std::optional<Bytes>> parts;
+    std::size_t have = 0;
+    std::size_t bytes = 0;
+  };
+  std::optional<Reassembly> frags_;
   std::optional<Pending> pending_;
   std::vector<ChildSa> children_;
   const ChildConfig* first_child_ = nullptr;
@@ -275,6 +287,9 @@ class IkeSa {
   }
 
   void send_raw(Bytes m) { eng_.send(local_, remote_, std::move(m)); }
+  void send_raw(const std::vector<Bytes>& ms) {
+    for (const auto& m : ms) eng_.send(local_, remote_, m);
+  }
 
   // Sends a request of ours and keeps it for retransmission.
   void send_request(Pending p, TimePoint now) {
@@ -284,8 +299,10 @@ class IkeSa {
     pending_ = std::move(p);
   }
 
-  Bytes sealed(Exchange x, bool response, std::uint32_t id, const std::vector<Payload>& inner) {
-    return out_->seal(header(x, response, id), inner);
+  std::vector<Bytes> sealed(Exchange x, bool response, std::uint32_t id, const std::vector<Payload>& inner) {
+    if (peer_frag_ && conn_.fragment_size)
+      return out_->seal_fragmented(header(x, response, id), inner, conn_.fragment_size);
+    return {out_->seal(header(x, response, id), inner)};
   }
 
   void send_response(Exchange x, std::uint32_t id, const std::vector<Payload>& inner) {
@@ -332,7 +349,7 @@ class IkeSa {
     Pending p;
     p.exchange = Exchange::kSaInit;
     p.message_id = 0;
-    p.message = std::move(msg);
+    p.message = {std::move(msg)};
     send_request(std::move(p), now);
     state_ = State::kInitSent;
     next_out_id_ = 1;
@@ -393,6 +410,7 @@ class IkeSa {
     spi_r_ = h.spi_r;
     nr_ = p.nonce;
     init_r_.assign(msg.begin(), msg.end());
+    peer_frag_ = p.find(Notify::kIkev2FragmentationSupported) != nullptr;
     check_natd(p, spi_i_, spi_r_);
     if (!derive(p.ke->data)) return;
     pending_.reset();
@@ -632,6 +650,7 @@ class IkeSa {
     t_ = choice.t;
     ni_ = p.nonce;
     init_i_.assign(msg.begin(), msg.end());
+    peer_frag_ = p.find(Notify::kIkev2FragmentationSupported) != nullptr;
     std::string why;
     dh_ = DhKey::generate(t_.dh, why);
     if (!dh_) {
@@ -659,7 +678,7 @@ class IkeSa {
     write_header(out, h);
     out.insert(out.end(), body.begin(), body.end());
     init_r_ = out;
-    last_response_ = out;
+    last_response_ = {out};
     last_response_id_ = 0;
     next_in_id_ = 1;
     state_ = State::kInitDone;
@@ -1029,6 +1048,10 @@ class IkeSa {
       }
     } else {
       if (h.message_id + 1 == next_in_id_ && last_response_id_ == h.message_id && !last_response_.empty()) {
+        // For a fragmented request, answer once (on its first fragment).
+        if (h.next == PayloadType::kSkf && d.data.size() >= kHeaderLen + 8 &&
+            (d.data[kHeaderLen + 4] << 8 | d.data[kHeaderLen + 5]) != 1)
+          return;
         debug(kTag, tag(), ": retransmitted request ", h.message_id, ", resending our response");
         send_raw(last_response_);
         return;
@@ -1042,21 +1065,65 @@ class IkeSa {
     std::vector<Payload> outer;
     std::string why;
     if (!parse_chain(ByteSpan(d.data).subspan(kHeaderLen), h.next, outer, why) || outer.empty() ||
-        outer.back().type != PayloadType::kSk) {
+        (outer.back().type != PayloadType::kSk && outer.back().type != PayloadType::kSkf)) {
       ++eng_.counters_.invalid_messages;
       warn(kTag, tag(), ": bad ", to_string(h.exchange), ": ", why.empty() ? "no encrypted payload" : why);
       return;
     }
-    const std::size_t sk_body = d.data.size() - outer.back().body.size();
+    const bool fragment = outer.back().type == PayloadType::kSkf;
+    std::size_t sk_body = d.data.size() - outer.back().body.size();
+    std::uint16_t frag_num = 0, frag_total = 0;
+    if (fragment) {
+      const auto& b = outer.back().body;
+      if (b.size() < 4) {
+        ++eng_.counters_.invalid_messages;
+        return;
+      }
+      frag_num = static_cast<std::uint16_t>(b[0] << 8 | b[1]);
+      frag_total = static_cast<std::uint16_t>(b[2] << 8 | b[3]);
+      if (frag_num == 0 || frag_num > frag_total || frag_total > kMaxFragments) {
+        ++eng_.counters_.invalid_messages;
+        warn(kTag, tag(), ": bad fragment ", frag_num, "/", frag_total);
+        return;
+      }
+      sk_body += 4;
+    }
     auto plain = in_->open(d.data, sk_body, why);
     if (!plain) {
       ++eng_.counters_.invalid_messages;
       warn(kTag, tag(), ": ", to_string(h.exchange), " ", response ? "response" : "request", " dropped: ", why);
       return;
     }
+    PayloadType first = outer.back().inner_first;
+    if (fragment) {
+      if (!frags_ || frags_->message_id != h.message_id || frags_->response != response ||
+          frags_->parts.size() != frag_total) {
+        frags_ = Reassembly{h.message_id, response, PayloadType::kNone, {}, 0, 0};
+        frags_->parts.resize(frag_total);
+      }
+      auto& slot = frags_->parts[frag_num - 1];
+      if (!slot) {
+        frags_->bytes += plain->size();
+        if (frags_->bytes > kMaxMessage * 4) {
+          warn(kTag, tag(), ": reassembled message too large, dropped");
+          frags_.reset();
+          return;
+        }
+        slot = std::move(*plain);
+        ++frags_->have;
+        if (frag_num == 1) frags_->first = first;
+      }
+      if (frags_->have < frag_total) return;  // wait for the rest
+      Bytes whole;
+      for (auto& part : frags_->parts) whole.insert(whole.end(), part->begin(), part->end());
+      first = frags_->first;
+      frags_.reset();
+      plain = std::move(whole);
+      debug(kTag, tag(), ": reassembled ", frag_total, " fragments");
+    }
     std::vector<Payload> inner;
     Parsed p;
-    if (!parse_chain(*plain, outer.back().inner_first, inner, why) || !decode_all(inner, p, why)) {
+    if (!parse_chain(*plain, first, inner, why) || !decode_all(inner, p, why)) {
       ++eng_.counters_.invalid_messages;
       warn(kTag, tag(), ": malformed ", to_string(h.exchange), ": ", why);
       if (!response) {

@@ -394,8 +394,34 @@ std::size_t SkCipher::overhead() const noexcept {
 }
 
 Bytes SkCipher::seal(Header h, const std::vector<Payload>& inner) {
-  Bytes plain = encode_chain(inner);
   const PayloadType first = inner.empty() ? PayloadType::kNone : inner.front().type;
+  return seal_raw(h, PayloadType::kSk, first, {}, encode_chain(inner));
+}
+
+std::vector<Bytes> SkCipher::seal_fragmented(Header h, const std::vector<Payload>& inner,
+                                             std::size_t max_len) {
+  Bytes whole = encode_chain(inner);
+  const PayloadType first = inner.empty() ? PayloadType::kNone : inner.front().type;
+  const std::size_t room = max_len > kHeaderLen + overhead() + 4 ? max_len - kHeaderLen - overhead() - 4 : 0;
+  if (whole.size() + kHeaderLen + overhead() <= max_len || room < 16) return {seal_raw(h, PayloadType::kSk, first, {}, whole)};
+  const std::size_t total = (whole.size() + room - 1) / room;
+  if (total > 0xffff) return {};
+  std::vector<Bytes> out;
+  for (std::size_t i = 0; i < total; ++i) {
+    const std::size_t off = i * room;
+    Bytes chunk(whole.begin() + static_cast<std::ptrdiff_t>(off),
+                whole.begin() + static_cast<std::ptrdiff_t>(std::min(whole.size(), off + room)));
+    Bytes extra;
+    Appender a{extra};
+    a.u16(static_cast<std::uint16_t>(i + 1));
+    a.u16(static_cast<std::uint16_t>(total));
+    out.push_back(seal_raw(h, PayloadType::kSkf, i == 0 ? first : PayloadType::kNone, extra, std::move(chunk)));
+  }
+  core::secure_wipe(whole.data(), whole.size());
+  return out;
+}
+
+Bytes SkCipher::seal_raw(Header h, PayloadType sk_type, PayloadType first, ByteSpan extra, Bytes plain) {
   const bool aead = t_.aead();
   const bool ctr = t_.enc.alg == EncAlg::kAesCtr;
   const std::size_t iv_len = aead || ctr ? 8 : core::block_len(t_.enc.alg);
@@ -406,8 +432,8 @@ Bytes SkCipher::seal(Header h, const std::vector<Payload>& inner) {
   plain.insert(plain.end(), pad, 0);
   plain.push_back(static_cast<std::uint8_t>(pad));
 
-  const std::size_t sk_len = kGenericHeaderLen + iv_len + plain.size() + icv;
-  h.next = PayloadType::kSk;
+  const std::size_t sk_len = kGenericHeaderLen + extra.size() + iv_len + plain.size() + icv;
+  h.next = sk_type;
   h.length = static_cast<std::uint32_t>(kHeaderLen + sk_len);
   Bytes msg;
   msg.reserve(h.length);
@@ -416,6 +442,7 @@ Bytes SkCipher::seal(Header h, const std::vector<Payload>& inner) {
   a.u8(static_cast<std::uint8_t>(first));
   a.u8(0);
   a.u16(static_cast<std::uint16_t>(sk_len));
+  a.bytes(extra);  // SKF: Fragment Number, Total Fragments (RFC 7383 2.5)
   const std::size_t aad_len = msg.size();
   Bytes iv(iv_len);
   if (aead || ctr) {

@@ -82,6 +82,9 @@ class SkCipher {
   // Builds a whole message: header (length filled in) + SK payload whose
   // plaintext is the encoded inner chain.
   Bytes seal(Header h, const std::vector<Payload>& inner);
+  // As seal, split into SKF fragments (RFC 7383) when the message would be
+  // longer than `max_len` bytes; one message when it fits.
+  std::vector<Bytes> seal_fragmented(Header h, const std::vector<Payload>& inner, std::size_t max_len);
   // Verifies and decrypts the SK payload (the last payload of `msg`, whose
   // body starts at `sk_body_offset`); returns the inner plaintext chain.
   std::optional<Bytes> open(ByteSpan msg, std::size_t sk_body_offset, std::string& why);
@@ -89,6 +92,7 @@ class SkCipher {
 
  private:
   SkCipher() = default;
+  Bytes seal_raw(Header h, PayloadType sk_type, PayloadType first, ByteSpan extra, Bytes plain);
   IkeTransform t_;
   std::unique_ptr<core::Aead> aead_;
   std::unique_ptr<core::Cipher> cipher_;

@@ -329,3 +329,28 @@ TEST_CASE("IKEv2: IKE SA rekey from either side moves the Child SAs; later Child
     CHECK(p.a->established("site-b"));
   }
 }
+
+TEST_CASE("IKEv2: fragmentation (RFC 7383) of IKE_AUTH and later exchanges, with loss", "[ike][engine][fragmentation]") {
+  for (const char* suite : {"aes256gcm16-prfsha384-x25519", "aes128-sha256-modp2048"}) {
+    INFO(suite);
+    auto ca = conn(true, "k", {suite}, {"aes128gcm16-x25519"});
+    auto cb = conn(false, "k", {suite}, {"aes128gcm16-x25519"});
+    ca.fragment_size = 160;
+    cb.fragment_size = 160;
+    ca.children[0].rekey_time = 60;
+    cb.children[0].rekey_time = 0;
+    Pair p(std::move(ca), std::move(cb));
+    // Lose the second datagram of IKE_AUTH once: the whole message is resent.
+    p.filter = [](std::size_t n, const ike::Datagram&) { return n != 3; };
+    p.a->start(p.now);
+    p.pump();
+    p.advance(3s);
+    CHECK(p.a->established("site-b"));
+    CHECK(p.b->established("site-a"));
+    check_keys_cross(p.ia, p.ib);
+    CHECK(p.delivered > 6);  // fragments, not single messages
+    p.advance(61s);          // a Child SA rekey with PFS, fragmented too
+    CHECK(p.ia.installed.size() == 2);
+    check_keys_cross(p.ia, p.ib);
+  }
+}

@@ -85,6 +85,7 @@ charon {
   }
   retransmit_tries = 3
   retransmit_timeout = 1.0
+  fragment_size = ${CHARON_FRAG:-1280}
 }
 CONF
   ip netns exec "$NS-gb" unshare -m --propagation private sh -c \
@@ -156,6 +157,7 @@ write_ipsecgw() {
       "dpd_delay": ${GW_DPD_DELAY:-5},
       "dpd_timeout": ${GW_DPD_TIMEOUT:-0},
       "rekey_time": ${GW_REKEY:-14400},
+      "fragment_size": ${GW_FRAG:-1228},
       "children": {
         "lan": {
           "local_ts": ["10.1.0.0/24"],
@@ -232,11 +234,11 @@ stop_all
 
 # Child SA rekeyed by strongSwan under traffic (our CREATE_CHILD_SA responder),
 # and DELETE from strongSwan.
-echo "== rekey: strongSwan rekeys the Child SA every 6 s and the IKE SA every 8 s, under ping"
+echo "== rekey: strongSwan rekeys the Child SA every 6 s and the IKE SA every 8 s, under ping; both fragment above 200 bytes"
 netns_teardown "$NS"; netns_setup "$NS"
-start_charon
+CHARON_FRAG=200 start_charon
 write_swanctl "aes128gcm16-prfsha256-x25519" "aes128gcm16-x25519" none "a long shared secret" 6 8
-GW_REKEY=0 write_ipsecgw "aes128gcm16-prfsha256-x25519" "aes128gcm16-x25519" none "a long shared secret"
+GW_FRAG=200 GW_REKEY=0 write_ipsecgw "aes128gcm16-prfsha256-x25519" "aes128gcm16-x25519" none "a long shared secret"
 start_ipsecgw
 timeout 20 swanctl --initiate --ike gw-a --child lan --uri "unix://$WORK/charon.vici" > /dev/null 2>&1
 wait_installed
@@ -250,6 +252,8 @@ check "rekey: strongSwan rekeyed (not re-created after expiry) the Child SAs" \
 check "rekey: no ping lost across rekeys" grep -q " 0% packet loss" "$WORK/ping.log"
 check "rekey: old Child SAs deleted by the peer" grep -q "peer deleted Child SA" "$WORK/a.log"
 check "rekey: strongSwan rekeyed the IKE SA" grep -q "IKE SA rekeyed by the peer" "$WORK/a.log"
+check "rekey: ipsecgw reassembled strongSwan's fragmented messages (RFC 7383)" grep -q "reassembled" "$WORK/a.log"
+check "rekey: strongSwan reassembled ipsecgw's fragments" grep -q "received fragment #" "$WORK/charon.log"
 check "rekey: strongSwan saw no errors" bash -c "! grep -E 'INVALID_SYNTAX|INVALID_IKE_SPI|INVALID_MESSAGE_ID|verification failed' $WORK/charon.log"
 check "rekey: one IKE SA and one Child SA in the end" \
   test "$(swanctl --list-sas --uri unix://$WORK/charon.vici | grep -c ESTABLISHED)" -eq 1
