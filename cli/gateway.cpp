@@ -1,6 +1,8 @@
 #include "cli/gateway.hpp"
 
 #include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <boost/asio.hpp>
 #include <cstdio>
@@ -44,6 +46,7 @@ Gateway::~Gateway() {
   for (auto& t : workers_) {
     if (t.joinable()) t.join();
   }
+  if (wake_fd_ >= 0) ::close(wake_fd_);
 }
 
 bool Gateway::setup(std::string& err) {
@@ -101,8 +104,26 @@ bool Gateway::setup(std::string& err) {
     }
   }
   if (!cfg_.connections.empty()) {
-    engine_ = std::make_unique<ike::Engine>(std::move(cfg_.connections), *dp_);
+    std::vector<core::Policy> traps;
+    for (const auto& c : cfg_.connections) {
+      for (const auto& ch : c.children) {
+        if (ch.start_action != ike::StartAction::kTrap) continue;
+        core::Policy p;
+        p.name = c.name + "/" + ch.name;
+        p.sel.local = ch.local_ts;
+        p.sel.remote = ch.remote_ts;
+        traps.push_back(std::move(p));
+      }
+    }
+    if (!traps.empty()) dp_->set_trap_policies(std::move(traps));
+    installer_ = std::make_unique<RecordingInstaller>(*dp_);
+    engine_ = std::make_unique<ike::Engine>(std::move(cfg_.connections), *installer_);
     cfg_.connections.clear();
+  }
+  wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd_ < 0) {
+    err = "eventfd failed";
+    return false;
   }
   for (auto& sa : cfg_.manual) {
     std::string why;
@@ -145,8 +166,7 @@ int Gateway::run() {
       [&](const boost::system::error_code& ec) {
         if (ec) return;
         engine_->tick(ike::Clock::now());
-        flush_ike();
-        rearm_ike_();
+        after_engine();
       };
   rearm_ike_ = [&] {
     if (!engine_) return;
@@ -157,8 +177,7 @@ int Gateway::run() {
   };
   if (engine_) {
     engine_->start(ike::Clock::now());
-    flush_ike();
-    rearm_ike_();
+    after_engine();
   }
   boost::asio::signal_set signals(io, SIGINT, SIGTERM, SIGUSR1);
   std::function<void(const boost::system::error_code&, int)> on_signal =
@@ -235,13 +254,31 @@ void Gateway::tx_loop() {
   }
   tun::Device& dev = *tun_[0];
   std::vector<std::vector<core::Packet*>> per_socket(sockets_.size());
-  pollfd pfd{dev.fd(), POLLIN, 0};
+  pollfd pfds[2] = {{dev.fd(), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+  std::vector<std::pair<std::string, core::Bytes>> acquired;
   while (!stop_.load(std::memory_order_relaxed)) {
-    if (::poll(&pfd, 1, kPollMs) <= 0) continue;
-    const std::size_t n = dev.read_batch(pkts);
+    if (::poll(pfds, 2, kPollMs) <= 0) continue;
+    std::size_t n = 0;
+    if (pfds[1].revents & POLLIN) {
+      // Packets held for a trap policy whose SA is now up.
+      std::uint64_t v = 0;
+      (void)::read(wake_fd_, &v, sizeof v);
+      std::lock_guard<std::mutex> lock(held_mutex_);
+      while (n < pkts.size() && !reinject_.empty()) {
+        pkts[n++]->assign(reinject_.front());
+        reinject_.pop_front();
+      }
+      if (!reinject_.empty()) {
+        v = 1;
+        (void)::write(wake_fd_, &v, sizeof v);
+      }
+    } else {
+      n = dev.read_batch(pkts);
+    }
     if (n == 0) continue;
     auto snap = dp_->snapshot();
     for (auto& group : per_socket) group.clear();
+    acquired.clear();
     for (std::size_t i = 0; i < n; ++i) {
       core::Packet* p = pkts[i];
       const esp::OutDecision d = dp_->process_outbound(*snap, *p);
@@ -251,6 +288,11 @@ void Gateway::tx_loop() {
         } else {
           dp_->count_global(core::Drop::kSendFailed);
         }
+        continue;
+      }
+      if (d.action == esp::OutAction::kAcquire) {
+        const auto sp = p->span();
+        acquired.emplace_back(d.policy->name, core::Bytes(sp.begin(), sp.end()));
         continue;
       }
       if (d.action != esp::OutAction::kSend) continue;
@@ -269,7 +311,55 @@ void Gateway::tx_loop() {
         dp_->count_global(core::Drop::kSendFailed);
       }
     }
+    if (!acquired.empty()) queue_acquire(std::move(acquired));
   }
+}
+
+void Gateway::queue_acquire(std::vector<std::pair<std::string, core::Bytes>> pkts) {
+  {
+    std::lock_guard<std::mutex> lock(held_mutex_);
+    for (auto& [name, bytes] : pkts) {
+      auto& q = held_[name];
+      if (q.size() >= kMaxHeld) {
+        dp_->count_global(core::Drop::kNoSa);  // held queue full: the oldest stay
+        continue;
+      }
+      q.push_back(std::move(bytes));
+    }
+  }
+  std::vector<std::string> names;
+  for (auto& [name, bytes] : pkts) names.push_back(name);
+  boost::asio::post(*io_, [this, names = std::move(names)] {
+    for (const auto& name : names) {
+      const auto slash = name.find('/');
+      engine_->acquire(name.substr(0, slash), name.substr(slash + 1), ike::Clock::now());
+    }
+    after_engine();
+  });
+}
+
+void Gateway::after_engine() {
+  flush_ike();
+  // Release packets held for trap policies whose Child SA is now installed.
+  std::vector<std::string> installed;
+  installed.swap(installer_->installed);
+  if (!installed.empty()) {
+    std::lock_guard<std::mutex> lock(held_mutex_);
+    bool any = false;
+    for (const auto& full : installed) {
+      const auto key = full.substr(0, full.rfind('/'));
+      auto it = held_.find(key);
+      if (it == held_.end()) continue;
+      for (auto& b : it->second) reinject_.push_back(std::move(b));
+      any = any || !it->second.empty();
+      held_.erase(it);
+    }
+    if (any) {
+      std::uint64_t v = 1;
+      (void)::write(wake_fd_, &v, sizeof v);
+    }
+  }
+  if (rearm_ike_) rearm_ike_();
 }
 
 void Gateway::rx_loop() {
@@ -398,8 +488,7 @@ void Gateway::queue_ike(ike::Datagram d) {
   }
   boost::asio::post(*io_, [this] {
     drain_ike();
-    flush_ike();
-    if (rearm_ike_) rearm_ike_();
+    after_engine();
   });
 }
 

@@ -17,6 +17,7 @@
 #include <atomic>
 #include <functional>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <memory>
 #include <string>
@@ -68,6 +69,24 @@ class Gateway {
   void drain_ike();
   void flush_ike();
   void arm_ike_timer();
+  void after_engine();  // flush IKE output, release held packets, re-arm the timer
+  void queue_acquire(std::vector<std::pair<std::string, core::Bytes>> pkts);
+
+  // Records the names of installed SAs, so that packets held for a trap
+  // policy are released once its Child SA is up.
+  struct RecordingInstaller : core::SaInstaller {
+    explicit RecordingInstaller(esp::DataPlane& d) : dp(d) {}
+    bool install(core::SaParams p, std::string& why) override {
+      std::string name = p.name;
+      if (!dp.install(std::move(p), why)) return false;
+      installed.push_back(std::move(name));
+      return true;
+    }
+    bool remove(const std::string& name) override { return dp.remove(name); }
+    esp::DataPlane& dp;
+    std::vector<std::string> installed;
+  };
+  static constexpr std::size_t kMaxHeld = 32;
 
   config::Config cfg_;
   std::string stats_file_;
@@ -77,7 +96,12 @@ class Gateway {
   std::vector<std::unique_ptr<tun::EspSocket>> sockets_;
   std::unique_ptr<tun::BypassSocket> bypass_;
   std::vector<std::unique_ptr<tun::EspSocket>> ike_sockets_;  // UDP port 500
+  std::unique_ptr<RecordingInstaller> installer_;
   std::unique_ptr<ike::Engine> engine_;
+  int wake_fd_ = -1;  // eventfd: wakes the TX worker for re-injected packets
+  std::mutex held_mutex_;
+  std::map<std::string, std::vector<core::Bytes>> held_;  // by "connection/child"
+  std::deque<core::Bytes> reinject_;
   std::unique_ptr<boost::asio::io_context> io_;
   std::function<void()> rearm_ike_;
   std::mutex ike_mutex_;

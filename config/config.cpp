@@ -446,7 +446,7 @@ void parse_child(Walker& w, const std::string& name, const json& cj, const std::
   else if (mode != "tunnel") w.error(path + ".mode", "must be \"tunnel\" or \"transport\"");
   const auto sa = w.string(cj, path, "start_action", false).value_or("none");
   if (sa == "start") ch.start_action = ike::StartAction::kStart;
-  else if (sa == "trap") w.error(path + ".start_action", "\"trap\" is not implemented yet; use \"start\" or \"none\"");
+  else if (sa == "trap") ch.start_action = ike::StartAction::kTrap;
   else if (sa != "none") w.error(path + ".start_action", "must be \"start\", \"trap\" or \"none\"");
   const auto da = w.string(cj, path, "dpd_action", false).value_or("clear");
   if (da == "restart") ch.dpd_action = ike::DpdAction::kRestart;
@@ -526,9 +526,9 @@ void parse_connection(Walker& w, const std::string& name, const json& cj, const 
     }
   }
   bool starts = false;
-  for (const auto& ch : c.children) starts |= ch.start_action == ike::StartAction::kStart;
+  for (const auto& ch : c.children) starts |= ch.start_action != ike::StartAction::kNone;
   if (starts && (c.local_addrs.empty() || c.remote_addrs.empty()))
-    w.error(path + ".remote_addrs", "start_action \"start\" needs local_addrs and remote_addrs");
+    w.error(path + ".remote_addrs", "start_action \"start\" or \"trap\" needs local_addrs and remote_addrs");
   out.push_back(std::move(c));
 }
 
@@ -726,7 +726,8 @@ std::string explain(const Config& c) {
         sel.local = ch.local_ts;
         sel.remote = ch.remote_ts;
         os << "      child " << ch.name << ": " << sel.to_string() << ", start_action "
-           << (ch.start_action == ike::StartAction::kStart ? "start" : "none") << ", rekey "
+           << (ch.start_action == ike::StartAction::kStart ? "start"
+               : ch.start_action == ike::StartAction::kTrap ? "trap" : "none") << ", rekey "
            << ch.rekey_time << " s\n";
       }
     }

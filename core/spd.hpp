@@ -43,6 +43,9 @@ struct Policy {
   // For kProtect: index of the outbound SA in the data-plane snapshot, or -1
   // when no SA is installed yet (packets are then dropped as "no SA").
   int sa_index = -1;
+  // A trap policy (start_action "trap"): a packet matching it while no SA is
+  // installed asks the IKE engine for one ("acquire") and is held.
+  bool trap = false;
 };
 
 class Spd {

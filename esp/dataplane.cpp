@@ -86,6 +86,17 @@ const core::TrafficCounters& DataPlane::retired() {
   return retired_;
 }
 
+void DataPlane::set_trap_policies(std::vector<core::Policy> traps) {
+  std::lock_guard lock(mutex_);
+  traps_ = std::move(traps);
+  for (auto& t : traps_) {
+    t.trap = true;
+    t.action = core::PolicyAction::kProtect;
+    t.sa_index = -1;
+  }
+  publish();
+}
+
 void DataPlane::begin_batch() {
   std::lock_guard lock(mutex_);
   batching_ = true;
@@ -131,6 +142,7 @@ void DataPlane::publish_now() {
     p.sa_index = index[name];
     s->spd.add(std::move(p));
   }
+  for (const auto& t : traps_) s->spd.add(t);
   current_.store(std::move(s), std::memory_order_release);
 }
 
@@ -153,6 +165,7 @@ OutDecision DataPlane::process_outbound(const Snapshot& s, core::Packet& pkt) no
       return {OutAction::kDrop, Drop::kDiscardPolicy, nullptr};
     case core::PolicyAction::kProtect: break;
   }
+  if (pol->trap) return {OutAction::kAcquire, Drop::kNone, nullptr, pol};
   if (pol->sa_index < 0 || static_cast<std::size_t>(pol->sa_index) >= s.outbound.size()) {
     global_.drop(Drop::kNoSa);
     return {OutAction::kDrop, Drop::kNoSa, nullptr};

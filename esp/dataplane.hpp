@@ -36,12 +36,13 @@ struct Snapshot {
   std::unordered_map<std::uint32_t, std::shared_ptr<InboundSa>> inbound;
 };
 
-enum class OutAction : std::uint8_t { kSend, kBypass, kDrop };
+enum class OutAction : std::uint8_t { kSend, kBypass, kDrop, kAcquire };
 
 struct OutDecision {
   OutAction action = OutAction::kDrop;
   core::Drop reason = core::Drop::kNone;
-  OutboundSa* sa = nullptr;  // for kSend
+  OutboundSa* sa = nullptr;            // for kSend
+  const core::Policy* policy = nullptr;  // for kAcquire: the trap policy
 };
 
 // A policy written in the configuration; protect policies name their SA.
@@ -62,6 +63,9 @@ class DataPlane : public core::SaInstaller {
   // them (the control plane handling a burst of IKE messages).
   void begin_batch();
   void end_batch();
+  // Trap policies, looked up after every installed SA's own policy (so an
+  // installed SA wins); their names are "connection/child".
+  void set_trap_policies(std::vector<core::Policy> traps);
 
   [[nodiscard]] std::shared_ptr<const Snapshot> snapshot() const noexcept {
     return current_.load(std::memory_order_acquire);
@@ -83,6 +87,7 @@ class DataPlane : public core::SaInstaller {
   void publish();  // with mutex_ held; deferred while batching
   void publish_now();
   bool batching_ = false;
+  std::vector<core::Policy> traps_;
   bool dirty_ = false;
   std::unordered_map<std::uint32_t, std::string> spi_owner_;  // inbound SPI -> SA name
   void log_drop(core::Drop d, const char* where, std::uint32_t spi, const core::IpAddress& from);

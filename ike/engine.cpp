@@ -637,6 +637,7 @@ class IkeSa {
       ch.expire_at = now + std::chrono::seconds(life);
     }
     children_.push_back(ch);
+    eng_.acquiring_.erase(conn_.name + "/" + cc.name);
     ++eng_.counters_.child_installed;
     info(kTag, tag(), ": Child SA ", name, " installed: ", t.name(), ", SPIs in ", spi_str(spi_in),
          " out ", spi_str(spi_out), ", ", ts_string(lts), " === ", ts_string(rts), pfs ? ", PFS" : "");
@@ -852,6 +853,38 @@ class IkeSa {
     p.deleting = std::move(deleting);
     p.message = sealed(Exchange::kInformational, false, p.message_id, pl);
     send_request(std::move(p), now);
+  }
+
+  // A further Child SA on this IKE SA (CREATE_CHILD_SA without REKEY_SA).
+  bool create_child(const ChildConfig& cc, TimePoint now) {
+    if (pending_ || state_ != State::kEstablished) return false;
+    Pending p;
+    p.exchange = Exchange::kCreateChildSa;
+    p.message_id = next_out_id_++;
+    p.child = &cc;
+    p.new_spi_in = eng_.new_child_spi();
+    p.nonce.resize(eng_.opt_.nonce_len);
+    core::random_bytes(p.nonce);
+    std::vector<Payload> pl;
+    if (cc.mode == core::SaMode::kTransport) pl.push_back(notify(Notify::kUseTransportMode));
+    SaPayload sa;
+    std::uint8_t n = 1;
+    const bool pfs = !cc.esp_proposals.empty() && !cc.esp_proposals[0].dh.empty();
+    for (const auto& pr : cc.esp_proposals) sa.proposals.push_back(esp_offer(pr, n++, p.new_spi_in, pfs));
+    pl.push_back(make(PayloadType::kSa, encode_sa(sa)));
+    pl.push_back(make(PayloadType::kNonce, p.nonce));
+    if (pfs) {
+      std::string why;
+      p.dh = DhKey::generate(cc.esp_proposals[0].dh[0], why);
+      if (!p.dh) return false;
+      pl.push_back(make(PayloadType::kKe, encode_ke({static_cast<std::uint16_t>(p.dh->group()), p.dh->public_value()})));
+    }
+    pl.push_back(make(PayloadType::kTsi, encode_ts(to_ts(cc.local_ts))));
+    pl.push_back(make(PayloadType::kTsr, encode_ts(to_ts(cc.remote_ts))));
+    p.message = sealed(Exchange::kCreateChildSa, false, p.message_id, pl);
+    info(kTag, tag(), ": creating Child SA ", cc.name);
+    send_request(std::move(p), now);
+    return true;
   }
 
   void rekey_child(ChildSa& ch, TimePoint now) {
@@ -1557,6 +1590,35 @@ void Engine::receive(const Datagram& d, TimePoint now) {
     // Only the SA that got the message can have died of it.
     if (it->second->state_ == IkeSa::State::kDead) sas_.erase(it);
     else note_deadline(it->second->deadline());
+  }
+}
+
+void Engine::acquire(const std::string& conn, const std::string& child, TimePoint now) {
+  const std::string key = conn + "/" + child;
+  if (auto it = acquiring_.find(key); it != acquiring_.end() && now - it->second < std::chrono::seconds(10)) return;
+  const ChildConfig* cc = nullptr;
+  for (const auto& c : conns_)
+    if (c.name == conn)
+      for (const auto& ch : c.children)
+        if (ch.name == child) cc = &ch;
+  if (!cc) return;
+  acquiring_[key] = now;
+  info(kTag, key, ": acquire for a packet matching the trap policy");
+  for (auto& [spi, sa] : sas_) {
+    if (sa->conn_.name != conn) continue;
+    if (sa->state_ == IkeSa::State::kEstablished) {
+      for (const auto& c : sa->children_)
+        if (c.cfg == cc) return;  // already up
+      if (!sa->create_child(*cc, now)) acquiring_.erase(key);  // busy: the next packet retries
+      note_deadline(sa->deadline());
+      return;
+    }
+    if (sa->state_ == IkeSa::State::kInitSent || sa->state_ == IkeSa::State::kAuthSent) return;
+  }
+  std::string why;
+  if (!initiate(conn, child, now, why)) {
+    warn(kTag, key, ": cannot initiate: ", why);
+    acquiring_.erase(key);
   }
 }
 

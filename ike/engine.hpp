@@ -75,6 +75,10 @@ class Engine {
   // Initiates one connection (and its first child, or the named one).
   bool initiate(const std::string& conn, const std::string& child, TimePoint now,
                 std::string& why);
+  // A packet matched a trap policy of this connection/child and no SA is up:
+  // set it up (a new IKE SA, or a CREATE_CHILD_SA on an established one).
+  // Repeated acquires while one is under way are ignored.
+  void acquire(const std::string& conn, const std::string& child, TimePoint now);
   // A datagram for the engine.
   void receive(const Datagram& d, TimePoint now);
   // Runs due timers (retransmission, DPD, rekey, expiry).
@@ -113,6 +117,7 @@ class Engine {
   // A lower bound of the next SA deadline: exact after tick(), lowered by
   // every SA a message touches in between (an early wake-up only recomputes).
   TimePoint cached_deadline_ = TimePoint::max();
+  std::map<std::string, TimePoint> acquiring_;  // "conn/child" -> when asked
   std::vector<Datagram> out_;
   EngineCounters counters_;
   core::SecureBytes cookie_secret_;

@@ -354,3 +354,38 @@ TEST_CASE("IKEv2: fragmentation (RFC 7383) of IKE_AUTH and later exchanges, with
     check_keys_cross(p.ia, p.ib);
   }
 }
+
+TEST_CASE("IKEv2: acquire (trap) sets up the IKE SA, then further children by CREATE_CHILD_SA", "[ike][engine]") {
+  auto ca = conn(true, "k");
+  auto cb = conn(false, "k");
+  ca.children[0].start_action = ike::StartAction::kTrap;
+  ike::ChildConfig second;
+  second.name = "dmz";
+  second.local_ts = {*core::IpRange::parse("10.1.1.0/24")};
+  second.remote_ts = {*core::IpRange::parse("10.2.1.0/24")};
+  second.esp_proposals = ca.children[0].esp_proposals;
+  second.start_action = ike::StartAction::kTrap;
+  ike::ChildConfig second_b = second;
+  second_b.local_ts = second.remote_ts;
+  second_b.remote_ts = second.local_ts;
+  second_b.start_action = ike::StartAction::kNone;
+  ca.children.push_back(second);
+  cb.children.push_back(second_b);
+  Pair p(std::move(ca), std::move(cb));
+  p.a->start(p.now);  // trap: nothing starts by itself
+  p.pump();
+  CHECK(p.delivered == 0);
+  p.a->acquire("site-b", "lan", p.now);
+  p.a->acquire("site-b", "lan", p.now);  // a second packet: no second IKE SA
+  p.pump();
+  CHECK(p.a->established("site-b"));
+  CHECK(p.a->ike_sa_count() == 1);
+  CHECK(p.ia.active() == 1);
+  p.a->acquire("site-b", "dmz", p.now);
+  p.pump();
+  CHECK(p.ia.active() == 2);
+  CHECK(p.ib.active() == 2);
+  CHECK(p.a->ike_sa_count() == 1);
+  check_keys_cross(p.ia, p.ib);
+  CHECK(p.ia.installed.back().name.find("site-b/dmz/") == 0);
+}

@@ -263,6 +263,23 @@ check "DELETE from strongSwan clears ipsecgw's SAs" grep -q "peer deleted the IK
 check "no Child SA left in ipsecgw" bash -c "sleep 1.2; $PY -c \"import json,sys; sys.exit(json.load(open('$WORK/a.json'))['active_sas'])\""
 stop_all
 
+# trap: the first packet to the remote network brings the tunnel up; the
+# packets held meanwhile are sent once the Child SA is installed.
+echo "== trap: ipsecgw sets up the SA when the first packet arrives"
+netns_teardown "$NS"; netns_setup "$NS"
+start_charon
+write_swanctl "aes256gcm16-prfsha384-x25519" "aes256gcm16" none "a long shared secret"
+write_ipsecgw "aes256gcm16-prfsha384-x25519" "aes256gcm16" trap "a long shared secret"
+start_ipsecgw
+sleep 1
+check "trap: nothing is set up before traffic" bash -c "! grep -q 'IKE_SA_INIT' $WORK/a.log"
+ip netns exec "$NS-ha" ping -c 1 -W 5 10.2.0.2 > "$WORK/ping-trap.log" 2>&1
+check "trap: the very first ping is answered (held, then sent)" grep -q " 0% packet loss" "$WORK/ping-trap.log"
+check "trap: acquire logged" grep -q "acquire for a packet matching the trap policy" "$WORK/a.log"
+check "trap: ping A->B afterwards" ip netns exec "$NS-ha" ping -c 3 -i 0.2 -W 2 -q 10.2.0.2
+check "trap: exactly one IKE SA" test "$(grep -c 'initiating IKE_SA_INIT' "$WORK/a.log")" -eq 1
+stop_all
+
 # DPD: charon killed, ipsecgw notices within dpd_delay + dpd_timeout.
 echo "== DPD: strongSwan killed"
 netns_teardown "$NS"; netns_setup "$NS"
