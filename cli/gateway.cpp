@@ -205,11 +205,23 @@ int Gateway::run() {
   std::function<void(const boost::system::error_code&)> on_stats =
       [&](const boost::system::error_code& ec) {
         if (ec) return;
+        if (engine_) {
+          // Byte lifetimes of negotiated Child SAs.
+          auto snap = dp_->snapshot();
+          const auto now = ike::Clock::now();
+          for (const auto& out : snap->outbound) {
+            std::uint64_t bytes = out->counters().out.bytes.load(std::memory_order_relaxed);
+            if (auto in = snap->inbound.find(out->params().in.spi); in != snap->inbound.end())
+              bytes += in->second->counters().in.bytes.load(std::memory_order_relaxed);
+            engine_->bytes_used(out->params().name, bytes, now);
+          }
+          after_engine();
+        }
         write_stats();
         stats_timer.expires_after(std::chrono::seconds(1));
         stats_timer.async_wait(on_stats);
       };
-  if (!stats_file_.empty()) on_stats({});
+  if (!stats_file_.empty() || engine_) on_stats({});
 
   boost::asio::steady_timer ka_timer(io);
   std::function<void(const boost::system::error_code&)> on_keepalive =

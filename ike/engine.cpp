@@ -1593,6 +1593,25 @@ void Engine::receive(const Datagram& d, TimePoint now) {
   }
 }
 
+void Engine::bytes_used(const std::string& sa_name, std::uint64_t bytes, TimePoint now) {
+  for (auto& [spi, sa] : sas_) {
+    for (auto it = sa->children_.begin(); it != sa->children_.end(); ++it) {
+      if (it->name != sa_name) continue;
+      const auto& cc = *it->cfg;
+      if (cc.life_bytes && bytes >= cc.life_bytes) {
+        warn(kTag, sa->tag(), ": Child SA ", it->name, " reached life_bytes (", bytes, "), removed");
+        installer_.remove(it->name);
+        sa->children_.erase(it);
+      } else if (cc.rekey_bytes && bytes >= cc.rekey_bytes && !it->rekeying && it->rekey_at > now) {
+        info(kTag, sa->tag(), ": Child SA ", it->name, " reached rekey_bytes (", bytes, ")");
+        it->rekey_at = now;  // the next tick rekeys it
+        note_deadline(now);
+      }
+      return;
+    }
+  }
+}
+
 void Engine::acquire(const std::string& conn, const std::string& child, TimePoint now) {
   const std::string key = conn + "/" + child;
   if (auto it = acquiring_.find(key); it != acquiring_.end() && now - it->second < std::chrono::seconds(10)) return;

@@ -79,6 +79,9 @@ class Engine {
   // set it up (a new IKE SA, or a CREATE_CHILD_SA on an established one).
   // Repeated acquires while one is under way are ignored.
   void acquire(const std::string& conn, const std::string& child, TimePoint now);
+  // Bytes an installed Child SA has carried (both directions), reported by
+  // the data plane's owner; drives rekey_bytes and life_bytes.
+  void bytes_used(const std::string& sa_name, std::uint64_t bytes, TimePoint now);
   // A datagram for the engine.
   void receive(const Datagram& d, TimePoint now);
   // Runs due timers (retransmission, DPD, rekey, expiry).

@@ -389,3 +389,25 @@ TEST_CASE("IKEv2: acquire (trap) sets up the IKE SA, then further children by CR
   check_keys_cross(p.ia, p.ib);
   CHECK(p.ia.installed.back().name.find("site-b/dmz/") == 0);
 }
+
+TEST_CASE("IKEv2: byte lifetimes: rekey_bytes rekeys, life_bytes removes", "[ike][engine]") {
+  auto ca = conn(true, "k");
+  ca.children[0].rekey_bytes = 1000000;
+  ca.children[0].life_bytes = 2000000;
+  Pair p(std::move(ca), conn(false, "k"));
+  p.a->start(p.now);
+  p.pump();
+  REQUIRE(p.ia.active() == 1);
+  const auto first = p.ia.installed[0].name;
+  p.a->bytes_used(first, 999999, p.now);
+  p.advance(100ms);
+  CHECK(p.ia.installed.size() == 1);
+  p.a->bytes_used(first, 1000001, p.now);
+  p.advance(100ms);
+  CHECK(p.ia.installed.size() == 2);  // rekeyed, the old one deleted
+  CHECK(p.ia.active() == 1);
+  check_keys_cross(p.ia, p.ib);
+  const auto second = p.ia.installed[1].name;
+  p.a->bytes_used(second, 2000001, p.now);
+  CHECK(p.ia.active() == 0);
+}
