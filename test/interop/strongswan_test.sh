@@ -106,7 +106,7 @@ write_swanctl() {
 connections {
   gw-a {
     version = 2
-    local_addrs = 198.51.100.2
+    local_addrs = ${SW_LOCAL:-198.51.100.2}
     remote_addrs = ${SW_REMOTE:-198.51.100.1}
     proposals = $1
     rekey_time = ${6:-4h}
@@ -150,7 +150,7 @@ write_ipsecgw() {
     "site-b": {
       "version": 2,
       "local_addrs": ["${GW_LOCAL:-198.51.100.1}"],
-      "remote_addrs": ["198.51.100.2"],
+      "remote_addrs": ["${GW_REMOTE:-198.51.100.2}"],
       "local":  { "auth": "psk", "id": "gw-a.example" },
       "remote": { "auth": "psk", "id": "gw-b.example" },
       "proposals": ["$1"],
@@ -221,6 +221,9 @@ run_case() {
 # 1-3: three suites, both directions of initiation.
 run_case "GCM+X25519" ipsecgw "aes256gcm16-prfsha384-x25519" "aes256gcm16"
 run_case "CBC+SHA256+MODP2048" strongswan "aes128-sha256-modp2048" "aes128-sha256"
+SW_LOCAL=2001:db8::2 SW_REMOTE=2001:db8::1 GW_LOCAL=2001:db8::1 GW_REMOTE=2001:db8::2 \
+  run_case "GCM+X25519 over IPv6" ipsecgw "aes128gcm16-prfsha256-x25519" "aes128gcm16"
+check "IPv6: IKE ran between the IPv6 addresses" grep -q "IKE SA established with 'gw-b.example' at \[2001:db8::2\]" "$WORK/a.log"
 run_case "ChaCha20+ECP256" ipsecgw "chacha20poly1305-prfsha256-ecp256" "chacha20poly1305"
 
 # DELETE from ipsecgw (SIGTERM) reaches strongSwan, which clears its SAs.
