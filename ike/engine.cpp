@@ -263,6 +263,13 @@ class IkeSa {
     std::size_t bytes = 0;
   };
   std::optional<Reassembly> frags_;
+  // Child SA rekey collisions (RFC 7296 2.8.1): for a child we are rekeying,
+  // the nonces of the peer's simultaneous rekey and the SA it created.
+  struct Collision {
+    Bytes peer_ni, our_nr;
+    std::uint32_t new_spi_in = 0;
+  };
+  std::map<std::uint32_t, Collision> collisions_;  // by the old SA's inbound SPI
   std::optional<Pending> pending_;
   std::vector<ChildSa> children_;
   const ChildConfig* first_child_ = nullptr;
@@ -788,21 +795,39 @@ class IkeSa {
       send_response(Exchange::kCreateChildSa, h.message_id, {notify(Notify::kInvalidSyntax)});
       return;
     }
+    // A rekey names the SA by the sender's inbound SPI, our outbound one.
+    std::uint32_t rekeyed_in = 0;
+    bool collision = false;
+    if (const auto* rk = p.find(Notify::kRekeySa)) {
+      if (rk->spi.size() != 4) {
+        send_response(Exchange::kCreateChildSa, h.message_id, {notify(Notify::kInvalidSyntax)});
+        return;
+      }
+      const std::uint32_t old_out = static_cast<std::uint32_t>(rk->spi[0] << 24 | rk->spi[1] << 16 | rk->spi[2] << 8 | rk->spi[3]);
+      auto it = std::find_if(children_.begin(), children_.end(), [&](const ChildSa& c) { return c.spi_out == old_out; });
+      if (it == children_.end()) {
+        // Already rekeyed and deleted (e.g. we won a collision): RFC 7296 2.25.
+        send_response(Exchange::kCreateChildSa, h.message_id,
+                      {notify(Notify::kChildSaNotFound, {}, ProtocolId::kEsp, rk->spi)});
+        return;
+      }
+      rekeyed_in = it->spi_in;
+      collision = it->rekeying;
+      info(kTag, tag(), ": peer rekeys Child SA ", it->name, collision ? " while we rekey it too (collision)" : "");
+    }
     std::vector<Payload> pl{make(PayloadType::kNonce, nr)};
-    auto child_pl = respond_child(p, p.nonce, nr, nullptr, now);
+    std::optional<std::uint32_t> new_in;
+    auto child_pl = respond_child(p, p.nonce, nr, nullptr, now, 0, &new_in);
     if (child_pl.size() == 1 && child_pl[0].type == PayloadType::kNotify) {
       send_response(Exchange::kCreateChildSa, h.message_id, child_pl);
       return;
     }
+    if (collision && new_in) collisions_[rekeyed_in] = {p.nonce, nr, *new_in};
     // SA first, then Nonce, as RFC 7296 1.3 lays the exchange out.
     std::vector<Payload> out;
     for (auto& x : child_pl) {
       out.push_back(x);
       if (x.type == PayloadType::kSa) out.push_back(pl[0]);
-    }
-    if (const auto* rk = p.find(Notify::kRekeySa); rk && rk->spi.size() == 4) {
-      const std::uint32_t old_out = static_cast<std::uint32_t>(rk->spi[0] << 24 | rk->spi[1] << 16 | rk->spi[2] << 8 | rk->spi[3]);
-      info(kTag, tag(), ": peer rekeys the Child SA with outbound SPI ", spi_str(old_out));
     }
     send_response(Exchange::kCreateChildSa, h.message_id, out);
   }
@@ -1024,6 +1049,28 @@ class IkeSa {
     const std::size_t before = children_.size();
     child_from_response(ctx, q, now, shared ? &*shared : nullptr);
     if (children_.size() == before) return;
+    if (auto col = collisions_.find(ctx.rekeyed_spi_in); col != collisions_.end()) {
+      // Both ends rekeyed this child at once. The SA made by the exchange
+      // with the lowest of the four nonces is redundant, and the end that
+      // initiated that exchange deletes it; the other end deletes the old SA.
+      const Collision c = col->second;
+      collisions_.erase(col);
+      auto less = [](const Bytes& a, const Bytes& b) {
+        return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end());
+      };
+      const Bytes& ours_min = less(ctx.nonce, p.nonce) ? ctx.nonce : p.nonce;
+      const Bytes& theirs_min = less(c.peer_ni, c.our_nr) ? c.peer_ni : c.our_nr;
+      if (less(ours_min, theirs_min)) {
+        info(kTag, tag(), ": rekey collision lost (lowest nonce is ours): deleting our redundant Child SA");
+        old = std::find_if(children_.begin(), children_.end(),
+                           [&](const ChildSa& x) { return x.spi_in == ctx.rekeyed_spi_in; });
+        if (old != children_.end()) old->rekey_at = TimePoint::max();  // the peer deletes it
+        const std::uint32_t spi = ctx.new_spi_in;
+        send_informational({make(PayloadType::kDelete, encode_delete({ProtocolId::kEsp, {spi}}))}, now, false, false, {spi});
+        return;
+      }
+      info(kTag, tag(), ": rekey collision won: keeping our new Child SA");
+    }
     // Make-before-break: the new SA is installed; now delete the old one.
     old = std::find_if(children_.begin(), children_.end(),
                        [&](const ChildSa& c) { return c.spi_in == ctx.rekeyed_spi_in; });

@@ -411,3 +411,38 @@ TEST_CASE("IKEv2: byte lifetimes: rekey_bytes rekeys, life_bytes removes", "[ike
   p.a->bytes_used(second, 2000001, p.now);
   CHECK(p.ia.active() == 0);
 }
+
+TEST_CASE("IKEv2: simultaneous Child SA rekey from both ends (RFC 7296 2.8.1)", "[ike][engine]") {
+  for (int round = 0; round < 8; ++round) {  // the nonces decide who wins; try both outcomes
+    auto ca = conn(true, "k");
+    auto cb = conn(false, "k");
+    ca.children[0].rekey_bytes = 1000;
+    cb.children[0].rekey_bytes = 1000;
+    Pair p(std::move(ca), std::move(cb));
+    p.a->start(p.now);
+    p.pump();
+    REQUIRE(p.ia.active() == 1);
+    p.a->bytes_used(p.ia.installed[0].name, 5000, p.now);
+    p.b->bytes_used(p.ib.installed[0].name, 5000, p.now);
+    p.a->tick(p.now);  // both send CREATE_CHILD_SA with REKEY_SA before either answers
+    p.b->tick(p.now);
+    p.pump();
+    p.advance(5s);
+    INFO("round " << round);
+    CHECK(p.ia.active() == 1);
+    CHECK(p.ib.active() == 1);
+    CHECK(p.a->child_sa_count() == 1);
+    CHECK(p.b->child_sa_count() == 1);
+    // The surviving pair matches crosswise.
+    std::vector<FakeInstaller::Entry> la, lb;
+    for (const auto& e : p.ia.installed)
+      if (std::find(p.ia.removed.begin(), p.ia.removed.end(), e.name) == p.ia.removed.end()) la.push_back(e);
+    for (const auto& e : p.ib.installed)
+      if (std::find(p.ib.removed.begin(), p.ib.removed.end(), e.name) == p.ib.removed.end()) lb.push_back(e);
+    REQUIRE(la.size() == 1);
+    REQUIRE(lb.size() == 1);
+    CHECK(la[0].spi_in == lb[0].spi_out);
+    CHECK(la[0].key_in == lb[0].key_out);
+    CHECK(la[0].name != p.ia.installed[0].name);  // the old one is gone
+  }
+}
