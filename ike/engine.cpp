@@ -270,6 +270,8 @@ class IkeSa {
     std::uint32_t new_spi_in = 0;
   };
   std::map<std::uint32_t, Collision> collisions_;  // by the old SA's inbound SPI
+  std::optional<Collision> ike_collision_;          // IKE SA rekey collision (2.8.2)
+  std::uint64_t ike_collision_spi_ = 0;             // our SPI of the peer's new IKE SA
   std::optional<Pending> pending_;
   std::vector<ChildSa> children_;
   const ChildConfig* first_child_ = nullptr;
@@ -1013,11 +1015,41 @@ class IkeSa {
     sa->peer_id_ = peer_id_;
     sa->state_ = State::kEstablished;
     sa->last_heard_ = now;
+    if (conn_.rekey_time) sa->rekey_at_ = now + std::chrono::seconds(conn_.rekey_time);
+    const auto new_spi = sa->spi_i_;
+    if (ike_collision_) {
+      // Both ends rekeyed (RFC 7296 2.8.2): the new SA of the exchange with
+      // the lowest nonce is redundant and its initiator deletes it; the
+      // winner's initiator deletes the old SA.
+      const Collision c = *ike_collision_;
+      ike_collision_.reset();
+      auto less = [](const Bytes& a, const Bytes& b) {
+        return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end());
+      };
+      const Bytes& ours_min = less(ctx.nonce, p.nonce) ? ctx.nonce : p.nonce;
+      const Bytes& theirs_min = less(c.peer_ni, c.our_nr) ? c.peer_ni : c.our_nr;
+      auto peer_sa = eng_.sas_.find(ike_collision_spi_);
+      if (less(ours_min, theirs_min) && peer_sa != eng_.sas_.end()) {
+        info(kTag, tag(), ": IKE SA rekey collision lost: keeping the peer's new SA ", peer_sa->second->tag());
+        peer_sa->second->children_ = std::move(children_);
+        children_.clear();
+        peer_sa->second->rekey_at_ = conn_.rekey_time ? now + std::chrono::seconds(conn_.rekey_time) : TimePoint::max();
+        eng_.note_deadline(peer_sa->second->deadline());
+        IkeSa* mine = sa.get();
+        sa->rekey_at_ = TimePoint::max();
+        eng_.add_sa(std::move(sa), new_spi);
+        mine->send_informational({make(PayloadType::kDelete, encode_delete({ProtocolId::kIke, {}}))}, now, false, true);
+        eng_.note_deadline(mine->deadline());
+        state_ = State::kDeleting;  // the peer deletes the old SA
+        rekey_at_ = TimePoint::max();
+        return;
+      }
+      info(kTag, tag(), ": IKE SA rekey collision won: keeping our new SA");
+      if (peer_sa != eng_.sas_.end()) peer_sa->second->rekey_at_ = TimePoint::max();  // the peer deletes it
+    }
     sa->children_ = std::move(children_);
     children_.clear();
-    if (conn_.rekey_time) sa->rekey_at_ = now + std::chrono::seconds(conn_.rekey_time);
     info(kTag, tag(), ": IKE SA rekeyed, now ", sa->tag(), " (", sa->children_.size(), " Child SAs moved)");
-    const auto new_spi = sa->spi_i_;
     eng_.add_sa(std::move(sa), new_spi);
     send_informational({make(PayloadType::kDelete, encode_delete({ProtocolId::kIke, {}}))}, now, false, true);
   }
@@ -1410,13 +1442,23 @@ void IkeSa::respond_ike_rekey(const Header& h, const Parsed& p, const Bytes& nr,
   sa->peer_id_ = peer_id_;
   sa->state_ = State::kEstablished;
   sa->last_heard_ = now;
-  sa->children_ = std::move(children_);
-  children_.clear();
   if (conn_.rekey_time) sa->rekey_at_ = now + std::chrono::seconds(conn_.rekey_time);
-  info(kTag, tag(), ": IKE SA rekeyed by the peer, now ", sa->tag(), " (", sa->children_.size(),
-       " Child SAs moved)");
-  // The old SA stays until the peer deletes it.
   const auto new_spi = sa->spi_r_;
+  if (pending_ && pending_->new_ike_spi) {
+    // We are rekeying this IKE SA too (RFC 7296 2.8.2): decide which new SA
+    // survives when our own exchange completes; the Child SAs stay here
+    // until then.
+    ike_collision_ = Collision{p.nonce, nr, 0};
+    ike_collision_spi_ = new_spi;
+    sa->rekey_at_ = TimePoint::max();
+    info(kTag, tag(), ": IKE SA rekey collision: the peer rekeys it while we do");
+  } else {
+    sa->children_ = std::move(children_);
+    children_.clear();
+    info(kTag, tag(), ": IKE SA rekeyed by the peer, now ", sa->tag(), " (", sa->children_.size(),
+         " Child SAs moved)");
+  }
+  // The old SA stays until the peer deletes it.
   eng_.add_sa(std::move(sa), new_spi);
 }
 

@@ -446,3 +446,33 @@ TEST_CASE("IKEv2: simultaneous Child SA rekey from both ends (RFC 7296 2.8.1)", 
     CHECK(la[0].name != p.ia.installed[0].name);  // the old one is gone
   }
 }
+
+TEST_CASE("IKEv2: simultaneous IKE SA rekey from both ends (RFC 7296 2.8.2)", "[ike][engine]") {
+  for (int round = 0; round < 8; ++round) {
+    auto ca = conn(true, "k");
+    auto cb = conn(false, "k");
+    ca.rekey_time = 100;  // both established at the same instant: both rekey at once
+    cb.rekey_time = 100;
+    ca.children[0].rekey_time = 0;
+    cb.children[0].rekey_time = 0;
+    ca.children[0].rekey_bytes = 1000;
+    Pair p(std::move(ca), std::move(cb));
+    p.a->start(p.now);
+    p.pump();
+    REQUIRE(p.a->established("site-b"));
+    p.advance(101s);
+    p.advance(5s);
+    INFO("round " << round);
+    CHECK(p.a->ike_sa_count() == 1);
+    CHECK(p.b->ike_sa_count() == 1);
+    CHECK(p.a->child_sa_count() == 1);
+    CHECK(p.b->child_sa_count() == 1);
+    CHECK(p.ia.active() == 1);
+    CHECK(p.ib.active() == 1);
+    // The surviving IKE SA works: a Child SA rekey over it derives matching keys.
+    p.a->bytes_used(p.ia.installed[0].name, 5000, p.now);
+    p.advance(2s);
+    CHECK(p.ia.installed.size() == 2);
+    check_keys_cross(p.ia, p.ib);
+  }
+}
