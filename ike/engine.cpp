@@ -711,6 +711,19 @@ class IkeSa {
       return;
     }
     peer_id_ = p.idi->to_string();
+    if (p.find(Notify::kInitialContact)) {
+      // The peer starts afresh (RFC 7296 2.4): its older IKE SAs with us are
+      // stale; remove them without sending DELETE.
+      for (auto& [spi, other] : eng_.sas_) {
+        if (other.get() == this || &other->conn_ != &conn_ || other->peer_id_ != peer_id_ ||
+            other->state_ != State::kEstablished)
+          continue;
+        info(kTag, tag(), ": INITIAL_CONTACT from '", peer_id_, "': removing stale ", other->tag());
+        other->remove_children();
+        other->state_ = State::kDead;
+        eng_.note_deadline(now);
+      }
+    }
     const IdPayload id = local_id();
     const Bytes id_body = encode_id(id);
     std::vector<Payload> pl;

@@ -476,3 +476,21 @@ TEST_CASE("IKEv2: simultaneous IKE SA rekey from both ends (RFC 7296 2.8.2)", "[
     check_keys_cross(p.ia, p.ib);
   }
 }
+
+TEST_CASE("IKEv2: INITIAL_CONTACT makes the responder drop the peer's stale IKE SAs", "[ike][engine]") {
+  Pair p(conn(true, "k"), conn(false, "k"));
+  p.a->start(p.now);
+  p.pump();
+  REQUIRE(p.b->ike_sa_count() == 1);
+  // The initiator "reboots": a fresh engine, same identity, INITIAL_CONTACT.
+  FakeInstaller fresh;
+  std::vector<ike::ConnectionConfig> v;
+  v.push_back(conn(true, "k"));
+  p.a = std::make_unique<ike::Engine>(std::move(v), fresh);
+  p.a->start(p.now);
+  p.pump();
+  p.advance(1s);
+  CHECK(p.a->established("site-b"));
+  CHECK(p.b->ike_sa_count() == 1);
+  CHECK(p.ib.active() == 1);
+}
