@@ -3,21 +3,26 @@
 # ESP tunnel between two gateways in network namespaces, with a host behind
 # each, then shows traffic crossing it and what the gateways counted.
 #
-#   host-a 10.1.0.2 -- gw-a 198.51.100.1 ==ESP in UDP 4500== 198.51.100.2 gw-b -- 10.2.0.2 host-b
+#   host-a 10.1.0.2 -- gw-a 198.51.100.1 ====== ESP ====== 198.51.100.2 gw-b -- 10.2.0.2 host-b
 #
 # Run as root on Debian. Everything it creates is removed when it ends.
+#
+#   MODE=ike     (default) the gateways negotiate the SAs with IKEv2 (PSK);
+#   MODE=manual  manual keys instead; IKE=... and ESP=... choose the proposals.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 ESP=${ESP:-aes256gcm16}
 ENCAP=${ENCAP:-udp}
+MODE=${MODE:-ike}
+IKE=${IKE:-aes256gcm16-prfsha384-x25519}
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "demo.sh: run as root (it creates network namespaces and TUN devices)" >&2
   exit 1
 fi
 bash scripts/install-deps.sh demo
-if [ ! -x build/cli/ipsecgw ] || [ -n "$(find core esp tun config cli -newer build/cli/ipsecgw -name '*.[ch]pp' 2>/dev/null | head -1)" ]; then
+if [ ! -x build/cli/ipsecgw ] || [ -n "$(find core esp ike tun config cli -newer build/cli/ipsecgw -name '*.[ch]pp' 2>/dev/null | head -1)" ]; then
   echo "== building ipsecgw"
   cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
   cmake --build build -j"$(nproc)" --target ipsecgw >/dev/null
@@ -40,16 +45,27 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "network namespaces $NS-{ha,ga,gb,hb}: two sites joined by a 'wan' link"
 netns_setup "$NS"
-write_pair_configs "$WORK" "$ESP" "$ENCAP" 4 "$(esp_key_len "$ESP")"
+if [ "$MODE" = ike ]; then
+  write_ike_pair_configs "$WORK" "$IKE" "$ESP"
+else
+  write_pair_configs "$WORK" "$ESP" "$ENCAP" 4 "$(esp_key_len "$ESP")"
+fi
 "$IPSECGW" check -c "$WORK/gw-a.json"
 
-say "starting gateway A and gateway B (ESP $ESP, encapsulation $ENCAP)"
+if [ "$MODE" = ike ]; then
+  say "starting gateway A and gateway B: IKEv2 with a pre-shared key, $IKE / $ESP"
+else
+  say "starting gateway A and gateway B (manual keys, ESP $ESP, encapsulation $ENCAP)"
+fi
 ip netns exec "$NS-ga" "$IPSECGW" run -c "$WORK/gw-a.json" --stats-file "$WORK/a.json" > "$WORK/a.log" 2>&1 &
 PIDS+=($!)
 ip netns exec "$NS-gb" "$IPSECGW" run -c "$WORK/gw-b.json" --stats-file "$WORK/b.json" > "$WORK/b.log" 2>&1 &
 PIDS+=($!)
 wait_for "$WORK/a.log" "gateway: up" && wait_for "$WORK/b.log" "gateway: up" || {
   echo "a gateway did not start:"; cat "$WORK/a.log" "$WORK/b.log"; exit 1; }
+if [ "$MODE" = ike ]; then
+  wait_for "$WORK/a.log" "Child SA .* installed" 100 || { echo "no Child SA:"; cat "$WORK/a.log"; exit 1; }
+fi
 sed 's/^/  gw-a | /' "$WORK/a.log"
 
 say "routes on gateway A: protected traffic goes to the TUN device"

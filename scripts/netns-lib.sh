@@ -110,3 +110,40 @@ wait_for() {
   done
   return 1
 }
+
+# Writes two gateway configurations that negotiate with IKEv2 (PSK): gw-a
+# initiates at start, gw-b responds.
+# usage: write_ike_pair_configs DIR IKE_PROPOSAL ESP_PROPOSAL
+write_ike_pair_configs() {
+  local dir=$1 ike=$2 esp=$3 psk
+  psk=$(openssl rand -hex 24)
+  for side in a b; do
+    local la lb lts rts lid rid start
+    if [ "$side" = a ]; then
+      la=198.51.100.1; lb=198.51.100.2; lts='"10.1.0.0/24", "fd01::/64"'; rts='"10.2.0.0/24", "fd02::/64"'
+      lid=gw-a.example; rid=gw-b.example; start=start
+    else
+      la=198.51.100.2; lb=198.51.100.1; lts='"10.2.0.0/24", "fd02::/64"'; rts='"10.1.0.0/24", "fd01::/64"'
+      lid=gw-b.example; rid=gw-a.example; start=none
+    fi
+    cat > "$dir/gw-$side.json" <<JSON
+{
+  "tun": { "name": "ipsec0", "mtu": 1400 },
+  "connections": {
+    "peer": {
+      "local_addrs": ["$la"], "remote_addrs": ["$lb"],
+      "local":  { "auth": "psk", "id": "$lid" },
+      "remote": { "auth": "psk", "id": "$rid" },
+      "proposals": ["$ike"],
+      "dpd_delay": 10,
+      "children": {
+        "lan": { "local_ts": [$lts], "remote_ts": [$rts],
+                 "esp_proposals": ["$esp"], "start_action": "$start" }
+      }
+    }
+  },
+  "secrets": { "peer": { "ids": ["gw-a.example", "gw-b.example"], "secret": "0x$psk" } }
+}
+JSON
+  done
+}
