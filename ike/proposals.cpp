@@ -109,6 +109,35 @@ Proposal esp_offer(const core::Proposal& p, std::uint8_t number, std::uint32_t s
   return o;
 }
 
+namespace {
+// The first of our alternatives (in our order) that the peer's proposal
+// offers: recorded as chosen and added to the reply.
+template <class T, class ToTransform>
+bool pick(const std::vector<T>& mine, const Proposal& theirs, ToTransform to_transform, T& chosen,
+          Proposal& reply) {
+  for (const auto& m : mine) {
+    const Transform t = to_transform(m);
+    if (has(theirs, t)) {
+      chosen = m;
+      reply.transforms.push_back(t);
+      return true;
+    }
+  }
+  return false;
+}
+
+Transform integ_tf(IntegAlg i) { return {TransformType::kInteg, integ_id(i), 0}; }
+Transform prf_tf(PrfAlg f) { return {TransformType::kPrf, prf_id(f), 0}; }
+Transform dh_tf(core::DhGroup g) { return {TransformType::kDh, static_cast<std::uint16_t>(g), 0}; }
+
+std::vector<core::DhGroup> supported(const std::vector<core::DhGroup>& groups) {
+  std::vector<core::DhGroup> out;
+  for (auto g : groups)
+    if (dh_supported(g)) out.push_back(g);
+  return out;
+}
+}  // namespace
+
 std::optional<IkeChoice> select_ike(const std::vector<core::Proposal>& ours, const SaPayload& theirs) {
   for (const auto& mine : ours) {
     for (const auto& tp : theirs.proposals) {
@@ -116,50 +145,11 @@ std::optional<IkeChoice> select_ike(const std::vector<core::Proposal>& ours, con
       IkeChoice c;
       c.reply.number = tp.number;
       c.reply.protocol = ProtocolId::kIke;
-      bool ok = false;
-      for (const auto& e : mine.enc) {
-        if (has(tp, encr(e))) {
-          c.t.enc = e;
-          c.reply.transforms.push_back(encr(e));
-          ok = true;
-          break;
-        }
-      }
-      if (!ok) continue;
-      if (core::is_aead(c.t.enc.alg)) {
-        c.t.integ = IntegAlg::kNone;  // an AEAD proposal carries no (or NONE) integrity
-      } else {
-        ok = false;
-        for (auto i : mine.integ) {
-          if (has(tp, {TransformType::kInteg, integ_id(i), 0})) {
-            c.t.integ = i;
-            c.reply.transforms.push_back({TransformType::kInteg, integ_id(i), 0});
-            ok = true;
-            break;
-          }
-        }
-        if (!ok) continue;
-      }
-      ok = false;
-      for (auto f : prfs_of(mine)) {
-        if (has(tp, {TransformType::kPrf, prf_id(f), 0})) {
-          c.t.prf = f;
-          c.reply.transforms.push_back({TransformType::kPrf, prf_id(f), 0});
-          ok = true;
-          break;
-        }
-      }
-      if (!ok) continue;
-      ok = false;
-      for (auto g : mine.dh) {
-        if (has(tp, {TransformType::kDh, static_cast<std::uint16_t>(g), 0}) && dh_supported(g)) {
-          c.t.dh = g;
-          c.reply.transforms.push_back({TransformType::kDh, static_cast<std::uint16_t>(g), 0});
-          ok = true;
-          break;
-        }
-      }
-      if (!ok) continue;
+      if (!pick(mine.enc, tp, encr, c.t.enc, c.reply)) continue;
+      // An AEAD proposal carries no (or NONE) integrity.
+      if (!core::is_aead(c.t.enc.alg) && !pick(mine.integ, tp, integ_tf, c.t.integ, c.reply)) continue;
+      if (!pick(prfs_of(mine), tp, prf_tf, c.t.prf, c.reply)) continue;
+      if (!pick(supported(mine.dh), tp, dh_tf, c.t.dh, c.reply)) continue;
       return c;
     }
   }
@@ -175,52 +165,26 @@ std::optional<EspChoice> select_esp(const std::vector<core::Proposal>& ours, con
       c.peer_spi = static_cast<std::uint32_t>(tp.spi[0] << 24 | tp.spi[1] << 16 | tp.spi[2] << 8 | tp.spi[3]);
       c.reply.number = tp.number;
       c.reply.protocol = ProtocolId::kEsp;
-      bool ok = false;
-      for (const auto& e : mine.enc) {
-        if (has(tp, encr(e))) {
-          c.t.enc = e;
-          c.reply.transforms.push_back(encr(e));
-          ok = true;
-          break;
-        }
-      }
-      if (!ok) continue;
-      if (!core::is_aead(c.t.enc.alg)) {
-        ok = false;
-        for (auto i : mine.integ) {
-          if (has(tp, {TransformType::kInteg, integ_id(i), 0})) {
-            c.t.integ = i;
-            c.reply.transforms.push_back({TransformType::kInteg, integ_id(i), 0});
-            ok = true;
-            break;
-          }
-        }
-        if (!ok) continue;
-      }
+      if (!pick(mine.enc, tp, encr, c.t.enc, c.reply)) continue;
+      if (!core::is_aead(c.t.enc.alg) && !pick(mine.integ, tp, integ_tf, c.t.integ, c.reply)) continue;
       if (want_dh && !mine.dh.empty()) {
-        ok = false;
-        for (auto g : mine.dh) {
-          if (has(tp, {TransformType::kDh, static_cast<std::uint16_t>(g), 0}) && dh_supported(g)) {
-            c.dh = g;
-            c.reply.transforms.push_back({TransformType::kDh, static_cast<std::uint16_t>(g), 0});
-            ok = true;
-            break;
-          }
-        }
-        if (!ok) continue;
+        core::DhGroup g{};
+        if (!pick(supported(mine.dh), tp, dh_tf, g, c.reply)) continue;
+        c.dh = g;
       } else if (want_dh && has_type(tp, TransformType::kDh)) {
         // The peer asks for PFS and we have no group configured: not a match
         // unless it also offers NONE (0).
         if (!has(tp, {TransformType::kDh, 0, 0})) continue;
       }
       // ESN: ours (default: no) must be among theirs; none offered means no.
-      std::vector<bool> esn = mine.esn.empty() ? std::vector<bool>{false} : mine.esn;
-      ok = false;
+      const std::vector<bool> esn = mine.esn.empty() ? std::vector<bool>{false} : mine.esn;
       const bool peer_has_esn = has_type(tp, TransformType::kEsn);
+      bool ok = false;
       for (bool e : esn) {
-        if ((!peer_has_esn && !e) || has(tp, {TransformType::kEsn, static_cast<std::uint16_t>(e), 0})) {
+        const Transform t{TransformType::kEsn, static_cast<std::uint16_t>(e), 0};
+        if ((!peer_has_esn && !e) || has(tp, t)) {
           c.t.esn = e;
-          if (peer_has_esn) c.reply.transforms.push_back({TransformType::kEsn, static_cast<std::uint16_t>(e), 0});
+          if (peer_has_esn) c.reply.transforms.push_back(t);
           ok = true;
           break;
         }

@@ -33,32 +33,6 @@ stop_all() {
 cleanup() { stop_all; netns_teardown "$NS"; [ -n "${KEEP:-}" ] && echo "kept $WORK" || rm -rf "$WORK"; }
 trap cleanup EXIT
 
-tcp_transfer() {  # from_ns to_addr to_ns bytes
-  local from=$1 to_addr=$2 to_ns=$3 size=$4
-  head -c "$size" /dev/urandom > "$WORK/payload"
-  local want got
-  want=$(sha256sum < "$WORK/payload" | cut -d' ' -f1)
-  timeout 30 ip netns exec "$to_ns" $PY -c "
-import socket, hashlib
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('$to_addr', 5001)); s.listen(1); s.settimeout(20)
-c, _ = s.accept(); h = hashlib.sha256()
-while True:
-    b = c.recv(65536)
-    if not b: break
-    h.update(b)
-print(h.hexdigest())" > "$WORK/got" &
-  local rx=$!
-  sleep 0.5
-  timeout 30 ip netns exec "$from" $PY -c "
-import socket
-s = socket.create_connection(('$to_addr', 5001), timeout=20)
-s.sendall(open('$WORK/payload', 'rb').read()); s.close()"
-  wait $rx
-  got=$(cat "$WORK/got")
-  [ -n "$got" ] && [ "$got" = "$want" ]
-}
-
 # ---- strongSwan on gateway B --------------------------------------------------
 start_charon() {
   rm -rf "$WORK/run"

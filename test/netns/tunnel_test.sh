@@ -30,36 +30,6 @@ stop_all() {
 cleanup() { stop_all; netns_teardown "$NS"; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-# TCP transfer of N random bytes from namespace $1 to address $2 in namespace
-# $3; true when the SHA-256 on both ends agree.
-tcp_transfer() {
-  local from=$1 to_addr=$2 to_ns=$3 size=$4
-  head -c "$size" /dev/urandom > "$WORK/payload"
-  local want got
-  want=$(sha256sum < "$WORK/payload" | cut -d' ' -f1)
-  timeout 30 ip netns exec "$to_ns" $PY -c "
-import socket, hashlib, sys
-fam = socket.AF_INET6 if ':' in '$to_addr' else socket.AF_INET
-s = socket.socket(fam, socket.SOCK_STREAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('$to_addr', 5001)); s.listen(1); s.settimeout(20)
-c, _ = s.accept(); h = hashlib.sha256()
-while True:
-    b = c.recv(65536)
-    if not b: break
-    h.update(b)
-print(h.hexdigest())" > "$WORK/got" &
-  local rx=$!
-  sleep 0.5
-  timeout 30 ip netns exec "$from" $PY -c "
-import socket
-fam = socket.AF_INET6 if ':' in '$to_addr' else socket.AF_INET
-s = socket.create_connection(('$to_addr', 5001), timeout=20)
-s.sendall(open('$WORK/payload', 'rb').read()); s.close()"
-  wait $rx
-  got=$(cat "$WORK/got")
-  [ -n "$got" ] && [ "$got" = "$want" ]
-}
-
 stat_of() {  # stat_of FILE KEY -> totals.drops.KEY
   $PY -c "import json,sys; print(json.load(open('$1'))['totals']['drops']['$2'])"
 }
