@@ -26,6 +26,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/control.hpp"
 #include "config/config.hpp"
 #include "esp/dataplane.hpp"
 #include "ike/engine.hpp"
@@ -54,6 +55,8 @@ class Gateway {
   int run();
   // Statistics as JSON (also what --stats-file holds).
   [[nodiscard]] nlohmann::json stats();
+  // A control-socket request (see cli/control.hpp); runs on the control thread.
+  nlohmann::json handle_control(const nlohmann::json& req);
 
  private:
   bool setup(std::string& err);
@@ -62,6 +65,9 @@ class Gateway {
   void send_protected(std::vector<core::Packet*>& batch);
   tun::EspSocket* socket_for(const core::SaParams& p) const;
   void write_stats();
+  nlohmann::json control_status();
+  nlohmann::json control_sa();
+  nlohmann::json control_stats();
   void send_keepalives();
   // IKE: datagrams from the RX worker are queued and handled on the control
   // thread, which owns the engine; output goes out through the sockets.
@@ -90,6 +96,7 @@ class Gateway {
 
   config::Config cfg_;
   std::string stats_file_;
+  std::unique_ptr<ControlServer> control_;
   std::unique_ptr<esp::DataPlane> dp_;
   std::vector<std::unique_ptr<tun::LinuxTun>> tun_;
   std::unique_ptr<tun::LinkSetup> link_;

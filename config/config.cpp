@@ -1,5 +1,6 @@
 #include "config/config.hpp"
 
+#include <cstdlib>
 #include <fstream>
 #include <limits>
 #include <set>
@@ -603,7 +604,8 @@ LoadResult parse_config(std::string_view text) {
   }
   Walker w(r.errors);
   if (!w.is_object(doc, "$")) return r;
-  w.only_keys(doc, "$", {"tun", "udp_encap", "manual", "policies", "connections", "secrets", "log_level"});
+  w.only_keys(doc, "$", {"tun", "udp_encap", "manual", "policies", "connections", "secrets", "log_level",
+                         "control"});
   Config c;
   if (auto it = doc.find("tun"); it != doc.end()) parse_tun(w, *it, c.tun);
   if (auto it = doc.find("udp_encap"); it != doc.end() && w.is_object(*it, "$.udp_encap")) {
@@ -642,6 +644,21 @@ LoadResult parse_config(std::string_view text) {
       for (std::size_t i = 0; i < it->size(); ++i) {
         parse_policy(w, (*it)[i], "$.policies[" + std::to_string(i) + "]", sa_names, c.policies);
       }
+    }
+  }
+  if (auto it = doc.find("control"); it != doc.end() && w.is_object(*it, "$.control")) {
+    w.only_keys(*it, "$.control", {"socket", "mode"});
+    if (auto sock = w.string(*it, "$.control", "socket", false)) {
+      if (sock->empty() || sock->size() > 100 || (*sock)[0] != '/')
+        w.error("$.control.socket", "must be an absolute path of at most 100 characters");
+      else
+        c.control.socket = *sock;
+    }
+    if (auto m = w.string(*it, "$.control", "mode", false)) {
+      char* end = nullptr;
+      const unsigned long v = std::strtoul(m->c_str(), &end, 8);
+      if (m->empty() || *end != '\0' || v > 0777) w.error("$.control.mode", "must be an octal mode such as \"0600\"");
+      else c.control.mode = static_cast<unsigned>(v);
     }
   }
   if (auto it = doc.find("connections"); it != doc.end() && w.is_object(*it, "$.connections")) {

@@ -31,7 +31,13 @@ struct UdpEncapConfig {
   unsigned keepalive = 20;  // seconds between NAT keepalives, 0 = off
 };
 
+struct ControlConfig {
+  std::string socket = "/run/ipsecgw.sock";
+  unsigned mode = 0600;
+};
+
 struct Config {
+  ControlConfig control;
   TunConfig tun;
   UdpEncapConfig udp_encap;
   std::vector<core::SaParams> manual;

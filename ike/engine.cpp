@@ -1026,6 +1026,7 @@ class IkeSa {
     sa->keys_ = derive_ike_keys(sa->t_, shared->span(), sa->ni_, sa->nr_, sa->spi_i_, sa->spi_r_, &keys_.d);
     if (!sa->make_ciphers()) return;
     sa->peer_id_ = peer_id_;
+    sa->created_ = now;
     sa->state_ = State::kEstablished;
     sa->last_heard_ = now;
     if (conn_.rekey_time) sa->rekey_at_ = now + std::chrono::seconds(conn_.rekey_time);
@@ -1453,6 +1454,7 @@ void IkeSa::respond_ike_rekey(const Header& h, const Parsed& p, const Bytes& nr,
                 {make(PayloadType::kSa, encode_sa(out_sa)), make(PayloadType::kNonce, nr),
                  make(PayloadType::kKe, encode_ke({p.ke->group, dh->public_value()}))});
   sa->peer_id_ = peer_id_;
+  sa->created_ = now;
   sa->state_ = State::kEstablished;
   sa->last_heard_ = now;
   if (conn_.rekey_time) sa->rekey_at_ = now + std::chrono::seconds(conn_.rekey_time);
@@ -1807,6 +1809,82 @@ bool Engine::established(const std::string& conn) const {
   for (const auto& [spi, sa] : sas_)
     if (sa->conn_.name == conn && sa->state_ == IkeSa::State::kEstablished) return true;
   return false;
+}
+
+bool Engine::terminate(const std::string& conn, const std::string& child, TimePoint now, std::string& why) {
+  for (auto& [spi, sa] : sas_) {
+    if (sa->conn_.name != conn || sa->state_ != IkeSa::State::kEstablished) continue;
+    if (child.empty()) {
+      if (sa->pending_) {
+        // A request is outstanding: DELETE needs the window; send it unwaited.
+        sa->delete_sa(now);
+      } else {
+        sa->send_informational({make(PayloadType::kDelete, encode_delete({ProtocolId::kIke, {}}))}, now, false, true);
+        sa->state_ = IkeSa::State::kDeleting;
+      }
+      info(kTag, sa->tag(), ": deleting the IKE SA (requested)");
+      note_deadline(now);
+      return true;
+    }
+    for (const auto& c : sa->children_) {
+      if (c.cfg->name != child) continue;
+      if (sa->pending_) {
+        why = "the IKE SA is busy with another exchange; try again";
+        return false;
+      }
+      sa->send_informational({make(PayloadType::kDelete, encode_delete({ProtocolId::kEsp, {c.spi_in}}))}, now,
+                             false, false, {c.spi_in});
+      info(kTag, sa->tag(), ": deleting Child SA ", c.name, " (requested)");
+      note_deadline(sa->deadline());
+      return true;
+    }
+  }
+  why = child.empty() ? "no established IKE SA for '" + conn + "'"
+                      : "no Child SA '" + child + "' in an established IKE SA of '" + conn + "'";
+  return false;
+}
+
+std::vector<IkeStatus> Engine::status(TimePoint now) const {
+  static const char* states[] = {"CONNECTING", "AUTHENTICATING", "HALF_OPEN", "ESTABLISHED", "DELETING", "DEAD"};
+  auto secs = [&](TimePoint t) -> std::int64_t {
+    if (t == TimePoint::max()) return -1;
+    return std::max<std::int64_t>(0, std::chrono::duration_cast<std::chrono::seconds>(t - now).count());
+  };
+  std::vector<IkeStatus> out;
+  for (const auto& [spi, sa] : sas_) {
+    IkeStatus st;
+    st.connection = sa->conn_.name;
+    st.state = states[static_cast<int>(sa->state_)];
+    st.initiator = sa->initiator_;
+    st.spi_i = sa->spi_i_;
+    st.spi_r = sa->spi_r_;
+    st.local = sa->local_.to_string();
+    st.remote = sa->remote_.to_string();
+    st.local_id = sa->local_id().to_string();
+    st.remote_id = sa->peer_id_;
+    st.algorithms = sa->out_ ? sa->t_.name() : "";
+    st.nat_local = sa->nat_local_;
+    st.nat_remote = sa->nat_remote_;
+    st.udp_encap = sa->encap();
+    st.age_s = std::chrono::duration_cast<std::chrono::seconds>(now - sa->created_).count();
+    st.rekey_in_s = secs(sa->rekey_at_);
+    for (const auto& c : sa->children_) {
+      ChildStatus cs;
+      cs.name = c.name;
+      cs.child = c.cfg->name;
+      cs.spi_in = c.spi_in;
+      cs.spi_out = c.spi_out;
+      cs.algorithms = c.transform.name();
+      cs.local_ts = ts_string(c.local_ts);
+      cs.remote_ts = ts_string(c.remote_ts);
+      cs.age_s = std::chrono::duration_cast<std::chrono::seconds>(now - c.established).count();
+      cs.rekey_in_s = c.rekeying ? 0 : secs(c.rekey_at);
+      cs.expire_in_s = secs(c.expire_at);
+      st.children.push_back(std::move(cs));
+    }
+    out.push_back(std::move(st));
+  }
+  return out;
 }
 
 std::vector<std::string> Engine::describe() const {

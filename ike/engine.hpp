@@ -64,6 +64,31 @@ struct EngineOptions {
 
 class IkeSa;
 
+// What `ipsecgw status` shows.
+struct ChildStatus {
+  std::string name;   // installed SA name: connection/child/spi
+  std::string child;  // configured child
+  std::uint32_t spi_in = 0, spi_out = 0;
+  std::string algorithms;
+  std::string local_ts, remote_ts;
+  std::int64_t age_s = 0;
+  std::int64_t rekey_in_s = -1;   // -1: never
+  std::int64_t expire_in_s = -1;
+};
+struct IkeStatus {
+  std::string connection;
+  std::string state;
+  bool initiator = false;
+  std::uint64_t spi_i = 0, spi_r = 0;
+  std::string local, remote;
+  std::string local_id, remote_id;
+  std::string algorithms;
+  bool nat_local = false, nat_remote = false, udp_encap = false;
+  std::int64_t age_s = 0;
+  std::int64_t rekey_in_s = -1;
+  std::vector<ChildStatus> children;
+};
+
 class Engine {
  public:
   Engine(std::vector<ConnectionConfig> conns, core::SaInstaller& installer,
@@ -88,6 +113,11 @@ class Engine {
   void tick(TimePoint now);
   // Deletes every IKE SA (DELETE sent, Child SAs removed).
   void shutdown(TimePoint now);
+
+  // Deletes the IKE SA of a connection (child empty) or one of its Child
+  // SAs, sending DELETE; false with a reason when there is nothing to delete.
+  bool terminate(const std::string& conn, const std::string& child, TimePoint now, std::string& why);
+  [[nodiscard]] std::vector<IkeStatus> status(TimePoint now) const;
 
   std::vector<Datagram> take_output();
   [[nodiscard]] std::optional<TimePoint> next_deadline() const;

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# The control socket and its verbs against two running gateways that
+# negotiate with IKEv2: status, sa, stats (--json parsed here), up, down,
+# log-level; counters that move (a replayed packet, a wrong PSK); and bad
+# requests (malformed JSON, unknown verb, oversized) that get an error reply
+# while the gateway keeps running. Needs root; bounded; cleans up.
+set -uo pipefail
+IPSECGW=${1:?usage: control_test.sh path/to/ipsecgw}
+IPSECGW=$(readlink -f "$IPSECGW")
+HERE=$(cd "$(dirname "$0")" && pwd)
+source "$HERE/../../scripts/netns-lib.sh"
+PY=/usr/bin/python3
+if [ "$(id -u)" -ne 0 ]; then echo "SKIPPED: needs root"; exit 0; fi
+
+NS=igwc$$
+WORK=$(mktemp -d)
+PIDS=()
+PASS=0
+FAIL=0
+check() {
+  local what=$1; shift
+  if "$@" > "$WORK/check.out" 2>&1; then PASS=$((PASS + 1)); echo "ok   $what"; else FAIL=$((FAIL + 1)); echo "FAIL $what"; fi
+}
+stop_all() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  PIDS=()
+}
+cleanup() { stop_all; netns_teardown "$NS"; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+A="$WORK/a.sock"
+B="$WORK/b.sock"
+ctl() { "$IPSECGW" "$@"; }
+jq_py() {  # jq_py SOCKET VERB EXPR -> prints EXPR evaluated on the --json reply as r
+  local sock=$1 verb=$2 expr=$3
+  ctl "$verb" --socket "$sock" --json | $PY -c "import json,sys; r=json.load(sys.stdin)['result']; print($expr)"
+}
+
+start_pair() {
+  ip netns exec "$NS-ga" "$IPSECGW" run -c "$WORK/gw-a.json" --socket "$A" > "$WORK/a.log" 2>&1 &
+  PIDS+=($!)
+  ip netns exec "$NS-gb" "$IPSECGW" run -c "$WORK/gw-b.json" --socket "$B" > "$WORK/b.log" 2>&1 &
+  PIDS+=($!)
+  wait_for "$WORK/a.log" "gateway: up" && wait_for "$WORK/b.log" "gateway: up"
+}
+
+netns_setup "$NS"
+write_ike_pair_configs "$WORK" "aes256gcm16-prfsha384-x25519" "aes256gcm16"
+# gw-b answers only; gw-a initiates at start.
+start_pair
+wait_for "$WORK/a.log" "Child SA .* installed" 100
+
+echo "== status, sa, stats"
+check "status --json: one ESTABLISHED IKE SA with its Child SA on A" \
+  test "$(jq_py "$A" status "sum(1 for s in r['ike_sas'] if s['state']=='ESTABLISHED' and len(s['children'])==1)")" = 1
+check "status --json: B sees A's identity" \
+  test "$(jq_py "$B" status "r['ike_sas'][0]['remote_id']")" = gw-a.example
+check "status (table) names the connection and the child" \
+  bash -c "'$IPSECGW' status --socket '$A' | grep -q 'lan: INSTALLED'"
+ip netns exec "$NS-ha" ping -c 3 -i 0.2 -W 2 -q 10.2.0.2 > /dev/null
+check "sa --json: packets counted both ways on A" \
+  test "$(jq_py "$A" sa "int(r['sas'][0]['packets_out'] >= 3 and r['sas'][0]['packets_in'] >= 3)")" = 1
+check "sa --json: SPIs of A and B match crosswise" \
+  test "$(jq_py "$A" sa "r['sas'][0]['spi_out']")" = "$(jq_py "$B" sa "r['sas'][0]['spi_in']")"
+check "sa (table) shows selectors and lifetime" \
+  bash -c "'$IPSECGW' sa --socket '$A' | grep -q 'lifetime: rekey in'"
+check "stats --json: IKE SAs established counted" test "$(jq_py "$A" stats "r['ike_established']")" -ge 1
+
+echo "== a replayed ESP packet moves B's replay counter"
+before=$(jq_py "$B" stats "r['replay_drops']")
+ip netns exec "$NS-gb" timeout 20 tcpdump -i "$NS-w1" -U --immediate-mode -c 2 -w "$WORK/esp.pcap" \
+  'ip proto 50 and src 198.51.100.1' 2>/dev/null &
+DUMP=$!
+sleep 0.5
+ip netns exec "$NS-ha" ping -c 2 -i 0.2 -W 2 -q 10.2.0.2 > /dev/null
+wait "$DUMP"
+ip netns exec "$NS-ga" $PY - "$WORK/esp.pcap" <<'PYEOF'
+import socket, sys
+from scapy.all import rdpcap, IP
+p = [x for x in rdpcap(sys.argv[1]) if IP in x][0]
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 50)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, 0x4500)
+s.sendto(bytes(p[IP].payload), ("198.51.100.2", 0))
+PYEOF
+sleep 0.5
+check "stats: replay_drops +1 on B" test "$(jq_py "$B" stats "r['replay_drops']")" -eq $((before + 1))
+check "sa: the SA's own replay drop counted" test "$(jq_py "$B" sa "r['sas'][0]['drops'].get('replay', 0)")" -ge 1
+
+echo "== down and up"
+check "down peer: accepted" ctl down peer --socket "$A"
+sleep 1
+check "down: no IKE SA left on A" test "$(jq_py "$A" status "len(r['ike_sas'])")" = 0
+check "down: no IKE SA left on B (DELETE received)" test "$(jq_py "$B" status "len(r['ike_sas'])")" = 0
+check "down: no SA left in B's data plane" test "$(jq_py "$B" sa "len(r['sas'])")" = 0
+check "up peer: accepted" ctl up peer --socket "$A"
+wait_for "$WORK/a.log" "Child SA .* installed" 50
+sleep 0.5
+check "up: established again" test "$(jq_py "$A" status "r['connections'][0]['established']")" = True
+check "up: traffic flows" ip netns exec "$NS-ha" ping -c 2 -i 0.2 -W 2 -q 10.2.0.2
+check "up of an unknown connection fails with exit 1" bash -c "! '$IPSECGW' up nosuch --socket '$A' 2>/dev/null"
+
+echo "== log-level"
+check "log-level debug" ctl log-level debug --socket "$A"
+check "log-level with an unknown level fails" bash -c "! '$IPSECGW' log-level loud --socket '$A' 2>/dev/null"
+
+echo "== bad requests"
+cat > "$WORK/raw.py" <<'PYEOF'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(5)
+s.connect(sys.argv[1])
+try:
+    s.sendall(sys.stdin.buffer.read())
+except OSError:
+    pass  # the server answered and closed before reading it all
+print(s.makefile().readline().strip())
+PYEOF
+raw() { $PY "$WORK/raw.py" "$A"; }
+check "malformed JSON: error reply" bash -c "printf 'not json\n' | $PY $WORK/raw.py $A | grep -q '\"ok\":false'"
+check "unknown verb: error reply" bash -c "printf '{\"verb\":\"explode\"}\n' | $PY $WORK/raw.py $A | grep -q 'unknown verb'"
+check "oversized request: error reply" bash -c "$PY -c 'print(\"x\" * 100000)' | $PY $WORK/raw.py $A | grep -q 'larger than'"
+check "a request without a verb: error reply" bash -c "printf '[1,2]\n' | $PY $WORK/raw.py $A | grep -q 'verb'"
+check "the socket is mode 0600, owner root" test "$(stat -c '%a %U' "$A")" = "600 root"
+check "the gateway kept running: status answers" ctl status --socket "$A"
+check "the gateway kept running: traffic flows" ip netns exec "$NS-ha" ping -c 2 -i 0.2 -W 2 -q 10.2.0.2
+stop_all
+
+echo "== a wrong PSK moves the authentication failure counters"
+sed -i 's/"secret": "0x[0-9a-f]*"/"secret": "0x00112233445566778899aabbccddeeff0011223344556677"/' "$WORK/gw-b.json"
+start_pair
+sleep 2
+check "stats: auth_failures on B (responder)" test "$(jq_py "$B" stats "r['auth_failures']")" -ge 1
+check "stats: ike_failed on A (initiator)" test "$(jq_py "$A" stats "r['ike_failed']")" -ge 1
+check "B logs the authentication failure" grep -q "AUTHENTICATION_FAILED for 'gw-a.example'" "$WORK/b.log"
+stop_all
+check "control sockets removed on exit" test ! -e "$A" -a ! -e "$B"
+
+echo "$PASS passed, $FAIL failed"
+[ "$FAIL" -eq 0 ]
