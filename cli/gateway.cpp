@@ -51,6 +51,12 @@ Gateway::~Gateway() {
 
 bool Gateway::setup(std::string& err) {
   dp_ = std::make_unique<esp::DataPlane>(cfg_.policies);
+  if (!cfg_.keylog.esp.empty() || !cfg_.keylog.ikev2.empty()) {
+    keylog_ = std::make_unique<KeyLog>(cfg_.keylog.esp, cfg_.keylog.ikev2);
+    core::log::warn("gateway", "Wireshark key log enabled (the files hold secret keys):",
+                    cfg_.keylog.esp.empty() ? "" : " ESP " + cfg_.keylog.esp,
+                    cfg_.keylog.ikev2.empty() ? "" : " IKEv2 " + cfg_.keylog.ikev2);
+  }
   tun_ = tun::LinuxTun::open(cfg_.tun.name, 1, err);
   if (tun_.empty()) return false;
   tun::LinkSetup::Options lo;
@@ -116,8 +122,10 @@ bool Gateway::setup(std::string& err) {
       }
     }
     if (!traps.empty()) dp_->set_trap_policies(std::move(traps));
-    installer_ = std::make_unique<RecordingInstaller>(*dp_);
-    engine_ = std::make_unique<ike::Engine>(std::move(cfg_.connections), *installer_);
+    installer_ = std::make_unique<RecordingInstaller>(*dp_, keylog_.get());
+    ike::EngineOptions opt;
+    if (keylog_ && keylog_->ike_enabled()) opt.key_logger = [this](const ike::IkeKeyLog& k) { keylog_->ike(k); };
+    engine_ = std::make_unique<ike::Engine>(std::move(cfg_.connections), *installer_, opt);
     cfg_.connections.clear();
   }
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -128,6 +136,7 @@ bool Gateway::setup(std::string& err) {
   for (auto& sa : cfg_.manual) {
     std::string why;
     std::string name = sa.name;
+    if (keylog_) keylog_->esp(sa);
     if (!dp_->install(std::move(sa), why)) {
       err = "SA " + name + ": " + why;
       return false;

@@ -27,6 +27,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/control.hpp"
+#include "cli/keylog.hpp"
 #include "config/config.hpp"
 #include "esp/dataplane.hpp"
 #include "ike/engine.hpp"
@@ -81,15 +82,17 @@ class Gateway {
   // Records the names of installed SAs, so that packets held for a trap
   // policy are released once its Child SA is up.
   struct RecordingInstaller : core::SaInstaller {
-    explicit RecordingInstaller(esp::DataPlane& d) : dp(d) {}
+    RecordingInstaller(esp::DataPlane& d, KeyLog* k) : dp(d), keylog(k) {}
     bool install(core::SaParams p, std::string& why) override {
       std::string name = p.name;
+      if (keylog) keylog->esp(p);
       if (!dp.install(std::move(p), why)) return false;
       installed.push_back(std::move(name));
       return true;
     }
     bool remove(const std::string& name) override { return dp.remove(name); }
     esp::DataPlane& dp;
+    KeyLog* keylog;
     std::vector<std::string> installed;
   };
   static constexpr std::size_t kMaxHeld = 32;
@@ -103,6 +106,7 @@ class Gateway {
   std::vector<std::unique_ptr<tun::EspSocket>> sockets_;
   std::unique_ptr<tun::BypassSocket> bypass_;
   std::vector<std::unique_ptr<tun::EspSocket>> ike_sockets_;  // UDP port 500
+  std::unique_ptr<KeyLog> keylog_;
   std::unique_ptr<RecordingInstaller> installer_;
   std::unique_ptr<ike::Engine> engine_;
   int wake_fd_ = -1;  // eventfd: wakes the TX worker for re-injected packets

@@ -605,7 +605,7 @@ LoadResult parse_config(std::string_view text) {
   Walker w(r.errors);
   if (!w.is_object(doc, "$")) return r;
   w.only_keys(doc, "$", {"tun", "udp_encap", "manual", "policies", "connections", "secrets", "log_level",
-                         "control"});
+                         "control", "keylog"});
   Config c;
   if (auto it = doc.find("tun"); it != doc.end()) parse_tun(w, *it, c.tun);
   if (auto it = doc.find("udp_encap"); it != doc.end() && w.is_object(*it, "$.udp_encap")) {
@@ -645,6 +645,11 @@ LoadResult parse_config(std::string_view text) {
         parse_policy(w, (*it)[i], "$.policies[" + std::to_string(i) + "]", sa_names, c.policies);
       }
     }
+  }
+  if (auto it = doc.find("keylog"); it != doc.end() && w.is_object(*it, "$.keylog")) {
+    w.only_keys(*it, "$.keylog", {"esp", "ikev2"});
+    c.keylog.esp = w.string(*it, "$.keylog", "esp", false).value_or("");
+    c.keylog.ikev2 = w.string(*it, "$.keylog", "ikev2", false).value_or("");
   }
   if (auto it = doc.find("control"); it != doc.end() && w.is_object(*it, "$.control")) {
     w.only_keys(*it, "$.control", {"socket", "mode"});

@@ -36,8 +36,14 @@ struct ControlConfig {
   unsigned mode = 0600;
 };
 
+struct KeyLogConfig {
+  std::string esp;    // Wireshark "esp_sa" UAT file, empty = off
+  std::string ikev2;  // Wireshark "ikev2_decryption_table" UAT file, empty = off
+};
+
 struct Config {
   ControlConfig control;
+  KeyLogConfig keylog;
   TunConfig tun;
   UdpEncapConfig udp_encap;
   std::vector<core::SaParams> manual;

@@ -460,6 +460,8 @@ class IkeSa {
   }
 
   bool make_ciphers() {
+    if (eng_.opt_.key_logger)
+      eng_.opt_.key_logger({spi_i_, spi_r_, t_, keys_.ei.span(), keys_.er.span(), keys_.ai.span(), keys_.ar.span()});
     const auto& e_out = initiator_ ? keys_.ei : keys_.er;
     const auto& a_out = initiator_ ? keys_.ai : keys_.ar;
     const auto& e_in = initiator_ ? keys_.er : keys_.ei;

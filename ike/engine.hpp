@@ -53,7 +53,15 @@ struct EngineCounters {
   std::uint64_t dropped_messages = 0;
 };
 
+// Keys of a new IKE SA, for a Wireshark key log (off unless set).
+struct IkeKeyLog {
+  std::uint64_t spi_i = 0, spi_r = 0;
+  IkeTransform transform;
+  ByteSpan sk_ei, sk_er, sk_ai, sk_ar;
+};
+
 struct EngineOptions {
+  std::function<void(const IkeKeyLog&)> key_logger;
   std::chrono::milliseconds retransmit_base{1000};
   double retransmit_factor = 1.8;
   unsigned retransmit_tries = 5;

@@ -117,9 +117,12 @@ CONF
 # write_ipsecgw IKE_PROPOSAL ESP_PROPOSAL START_ACTION PSK
 # GW_LOCAL, GW_REKEY, GW_DPD_DELAY, GW_DPD_TIMEOUT override defaults.
 write_ipsecgw() {
+  local keylog_json=""
+  [ -n "${GW_KEYLOG:-}" ] && keylog_json="\"keylog\": { \"esp\": \"$WORK/keys/esp_sa\", \"ikev2\": \"$WORK/keys/ikev2_decryption_table\" },"
   cat > "$WORK/gw-a.json" <<JSON
 {
   "tun": { "name": "ipsec0", "mtu": 1400 },
+  $keylog_json
   "connections": {
     "site-b": {
       "version": 2,
@@ -179,6 +182,12 @@ run_case() {
   if [ "$who" = ipsecgw ]; then gw_start=start; else sw_start=none; fi
   write_swanctl "$ike" "$esp" "$sw_start" "a long shared secret"
   write_ipsecgw "$ike" "$esp" "$gw_start" "a long shared secret"
+  if [ -n "${CAPTURE:-}" ]; then
+    ip netns exec "$NS-gb" timeout 60 tcpdump -i "$NS-w1" -U --immediate-mode -w "$WORK/interop.pcap" \
+      udp 2>/dev/null &
+    DUMP=$!
+    sleep 0.5
+  fi
   start_ipsecgw
   if [ "$who" = strongswan ]; then
     timeout 20 swanctl --initiate --ike gw-a --child lan --uri "unix://$WORK/charon.vici" > "$WORK/init.log" 2>&1
@@ -190,10 +199,25 @@ run_case() {
   check "$name: ping B->A" ip netns exec "$NS-hb" ping -c 3 -i 0.2 -W 2 -q 10.1.0.2
   check "$name: TCP 2 MB A->B, SHA-256 matches" tcp_transfer "$NS-ha" 10.2.0.2 "$NS-hb" 2000000
   check "$name: TCP 2 MB B->A, SHA-256 matches" tcp_transfer "$NS-hb" 10.1.0.2 "$NS-ha" 2000000
+  if [ -n "${CAPTURE:-}" ]; then sleep 0.3; kill "$DUMP"; wait "$DUMP" 2>/dev/null; fi
 }
 
 # 1-3: three suites, both directions of initiation.
-run_case "GCM+X25519" ipsecgw "aes256gcm16-prfsha384-x25519" "aes256gcm16"
+mkdir -p "$WORK/keys"
+GW_KEYLOG=1 CAPTURE=1 run_case "GCM+X25519" ipsecgw "aes256gcm16-prfsha384-x25519" "aes256gcm16"
+# The Wireshark key log opens the capture: IKEv2 and ESP decrypted by tshark.
+check "keylog: files written with mode 0600" \
+  test "$(stat -c %a "$WORK/keys/esp_sa")" = 600 -a "$(stat -c %a "$WORK/keys/ikev2_decryption_table")" = 600
+mkdir -p "$WORK/wsconf/wireshark"
+cp "$WORK/keys/esp_sa" "$WORK/keys/ikev2_decryption_table" "$WORK/wsconf/wireshark/"
+tshark_dec() { XDG_CONFIG_HOME="$WORK/wsconf" HOME="$WORK/wsconf" tshark -n -r "$WORK/interop.pcap" \
+  -o esp.enable_encryption_decode:TRUE "$@" 2>/dev/null; }
+check "keylog: tshark decrypts IKE_AUTH (identities and AUTH visible)" \
+  bash -c "$(declare -f tshark_dec); WORK='$WORK'; tshark_dec -V -Y 'isakmp.exchangetype == 35' | grep -q 'Payload: Identification - Initiator' && tshark_dec -V -Y 'isakmp.exchangetype == 35' | grep -q 'Payload: Authentication'"
+check "keylog: tshark decrypts ESP in UDP (the inner ICMP and TCP between the hosts)" \
+  bash -c "$(declare -f tshark_dec); WORK='$WORK'; tshark_dec -Y 'icmp && ip.src == 10.1.0.2' | grep -q 'Echo (ping) request' && tshark_dec -Y 'tcp.port == 5001' | grep -q 10.2.0.2"
+check "keylog: without the key log tshark sees no ICMP" \
+  bash -c "! tshark -n -r '$WORK/interop.pcap' -Y icmp 2>/dev/null | grep -q Echo"
 run_case "CBC+SHA256+MODP2048" strongswan "aes128-sha256-modp2048" "aes128-sha256"
 SW_LOCAL=2001:db8::2 SW_REMOTE=2001:db8::1 GW_LOCAL=2001:db8::1 GW_REMOTE=2001:db8::2 \
   run_case "GCM+X25519 over IPv6" ipsecgw "aes128gcm16-prfsha256-x25519" "aes128gcm16"

@@ -1,0 +1,30 @@
+// Wireshark key logs, off by default: the UAT files Wireshark reads to
+// decrypt ESP ("esp_sa") and IKEv2 ("ikev2_decryption_table"), in the
+// format of Wireshark 4.0. Files are created with mode 0600 and appended
+// to; they hold secrets, which is the point, so they are written only when
+// the configuration names them.
+#pragma once
+
+#include <mutex>
+#include <string>
+
+#include "core/sa.hpp"
+#include "ike/engine.hpp"
+
+namespace ipsecgw::cli {
+
+class KeyLog {
+ public:
+  KeyLog(std::string esp_path, std::string ike_path) : esp_(std::move(esp_path)), ike_(std::move(ike_path)) {}
+  void esp(const core::SaParams& p);    // both directions of an SA pair
+  void ike(const ike::IkeKeyLog& k);
+  [[nodiscard]] bool esp_enabled() const { return !esp_.empty(); }
+  [[nodiscard]] bool ike_enabled() const { return !ike_.empty(); }
+
+ private:
+  void append(const std::string& path, const std::string& lines);
+  std::mutex mutex_;
+  std::string esp_, ike_;
+};
+
+}  // namespace ipsecgw::cli
