@@ -197,9 +197,16 @@ int Gateway::run() {
     core::log::info("gateway", "control socket ", cfg_.control.socket);
   }
   boost::asio::signal_set signals(io, SIGINT, SIGTERM, SIGUSR1);
+  signals.add(SIGHUP);
   std::function<void(const boost::system::error_code&, int)> on_signal =
       [&](const boost::system::error_code& ec, int sig) {
         if (ec) return;
+        if (sig == SIGHUP) {
+          const auto r = handle_control({{"verb", "reload"}});
+          if (!r.value("ok", false)) core::log::warn("gateway", "SIGHUP: ", r.value("error", std::string("reload failed")));
+          signals.async_wait(on_signal);
+          return;
+        }
         if (sig == SIGUSR1) {
           write_stats();
           core::log::info("gateway", "statistics: ", stats().dump());
