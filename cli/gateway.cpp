@@ -1,17 +1,53 @@
 #include "cli/gateway.hpp"
 
 #include <poll.h>
+#include <linux/capability.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <boost/asio.hpp>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 
 #include "core/log.hpp"
 #include "esp/natt.hpp"
 
 namespace ipsecgw::cli {
+
+bool drop_capabilities(std::string& why) {
+  static constexpr int kKeep[] = {CAP_NET_ADMIN, CAP_NET_RAW, CAP_NET_BIND_SERVICE};
+  auto keep = [](int cap) {
+    for (int k : kKeep)
+      if (k == cap) return true;
+    return false;
+  };
+  int last = CAP_LAST_CAP;
+  if (std::ifstream f("/proc/sys/kernel/cap_last_cap"); f) f >> last;
+  for (int cap = 0; cap <= last; ++cap) {
+    if (keep(cap)) continue;
+    if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) {
+      why = std::string("PR_CAPBSET_DROP: ") + std::strerror(errno);
+      return false;
+    }
+  }
+  __user_cap_header_struct hdr{};
+  hdr.version = _LINUX_CAPABILITY_VERSION_3;
+  __user_cap_data_struct data[2] = {};
+  for (int k : kKeep) {
+    data[k / 32].effective |= 1u << (k % 32);
+    data[k / 32].permitted |= 1u << (k % 32);
+  }
+  if (::syscall(SYS_capset, &hdr, data) != 0) {
+    why = std::string("capset: ") + std::strerror(errno);
+    return false;
+  }
+  core::log::info("gateway", "capabilities dropped to CAP_NET_ADMIN, CAP_NET_RAW, CAP_NET_BIND_SERVICE");
+  return true;
+}
 
 namespace {
 constexpr std::size_t kBatch = 64;
@@ -167,6 +203,18 @@ int Gateway::run() {
                   dp_->snapshot()->outbound.size() == 1 ? "" : "s");
   io_ = std::make_unique<boost::asio::io_context>();
   boost::asio::io_context& io = *io_;
+  control_ = std::make_unique<ControlServer>(io, cfg_.control.socket, cfg_.control.mode,
+                                             [this](const nlohmann::json& r) { return handle_control(r); });
+  if (std::string cerr; !control_->open(cerr)) {
+    core::log::warn("gateway", "no control socket: ", cerr);
+    control_.reset();
+  } else {
+    core::log::info("gateway", "control socket ", cfg_.control.socket);
+  }
+  // Everything that needs privilege is open; keep only what running needs
+  // (routes and marks, raw sockets, port 500 on reload), before any thread
+  // starts, since capabilities are per thread.
+  if (std::string why; !drop_capabilities(why)) core::log::warn("gateway", "capabilities not dropped: ", why);
   workers_.emplace_back([this] { tx_loop(); });
   workers_.emplace_back([this] { rx_loop(); });
 
@@ -187,14 +235,6 @@ int Gateway::run() {
   if (engine_) {
     engine_->start(ike::Clock::now());
     after_engine();
-  }
-  control_ = std::make_unique<ControlServer>(io, cfg_.control.socket, cfg_.control.mode,
-                                             [this](const nlohmann::json& r) { return handle_control(r); });
-  if (std::string cerr; !control_->open(cerr)) {
-    core::log::warn("gateway", "no control socket: ", cerr);
-    control_.reset();
-  } else {
-    core::log::info("gateway", "control socket ", cfg_.control.socket);
   }
   boost::asio::signal_set signals(io, SIGINT, SIGTERM, SIGUSR1);
   signals.add(SIGHUP);

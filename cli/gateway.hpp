@@ -40,6 +40,10 @@ class io_context;
 
 namespace ipsecgw::cli {
 
+// Drops every capability but CAP_NET_ADMIN, CAP_NET_RAW and
+// CAP_NET_BIND_SERVICE from the bounding, permitted and effective sets.
+bool drop_capabilities(std::string& why);
+
 struct GatewayCounters {
   std::atomic<std::uint64_t> keepalives_received{0};
   std::atomic<std::uint64_t> keepalives_sent{0};

@@ -51,6 +51,13 @@ write_ike_pair_configs "$WORK" "aes256gcm16-prfsha384-x25519" "aes256gcm16"
 start_pair
 wait_for "$WORK/a.log" "Child SA .* installed" 100
 
+echo "== privileges"
+capmask() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
+check "A runs with only CAP_NET_ADMIN, CAP_NET_RAW, CAP_NET_BIND_SERVICE (effective)" \
+  test "$(capmask "${PIDS[0]}" CapEff)" = 0000000000003400
+check "A's bounding set is the same three" test "$(capmask "${PIDS[0]}" CapBnd)" = 0000000000003400
+check "A's worker threads too" bash -c "for t in /proc/${PIDS[0]}/task/*; do grep -q 'CapEff:.*0000000000003400' \$t/status || exit 1; done"
+
 echo "== status, sa, stats"
 check "status --json: one ESTABLISHED IKE SA with its Child SA on A" \
   test "$(jq_py "$A" status "sum(1 for s in r['ike_sas'] if s['state']=='ESTABLISHED' and len(s['children'])==1)")" = 1
