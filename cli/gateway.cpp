@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <sstream>
 
 #include "core/log.hpp"
 #include "esp/natt.hpp"
@@ -211,6 +212,27 @@ int Gateway::run() {
   } else {
     core::log::info("gateway", "control socket ", cfg_.control.socket);
   }
+  std::unique_ptr<boost::asio::ip::tcp::acceptor> metrics;
+  if (!cfg_.metrics.listen.empty()) {
+    const auto colon = cfg_.metrics.listen.rfind(':');
+    std::string host = cfg_.metrics.listen.substr(0, colon);
+    if (host.front() == '[') host = host.substr(1, host.size() - 2);
+    const auto port = static_cast<unsigned short>(std::stoul(cfg_.metrics.listen.substr(colon + 1)));
+    boost::system::error_code ec;
+    metrics = std::make_unique<boost::asio::ip::tcp::acceptor>(io);
+    const boost::asio::ip::tcp::endpoint ep(boost::asio::ip::make_address(host, ec), port);
+    if (!ec) metrics->open(ep.protocol(), ec);
+    if (!ec) metrics->set_option(boost::asio::ip::tcp::acceptor::reuse_address(true), ec);
+    if (!ec) metrics->bind(ep, ec);
+    if (!ec) metrics->listen(16, ec);
+    if (ec) {
+      core::log::warn("gateway", "metrics endpoint ", cfg_.metrics.listen, ": ", ec.message());
+      metrics.reset();
+    } else {
+      core::log::info("gateway", "Prometheus metrics on http://", cfg_.metrics.listen, "/metrics");
+      serve_metrics(*metrics);
+    }
+  }
   // Everything that needs privilege is open; keep only what running needs
   // (routes and marks, raw sockets, port 500 on reload), before any thread
   // starts, since capabilities are per thread.
@@ -299,6 +321,7 @@ int Gateway::run() {
 
   io.run();
   if (control_) control_->close();
+  if (metrics) metrics->close();
   stop_ = true;
   for (auto& t : workers_) t.join();
   workers_.clear();
@@ -815,6 +838,94 @@ nlohmann::json Gateway::control_stats() {
   j["cookies_sent"] = k.cookies_sent;
   j["invalid_ike_messages"] = k.invalid_messages;
   return j;
+}
+
+}  // namespace ipsecgw::cli
+
+namespace ipsecgw::cli {
+
+namespace {
+// One HTTP/1.0-style exchange per connection: read the request head (at most
+// 8 KiB), answer GET /metrics, close.
+struct MetricsSession : std::enable_shared_from_this<MetricsSession> {
+  MetricsSession(boost::asio::ip::tcp::socket s, Gateway& g) : sock(std::move(s)), buf(8192), gw(g) {}
+  void start() {
+    auto self = shared_from_this();
+    boost::asio::async_read_until(sock, buf, "\r\n\r\n", [self](const boost::system::error_code& ec, std::size_t) {
+      std::string head(boost::asio::buffers_begin(self->buf.data()), boost::asio::buffers_end(self->buf.data()));
+      std::string status = "200 OK", body;
+      if (ec) {
+        status = "400 Bad Request";
+        body = "bad request\n";
+      } else if (head.rfind("GET /metrics ", 0) == 0 || head.rfind("GET /metrics\r", 0) == 0) {
+        body = self->gw.prometheus();
+      } else {
+        status = "404 Not Found";
+        body = "try /metrics\n";
+      }
+      self->out = "HTTP/1.1 " + status + "\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: " +
+                  std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+      boost::asio::async_write(self->sock, boost::asio::buffer(self->out),
+                               [self](const boost::system::error_code&, std::size_t) {
+                                 boost::system::error_code ignored;
+                                 self->sock.shutdown(boost::asio::ip::tcp::socket::shutdown_both, ignored);
+                               });
+    });
+  }
+  boost::asio::ip::tcp::socket sock;
+  boost::asio::streambuf buf;
+  Gateway& gw;
+  std::string out;
+};
+}  // namespace
+
+void Gateway::serve_metrics(boost::asio::ip::tcp::acceptor& acc) {
+  acc.async_accept([this, &acc](const boost::system::error_code& ec, boost::asio::ip::tcp::socket s) {
+    if (ec) return;
+    std::make_shared<MetricsSession>(std::move(s), *this)->start();
+    serve_metrics(acc);
+  });
+}
+
+std::string Gateway::prometheus() {
+  const nlohmann::json st = control_stats();
+  const nlohmann::json full = stats();
+  std::ostringstream o;
+  auto metric = [&](const char* name, const char* type, const char* help) {
+    o << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n";
+  };
+  metric("ipsecgw_uptime_seconds", "gauge", "Seconds since the gateway started.");
+  o << "ipsecgw_uptime_seconds " << st["uptime_s"] << "\n";
+  metric("ipsecgw_ike_sas", "gauge", "Established IKE SAs.");
+  o << "ipsecgw_ike_sas " << st["active_ike_sas"] << "\n";
+  metric("ipsecgw_child_sas", "gauge", "Installed Child SAs (negotiated and manual).");
+  o << "ipsecgw_child_sas " << st["active_child_sas"] << "\n";
+  metric("ipsecgw_bytes_total", "counter", "Bytes protected (out) and received (in).");
+  o << "ipsecgw_bytes_total{direction=\"out\"} " << st["bytes_out"] << "\n";
+  o << "ipsecgw_bytes_total{direction=\"in\"} " << st["bytes_in"] << "\n";
+  metric("ipsecgw_packets_total", "counter", "Packets protected (out) and received (in).");
+  o << "ipsecgw_packets_total{direction=\"out\"} " << st["packets_out"] << "\n";
+  o << "ipsecgw_packets_total{direction=\"in\"} " << st["packets_in"] << "\n";
+  metric("ipsecgw_drops_total", "counter", "Packets dropped, by reason.");
+  for (const auto& [reason, v] : full["totals"]["drops"].items())
+    o << "ipsecgw_drops_total{reason=\"" << reason << "\"} " << v << "\n";
+  for (const char* k : {"sas_installed", "ike_established", "ike_failed", "auth_failures", "retransmissions",
+                        "cookies_sent", "invalid_ike_messages"}) {
+    const std::string name = std::string("ipsecgw_") + k + "_total";
+    metric(name.c_str(), "counter", k);
+    o << name << " " << st[k] << "\n";
+  }
+  if (engine_) {
+    metric("ipsecgw_connection_up", "gauge", "1 when the connection has an established IKE SA.");
+    for (const auto& c : engine_->connections())
+      o << "ipsecgw_connection_up{connection=\"" << c.name << "\"} " << (engine_->established(c.name) ? 1 : 0) << "\n";
+    std::map<std::string, std::size_t> children;
+    for (const auto& c : engine_->connections()) children[c.name] = 0;
+    for (const auto& s : engine_->status(ike::Clock::now())) children[s.connection] += s.children.size();
+    metric("ipsecgw_connection_child_sas", "gauge", "Child SAs of the connection.");
+    for (const auto& [name, n] : children) o << "ipsecgw_connection_child_sas{connection=\"" << name << "\"} " << n << "\n";
+  }
+  return o.str();
 }
 
 }  // namespace ipsecgw::cli

@@ -34,9 +34,7 @@
 #include "tun/linux_tun.hpp"
 #include "tun/sockets.hpp"
 
-namespace boost::asio {
-class io_context;
-}
+#include <boost/asio/ip/tcp.hpp>
 
 namespace ipsecgw::cli {
 
@@ -62,6 +60,9 @@ class Gateway {
   [[nodiscard]] nlohmann::json stats();
   // A control-socket request (see cli/control.hpp); runs on the control thread.
   nlohmann::json handle_control(const nlohmann::json& req);
+  // The Prometheus text page (the same counters as `stats`, and
+  // per-connection gauges).
+  std::string prometheus();
 
  private:
   bool setup(std::string& err);
@@ -73,6 +74,7 @@ class Gateway {
   nlohmann::json control_status();
   nlohmann::json control_sa();
   nlohmann::json control_stats();
+  void serve_metrics(boost::asio::ip::tcp::acceptor& acc);
   void send_keepalives();
   // IKE: datagrams from the RX worker are queued and handled on the control
   // thread, which owns the engine; output goes out through the sockets.

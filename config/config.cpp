@@ -605,7 +605,7 @@ LoadResult parse_config(std::string_view text) {
   Walker w(r.errors);
   if (!w.is_object(doc, "$")) return r;
   w.only_keys(doc, "$", {"tun", "udp_encap", "manual", "policies", "connections", "secrets", "log_level",
-                         "control", "keylog"});
+                         "control", "keylog", "metrics"});
   Config c;
   if (auto it = doc.find("tun"); it != doc.end()) parse_tun(w, *it, c.tun);
   if (auto it = doc.find("udp_encap"); it != doc.end() && w.is_object(*it, "$.udp_encap")) {
@@ -644,6 +644,23 @@ LoadResult parse_config(std::string_view text) {
       for (std::size_t i = 0; i < it->size(); ++i) {
         parse_policy(w, (*it)[i], "$.policies[" + std::to_string(i) + "]", sa_names, c.policies);
       }
+    }
+  }
+  if (auto it = doc.find("metrics"); it != doc.end() && w.is_object(*it, "$.metrics")) {
+    w.only_keys(*it, "$.metrics", {"listen"});
+    if (auto l = w.string(*it, "$.metrics", "listen", true)) {
+      const auto colon = l->rfind(':');
+      std::string host = colon == std::string::npos ? "" : l->substr(0, colon);
+      if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+      const auto addr = core::IpAddress::parse(host);
+      const bool loopback = addr && ((addr->is_v4() && addr->bytes()[0] == 127) ||
+                                     (!addr->is_v4() && *addr == *core::IpAddress::parse("::1")));
+      unsigned long port = 0;
+      if (colon != std::string::npos) port = std::strtoul(l->c_str() + colon + 1, nullptr, 10);
+      if (!loopback || port == 0 || port > 65535)
+        w.error("$.metrics.listen", "must be a loopback address and port, such as \"127.0.0.1:9750\" or \"[::1]:9750\"");
+      else
+        c.metrics.listen = *l;
     }
   }
   if (auto it = doc.find("keylog"); it != doc.end() && w.is_object(*it, "$.keylog")) {

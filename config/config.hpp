@@ -41,8 +41,13 @@ struct KeyLogConfig {
   std::string ikev2;  // Wireshark "ikev2_decryption_table" UAT file, empty = off
 };
 
+struct MetricsConfig {
+  std::string listen;  // "127.0.0.1:9750"; empty = off. Loopback addresses only.
+};
+
 struct Config {
   ControlConfig control;
+  MetricsConfig metrics;
   KeyLogConfig keylog;
   TunConfig tun;
   UdpEncapConfig udp_encap;

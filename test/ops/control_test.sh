@@ -47,7 +47,12 @@ start_pair() {
 
 netns_setup "$NS"
 write_ike_pair_configs "$WORK" "aes256gcm16-prfsha384-x25519" "aes256gcm16"
-# gw-b answers only; gw-a initiates at start.
+# gw-b answers only; gw-a initiates at start. A also serves metrics.
+$PY - "$WORK/gw-a.json" <<'PYEOF'
+import json, sys
+c = json.load(open(sys.argv[1])); c["metrics"] = {"listen": "127.0.0.1:9750"}
+json.dump(c, open(sys.argv[1], "w"), indent=2)
+PYEOF
 start_pair
 wait_for "$WORK/a.log" "Child SA .* installed" 100
 
@@ -93,6 +98,19 @@ PYEOF
 sleep 0.5
 check "stats: replay_drops +1 on B" test "$(jq_py "$B" stats "r['replay_drops']")" -eq $((before + 1))
 check "sa: the SA's own replay drop counted" test "$(jq_py "$B" sa "r['sas'][0]['drops'].get('replay', 0)")" -ge 1
+
+echo "== Prometheus metrics"
+metrics() { ip netns exec "$NS-ga" $PY -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9750/metrics', timeout=5).read().decode())"; }
+metrics > "$WORK/metrics.txt"
+check "metrics: one IKE SA" grep -qx "ipsecgw_ike_sas 1" "$WORK/metrics.txt"
+check "metrics: the connection is up" grep -qx 'ipsecgw_connection_up{connection="peer"} 1' "$WORK/metrics.txt"
+check "metrics: the same replay drops as stats" \
+  grep -qx "ipsecgw_drops_total{reason=\"replay\"} $(jq_py "$A" stats "r['replay_drops']")" "$WORK/metrics.txt"
+check "metrics: HELP and TYPE lines" grep -q "^# TYPE ipsecgw_bytes_total counter" "$WORK/metrics.txt"
+check "metrics: only on loopback (refused on the outside address)" \
+  bash -c "! ip netns exec '$NS-ga' $PY -c \"import urllib.request; urllib.request.urlopen('http://198.51.100.1:9750/metrics', timeout=3)\" 2>/dev/null"
+check "metrics: a non-loopback listen address is a configuration error" \
+  bash -c "printf '{\"metrics\":{\"listen\":\"0.0.0.0:9750\"}}' > '$WORK/bad.json'; ! '$IPSECGW' check -c '$WORK/bad.json' 2>&1 | grep -q OK"
 
 echo "== down and up"
 check "down peer: accepted" ctl down peer --socket "$A"
