@@ -52,6 +52,22 @@ bool drop_capabilities(std::string& why) {
 
 namespace {
 constexpr std::size_t kBatch = 64;
+
+// The SPD's trap policies: one per child with start_action "trap".
+std::vector<core::Policy> trap_policies(const std::vector<ike::ConnectionConfig>& conns) {
+  std::vector<core::Policy> traps;
+  for (const auto& c : conns) {
+    for (const auto& ch : c.children) {
+      if (ch.start_action != ike::StartAction::kTrap) continue;
+      core::Policy p;
+      p.name = c.name + "/" + ch.name;
+      p.sel.local = ch.local_ts;
+      p.sel.remote = ch.remote_ts;
+      traps.push_back(std::move(p));
+    }
+  }
+  return traps;
+}
 constexpr int kPollMs = 200;  // how quickly a worker notices stop_
 
 void add_to(nlohmann::json& j, const core::TrafficCounters& c) {
@@ -147,18 +163,7 @@ bool Gateway::setup(std::string& err) {
     }
   }
   if (!cfg_.connections.empty()) {
-    std::vector<core::Policy> traps;
-    for (const auto& c : cfg_.connections) {
-      for (const auto& ch : c.children) {
-        if (ch.start_action != ike::StartAction::kTrap) continue;
-        core::Policy p;
-        p.name = c.name + "/" + ch.name;
-        p.sel.local = ch.local_ts;
-        p.sel.remote = ch.remote_ts;
-        traps.push_back(std::move(p));
-      }
-    }
-    if (!traps.empty()) dp_->set_trap_policies(std::move(traps));
+    if (auto traps = trap_policies(cfg_.connections); !traps.empty()) dp_->set_trap_policies(std::move(traps));
     installer_ = std::make_unique<RecordingInstaller>(*dp_, keylog_.get());
     ike::EngineOptions opt;
     if (keylog_ && keylog_->ike_enabled()) opt.key_logger = [this](const ike::IkeKeyLog& k) { keylog_->ike(k); };
@@ -681,10 +686,10 @@ nlohmann::json Gateway::handle_control(const nlohmann::json& req) {
     const std::string conn = name.substr(0, slash);
     const std::string child = slash == std::string::npos ? "" : name.substr(slash + 1);
     bool known = false;
-    for (const auto& c : engine_->connections()) {
-      if (c.name != conn) continue;
+    for (const auto* c : engine_->connections()) {
+      if (c->name != conn) continue;
       known = child.empty();
-      for (const auto& ch : c.children) known = known || ch.name == child;
+      for (const auto& ch : c->children) known = known || ch.name == child;
     }
     if (!known) return fail("no connection or child named '" + name + "'");
     std::string why;
@@ -706,7 +711,7 @@ nlohmann::json Gateway::handle_control(const nlohmann::json& req) {
     if (!done) return fail(why);
     return ok(nlohmann::json{{"name", name}, {"action", verb == "up" ? "initiated" : "deleting"}});
   }
-  if (verb == "reload") return fail("reload is not implemented yet");
+  if (verb == "reload") return reload();
   return fail("unknown verb '" + verb + "' (status, sa, stats, up, down, log-level, reload)");
 }
 
@@ -716,7 +721,8 @@ nlohmann::json Gateway::control_status() {
   nlohmann::json conns = nlohmann::json::array();
   nlohmann::json ikes = nlohmann::json::array();
   if (engine_) {
-    for (const auto& c : engine_->connections()) {
+    for (const auto* cp : engine_->connections()) {
+      const auto& c = *cp;
       nlohmann::json cj;
       cj["name"] = c.name;
       std::string la, ra;
@@ -917,15 +923,68 @@ std::string Gateway::prometheus() {
   }
   if (engine_) {
     metric("ipsecgw_connection_up", "gauge", "1 when the connection has an established IKE SA.");
-    for (const auto& c : engine_->connections())
-      o << "ipsecgw_connection_up{connection=\"" << c.name << "\"} " << (engine_->established(c.name) ? 1 : 0) << "\n";
+    for (const auto* c : engine_->connections())
+      o << "ipsecgw_connection_up{connection=\"" << c->name << "\"} " << (engine_->established(c->name) ? 1 : 0) << "\n";
     std::map<std::string, std::size_t> children;
-    for (const auto& c : engine_->connections()) children[c.name] = 0;
+    for (const auto* c : engine_->connections()) children[c->name] = 0;
     for (const auto& s : engine_->status(ike::Clock::now())) children[s.connection] += s.children.size();
     metric("ipsecgw_connection_child_sas", "gauge", "Child SAs of the connection.");
     for (const auto& [name, n] : children) o << "ipsecgw_connection_child_sas{connection=\"" << name << "\"} " << n << "\n";
   }
   return o.str();
+}
+
+}  // namespace ipsecgw::cli
+
+namespace ipsecgw::cli {
+
+nlohmann::json Gateway::reload() {
+  if (config_path_.empty()) return {{"ok", false}, {"error", "the configuration file is not known"}};
+  auto loaded = config::load_config_file(config_path_);
+  if (!loaded.config) {
+    std::string why = config_path_ + " has errors, nothing changed:";
+    for (const auto& e : loaded.errors) why += " " + e.to_string() + ";";
+    core::log::warn("gateway", "reload: ", why);
+    return {{"ok", false}, {"error", why}};
+  }
+  config::Config& next = *loaded.config;
+  if (!engine_ && !next.connections.empty())
+    return {{"ok", false}, {"error", "this gateway started without IKE connections; restart it to add some"}};
+  // Every local address must already have its sockets (they are shared with
+  // the data-plane workers and fixed at start).
+  for (const auto& c : next.connections) {
+    for (const auto& a : c.local_addrs) {
+      core::SaParams probe;
+      probe.local_addr = a;
+      probe.encap = core::Encap::kUdp;
+      bool ike500 = false;
+      for (const auto& s : ike_sockets_) ike500 |= s->local() == a;
+      if (!socket_for(probe) || !ike500)
+        return {{"ok", false}, {"error", "connection " + c.name + " uses local address " + a.to_string() +
+                                             ", which this gateway has no socket for; restart it"}};
+    }
+  }
+  std::vector<std::string> notes;
+  if (next.tun.name != cfg_.tun.name || next.tun.mtu != cfg_.tun.mtu || next.udp_encap.port != cfg_.udp_encap.port)
+    notes.push_back("tun and udp_encap changes take effect at the next restart");
+  core::log::Level level;
+  if (core::log::parse_level(next.log_level, level) && next.log_level != cfg_.log_level) {
+    core::log::set_level(level);
+    cfg_.log_level = next.log_level;
+  }
+  std::string err;
+  auto routes = config::protected_routes(next);
+  if (!link_->set_routes(routes, err)) notes.push_back("routes: " + err);
+  nlohmann::json result;
+  if (engine_) {
+    dp_->set_trap_policies(trap_policies(next.connections));
+    const auto r = engine_->reload(std::move(next.connections), ike::Clock::now());
+    after_engine();
+    result = {{"added", r.added}, {"changed", r.changed}, {"removed", r.removed}, {"unchanged", r.unchanged}};
+  }
+  result["notes"] = notes;
+  core::log::info("gateway", "reloaded ", config_path_, ": ", result.dump());
+  return {{"ok", true}, {"result", result}};
 }
 
 }  // namespace ipsecgw::cli

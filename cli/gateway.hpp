@@ -60,6 +60,11 @@ class Gateway {
   [[nodiscard]] nlohmann::json stats();
   // A control-socket request (see cli/control.hpp); runs on the control thread.
   nlohmann::json handle_control(const nlohmann::json& req);
+  // Where the configuration came from, for reload.
+  void set_config_path(std::string p) { config_path_ = std::move(p); }
+  // Re-reads the configuration: connections added, changed and removed take
+  // effect, untouched ones keep their SAs; routes follow.
+  nlohmann::json reload();
   // The Prometheus text page (the same counters as `stats`, and
   // per-connection gauges).
   std::string prometheus();
@@ -105,6 +110,7 @@ class Gateway {
 
   config::Config cfg_;
   std::string stats_file_;
+  std::string config_path_;
   std::unique_ptr<ControlServer> control_;
   std::unique_ptr<esp::DataPlane> dp_;
   std::vector<std::unique_ptr<tun::LinuxTun>> tun_;

@@ -181,6 +181,7 @@ int main(int argc, char** argv) {
   if (!socket_path.empty()) loaded.config->control.socket = socket_path;
   try {
     ipsecgw::cli::Gateway gw(std::move(*loaded.config), stats_file);
+    gw.set_config_path(config_file);
     return gw.run();
   } catch (const std::exception& e) {
     log::error("gateway", "fatal: ", e.what());

@@ -88,6 +88,7 @@ struct Proposal {
   std::vector<PrfAlg> prf;
   std::vector<DhGroup> dh;
   std::vector<bool> esn;  // empty: not specified
+  bool operator==(const Proposal&) const = default;
 };
 
 // Parses "aes128-sha256-modp2048-esn"; on failure returns nullopt and puts the

@@ -29,6 +29,7 @@ struct ChildConfig {
   std::uint64_t life_bytes = 0;
   std::uint32_t replay_window = core::kDefaultReplayWindow;
   DpdAction dpd_action = DpdAction::kClear;  // when the peer is found dead
+  bool operator==(const ChildConfig&) const = default;
 };
 
 struct ConnectionConfig {

@@ -490,7 +490,13 @@ class IkeSa {
     const Bytes id_body = encode_id(id);
     std::vector<Payload> pl;
     pl.push_back(make(PayloadType::kIdi, id_body));
-    if (eng_.opt_.initial_contact) pl.push_back(notify(Notify::kInitialContact));
+    // INITIAL_CONTACT only when this is our only IKE SA with the peer (RFC
+    // 7296 2.4): other connections to the same identity must survive.
+    bool only = true;
+    for (const auto& [spi, other] : eng_.sas_)
+      only = only && (other.get() == this || other->state_ == State::kDead ||
+                      !(other->remote_.addr == remote_.addr && other->conn_.remote_id == conn_.remote_id));
+    if (eng_.opt_.initial_contact && only) pl.push_back(notify(Notify::kInitialContact));
     if (!conn_.remote_id.empty()) pl.push_back(make(PayloadType::kIdr, encode_id(id_from_string(conn_.remote_id))));
     pl.push_back(make(PayloadType::kAuth, encode_auth({AuthMethod::kPsk,
         psk_auth(t_.prf, conn_.psk.span(), init_i_, nr_, keys_.pi.span(), id_body)})));
@@ -1482,7 +1488,8 @@ void IkeSa::respond_ike_rekey(const Header& h, const Parsed& p, const Bytes& nr,
 // ---------------------------------------------------------------------------
 
 Engine::Engine(std::vector<ConnectionConfig> conns, core::SaInstaller& installer, EngineOptions opt)
-    : conns_(std::move(conns)), installer_(installer), opt_(opt), cookie_secret_(32) {
+    : installer_(installer), opt_(opt), cookie_secret_(32) {
+  for (auto& c : conns) conns_.push_back(std::make_unique<ConnectionConfig>(std::move(c)));
   core::random_bytes(cookie_secret_.mut_span());
 }
 
@@ -1511,7 +1518,11 @@ std::vector<Datagram> Engine::take_output() {
 }
 
 void Engine::start(TimePoint now) {
-  for (const auto& c : conns_) {
+  for (const auto& cp : conns_) start_connection(*cp, now);
+}
+
+void Engine::start_connection(const ConnectionConfig& c, TimePoint now) {
+  {
     for (const auto& ch : c.children) {
       if (ch.start_action == StartAction::kStart) {
         std::string why;
@@ -1525,7 +1536,7 @@ void Engine::start(TimePoint now) {
 bool Engine::initiate(const std::string& name, const std::string& child, TimePoint now, std::string& why) {
   const ConnectionConfig* c = nullptr;
   for (const auto& x : conns_)
-    if (x.name == name) c = &x;
+    if (x->name == name) c = x.get();
   if (!c) {
     why = "no connection named '" + name + "'";
     return false;
@@ -1556,7 +1567,8 @@ bool Engine::initiate(const std::string& name, const std::string& child, TimePoi
 
 const ConnectionConfig* Engine::find_connection_for(const Endpoint& local, const Endpoint& remote) const {
   const ConnectionConfig* any = nullptr;
-  for (const auto& c : conns_) {
+  for (const auto& cp : conns_) {
+    const auto& c = *cp;
     const bool local_ok = c.local_addrs.empty() ||
         std::find(c.local_addrs.begin(), c.local_addrs.end(), local.addr) != c.local_addrs.end();
     if (!local_ok) continue;
@@ -1718,13 +1730,67 @@ void Engine::bytes_used(const std::string& sa_name, std::uint64_t bytes, TimePoi
   }
 }
 
+bool same_connection(const ConnectionConfig& a, const ConnectionConfig& b) {
+  return a.name == b.name && a.version == b.version && a.local_addrs == b.local_addrs &&
+         a.remote_addrs == b.remote_addrs && a.local_id == b.local_id && a.remote_id == b.remote_id &&
+         a.proposals == b.proposals && a.encap == b.encap && a.dpd_delay == b.dpd_delay &&
+         a.dpd_timeout == b.dpd_timeout && a.rekey_time == b.rekey_time && a.reauth_time == b.reauth_time &&
+         a.fragment_size == b.fragment_size && a.local_port == b.local_port && a.remote_port == b.remote_port &&
+         a.children == b.children && core::ct_equal(a.psk.span(), b.psk.span());
+}
+
+ReloadResult Engine::reload(std::vector<ConnectionConfig> next, TimePoint now) {
+  ReloadResult r;
+  std::vector<std::unique_ptr<ConnectionConfig>> kept;
+  std::vector<const ConnectionConfig*> to_start;
+  // Tear down the SAs of connections that are gone or changed.
+  auto tear_down = [&](const ConnectionConfig* c) {
+    for (auto& [spi, sa] : sas_) {
+      if (&sa->conn_ != c) continue;
+      sa->delete_sa(now);  // DELETE sent if established; Child SAs removed
+      sa->state_ = IkeSa::State::kDead;
+    }
+    remove_dead();
+    for (auto it = acquiring_.begin(); it != acquiring_.end();)
+      it = it->first.rfind(c->name + "/", 0) == 0 ? acquiring_.erase(it) : std::next(it);
+  };
+  for (auto& old : conns_) {
+    auto it = std::find_if(next.begin(), next.end(), [&](const ConnectionConfig& n) { return n.name == old->name; });
+    if (it == next.end()) {
+      info(kTag, old->name, ": removed by reload");
+      tear_down(old.get());
+      r.removed.push_back(old->name);
+    } else if (same_connection(*old, *it)) {
+      r.unchanged.push_back(old->name);
+      kept.push_back(std::move(old));
+      next.erase(it);
+    } else {
+      info(kTag, old->name, ": changed by reload; re-establishing");
+      tear_down(old.get());
+      r.changed.push_back(old->name);
+      kept.push_back(std::make_unique<ConnectionConfig>(std::move(*it)));
+      to_start.push_back(kept.back().get());
+      next.erase(it);
+    }
+  }
+  for (auto& n : next) {
+    info(kTag, n.name, ": added by reload");
+    r.added.push_back(n.name);
+    kept.push_back(std::make_unique<ConnectionConfig>(std::move(n)));
+    to_start.push_back(kept.back().get());
+  }
+  conns_ = std::move(kept);
+  for (const auto* c : to_start) start_connection(*c, now);
+  return r;
+}
+
 void Engine::acquire(const std::string& conn, const std::string& child, TimePoint now) {
   const std::string key = conn + "/" + child;
   if (auto it = acquiring_.find(key); it != acquiring_.end() && now - it->second < std::chrono::seconds(10)) return;
   const ChildConfig* cc = nullptr;
   for (const auto& c : conns_)
-    if (c.name == conn)
-      for (const auto& ch : c.children)
+    if (c->name == conn)
+      for (const auto& ch : c->children)
         if (ch.name == child) cc = &ch;
   if (!cc) return;
   acquiring_[key] = now;

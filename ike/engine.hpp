@@ -72,6 +72,11 @@ struct EngineOptions {
 
 class IkeSa;
 
+struct ReloadResult {
+  std::vector<std::string> added, changed, removed, unchanged;
+};
+bool same_connection(const ConnectionConfig& a, const ConnectionConfig& b);
+
 // What `ipsecgw status` shows.
 struct ChildStatus {
   std::string name;   // installed SA name: connection/child/spi
@@ -136,7 +141,15 @@ class Engine {
   [[nodiscard]] std::vector<std::string> describe() const;
   [[nodiscard]] bool established(const std::string& conn) const;
 
-  const std::vector<ConnectionConfig>& connections() const noexcept { return conns_; }
+  [[nodiscard]] std::vector<const ConnectionConfig*> connections() const {
+    std::vector<const ConnectionConfig*> v;
+    for (const auto& c : conns_) v.push_back(c.get());
+    return v;
+  }
+  // Applies a new set of connections: removed and changed ones lose their
+  // SAs (DELETE sent), changed and new ones start per their start_action,
+  // untouched ones keep their SAs.
+  ReloadResult reload(std::vector<ConnectionConfig> next, TimePoint now);
 
  private:
   friend class IkeSa;
@@ -150,7 +163,8 @@ class Engine {
   void note_deadline(TimePoint t) { cached_deadline_ = std::min(cached_deadline_, t); }
   Bytes cookie_for(const Datagram& d, std::uint64_t spi_i, ByteSpan ni) const;
 
-  std::vector<ConnectionConfig> conns_;
+  void start_connection(const ConnectionConfig& c, TimePoint now);
+  std::vector<std::unique_ptr<ConnectionConfig>> conns_;  // stable addresses: SAs point into them
   core::SaInstaller& installer_;
   EngineOptions opt_;
   std::map<std::uint64_t, std::unique_ptr<IkeSa>> sas_;  // by our SPI

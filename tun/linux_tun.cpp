@@ -1,5 +1,7 @@
 #include "tun/linux_tun.hpp"
 
+#include <algorithm>
+
 #include <fcntl.h>
 #include <linux/if_tun.h>
 #include <net/if.h>
@@ -150,6 +152,31 @@ bool LinkSetup::apply(std::string& err) {
     routes_added_.push_back(r);
   }
   return true;
+}
+
+bool LinkSetup::set_routes(const std::vector<core::Prefix>& routes, std::string& err) {
+  const std::string table = std::to_string(o_.table);
+  auto same = [](const core::Prefix& a, const core::Prefix& b) { return a.addr == b.addr && a.len == b.len; };
+  bool ok = true;
+  for (auto it = routes_added_.begin(); it != routes_added_.end();) {
+    if (std::none_of(routes.begin(), routes.end(), [&](const core::Prefix& r) { return same(r, *it); })) {
+      std::string ignored;
+      run_ip({"route", "del", it->to_string(), "dev", o_.dev, "table", table}, ignored, true);
+      it = routes_added_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (const auto& r : routes) {
+    if (std::any_of(routes_added_.begin(), routes_added_.end(), [&](const core::Prefix& x) { return same(r, x); }))
+      continue;
+    if (!run_ip({"route", "replace", r.to_string(), "dev", o_.dev, "table", table}, err)) {
+      ok = false;
+      continue;
+    }
+    routes_added_.push_back(r);
+  }
+  return ok;
 }
 
 void LinkSetup::cleanup() {

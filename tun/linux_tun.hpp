@@ -55,6 +55,9 @@ class LinkSetup {
 
   bool apply(std::string& err);
   void cleanup();
+  // Makes the routes via the device exactly `routes` (reload): adds the new
+  // ones, removes those no longer wanted.
+  bool set_routes(const std::vector<core::Prefix>& routes, std::string& err);
 
  private:
   Options o_;
