@@ -57,9 +57,9 @@ if [ "$MODE" = ike ]; then
 else
   say "starting gateway A and gateway B (manual keys, ESP $ESP, encapsulation $ENCAP)"
 fi
-ip netns exec "$NS-ga" "$IPSECGW" run -c "$WORK/gw-a.json" --stats-file "$WORK/a.json" > "$WORK/a.log" 2>&1 &
+ip netns exec "$NS-ga" "$IPSECGW" run -c "$WORK/gw-a.json" --stats-file "$WORK/a.json" --socket "$WORK/a.sock" > "$WORK/a.log" 2>&1 &
 PIDS+=($!)
-ip netns exec "$NS-gb" "$IPSECGW" run -c "$WORK/gw-b.json" --stats-file "$WORK/b.json" > "$WORK/b.log" 2>&1 &
+ip netns exec "$NS-gb" "$IPSECGW" run -c "$WORK/gw-b.json" --stats-file "$WORK/b.json" --socket "$WORK/b.sock" > "$WORK/b.log" 2>&1 &
 PIDS+=($!)
 wait_for "$WORK/a.log" "gateway: up" && wait_for "$WORK/b.log" "gateway: up" || {
   echo "a gateway did not start:"; cat "$WORK/a.log" "$WORK/b.log"; exit 1; }
@@ -101,6 +101,9 @@ echo "  received $got"
   || { echo "  CHECKSUMS DIFFER"; exit 1; }
 
 sleep 1.2
+say "ipsecgw status, asked over gateway A's control socket"
+"$IPSECGW" status --socket "$WORK/a.sock" | sed 's/^/  /'
+
 say "gateway B's statistics (the --stats-file it rewrites every second)"
 /usr/bin/python3 - "$WORK/b.json" <<'PY'
 import json, sys
