@@ -11,7 +11,7 @@ cd "$root"
 COUNT=${COUNT:-1000}
 WINDOW=${WINDOW:-16}
 PROPOSAL=${PROPOSAL:-aes128gcm16-prfsha256-x25519}
-[ "$(id -u)" -eq 0 ] || { echo "ike_setup_rate.sh: run as root" >&2; exit 1; }
+source scripts/as-root.sh "$@"
 bash scripts/install-deps.sh test
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc)" --target ipsecgw ike_bench >/dev/null

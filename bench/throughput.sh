@@ -12,7 +12,7 @@ cd "$root"
 ESP=${ESP:-aes128gcm16}
 DURATION=${DURATION:-10}
 REPEAT=${REPEAT:-2}
-[ "$(id -u)" -eq 0 ] || { echo "throughput.sh: run as root" >&2; exit 1; }
+source scripts/as-root.sh "$@"
 bash scripts/install-deps.sh bench
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc)" --target ipsecgw >/dev/null

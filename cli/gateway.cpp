@@ -84,11 +84,6 @@ void add_to(nlohmann::json& j, const core::TrafficCounters& c) {
   }
 }
 
-std::string spi_hex(std::uint32_t spi) {
-  char b[16];
-  std::snprintf(b, sizeof b, "0x%08x", spi);
-  return b;
-}
 }  // namespace
 
 Gateway::Gateway(config::Config cfg, std::string stats_file)
@@ -546,8 +541,8 @@ nlohmann::json Gateway::stats() {
     auto in_it = snap->inbound.find(p.in.spi);
     nlohmann::json s = nlohmann::json::object();
     s["name"] = p.name;
-    s["spi_out"] = spi_hex(p.out.spi);
-    s["spi_in"] = spi_hex(p.in.spi);
+    s["spi_out"] = core::spi_hex(p.out.spi);
+    s["spi_in"] = core::spi_hex(p.in.spi);
     s["esp"] = p.transform.name();
     s["encap"] = p.encap == core::Encap::kUdp ? "udp" : "none";
     s["local_addr"] = p.local_addr.to_string();
@@ -635,6 +630,10 @@ void Gateway::flush_ike() {
   j["retransmits"] = c.retransmits;
   j["cookies_sent"] = c.cookies_sent;
   j["invalid_messages"] = c.invalid_messages;
+  j["ike_rekeyed"] = c.ike_rekeyed;
+  j["child_rekeyed"] = c.child_rekeyed;
+  j["rekey_collisions_won"] = c.rekey_collisions_won;
+  j["rekey_collisions_lost"] = c.rekey_collisions_lost;
   std::lock_guard<std::mutex> lock(ike_stats_mutex_);
   ike_stats_ = std::move(j);
 }
@@ -757,8 +756,8 @@ nlohmann::json Gateway::control_status() {
       s["rekey_in_s"] = st.rekey_in_s;
       nlohmann::json ch = nlohmann::json::array();
       for (const auto& c : st.children) {
-        ch.push_back({{"name", c.name}, {"child", c.child}, {"spi_in", spi_hex(c.spi_in)},
-                      {"spi_out", spi_hex(c.spi_out)}, {"algorithms", c.algorithms},
+        ch.push_back({{"name", c.name}, {"child", c.child}, {"spi_in", core::spi_hex(c.spi_in)},
+                      {"spi_out", core::spi_hex(c.spi_out)}, {"algorithms", c.algorithms}, {"pfs", c.pfs},
                       {"local_ts", c.local_ts}, {"remote_ts", c.remote_ts}, {"age_s", c.age_s},
                       {"rekey_in_s", c.rekey_in_s}, {"expire_in_s", c.expire_in_s}});
       }
@@ -783,8 +782,8 @@ nlohmann::json Gateway::control_sa() {
     const auto& p = out->params();
     nlohmann::json s;
     s["name"] = p.name;
-    s["spi_in"] = spi_hex(p.in.spi);
-    s["spi_out"] = spi_hex(p.out.spi);
+    s["spi_in"] = core::spi_hex(p.in.spi);
+    s["spi_out"] = core::spi_hex(p.out.spi);
     s["mode"] = p.mode == core::SaMode::kTunnel ? "tunnel" : "transport";
     s["protocol"] = p.protocol == core::IpsecProtocol::kEsp ? "esp" : "ah";
     s["algorithms"] = p.transform.name();
@@ -843,6 +842,9 @@ nlohmann::json Gateway::control_stats() {
   j["retransmissions"] = k.retransmits;
   j["cookies_sent"] = k.cookies_sent;
   j["invalid_ike_messages"] = k.invalid_messages;
+  j["ike_rekeys"] = k.ike_rekeyed;
+  j["child_rekeys"] = k.child_rekeyed;
+  j["rekey_collisions"] = k.rekey_collisions_won + k.rekey_collisions_lost;
   return j;
 }
 
@@ -916,7 +918,8 @@ std::string Gateway::prometheus() {
   for (const auto& [reason, v] : full["totals"]["drops"].items())
     o << "ipsecgw_drops_total{reason=\"" << reason << "\"} " << v << "\n";
   for (const char* k : {"sas_installed", "ike_established", "ike_failed", "auth_failures", "retransmissions",
-                        "cookies_sent", "invalid_ike_messages"}) {
+                        "cookies_sent", "invalid_ike_messages", "ike_rekeys", "child_rekeys",
+                        "rekey_collisions"}) {
     const std::string name = std::string("ipsecgw_") + k + "_total";
     metric(name.c_str(), "counter", k);
     o << name << " " << st[k] << "\n";

@@ -73,7 +73,6 @@ class Gateway {
   bool setup(std::string& err);
   void tx_loop();
   void rx_loop();
-  void send_protected(std::vector<core::Packet*>& batch);
   tun::EspSocket* socket_for(const core::SaParams& p) const;
   void write_stats();
   nlohmann::json control_status();

@@ -60,16 +60,6 @@ const char* ike_integ_name(core::IntegAlg a) {
   return "NONE [RFC4306]";
 }
 
-std::string hex_spi(std::uint32_t spi) {
-  char b[16];
-  std::snprintf(b, sizeof b, "0x%08x", spi);
-  return b;
-}
-std::string hex64(std::uint64_t v) {
-  char b[24];
-  std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
-  return b;
-}
 
 }  // namespace
 
@@ -96,7 +86,7 @@ void KeyLog::esp(const core::SaParams& p) {
   const std::size_t ek = p.transform.enc_keymat_len();
   auto line = [&](const core::IpAddress& src, const core::IpAddress& dst, const core::SaDirection& d) {
     const auto km = d.keymat.span();
-    return q(proto) + "," + q(src.to_string()) + "," + q(dst.to_string()) + "," + q(hex_spi(d.spi)) + "," +
+    return q(proto) + "," + q(src.to_string()) + "," + q(dst.to_string()) + "," + q(core::spi_hex(d.spi)) + "," +
            q(enc) + "," + q("0x" + core::to_hex(km.first(ek))) + "," + q(esp_auth_name(p.transform.integ)) + "," +
            q(km.size() > ek ? "0x" + core::to_hex(km.subspan(ek)) : "") + "\n";
   };
@@ -107,12 +97,12 @@ void KeyLog::ike(const ike::IkeKeyLog& k) {
   if (ike_.empty()) return;
   const std::string enc = ike_enc_name(k.transform.enc);
   if (enc.empty()) {
-    core::log::info("keylog", "IKE SA ", hex64(k.spi_i), ": ", k.transform.name(),
+    core::log::info("keylog", "IKE SA ", core::hex64(k.spi_i), ": ", k.transform.name(),
                     " is not decryptable by Wireshark 4.0; not logged");
     return;
   }
   // SPIs and keys are UAT byte buffers: bare hex; the algorithms are quoted.
-  append(ike_, hex64(k.spi_i) + "," + hex64(k.spi_r) + "," + core::to_hex(k.sk_ei) + "," +
+  append(ike_, core::hex64(k.spi_i) + "," + core::hex64(k.spi_r) + "," + core::to_hex(k.sk_ei) + "," +
                    core::to_hex(k.sk_er) + "," + q(enc) + "," + core::to_hex(k.sk_ai) + "," +
                    core::to_hex(k.sk_ar) + "," + q(ike_integ_name(k.transform.integ)) + "\n");
 }

@@ -8,6 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/log.hpp"
+
 namespace ipsecgw::config {
 
 using nlohmann::json;
@@ -267,11 +269,11 @@ void parse_manual_sa(Walker& w, const std::string& name, const json& sa, const s
 }
 
 void parse_policy(Walker& w, const json& pj, const std::string& path,
-                  const std::set<std::string>& sa_names, std::vector<esp::StaticPolicy>& out) {
+                  const std::set<std::string>& sa_names, std::vector<core::StaticPolicy>& out) {
   if (!w.is_object(pj, path)) return;
   w.only_keys(pj, path, {"name", "local_ts", "remote_ts", "proto", "local_port", "remote_port",
                          "action", "sa"});
-  esp::StaticPolicy sp;
+  core::StaticPolicy sp;
   bool ok = true;
   sp.policy.name = w.string(pj, path, "name", false).value_or(path);
   sp.policy.sel.local = w.ranges(pj, path, "local_ts", true);
@@ -737,8 +739,7 @@ std::string explain(const Config& c) {
      << (c.udp_encap.keepalive ? std::to_string(c.udp_encap.keepalive) + " s" : "off") << "\n";
   os << c.manual.size() << " manual SA" << (c.manual.size() == 1 ? "" : "s") << ":\n";
   for (const auto& sa : c.manual) {
-    char spis[64];
-    std::snprintf(spis, sizeof spis, "out 0x%08x in 0x%08x", sa.out.spi, sa.in.spi);
+    const std::string spis = "out " + core::spi_hex(sa.out.spi) + " in " + core::spi_hex(sa.in.spi);
     os << "  " << sa.name << ": ESP tunnel " << sa.local_addr.to_string() << " <-> "
        << sa.remote_addr.to_string()
        << (sa.encap == core::Encap::kUdp ? " in UDP port " + std::to_string(sa.remote_port)

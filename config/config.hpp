@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "core/sa.hpp"
-#include "esp/dataplane.hpp"
+#include "core/spd.hpp"
 #include "ike/connection.hpp"
 
 namespace ipsecgw::config {
@@ -52,7 +52,7 @@ struct Config {
   TunConfig tun;
   UdpEncapConfig udp_encap;
   std::vector<core::SaParams> manual;
-  std::vector<esp::StaticPolicy> policies;
+  std::vector<core::StaticPolicy> policies;
   std::vector<ike::ConnectionConfig> connections;  // PSKs resolved from "secrets"
   std::string log_level = "info";
 };

@@ -3,8 +3,8 @@
 #include <openssl/crypto.h>
 
 #include <algorithm>
-
 #include <cctype>
+#include <cstdio>
 
 namespace ipsecgw::core {
 
@@ -121,6 +121,18 @@ std::optional<Bytes> from_hex(std::string_view hex) {
   if (hi >= 0) return std::nullopt;
   return out;
 }
+
+std::string hex32(std::uint32_t v) {
+  char b[16];
+  std::snprintf(b, sizeof b, "%08x", v);
+  return b;
+}
+std::string hex64(std::uint64_t v) {
+  char b[24];
+  std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
+  return b;
+}
+std::string spi_hex(std::uint32_t spi) { return "0x" + hex32(spi); }
 
 std::string to_hex(ByteSpan data) {
   static constexpr char kDigits[] = "0123456789abcdef";

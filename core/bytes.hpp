@@ -90,6 +90,32 @@ class ByteWriter {
   bool failed_ = false;
 };
 
+// The control plane's writer: appends big-endian values to a growing buffer
+// (IKE encoding). The data path writes into fixed buffers with ByteWriter.
+struct ByteAppender {
+  Bytes& b;
+  void u8(std::uint8_t v) { b.push_back(v); }
+  void u16(std::uint16_t v) {
+    b.push_back(static_cast<std::uint8_t>(v >> 8));
+    b.push_back(static_cast<std::uint8_t>(v));
+  }
+  void u32(std::uint32_t v) {
+    u16(static_cast<std::uint16_t>(v >> 16));
+    u16(static_cast<std::uint16_t>(v));
+  }
+  void u64(std::uint64_t v) {
+    u32(static_cast<std::uint32_t>(v >> 32));
+    u32(static_cast<std::uint32_t>(v));
+  }
+  void bytes(ByteSpan s) { b.insert(b.end(), s.begin(), s.end()); }
+};
+
+// Fixed-width lower-case hex: hex32 gives 8 digits, hex64 16 (IKE SPIs);
+// spi_hex gives "0x" and 8 digits, the form logs and JSON use for ESP SPIs.
+std::string hex32(std::uint32_t v);
+std::string hex64(std::uint64_t v);
+std::string spi_hex(std::uint32_t spi);
+
 // Accepts "0x" prefix, and ':' or whitespace between byte pairs.
 std::optional<Bytes> from_hex(std::string_view hex);
 std::string to_hex(ByteSpan data);

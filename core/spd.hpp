@@ -48,6 +48,13 @@ struct Policy {
   bool trap = false;
 };
 
+// A policy written in the configuration; protect policies name their SA
+// (a manual SA's name, resolved to an index when the SAD is published).
+struct StaticPolicy {
+  Policy policy;
+  std::string sa_name;  // for kProtect
+};
+
 class Spd {
  public:
   void add(Policy p) { policies_.push_back(std::move(p)); }

@@ -18,14 +18,9 @@ void add_counters(core::TrafficCounters& to, const core::TrafficCounters& from) 
   for (std::size_t i = 0; i < core::kDropCount; ++i) mv(to.drops[i], from.drops[i]);
 }
 
-std::string spi_hex(std::uint32_t spi) {
-  char buf[16];
-  std::snprintf(buf, sizeof buf, "0x%08x", spi);
-  return buf;
-}
 }  // namespace
 
-DataPlane::DataPlane(std::vector<StaticPolicy> policies)
+DataPlane::DataPlane(std::vector<core::StaticPolicy> policies)
     : static_policies_(std::move(policies)) {
   std::lock_guard lock(mutex_);
   publish();
@@ -34,7 +29,7 @@ DataPlane::DataPlane(std::vector<StaticPolicy> policies)
 bool DataPlane::install(core::SaParams params, std::string& why) {
   std::lock_guard lock(mutex_);
   if (auto o = spi_owner_.find(params.in.spi); o != spi_owner_.end() && o->second != params.name) {
-    why = "inbound SPI " + spi_hex(params.in.spi) + " is already used by " + o->second;
+    why = "inbound SPI " + core::spi_hex(params.in.spi) + " is already used by " + o->second;
     return false;
   }
   auto in = std::shared_ptr<InboundSa>(InboundSa::create(params, why));
@@ -49,7 +44,7 @@ bool DataPlane::install(core::SaParams params, std::string& why) {
   sas_[params.name] = Installed{std::move(out), std::move(in)};
   publish();
   core::log::info("esp", "installed SA ", params.name, " ", params.transform.name(), " out ",
-                  spi_hex(params.out.spi), " in ", spi_hex(params.in.spi), " ",
+                  core::spi_hex(params.out.spi), " in ", core::spi_hex(params.in.spi), " ",
                   params.local_addr.to_string(), " <-> ", params.remote_addr.to_string(),
                   params.encap == core::Encap::kUdp ? " (UDP-encapsulated)" : "");
   return true;
@@ -201,7 +196,7 @@ void DataPlane::log_drop(Drop d, const char* where, std::uint32_t spi,
                          const core::IpAddress& from) {
   std::uint64_t suppressed = 0;
   if (!drop_log_.allow(suppressed)) return;
-  core::log::warn("esp", "dropped ", where, " packet, SPI ", spi_hex(spi), " peer ",
+  core::log::warn("esp", "dropped ", where, " packet, SPI ", core::spi_hex(spi), " peer ",
                   from.to_string(), ": ", core::to_string(d),
                   suppressed ? " (" + std::to_string(suppressed) + " more drops not logged)" : "");
 }

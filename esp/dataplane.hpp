@@ -45,15 +45,9 @@ struct OutDecision {
   const core::Policy* policy = nullptr;  // for kAcquire: the trap policy
 };
 
-// A policy written in the configuration; protect policies name their SA.
-struct StaticPolicy {
-  core::Policy policy;
-  std::string sa_name;  // for kProtect
-};
-
 class DataPlane : public core::SaInstaller {
  public:
-  explicit DataPlane(std::vector<StaticPolicy> policies = {});
+  explicit DataPlane(std::vector<core::StaticPolicy> policies = {});
 
   bool install(core::SaParams params, std::string& why) override;
   bool remove(const std::string& name) override;
@@ -93,7 +87,7 @@ class DataPlane : public core::SaInstaller {
   void log_drop(core::Drop d, const char* where, std::uint32_t spi, const core::IpAddress& from);
 
   std::mutex mutex_;  // control plane only
-  std::vector<StaticPolicy> static_policies_;
+  std::vector<core::StaticPolicy> static_policies_;
   struct Installed {
     std::shared_ptr<OutboundSa> out;
     std::shared_ptr<InboundSa> in;

@@ -21,7 +21,6 @@ namespace {
 
 constexpr const char* kTag = "ike";
 constexpr std::uint16_t kMaxFragments = 64;
-constexpr std::uint16_t kNattPort = 4500;
 
 Payload make(PayloadType t, Bytes body) {
   Payload p;
@@ -39,17 +38,7 @@ Payload notify(Notify type, Bytes data = {}, ProtocolId proto = ProtocolId::kNon
 }
 Bytes u32_bytes(std::uint32_t v) {
   Bytes b;
-  Appender{b}.u32(v);
-  return b;
-}
-std::string spi_str(std::uint32_t spi) {
-  char b[16];
-  std::snprintf(b, sizeof b, "%08x", spi);
-  return b;
-}
-std::string spi64(std::uint64_t spi) {
-  char b[24];
-  std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(spi));
+  core::ByteAppender{b}.u32(v);
   return b;
 }
 
@@ -206,6 +195,7 @@ struct ChildSa {
   TimePoint rekey_at = TimePoint::max();
   TimePoint expire_at = TimePoint::max();
   bool rekeying = false;
+  bool pfs = false;  // its keys include a fresh DH shared secret (RFC 7296 2.17)
 };
 
 // What an outstanding request of ours is about.
@@ -283,7 +273,7 @@ class IkeSa {
 
   [[nodiscard]] std::uint64_t our_spi() const { return initiator_ ? spi_i_ : spi_r_; }
   [[nodiscard]] bool encap() const { return nat_local_ || nat_remote_ || conn_.encap; }
-  [[nodiscard]] std::string tag() const { return conn_.name + "[" + spi64(our_spi()) + "]"; }
+  [[nodiscard]] std::string tag() const { return conn_.name + "[" + core::hex64(our_spi()) + "]"; }
 
   Header header(Exchange x, bool response, std::uint32_t id) const {
     Header h;
@@ -347,13 +337,7 @@ class IkeSa {
     pl.push_back(notify(Notify::kNatDetectionDestinationIp, natd_hash(spi_i_, 0, remote_.addr, remote_.port)));
     pl.push_back(notify(Notify::kIkev2FragmentationSupported));
     pl.push_back(notify(Notify::kSignatureHashAlgorithms, {0, 2, 0, 3, 0, 4}));
-    Header h = header(Exchange::kSaInit, false, 0);
-    Bytes body = encode_chain(pl);
-    h.next = pl.front().type;
-    h.length = static_cast<std::uint32_t>(kHeaderLen + body.size());
-    Bytes msg;
-    write_header(msg, h);
-    msg.insert(msg.end(), body.begin(), body.end());
+    Bytes msg = encode_plain(header(Exchange::kSaInit, false, 0), pl);
     init_i_ = msg;
     Pending p;
     p.exchange = Exchange::kSaInit;
@@ -482,9 +466,9 @@ class IkeSa {
   // ---- initiator: IKE_AUTH ------------------------------------------------------
 
   void send_auth(TimePoint now) {
-    if (encap() && local_.port != kNattPort) {
-      local_.port = kNattPort;
-      remote_.port = kNattPort;
+    if (encap() && local_.port != core::kNattPort) {
+      local_.port = core::kNattPort;
+      remote_.port = core::kNattPort;
     }
     const IdPayload id = local_id();
     const Bytes id_body = encode_id(id);
@@ -614,14 +598,14 @@ class IkeSa {
     SecureBytes km = prf_plus(t_.prf, keys_.d.span(), seed, 2 * half);
     core::secure_wipe(seed.data(), seed.size());
     core::SaParams sp;
-    sp.name = conn_.name + "/" + cc.name + "/" + spi_str(spi_in);
+    sp.name = conn_.name + "/" + cc.name + "/" + core::hex32(spi_in);
     sp.protocol = core::IpsecProtocol::kEsp;
     sp.mode = cc.mode;
     sp.transform = t;
     sp.local_addr = local_.addr;
     sp.remote_addr = remote_.addr;
     sp.encap = encap() ? core::Encap::kUdp : core::Encap::kNone;
-    sp.remote_port = encap() ? remote_.port : kNattPort;
+    sp.remote_port = encap() ? remote_.port : core::kNattPort;
     for (const auto& x : lts) sp.selectors.local.push_back({x.start, x.end});
     for (const auto& x : rts) sp.selectors.remote.push_back({x.start, x.end});
     sp.replay_window = cc.replay_window;
@@ -644,20 +628,23 @@ class IkeSa {
     ch.local_ts = lts;
     ch.remote_ts = rts;
     ch.established = now;
+    ch.pfs = pfs != nullptr;
     if (cc.rekey_time) {
       // Soft lifetime with up to 10% jitter, so both ends do not rekey at once.
       std::uint32_t r = 0;
       core::random_bytes({reinterpret_cast<std::uint8_t*>(&r), sizeof r});
       const auto jitter = std::chrono::milliseconds(r % (cc.rekey_time * 100 + 1));
       ch.rekey_at = now + std::chrono::seconds(cc.rekey_time) - jitter;
-      const std::uint32_t life = cc.life_time ? cc.life_time : cc.rekey_time + cc.rekey_time / 10;
-      ch.expire_at = now + std::chrono::seconds(life);
     }
+    // The hard lifetime holds whatever the soft one is: life_time when set
+    // (also with rekey_time 0), else rekey_time + 10%.
+    if (const std::uint32_t life = cc.life_time ? cc.life_time : cc.rekey_time + cc.rekey_time / 10)
+      ch.expire_at = now + std::chrono::seconds(life);
     children_.push_back(ch);
     eng_.acquiring_.erase(conn_.name + "/" + cc.name);
     ++eng_.counters_.child_installed;
-    info(kTag, tag(), ": Child SA ", name, " installed: ", t.name(), ", SPIs in ", spi_str(spi_in),
-         " out ", spi_str(spi_out), ", ", ts_string(lts), " === ", ts_string(rts), pfs ? ", PFS" : "");
+    info(kTag, tag(), ": Child SA ", name, " installed: ", t.name(), ", SPIs in ", core::hex32(spi_in),
+         " out ", core::hex32(spi_out), ", ", ts_string(lts), " === ", ts_string(rts), pfs ? ", PFS" : "");
     return true;
   }
 
@@ -688,13 +675,7 @@ class IkeSa {
     pl.push_back(notify(Notify::kNatDetectionDestinationIp, natd_hash(spi_i_, spi_r_, remote_.addr, remote_.port)));
     pl.push_back(notify(Notify::kIkev2FragmentationSupported));
     pl.push_back(notify(Notify::kSignatureHashAlgorithms, {0, 2, 0, 3, 0, 4}));
-    Header h = header(Exchange::kSaInit, true, 0);
-    Bytes body = encode_chain(pl);
-    h.next = pl.front().type;
-    h.length = static_cast<std::uint32_t>(kHeaderLen + body.size());
-    Bytes out;
-    write_header(out, h);
-    out.insert(out.end(), body.begin(), body.end());
+    Bytes out = encode_plain(header(Exchange::kSaInit, true, 0), pl);
     init_r_ = out;
     last_response_ = {out};
     last_response_id_ = 0;
@@ -767,7 +748,7 @@ class IkeSa {
       if (p.ke) {
         if (!choice->dh || static_cast<core::DhGroup>(p.ke->group) != *choice->dh) {
           Bytes g;
-          Appender{g}.u16(static_cast<std::uint16_t>(choice->dh ? *choice->dh : t_.dh));
+          core::ByteAppender{g}.u16(static_cast<std::uint16_t>(choice->dh ? *choice->dh : t_.dh));
           return {notify(Notify::kInvalidKePayload, g)};
         }
         std::string why;
@@ -846,6 +827,7 @@ class IkeSa {
       return;
     }
     if (collision && new_in) collisions_[rekeyed_in] = {p.nonce, nr, *new_in};
+    if (rekeyed_in && new_in) ++eng_.counters_.child_rekeyed;
     // SA first, then Nonce, as RFC 7296 1.3 lays the exchange out.
     std::vector<Payload> out;
     for (auto& x : child_pl) {
@@ -981,7 +963,7 @@ class IkeSa {
     p.dh = DhKey::generate(t_.dh, why);
     if (!p.dh) return;
     Bytes spi;
-    Appender{spi}.u64(p.new_ike_spi);
+    core::ByteAppender{spi}.u64(p.new_ike_spi);
     SaPayload sa;
     std::uint8_t n = 1;
     // The negotiated suite first, then the configured ones.
@@ -1053,6 +1035,7 @@ class IkeSa {
       auto peer_sa = eng_.sas_.find(ike_collision_spi_);
       if (less(ours_min, theirs_min) && peer_sa != eng_.sas_.end()) {
         info(kTag, tag(), ": IKE SA rekey collision lost: keeping the peer's new SA ", peer_sa->second->tag());
+        ++eng_.counters_.rekey_collisions_lost;
         peer_sa->second->children_ = std::move(children_);
         children_.clear();
         peer_sa->second->rekey_at_ = conn_.rekey_time ? now + std::chrono::seconds(conn_.rekey_time) : TimePoint::max();
@@ -1067,11 +1050,13 @@ class IkeSa {
         return;
       }
       info(kTag, tag(), ": IKE SA rekey collision won: keeping our new SA");
+      ++eng_.counters_.rekey_collisions_won;
       if (peer_sa != eng_.sas_.end()) peer_sa->second->rekey_at_ = TimePoint::max();  // the peer deletes it
     }
     sa->children_ = std::move(children_);
     children_.clear();
     info(kTag, tag(), ": IKE SA rekeyed, now ", sa->tag(), " (", sa->children_.size(), " Child SAs moved)");
+    ++eng_.counters_.ike_rekeyed;
     eng_.add_sa(std::move(sa), new_spi);
     send_informational({make(PayloadType::kDelete, encode_delete({ProtocolId::kIke, {}}))}, now, false, true);
   }
@@ -1103,6 +1088,7 @@ class IkeSa {
     const std::size_t before = children_.size();
     child_from_response(ctx, q, now, shared ? &*shared : nullptr);
     if (children_.size() == before) return;
+    if (ctx.rekeyed_spi_in) ++eng_.counters_.child_rekeyed;
     if (auto col = collisions_.find(ctx.rekeyed_spi_in); col != collisions_.end()) {
       // Both ends rekeyed this child at once. The SA made by the exchange
       // with the lowest of the four nonces is redundant, and the end that
@@ -1116,6 +1102,7 @@ class IkeSa {
       const Bytes& theirs_min = less(c.peer_ni, c.our_nr) ? c.peer_ni : c.our_nr;
       if (less(ours_min, theirs_min)) {
         info(kTag, tag(), ": rekey collision lost (lowest nonce is ours): deleting our redundant Child SA");
+        ++eng_.counters_.rekey_collisions_lost;
         old = std::find_if(children_.begin(), children_.end(),
                            [&](const ChildSa& x) { return x.spi_in == ctx.rekeyed_spi_in; });
         if (old != children_.end()) old->rekey_at = TimePoint::max();  // the peer deletes it
@@ -1124,6 +1111,7 @@ class IkeSa {
         return;
       }
       info(kTag, tag(), ": rekey collision won: keeping our new Child SA");
+      ++eng_.counters_.rekey_collisions_won;
     }
     // Make-before-break: the new SA is installed; now delete the old one.
     old = std::find_if(children_.begin(), children_.end(),
@@ -1354,9 +1342,14 @@ class IkeSa {
     if (state_ != State::kEstablished) return;
     for (auto it = children_.begin(); it != children_.end();) {
       if (now >= it->expire_at) {
+        // RFC 7296 2.8: an SA past its lifetime is gone; tell the peer with a
+        // DELETE when the window is free (else its own lifetime ends it).
         warn(kTag, tag(), ": Child SA ", it->name, " reached its hard lifetime, removed");
+        const std::uint32_t spi = it->spi_in;
         eng_.installer_.remove(it->name);
         it = children_.erase(it);
+        if (!pending_)
+          send_informational({make(PayloadType::kDelete, encode_delete({ProtocolId::kEsp, {spi}}))}, now, false, false);
       } else {
         ++it;
       }
@@ -1428,7 +1421,7 @@ void IkeSa::respond_ike_rekey(const Header& h, const Parsed& p, const Bytes& nr,
   }
   if (static_cast<core::DhGroup>(p.ke->group) != choice->t.dh) {
     Bytes g;
-    Appender{g}.u16(static_cast<std::uint16_t>(choice->t.dh));
+    core::ByteAppender{g}.u16(static_cast<std::uint16_t>(choice->t.dh));
     send_response(Exchange::kCreateChildSa, h.message_id, {notify(Notify::kInvalidKePayload, g)});
     return;
   }
@@ -1455,7 +1448,7 @@ void IkeSa::respond_ike_rekey(const Header& h, const Parsed& p, const Bytes& nr,
   sa->keys_ = derive_ike_keys(sa->t_, shared->span(), sa->ni_, sa->nr_, sa->spi_i_, sa->spi_r_, &keys_.d);
   if (!sa->make_ciphers()) return;
   Proposal reply = choice->reply;
-  Appender{reply.spi}.u64(sa->spi_r_);
+  core::ByteAppender{reply.spi}.u64(sa->spi_r_);
   SaPayload out_sa;
   out_sa.proposals.push_back(reply);
   send_response(Exchange::kCreateChildSa, h.message_id,
@@ -1480,6 +1473,7 @@ void IkeSa::respond_ike_rekey(const Header& h, const Parsed& p, const Bytes& nr,
     children_.clear();
     info(kTag, tag(), ": IKE SA rekeyed by the peer, now ", sa->tag(), " (", sa->children_.size(),
          " Child SAs moved)");
+    ++eng_.counters_.ike_rekeyed;
   }
   // The old SA stays until the peer deletes it.
   eng_.add_sa(std::move(sa), new_spi);
@@ -1550,8 +1544,8 @@ bool Engine::initiate(const std::string& name, const std::string& child, TimePoi
   sa->local_ = {c->local_addrs[0], c->local_port};
   sa->remote_ = {c->remote_addrs[0], c->remote_port};
   if (c->encap) {
-    sa->local_.port = kNattPort;
-    sa->remote_.port = kNattPort;
+    sa->local_.port = core::kNattPort;
+    sa->remote_.port = core::kNattPort;
   }
   sa->created_ = now;
   for (const auto& ch : c->children)
@@ -1582,7 +1576,7 @@ const ConnectionConfig* Engine::find_connection_for(const Endpoint& local, const
 Bytes Engine::cookie_for(const Datagram& d, std::uint64_t spi_i, ByteSpan ni) const {
   // RFC 7296 2.6: Cookie = <VersionIDofSecret> | Hash(Ni | IPi | SPIi | <secret>)
   Bytes in(ni.begin(), ni.end());
-  Appender a{in};
+  core::ByteAppender a{in};
   a.bytes(d.remote.addr.bytes());
   a.u64(spi_i);
   Bytes c{0};
@@ -1615,13 +1609,7 @@ void Engine::handle_sa_init_request(const Datagram& d, const Header& h, TimePoin
     r.spi_r = 0;
     r.exchange = Exchange::kSaInit;
     r.flags = kFlagResponse;
-    Bytes body = encode_chain(payloads);
-    r.next = payloads.front().type;
-    r.length = static_cast<std::uint32_t>(kHeaderLen + body.size());
-    Bytes out;
-    write_header(out, r);
-    out.insert(out.end(), body.begin(), body.end());
-    send(d.local, d.remote, std::move(out));
+    send(d.local, d.remote, encode_plain(r, payloads));
   };
   if (!parse_chain(ByteSpan(d.data).subspan(kHeaderLen), h.next, pl, why) || !decode_all(pl, p, why)) {
     ++counters_.invalid_messages;
@@ -1659,7 +1647,7 @@ void Engine::handle_sa_init_request(const Datagram& d, const Header& h, TimePoin
   }
   if (static_cast<core::DhGroup>(p.ke->group) != choice->t.dh) {
     Bytes g;
-    Appender{g}.u16(static_cast<std::uint16_t>(choice->t.dh));
+    core::ByteAppender{g}.u16(static_cast<std::uint16_t>(choice->t.dh));
     info(kTag, c->name, ": KE for group ", p.ke->group, " from ", d.remote.to_string(),
          ", asking for group ", static_cast<int>(choice->t.dh));
     reply_plain({notify(Notify::kInvalidKePayload, g)});
@@ -1701,7 +1689,7 @@ void Engine::receive(const Datagram& d, TimePoint now) {
     if (it == sas_.end() || (h->from_initiator() && it->second->initiator_) ||
         (!h->from_initiator() && !it->second->initiator_)) {
       ++counters_.dropped_messages;
-      debug(kTag, "message for unknown IKE SA ", spi64(ours), " from ", d.remote.to_string());
+      debug(kTag, "message for unknown IKE SA ", core::hex64(ours), " from ", d.remote.to_string());
       return;
     }
     it->second->on_message(d, *h, now);
@@ -1943,6 +1931,7 @@ std::vector<IkeStatus> Engine::status(TimePoint now) const {
       cs.spi_in = c.spi_in;
       cs.spi_out = c.spi_out;
       cs.algorithms = c.transform.name();
+      cs.pfs = c.pfs;
       cs.local_ts = ts_string(c.local_ts);
       cs.remote_ts = ts_string(c.remote_ts);
       cs.age_s = std::chrono::duration_cast<std::chrono::seconds>(now - c.established).count();
@@ -1962,8 +1951,8 @@ std::vector<std::string> Engine::describe() const {
     out.push_back(sa->tag() + " " + states[static_cast<int>(sa->state_)] + " " + sa->local_.to_string() +
                   " <-> " + sa->remote_.to_string() + " " + sa->t_.name());
     for (const auto& c : sa->children_) {
-      out.push_back("  " + c.name + " " + c.transform.name() + " in " + spi_str(c.spi_in) + " out " +
-                    spi_str(c.spi_out) + " " + ts_string(c.local_ts) + " === " + ts_string(c.remote_ts));
+      out.push_back("  " + c.name + " " + c.transform.name() + " in " + core::hex32(c.spi_in) + " out " +
+                    core::hex32(c.spi_out) + " " + ts_string(c.local_ts) + " === " + ts_string(c.remote_ts));
     }
   }
   return out;

@@ -51,6 +51,12 @@ struct EngineCounters {
   std::uint64_t cookies_sent = 0;
   std::uint64_t invalid_messages = 0;
   std::uint64_t dropped_messages = 0;
+  std::uint64_t ike_rekeyed = 0;          // IKE SA rekeys completed, either role
+  std::uint64_t child_rekeyed = 0;        // Child SA rekeys completed, either role
+  // Simultaneous rekeys (RFC 7296 2.8.1, 2.8.2), counted at the end that
+  // settles them: won keeps its own new SA, lost deletes it.
+  std::uint64_t rekey_collisions_won = 0;
+  std::uint64_t rekey_collisions_lost = 0;
 };
 
 // Keys of a new IKE SA, for a Wireshark key log (off unless set).
@@ -83,6 +89,7 @@ struct ChildStatus {
   std::string child;  // configured child
   std::uint32_t spi_in = 0, spi_out = 0;
   std::string algorithms;
+  bool pfs = false;  // made with a DH exchange of its own (CREATE_CHILD_SA with KE)
   std::string local_ts, remote_ts;
   std::int64_t age_s = 0;
   std::int64_t rekey_in_s = -1;   // -1: never

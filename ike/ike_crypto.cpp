@@ -335,7 +335,7 @@ IkeKeys derive_ike_keys(const IkeTransform& t, ByteSpan shared, ByteSpan ni, Byt
     skeyseed = prf(t.prf, nonces, shared);
   }
   Bytes seed = nonces;
-  Appender a{seed};
+  core::ByteAppender a{seed};
   a.u64(spi_i);
   a.u64(spi_r);
   const std::size_t pl = prf_len(t.prf);
@@ -412,7 +412,7 @@ std::vector<Bytes> SkCipher::seal_fragmented(Header h, const std::vector<Payload
     Bytes chunk(whole.begin() + static_cast<std::ptrdiff_t>(off),
                 whole.begin() + static_cast<std::ptrdiff_t>(std::min(whole.size(), off + room)));
     Bytes extra;
-    Appender a{extra};
+    core::ByteAppender a{extra};
     a.u16(static_cast<std::uint16_t>(i + 1));
     a.u16(static_cast<std::uint16_t>(total));
     out.push_back(seal_raw(h, PayloadType::kSkf, i == 0 ? first : PayloadType::kNone, extra, std::move(chunk)));
@@ -438,7 +438,7 @@ Bytes SkCipher::seal_raw(Header h, PayloadType sk_type, PayloadType first, ByteS
   Bytes msg;
   msg.reserve(h.length);
   write_header(msg, h);
-  Appender a{msg};
+  core::ByteAppender a{msg};
   a.u8(static_cast<std::uint8_t>(first));
   a.u8(0);
   a.u16(static_cast<std::uint16_t>(sk_len));
@@ -518,7 +518,7 @@ std::optional<Bytes> SkCipher::open(ByteSpan msg, std::size_t sk_body_offset, st
 Bytes natd_hash(std::uint64_t spi_i, std::uint64_t spi_r, const core::IpAddress& ip,
                 std::uint16_t port) {
   Bytes in;
-  Appender a{in};
+  core::ByteAppender a{in};
   a.u64(spi_i);
   a.u64(spi_r);
   a.bytes(ip.bytes());

@@ -77,7 +77,7 @@ std::optional<Header> parse_header(ByteSpan msg, std::string& why) {
 }
 
 void write_header(Bytes& out, const Header& h) {
-  Appender a{out};
+  core::ByteAppender a{out};
   a.u64(h.spi_i);
   a.u64(h.spi_r);
   a.u8(static_cast<std::uint8_t>(h.next));
@@ -155,7 +155,7 @@ bool parse_chain(ByteSpan data, PayloadType first, std::vector<Payload>& out, st
 
 Bytes encode_chain(const std::vector<Payload>& payloads) {
   Bytes out;
-  Appender a{out};
+  core::ByteAppender a{out};
   for (std::size_t i = 0; i < payloads.size(); ++i) {
     const auto& p = payloads[i];
     PayloadType next = i + 1 < payloads.size() ? payloads[i + 1].type : PayloadType::kNone;
@@ -165,6 +165,17 @@ Bytes encode_chain(const std::vector<Payload>& payloads) {
     a.u16(static_cast<std::uint16_t>(p.body.size() + kGenericHeaderLen));
     a.bytes(p.body);
   }
+  return out;
+}
+
+Bytes encode_plain(Header h, const std::vector<Payload>& pl) {
+  const Bytes body = encode_chain(pl);
+  h.next = pl.empty() ? PayloadType::kNone : pl.front().type;
+  h.length = static_cast<std::uint32_t>(kHeaderLen + body.size());
+  Bytes out;
+  out.reserve(h.length);
+  write_header(out, h);
+  out.insert(out.end(), body.begin(), body.end());
   return out;
 }
 
@@ -258,11 +269,11 @@ std::optional<SaPayload> decode_sa(ByteSpan body, std::string& why) {
 
 Bytes encode_sa(const SaPayload& sa) {
   Bytes out;
-  Appender a{out};
+  core::ByteAppender a{out};
   for (std::size_t i = 0; i < sa.proposals.size(); ++i) {
     const auto& p = sa.proposals[i];
     Bytes tb;
-    Appender ta{tb};
+    core::ByteAppender ta{tb};
     for (std::size_t k = 0; k < p.transforms.size(); ++k) {
       const auto& t = p.transforms[k];
       ta.u8(k + 1 < p.transforms.size() ? 3 : 0);
@@ -306,7 +317,7 @@ std::optional<KePayload> decode_ke(ByteSpan body, std::string& why) {
 
 Bytes encode_ke(const KePayload& ke) {
   Bytes out;
-  Appender a{out};
+  core::ByteAppender a{out};
   a.u16(ke.group);
   a.u16(0);
   a.bytes(ke.data);
@@ -332,7 +343,7 @@ std::optional<NotifyPayload> decode_notify(ByteSpan body, std::string& why) {
 
 Bytes encode_notify(const NotifyPayload& n) {
   Bytes out;
-  Appender a{out};
+  core::ByteAppender a{out};
   a.u8(static_cast<std::uint8_t>(n.protocol));
   a.u8(static_cast<std::uint8_t>(n.spi.size()));
   a.u16(n.type);
@@ -470,7 +481,7 @@ std::optional<std::vector<TrafficSelector>> decode_ts(ByteSpan body, std::string
 
 Bytes encode_ts(const std::vector<TrafficSelector>& ts) {
   Bytes out;
-  Appender a{out};
+  core::ByteAppender a{out};
   a.u8(static_cast<std::uint8_t>(ts.size()));
   a.u8(0);
   a.u16(0);
@@ -525,7 +536,7 @@ std::optional<DeletePayload> decode_delete(ByteSpan body, std::string& why) {
 
 Bytes encode_delete(const DeletePayload& d) {
   Bytes out;
-  Appender a{out};
+  core::ByteAppender a{out};
   a.u8(static_cast<std::uint8_t>(d.protocol));
   a.u8(d.protocol == ProtocolId::kIke ? 0 : 4);
   a.u16(static_cast<std::uint16_t>(d.spis.size()));

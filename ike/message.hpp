@@ -2,7 +2,7 @@
 // chain, and typed views of each payload this engine uses. Decoding never
 // trusts a length: every field is read through core::ByteReader, and a
 // failure says which payload was bad. The SK payload (3.14) is kept as
-// bytes here; ike/sk.hpp protects and unprotects it.
+// bytes here; SkCipher (ike/ike_crypto.hpp) protects and unprotects it.
 //
 // The codec is shared by IKEv2 and (next) IKEv1, whose generic payload
 // header is the same shape.
@@ -139,6 +139,9 @@ bool parse_chain(ByteSpan data, PayloadType first, std::vector<Payload>& out, st
 // Encodes a chain; returns the bytes and sets `first` to the first type.
 // An SK payload's next-payload field is its inner_first.
 Bytes encode_chain(const std::vector<Payload>& payloads);
+// An unencrypted message (IKE_SA_INIT): the header, with its next payload
+// and length set from `pl` (not empty), then the chain.
+Bytes encode_plain(Header h, const std::vector<Payload>& pl);
 
 // ---- typed payloads -------------------------------------------------------
 
@@ -214,24 +217,5 @@ struct DeletePayload {
 };
 std::optional<DeletePayload> decode_delete(ByteSpan body, std::string& why);
 Bytes encode_delete(const DeletePayload& d);
-
-// A helper for writing big-endian values into a growing buffer.
-struct Appender {
-  Bytes& b;
-  void u8(std::uint8_t v) { b.push_back(v); }
-  void u16(std::uint16_t v) {
-    b.push_back(static_cast<std::uint8_t>(v >> 8));
-    b.push_back(static_cast<std::uint8_t>(v));
-  }
-  void u32(std::uint32_t v) {
-    u16(static_cast<std::uint16_t>(v >> 16));
-    u16(static_cast<std::uint16_t>(v));
-  }
-  void u64(std::uint64_t v) {
-    u32(static_cast<std::uint32_t>(v >> 32));
-    u32(static_cast<std::uint32_t>(v));
-  }
-  void bytes(ByteSpan s) { b.insert(b.end(), s.begin(), s.end()); }
-};
 
 }  // namespace ipsecgw::ike

@@ -94,7 +94,7 @@ Proposal esp_offer(const core::Proposal& p, std::uint8_t number, std::uint32_t s
   Proposal o;
   o.number = number;
   o.protocol = ProtocolId::kEsp;
-  Appender a{o.spi};
+  core::ByteAppender a{o.spi};
   a.u32(spi);
   for (const auto& e : p.enc) o.transforms.push_back(encr(e));
   if (!all_aead(p))

@@ -17,10 +17,7 @@ ENCAP=${ENCAP:-udp}
 MODE=${MODE:-ike}
 IKE=${IKE:-aes256gcm16-prfsha384-x25519}
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "demo.sh: run as root (it creates network namespaces and TUN devices)" >&2
-  exit 1
-fi
+source scripts/as-root.sh "$@"
 bash scripts/install-deps.sh demo
 if [ ! -x build/cli/ipsecgw ] || [ -n "$(find core esp ike tun config cli -newer build/cli/ipsecgw -name '*.[ch]pp' 2>/dev/null | head -1)" ]; then
   echo "== building ipsecgw"

@@ -179,3 +179,40 @@ s.sendall(open('$WORK/payload', 'rb').read()); s.close()"
   [ -n "$got" ] && [ "$got" = "$want" ]
 }
 
+
+# The harness the namespace tests share. `test_init PREFIX` sets NS (PREFIX
+# and the PID, so parallel runs never collide), WORK (a scratch folder),
+# PIDS (processes to end, by PID), PASS and FAIL, and an EXIT trap that ends
+# those processes, removes the namespaces and WORK (kept when KEEP is set).
+test_init() {
+  NS=$1$$
+  WORK=$(mktemp -d)
+  PIDS=()
+  PASS=0
+  FAIL=0
+  trap test_cleanup EXIT
+}
+# check "what" command...: runs it quietly; prints ok, or FAIL and its output.
+check() {
+  local what=$1; shift
+  if "$@" > "$WORK/check.out" 2>&1; then
+    PASS=$((PASS + 1)); echo "ok   $what"
+  else
+    FAIL=$((FAIL + 1)); echo "FAIL $what"; sed 's/^/     | /' "$WORK/check.out" | tail -20
+  fi
+}
+stop_all() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  PIDS=()
+}
+test_cleanup() {
+  stop_all
+  netns_teardown "$NS"
+  if [ -n "${KEEP:-}" ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+}
+# Prints the summary line and returns the exit status.
+test_finish() {
+  echo "$PASS passed, $FAIL failed"
+  [ "$FAIL" -eq 0 ]
+}

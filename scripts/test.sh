@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds ipsecgw, and runs every test:
-#   1. release build (RelWithDebInfo): unit tests, scapy oracle, network-namespace tests
+#   1. release build (RelWithDebInfo): unit tests, scapy oracle, network-namespace tests;
+#      then Release builds with g++ and clang++ from clean build trees
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build: unit tests and the
 #      namespace tunnel test with the sanitized gateway
 #   3. libFuzzer build (clang): each fuzz target runs for FUZZ_SECONDS (default 30)
@@ -13,10 +14,7 @@ cd "$root"
 jobs=$(nproc 2>/dev/null || echo 2)
 fuzz_seconds=${FUZZ_SECONDS:-30}
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "test.sh: run as root (the tests create network namespaces and TUN devices)" >&2
-  exit 1
-fi
+source scripts/as-root.sh "$@"
 bash scripts/install-deps.sh test || { echo "test.sh: installing dependencies failed" >&2; exit 1; }
 
 passed=()
@@ -35,9 +33,22 @@ step() {
   fi
 }
 
+# Warnings are fatal in every build this command makes (IPSECGW_WERROR).
 build() {  # build DIR [cmake args...]
   local dir=$1; shift
-  cmake -S . -B "$dir" "$@" >/dev/null && cmake --build "$dir" -j"$jobs"
+  cmake -S . -B "$dir" -DIPSECGW_WERROR=ON "$@" >/dev/null && cmake --build "$dir" -j"$jobs"
+}
+# A Release build (what a packager types) from an empty tree, as the README
+# offers it, with one of Debian's compilers; the log is shown on failure.
+clean_release() {  # clean_release CC CXX
+  local dir=build-release-$1
+  rm -rf "$dir"
+  if CC=$1 CXX=$2 cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DIPSECGW_WERROR=ON >"$dir.log" 2>&1 &&
+     cmake --build "$dir" -j"$jobs" >>"$dir.log" 2>&1; then
+    echo "built $(grep -c 'Built target' "$dir.log") targets"; rm -rf "$dir" "$dir.log"
+  else
+    grep -E 'error|warning' "$dir.log" | head -40; return 1
+  fi
 }
 
 # 1. Release build and every ctest test.
@@ -45,6 +56,9 @@ step "build (RelWithDebInfo)" build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 if [[ " ${failed[*]-} " != *"RelWithDebInfo"* ]]; then
   step "tests (RelWithDebInfo)" ctest --test-dir build --output-on-failure -j"$jobs"
 fi
+
+step "build Release from a clean tree (g++)" clean_release gcc g++
+step "build Release from a clean tree (clang++)" clean_release clang clang++
 
 # 2. Sanitizers.
 step "build (ASan+UBSan)" build build-asan -DCMAKE_BUILD_TYPE=Debug -DIPSECGW_SANITIZE=ON
@@ -66,7 +80,7 @@ fuzz_run() {  # fuzz_run TARGET
    exit "${PIPESTATUS[0]}")
 }
 step "build (libFuzzer)" env CC=clang CXX=clang++ \
-  bash -c "cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIPSECGW_FUZZ=ON >/dev/null && cmake --build build-fuzz -j$jobs"
+  bash -c "cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIPSECGW_FUZZ=ON -DIPSECGW_WERROR=ON >/dev/null && cmake --build build-fuzz -j$jobs"
 if [[ " ${failed[*]-} " != *"libFuzzer"* ]]; then
   for f in build-fuzz/fuzz/fuzz_*; do
     [ -x "$f" ] || continue

@@ -26,8 +26,8 @@ core::SaParams side(bool a) {
   return p;
 }
 
-std::vector<esp::StaticPolicy> dns_bypass() {
-  esp::StaticPolicy sp;
+std::vector<core::StaticPolicy> dns_bypass() {
+  core::StaticPolicy sp;
   sp.policy.sel.local = {*core::IpRange::parse("10.1.0.0/24")};
   sp.policy.sel.remote = {*core::IpRange::parse("10.2.0.53/32")};
   sp.policy.sel.proto = core::ipproto::kUdp;

@@ -2,6 +2,8 @@
 // between them: every exchange the engine does, checked end to end.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+
 #include "core/log.hpp"
 #include "ike/engine.hpp"
 
@@ -19,15 +21,23 @@ struct FakeInstaller : core::SaInstaller {
   };
   std::vector<Entry> installed;
   std::vector<std::string> removed;
+  std::vector<std::string> events;  // "+name" and "-name", in the order they happened
   bool install(core::SaParams p, std::string&) override {
     installed.push_back({p.name, p.in.spi, p.out.spi,
                          core::Bytes(p.in.keymat.span().begin(), p.in.keymat.span().end()),
                          core::Bytes(p.out.keymat.span().begin(), p.out.keymat.span().end()), p.encap});
+    events.push_back("+" + p.name);
     return true;
   }
   bool remove(const std::string& name) override {
     removed.push_back(name);
+    events.push_back("-" + name);
     return true;
+  }
+  // Position of an event, or -1.
+  [[nodiscard]] long at(const std::string& ev) const {
+    auto it = std::find(events.begin(), events.end(), ev);
+    return it == events.end() ? -1 : it - events.begin();
   }
   [[nodiscard]] std::size_t active() const { return installed.size() - removed.size(); }
 };
@@ -225,17 +235,38 @@ TEST_CASE("IKEv2: Child SA rekey make-before-break, with and without PFS", "[ike
     auto cb = conn(false, "k", {"aes256gcm16-prfsha384-x25519"}, {esp});
     ca.children[0].rekey_time = 60;
     cb.children[0].rekey_time = 0;
+    const bool want_pfs = std::string(esp).find("x25519") != std::string::npos;
     Pair p(std::move(ca), std::move(cb));
     p.a->start(p.now);
     p.pump();
     REQUIRE(p.ia.active() == 1);
+    auto child_pfs = [&](ike::Engine& e) {
+      const auto st = e.status(p.now);
+      REQUIRE(st.size() == 1);
+      REQUIRE(st[0].children.size() == 1);
+      return st[0].children[0].pfs;
+    };
+    CHECK(!child_pfs(*p.a));  // the first Child SA comes from IKE_AUTH: no DH of its own
     p.advance(61s);
-    CHECK(p.ia.installed.size() == 2);
-    CHECK(p.ib.installed.size() == 2);
+    REQUIRE(p.ia.installed.size() == 2);
+    REQUIRE(p.ib.installed.size() == 2);
     CHECK(p.ia.active() == 1);
     CHECK(p.ib.active() == 1);
     check_keys_cross(p.ia, p.ib);
     CHECK(p.ia.installed[0].key_in != p.ia.installed[1].key_in);
+    // Make before break, on both ends: the new SA is installed before the
+    // old one is removed, so traffic always has an SA.
+    for (const FakeInstaller* f : {&p.ia, &p.ib}) {
+      const auto old_name = f->installed[0].name, new_name = f->installed[1].name;
+      REQUIRE(f->at("-" + old_name) >= 0);
+      CHECK(f->at("+" + new_name) < f->at("-" + old_name));
+      CHECK(f->at("-" + new_name) == -1);
+    }
+    // PFS: the rekey exchanged KE payloads exactly when the proposal has a group.
+    CHECK(child_pfs(*p.a) == want_pfs);
+    CHECK(child_pfs(*p.b) == want_pfs);
+    CHECK(p.a->counters().child_rekeyed == 1);
+    CHECK(p.b->counters().child_rekeyed == 1);
   }
 }
 
@@ -312,13 +343,28 @@ TEST_CASE("IKEv2: IKE SA rekey from either side moves the Child SAs; later Child
     p.a->start(p.now);
     p.pump();
     REQUIRE(p.a->established("site-b"));
+    auto spis = [&](ike::Engine& e) {
+      const auto st = e.status(p.now);
+      REQUIRE(st.size() == 1);
+      return std::pair{st[0].spi_i, st[0].spi_r};
+    };
+    const auto before_a = spis(*p.a), before_b = spis(*p.b);
+    CHECK(before_a == before_b);
     p.advance(101s);
     CHECK(p.a->ike_sa_count() == 1);
     CHECK(p.b->ike_sa_count() == 1);
+    // The surviving IKE SA is a new one (RFC 7296 2.18: new SPIs), the same on both ends.
+    const auto after_a = spis(*p.a), after_b = spis(*p.b);
+    CHECK(after_a == after_b);
+    CHECK(after_a.first != before_a.first);
+    CHECK(after_a.second != before_a.second);
+    CHECK(p.a->counters().ike_rekeyed == 1);
+    CHECK(p.b->counters().ike_rekeyed == 1);
     CHECK(p.a->child_sa_count() == 1);
     CHECK(p.b->child_sa_count() == 1);
     CHECK(p.ia.active() == 1);
     CHECK(p.ib.active() == 1);
+    CHECK(p.ia.installed.size() == 1);  // the Child SA moved, not re-made
     CHECK(p.a->counters().ike_established == 1);
     // The Child SA rekey after the IKE rekey: both sides derive the same keys
     // from the new SK_d.
@@ -327,6 +373,8 @@ TEST_CASE("IKEv2: IKE SA rekey from either side moves the Child SAs; later Child
     CHECK(p.ib.installed.size() == 2);
     check_keys_cross(p.ia, p.ib);
     CHECK(p.a->established("site-b"));
+    CHECK(spis(*p.a) == after_a);  // done on the new IKE SA
+    CHECK(p.a->counters().child_rekeyed == 1);
   }
 }
 
@@ -412,8 +460,33 @@ TEST_CASE("IKEv2: byte lifetimes: rekey_bytes rekeys, life_bytes removes", "[ike
   CHECK(p.ia.active() == 0);
 }
 
+TEST_CASE("IKEv2: life_time holds with rekey_time 0: the Child SA is deleted on both ends at its life time", "[ike][engine]") {
+  auto ca = conn(true, "k");
+  ca.children[0].rekey_time = 0;
+  ca.children[0].life_time = 100;
+  auto cb = conn(false, "k");
+  cb.children[0].rekey_time = 0;  // b alone would keep it forever
+  Pair p(std::move(ca), std::move(cb));
+  p.a->start(p.now);
+  p.pump();
+  REQUIRE(p.ia.active() == 1);
+  REQUIRE(p.ib.active() == 1);
+  p.advance(99s);
+  CHECK(p.ia.active() == 1);
+  CHECK(p.ib.active() == 1);
+  p.advance(2s);
+  CHECK(p.ia.active() == 0);
+  CHECK(p.ib.active() == 0);            // a's DELETE reached b
+  CHECK(p.ia.installed.size() == 1);    // removed, not rekeyed
+  CHECK(p.ib.installed.size() == 1);
+  CHECK(p.a->established("site-b"));    // the IKE SA stays
+}
+
 TEST_CASE("IKEv2: simultaneous Child SA rekey from both ends (RFC 7296 2.8.1)", "[ike][engine]") {
-  for (int round = 0; round < 8; ++round) {  // the nonces decide who wins; try both outcomes
+  // The random nonces decide who wins: 16 rounds see both outcomes (all
+  // alike has probability 2^-15).
+  std::uint64_t a_won = 0, b_won = 0;
+  for (int round = 0; round < 16; ++round) {
     auto ca = conn(true, "k");
     auto cb = conn(false, "k");
     ca.children[0].rekey_bytes = 1000;
@@ -444,11 +517,24 @@ TEST_CASE("IKEv2: simultaneous Child SA rekey from both ends (RFC 7296 2.8.1)", 
     CHECK(la[0].spi_in == lb[0].spi_out);
     CHECK(la[0].key_in == lb[0].key_out);
     CHECK(la[0].name != p.ia.installed[0].name);  // the old one is gone
+    // A collision happened and was settled once at each end: one won, one lost.
+    const auto& ka = p.a->counters();
+    const auto& kb = p.b->counters();
+    CHECK(ka.rekey_collisions_won + ka.rekey_collisions_lost == 1);
+    CHECK(kb.rekey_collisions_won + kb.rekey_collisions_lost == 1);
+    CHECK(ka.rekey_collisions_won == kb.rekey_collisions_lost);
+    CHECK(p.ia.installed.size() == 3);  // the old SA and both new ones
+    CHECK(p.ib.installed.size() == 3);
+    a_won += ka.rekey_collisions_won;
+    b_won += kb.rekey_collisions_won;
   }
+  CHECK(a_won > 0);
+  CHECK(b_won > 0);
 }
 
 TEST_CASE("IKEv2: simultaneous IKE SA rekey from both ends (RFC 7296 2.8.2)", "[ike][engine]") {
-  for (int round = 0; round < 8; ++round) {
+  std::uint64_t a_won = 0, b_won = 0;
+  for (int round = 0; round < 16; ++round) {  // both outcomes, as for 2.8.1
     auto ca = conn(true, "k");
     auto cb = conn(false, "k");
     ca.rekey_time = 100;  // both established at the same instant: both rekey at once
@@ -460,11 +546,23 @@ TEST_CASE("IKEv2: simultaneous IKE SA rekey from both ends (RFC 7296 2.8.2)", "[
     p.a->start(p.now);
     p.pump();
     REQUIRE(p.a->established("site-b"));
+    const auto first = p.a->status(p.now).at(0).spi_i;
     p.advance(101s);
     p.advance(5s);
     INFO("round " << round);
     CHECK(p.a->ike_sa_count() == 1);
     CHECK(p.b->ike_sa_count() == 1);
+    const auto& ka = p.a->counters();
+    const auto& kb = p.b->counters();
+    CHECK(ka.rekey_collisions_won + ka.rekey_collisions_lost == 1);
+    CHECK(kb.rekey_collisions_won + kb.rekey_collisions_lost == 1);
+    CHECK(ka.rekey_collisions_won == kb.rekey_collisions_lost);
+    a_won += ka.rekey_collisions_won;
+    b_won += kb.rekey_collisions_won;
+    const auto sa_a = p.a->status(p.now).at(0), sa_b = p.b->status(p.now).at(0);
+    CHECK(sa_a.spi_i != first);  // a new IKE SA survived, the same one on both ends
+    CHECK(sa_a.spi_i == sa_b.spi_i);
+    CHECK(sa_a.spi_r == sa_b.spi_r);
     CHECK(p.a->child_sa_count() == 1);
     CHECK(p.b->child_sa_count() == 1);
     CHECK(p.ia.active() == 1);
@@ -475,6 +573,8 @@ TEST_CASE("IKEv2: simultaneous IKE SA rekey from both ends (RFC 7296 2.8.2)", "[
     CHECK(p.ia.installed.size() == 2);
     check_keys_cross(p.ia, p.ib);
   }
+  CHECK(a_won > 0);
+  CHECK(b_won > 0);
 }
 
 TEST_CASE("IKEv2: INITIAL_CONTACT makes the responder drop the peer's stale IKE SAs", "[ike][engine]") {

@@ -45,7 +45,7 @@ TEST_CASE("IKEv2 KDF: NIST CAVS SP 800-135 vectors", "[ike][kdf][vectors]") {
     const auto skeyseed = ike::prf(prf, nonces, gir);
     CHECK(core::to_hex(skeyseed) == v["SKEYSEED"]);
     core::Bytes seed = nonces;
-    ike::Appender a{seed};
+    core::ByteAppender a{seed};
     a.u64(u64(hex(v["SPIi"])));
     a.u64(u64(hex(v["SPIr"])));
     const auto dkm = ike::prf_plus(prf, skeyseed, seed, dkm_bits / 8);

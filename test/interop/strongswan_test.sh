@@ -16,22 +16,7 @@ if [ ! -x "$CHARON" ] || ! command -v swanctl >/dev/null; then
   echo "FAILED: strongSwan is not installed (scripts/install-deps.sh test installs it)"; exit 1
 fi
 
-NS=igws$$
-WORK=$(mktemp -d)
-PIDS=()
-PASS=0
-FAIL=0
-check() {
-  local what=$1; shift
-  if "$@"; then PASS=$((PASS + 1)); echo "ok   $what"; else FAIL=$((FAIL + 1)); echo "FAIL $what"; fi
-}
-stop_all() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  PIDS=()
-}
-cleanup() { stop_all; netns_teardown "$NS"; [ -n "${KEEP:-}" ] && echo "kept $WORK" || rm -rf "$WORK"; }
-trap cleanup EXIT
+test_init igws
 
 # ---- strongSwan on gateway B --------------------------------------------------
 start_charon() {
@@ -356,5 +341,4 @@ if [ "$FAIL" -ne 0 ]; then
   echo "--- last ipsecgw log lines"; tail -30 "$WORK/a.log"
   echo "--- last charon log lines"; tail -30 "$WORK/charon.log"
 fi
-echo "$PASS passed, $FAIL failed"
-[ "$FAIL" -eq 0 ]
+test_finish

@@ -13,22 +13,7 @@ source "$HERE/../../scripts/netns-lib.sh"
 PY=/usr/bin/python3
 if [ "$(id -u)" -ne 0 ]; then echo "SKIPPED: needs root for network namespaces"; exit 0; fi
 
-NS=igwt$$
-WORK=$(mktemp -d)
-PIDS=()
-PASS=0
-FAIL=0
-check() {  # check "what" command...
-  local what=$1; shift
-  if "$@"; then PASS=$((PASS + 1)); echo "ok   $what"; else FAIL=$((FAIL + 1)); echo "FAIL $what"; fi
-}
-stop_all() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  PIDS=()
-}
-cleanup() { stop_all; netns_teardown "$NS"; rm -rf "$WORK"; }
-trap cleanup EXIT
+test_init igwt
 
 stat_of() {  # stat_of FILE KEY -> totals.drops.KEY
   $PY -c "import json,sys; print(json.load(open('$1'))['totals']['drops']['$2'])"
@@ -129,5 +114,4 @@ PYEOF
 
 run_suite aes256gcm16 udp 4
 run_suite aes128-sha256 none 6
-echo "$PASS passed, $FAIL failed"
-[ "$FAIL" -eq 0 ]
+test_finish

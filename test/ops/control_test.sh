@@ -12,22 +12,7 @@ source "$HERE/../../scripts/netns-lib.sh"
 PY=/usr/bin/python3
 if [ "$(id -u)" -ne 0 ]; then echo "SKIPPED: needs root"; exit 0; fi
 
-NS=igwc$$
-WORK=$(mktemp -d)
-PIDS=()
-PASS=0
-FAIL=0
-check() {
-  local what=$1; shift
-  if "$@" > "$WORK/check.out" 2>&1; then PASS=$((PASS + 1)); echo "ok   $what"; else FAIL=$((FAIL + 1)); echo "FAIL $what"; fi
-}
-stop_all() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  PIDS=()
-}
-cleanup() { stop_all; netns_teardown "$NS"; rm -rf "$WORK"; }
-trap cleanup EXIT
+test_init igwc
 
 A="$WORK/a.sock"
 B="$WORK/b.sock"
@@ -161,5 +146,4 @@ check "B logs the authentication failure" grep -q "AUTHENTICATION_FAILED for 'gw
 stop_all
 check "control sockets removed on exit" test ! -e "$A" -a ! -e "$B"
 
-echo "$PASS passed, $FAIL failed"
-[ "$FAIL" -eq 0 ]
+test_finish

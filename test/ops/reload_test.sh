@@ -12,22 +12,7 @@ source "$HERE/../../scripts/netns-lib.sh"
 PY=/usr/bin/python3
 if [ "$(id -u)" -ne 0 ]; then echo "SKIPPED: needs root"; exit 0; fi
 
-NS=igwr$$
-WORK=$(mktemp -d)
-PIDS=()
-PASS=0
-FAIL=0
-check() {
-  local what=$1; shift
-  if "$@" > "$WORK/check.out" 2>&1; then PASS=$((PASS + 1)); echo "ok   $what"; else FAIL=$((FAIL + 1)); echo "FAIL $what"; cat "$WORK/check.out"; fi
-}
-stop_all() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  PIDS=()
-}
-cleanup() { stop_all; netns_teardown "$NS"; rm -rf "$WORK"; }
-trap cleanup EXIT
+test_init igwr
 A="$WORK/a.sock"
 B="$WORK/b.sock"
 
@@ -116,5 +101,4 @@ check "reload of a broken file is refused with the reason" \
   bash -c "! '$IPSECGW' reload --socket '$A' 2>&1 | grep -q OK; '$IPSECGW' reload --socket '$A' --json | grep -q 'connections'"
 check "and the SAs are untouched" test "$(children_of keep)" = "$keep_before"
 
-echo "$PASS passed, $FAIL failed"
-[ "$FAIL" -eq 0 ]
+test_finish
