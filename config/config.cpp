@@ -23,12 +23,25 @@ class Walker {
 
   void error(const std::string& path, std::string msg) { errors_.push_back({path, std::move(msg)}); }
 
-  // Reports keys that are not in `known`.
-  void only_keys(const json& obj, const std::string& path, std::initializer_list<const char*> known) {
+  // A key swanctl.conf users know that ipsecgw does not do yet: refused
+  // with a message that says so, rather than as unknown or ignored.
+  struct Planned {
+    const char* key;
+    const char* what;  // "road-warrior address pools", ...
+  };
+
+  // Reports keys that are not in `known`; `planned` ones as not implemented yet.
+  void only_keys(const json& obj, const std::string& path, std::initializer_list<const char*> known,
+                 std::initializer_list<Planned> planned = {}) {
     for (const auto& [k, v] : obj.items()) {
       bool ok = false;
       for (const char* name : known) ok = ok || k == name;
-      if (!ok) error(path + "." + k, "unknown key");
+      if (ok) continue;
+      const Planned* p = nullptr;
+      for (const auto& x : planned)
+        if (k == x.key) p = &x;
+      if (p) error(path + "." + k, std::string(p->what) + " are not implemented yet; remove \"" + k + "\"");
+      else error(path + "." + k, "unknown key");
     }
   }
 
@@ -439,7 +452,13 @@ void parse_child(Walker& w, const std::string& name, const json& cj, const std::
   if (!w.is_object(cj, path)) return;
   w.only_keys(cj, path, {"local_ts", "remote_ts", "esp_proposals", "mode", "start_action",
                          "rekey_time", "life_time", "rekey_bytes", "life_bytes", "replay_window",
-                         "dpd_action"});
+                         "dpd_action"},
+              {{"ah_proposals", "AH proposals (AH)"},
+               {"ipcomp", "IPComp compression settings"},
+               {"inactivity", "inactivity timeouts"},
+               {"hostaccess", "hostaccess rules"},
+               {"updown", "updown scripts"},
+               {"close_action", "close actions"}});
   ch.name = name;
   ch.local_ts = w.ranges(cj, path, "local_ts", true);
   ch.remote_ts = w.ranges(cj, path, "remote_ts", true);
@@ -482,7 +501,20 @@ void parse_connection(Walker& w, const std::string& name, const json& cj, const 
   if (!w.is_object(cj, path)) return;
   w.only_keys(cj, path, {"version", "local_addrs", "remote_addrs", "local", "remote", "proposals",
                          "encap", "dpd_delay", "dpd_timeout", "rekey_time", "reauth_time",
-                         "local_port", "remote_port", "children", "fragment_size"});
+                         "local_port", "remote_port", "children", "fragment_size"},
+              {{"pools", "virtual IP address pools (road warriors)"},
+               {"vips", "virtual IPs requested from the peer (road warriors)"},
+               {"mobike", "MOBIKE settings"},
+               {"aggressive", "IKEv1 Aggressive Mode settings"},
+               {"send_cert", "certificate settings"},
+               {"send_certreq", "certificate settings"},
+               {"pull", "Mode Config settings"},
+               {"unique", "uniqueness policies"},
+               {"keyingtries", "keying-try limits"},
+               {"over_time", "IKE SA hard lifetimes (over_time)"},
+               {"rand_time", "rekey jitter settings"},
+               {"ppk_id", "post-quantum preshared keys"},
+               {"childless", "childless IKE SA settings"}});
   ike::ConnectionConfig c;
   c.name = name;
   c.version = w.integer<int>(cj, path, "version", 0, 2).value_or(2);
@@ -494,7 +526,16 @@ void parse_connection(Walker& w, const std::string& name, const json& cj, const 
     const std::string sp = path + "." + side;
     if (it == cj.end()) continue;
     if (!w.is_object(*it, sp)) continue;
-    w.only_keys(*it, sp, {"auth", "id"});
+    w.only_keys(*it, sp, {"auth", "id"},
+                {{"certs", "certificates"},
+                 {"cacerts", "CA certificates"},
+                 {"pubkeys", "raw public keys"},
+                 {"eap_id", "EAP identities"},
+                 {"xauth_id", "XAUTH identities"},
+                 {"groups", "group memberships"},
+                 {"aaa_id", "AAA identities"},
+                 {"ca_id", "CA identities"},
+                 {"revocation", "revocation checks"}});
     const auto auth = w.string(*it, sp, "auth", false).value_or("psk");
     if (auth == "pubkey") w.error(sp + ".auth", "certificate authentication is not implemented yet; use \"psk\"");
     else if (auth != "psk") w.error(sp + ".auth", "must be \"psk\" or \"pubkey\"");
@@ -510,6 +551,8 @@ void parse_connection(Walker& w, const std::string& name, const json& cj, const 
   c.dpd_timeout = w.integer<std::uint32_t>(cj, path, "dpd_timeout", 0, 86400).value_or(0);
   c.rekey_time = w.integer<std::uint32_t>(cj, path, "rekey_time", 0, 30 * 86400).value_or(14400);
   c.reauth_time = w.integer<std::uint32_t>(cj, path, "reauth_time", 0, 30 * 86400).value_or(0);
+  if (c.reauth_time != 0)
+    w.error(path + ".reauth_time", "reauthentication is not implemented yet; use 0 (never) or rekey_time");
   c.local_port = w.integer<std::uint16_t>(cj, path, "local_port", 1, 65535).value_or(500);
   c.fragment_size = w.integer<std::size_t>(cj, path, "fragment_size", 0, 65000).value_or(c.fragment_size);
   if (c.fragment_size != 0 && c.fragment_size < 128)

@@ -188,10 +188,29 @@ test_init() {
   NS=$1$$
   WORK=$(mktemp -d)
   PIDS=()
+  GATEWAYS=()
   PASS=0
   FAIL=0
   trap test_cleanup EXIT
 }
+
+# A test that cannot run here says why. Under CI (CI=true) that is a
+# failure; elsewhere it exits 77, which ctest reports as skipped
+# (SKIP_RETURN_CODE), never as passed.
+skip_test() {
+  if [ "${CI:-}" = true ]; then echo "FAILED: cannot run in CI: $*"; exit 1; fi
+  echo "SKIPPED: $*"
+  exit 77
+}
+require_root() { [ "$(id -u)" -eq 0 ] || skip_test "needs root for network namespaces"; }
+require_tools() {  # require_tools CMD... (a path, or a name on PATH)
+  local t
+  for t in "$@"; do
+    command -v "$t" >/dev/null 2>&1 ||
+      skip_test "$t is not installed (scripts/install-deps.sh test installs it)"
+  done
+}
+
 # check "what" command...: runs it quietly; prints ok, or FAIL and its output.
 check() {
   local what=$1; shift
@@ -201,18 +220,75 @@ check() {
     FAIL=$((FAIL + 1)); echo "FAIL $what"; sed 's/^/     | /' "$WORK/check.out" | tail -20
   fi
 }
+# no_match PATTERN FILE...: true when the files exist and none holds PATTERN
+# (a negative grep that fails when grep itself fails, e.g. on a missing file).
+no_match() {
+  local pat=$1; shift
+  grep -qE -- "$pat" "$@"
+  [ $? -eq 1 ]
+}
+
+# exits_with N command...: true when the command exits with status N (a
+# negative check that still fails when the command cannot run at all).
+exits_with() {
+  local want=$1; shift
+  "$@"
+  [ $? -eq "$want" ]
+}
+
+# An ipsecgw started in the background: `track_gw $! LOG`. When it is
+# stopped (stop_gw, stop_all) its exit status must be 0 (a clean shutdown on
+# SIGTERM) and its log must hold no sanitizer report; either is a failure.
+track_gw() { PIDS+=("$1"); GATEWAYS+=("$1:$2"); }
+sanitizer_report() {  # sanitizer_report LOG: prints the report's lines, if any
+  grep -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|SUMMARY: [A-Za-z]+Sanitizer' "$1" 2>/dev/null | head -20
+}
+gw_finished() {  # gw_finished PID STATUS
+  local g log
+  for g in "${GATEWAYS[@]}"; do
+    [ "${g%%:*}" = "$1" ] || continue
+    log=${g#*:}
+    if [ "$2" -eq 0 ] && [ -z "$(sanitizer_report "$log")" ]; then
+      PASS=$((PASS + 1)); echo "ok   ipsecgw (pid $1) exited 0, no sanitizer report in $(basename "$log")"
+    else
+      FAIL=$((FAIL + 1)); echo "FAIL ipsecgw (pid $1) exited $2 ($(basename "$log"))"
+      sanitizer_report "$log" | sed 's/^/     | /'
+      tail -5 "$log" | sed 's/^/     | /'
+    fi
+  done
+  local keep=()
+  for g in "${GATEWAYS[@]}"; do [ "${g%%:*}" = "$1" ] || keep+=("$g"); done
+  GATEWAYS=("${keep[@]}")
+}
+stop_gw() {  # stop_gw PID: SIGTERM, wait, check
+  local rc
+  kill -TERM "$1" 2>/dev/null
+  wait "$1" 2>/dev/null; rc=$?
+  gw_finished "$1" "$rc"
+  local keep=() p
+  for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
 stop_all() {
+  local p rc
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  for p in "${PIDS[@]}"; do
+    wait "$p" 2>/dev/null; rc=$?
+    gw_finished "$p" "$rc"
+  done
   PIDS=()
 }
 test_cleanup() {
-  stop_all
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
   netns_teardown "$NS"
   if [ -n "${KEEP:-}" ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
 }
-# Prints the summary line and returns the exit status.
+# Stops what is still running (checking the gateways), prints the summary
+# line and returns the exit status.
 test_finish() {
+  stop_all
   echo "$PASS passed, $FAIL failed"
   [ "$FAIL" -eq 0 ]
 }

@@ -17,8 +17,13 @@ fuzz_seconds=${FUZZ_SECONDS:-30}
 source scripts/as-root.sh "$@"
 bash scripts/install-deps.sh test || { echo "test.sh: installing dependencies failed" >&2; exit 1; }
 
+# Steps (builds, test runs, fuzz runs) and, inside the ctest steps, the
+# individual tests: both are counted, skipped tests apart.
 passed=()
 failed=()
+tests_passed=0
+tests_failed=0
+tests_skipped=0
 step() {
   local name=$1; shift
   local t0=$SECONDS
@@ -31,6 +36,29 @@ step() {
     failed+=("$name")
     echo "=== ${name}: FAILED ($((SECONDS - t0)) s)"
   fi
+}
+
+# ctest over one build tree. No test found is an error; a skipped test
+# (exit 77: not root, a tool missing) is counted apart, and under CI
+# (CI=true) fails the step, since CI must run everything.
+run_ctest() {  # run_ctest BUILD_DIR
+  local log=$1/ctest-summary.log total failed_n skipped_n
+  ctest --test-dir "$1" --output-on-failure --no-tests=error -j"$jobs" 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  total=$(sed -nE 's/.*tests passed, [0-9]+ tests? failed out of ([0-9]+).*/\1/p' "$log" | tail -1)
+  failed_n=$(sed -nE 's/.*tests passed, ([0-9]+) tests? failed out of.*/\1/p' "$log" | tail -1)
+  skipped_n=$(grep -c '(Skipped)$' "$log")
+  if [ -z "$total" ]; then echo "run_ctest: no ctest summary in $log"; tests_failed=$((tests_failed + 1)); return 1; fi
+  tests_passed=$((tests_passed + total - failed_n - skipped_n))
+  tests_failed=$((tests_failed + failed_n))
+  tests_skipped=$((tests_skipped + skipped_n))
+  echo "ctest in $1: $((total - failed_n - skipped_n)) passed, $failed_n failed, $skipped_n skipped"
+  if [ "$skipped_n" -gt 0 ] && [ "${CI:-}" = true ]; then
+    echo "run_ctest: $skipped_n tests skipped under CI: a tool or privilege is missing"; rc=1
+  fi
+  # A failing step always shows in the failed count.
+  if [ "$rc" -ne 0 ] && [ "$failed_n" -eq 0 ]; then tests_failed=$((tests_failed + 1)); fi
+  return "$rc"
 }
 
 # Warnings are fatal in every build this command makes (IPSECGW_WERROR).
@@ -54,7 +82,7 @@ clean_release() {  # clean_release CC CXX
 # 1. Release build and every ctest test.
 step "build (RelWithDebInfo)" build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 if [[ " ${failed[*]-} " != *"RelWithDebInfo"* ]]; then
-  step "tests (RelWithDebInfo)" ctest --test-dir build --output-on-failure -j"$jobs"
+  step "tests (RelWithDebInfo)" run_ctest build
 fi
 
 step "build Release from a clean tree (g++)" clean_release gcc g++
@@ -63,9 +91,11 @@ step "build Release from a clean tree (clang++)" clean_release clang clang++
 # 2. Sanitizers.
 step "build (ASan+UBSan)" build build-asan -DCMAKE_BUILD_TYPE=Debug -DIPSECGW_SANITIZE=ON
 if [[ " ${failed[*]-} " != *"ASan+UBSan"* ]]; then
-  step "tests (ASan+UBSan)" env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    ctest --test-dir build-asan --output-on-failure -j"$jobs"
+  # Any sanitizer report aborts the process: the unit tests fail, and the
+  # namespace tests check each gateway's exit status and log.
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  step "tests (ASan+UBSan)" run_ctest build-asan
+  unset ASAN_OPTIONS UBSAN_OPTIONS
 fi
 
 # 3. Fuzz targets, briefly, each from its seed corpus.
@@ -82,9 +112,21 @@ fuzz_run() {  # fuzz_run TARGET
 step "build (libFuzzer)" env CC=clang CXX=clang++ \
   bash -c "cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIPSECGW_FUZZ=ON -DIPSECGW_WERROR=ON >/dev/null && cmake --build build-fuzz -j$jobs"
 if [[ " ${failed[*]-} " != *"libFuzzer"* ]]; then
-  for f in build-fuzz/fuzz/fuzz_*; do
-    [ -x "$f" ] || continue
-    step "fuzz $(basename "$f") (${fuzz_seconds} s)" fuzz_run "$(basename "$f")"
+  # Every fuzz/fuzz_*.cpp must have become a target: none may vanish unrun.
+  fuzz_targets() {
+    local want=0 t
+    for t in fuzz/fuzz_*.cpp; do
+      want=$((want + 1))
+      [ -x "build-fuzz/fuzz/$(basename "$t" .cpp)" ] || { echo "fuzz target $(basename "$t" .cpp) was not built"; return 1; }
+    done
+    echo "$want fuzz targets built"
+    [ "$want" -gt 0 ]
+  }
+  step "fuzz targets built" fuzz_targets
+  for t in fuzz/fuzz_*.cpp; do
+    t=$(basename "$t" .cpp)
+    [ -x "build-fuzz/fuzz/$t" ] || continue
+    step "fuzz $t (${fuzz_seconds} s)" fuzz_run "$t"
   done
 fi
 
@@ -92,5 +134,12 @@ echo
 echo "=== summary"
 for s in "${passed[@]}"; do echo "  ok      $s"; done
 for s in "${failed[@]}"; do echo "  FAILED  $s"; done
-echo "${#passed[@]} passed, ${#failed[@]} failed (${SECONDS} s)"
+echo "  steps: ${#passed[@]} ok, ${#failed[@]} failed; ctest: $tests_passed passed, $tests_failed failed, $tests_skipped skipped; ${SECONDS} s"
+# Every step and every ctest test, counted once: a failed ctest step's
+# failures are in tests_failed, a failed build or fuzz run counts as one.
+non_ctest_failed=0
+for s in "${failed[@]}"; do [[ $s == tests* ]] || non_ctest_failed=$((non_ctest_failed + 1)); done
+non_ctest_passed=0
+for s in "${passed[@]}"; do [[ $s == tests* ]] || non_ctest_passed=$((non_ctest_passed + 1)); done
+echo "$((tests_passed + non_ctest_passed)) passed, $((tests_failed + non_ctest_failed)) failed, $tests_skipped skipped"
 [ ${#failed[@]} -eq 0 ]

@@ -3,6 +3,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "config/config.hpp"
 
 using namespace ipsecgw;
@@ -184,4 +186,52 @@ TEST_CASE("the IKEv2 issue's example configuration loads as written", "[config][
                   "$.connections.x.proposals[0]", "DH group"));
   CHECK(has_error(config::parse_config(R"({"connections":{"x":{"local_addrs":["1.2.3.4"],"children":{"c":{"local_ts":["10.0.0.0/8"],"remote_ts":["10.1.0.0/16"]}}}}})"),
                   "$.connections.x", "no PSK"));
+}
+
+TEST_CASE("keys ipsecgw does not do yet are refused, naming the path and saying so", "[config]") {
+  const nlohmann::json base = nlohmann::json::parse(R"({
+  "connections": {
+    "x": {
+      "local_addrs": ["198.51.100.1"], "remote_addrs": ["198.51.100.2"],
+      "local": { "auth": "psk", "id": "a" }, "remote": { "auth": "psk", "id": "b" },
+      "proposals": ["aes128-sha256-x25519"],
+      "children": { "c": { "local_ts": ["10.1.0.0/24"], "remote_ts": ["10.2.0.0/24"] } }
+    }
+  },
+  "secrets": { "s": { "ids": ["a", "b"], "secret": "a long shared secret" } }
+})");
+  REQUIRE(config::parse_config(base.dump()).config);  // the base is valid
+  struct Case {
+    const char* pointer;  // JSON pointer of the key to add
+    nlohmann::json value;
+    const char* path;     // the error's JSON path
+    const char* words;
+  };
+  const Case cases[] = {
+      {"/connections/x/pools", nlohmann::json::array({"rw"}), "$.connections.x.pools", "not implemented yet"},
+      {"/connections/x/vips", nlohmann::json::array({"0.0.0.0"}), "$.connections.x.vips", "not implemented yet"},
+      {"/connections/x/reauth_time", 3600, "$.connections.x.reauth_time", "reauthentication is not implemented yet"},
+      {"/connections/x/mobike", true, "$.connections.x.mobike", "not implemented yet"},
+      {"/connections/x/over_time", 600, "$.connections.x.over_time", "not implemented yet"},
+      {"/connections/x/local/certs", nlohmann::json::array({"a.pem"}), "$.connections.x.local.certs", "not implemented yet"},
+      {"/connections/x/remote/cacerts", nlohmann::json::array({"ca.pem"}), "$.connections.x.remote.cacerts", "not implemented yet"},
+      {"/connections/x/children/c/ah_proposals", nlohmann::json::array({"sha256"}), "$.connections.x.children.c.ah_proposals", "not implemented yet"},
+      {"/connections/x/version", 1, "$.connections.x.version", "IKEv1 is not implemented yet"},
+      {"/connections/x/children/c/mode", "transport", "$.connections.x.children.c.mode", "transport mode is not implemented yet"},
+      {"/connections/x/local/auth", "pubkey", "$.connections.x.local.auth", "not implemented yet"},
+      {"/connections/x/frobnicate", 1, "$.connections.x.frobnicate", "unknown key"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.path);
+    auto doc = base;
+    doc[nlohmann::json::json_pointer(c.pointer)] = c.value;
+    const auto r = config::parse_config(doc.dump());
+    INFO(dump(r));
+    CHECK_FALSE(r.config);
+    CHECK(has_error(r, c.path, c.words));
+  }
+  // reauth_time 0 means "never", which is what ipsecgw does: accepted.
+  auto doc = base;
+  doc["connections"]["x"]["reauth_time"] = 0;
+  CHECK(config::parse_config(doc.dump()).config);
 }

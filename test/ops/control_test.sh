@@ -10,7 +10,8 @@ IPSECGW=$(readlink -f "$IPSECGW")
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/../../scripts/netns-lib.sh"
 PY=/usr/bin/python3
-if [ "$(id -u)" -ne 0 ]; then echo "SKIPPED: needs root"; exit 0; fi
+require_root
+require_tools tcpdump "$PY"
 
 test_init igwc
 
@@ -24,20 +25,23 @@ jq_py() {  # jq_py SOCKET VERB EXPR -> prints EXPR evaluated on the --json reply
 
 start_pair() {
   ip netns exec "$NS-ga" "$IPSECGW" run -c "$WORK/gw-a.json" --socket "$A" > "$WORK/a.log" 2>&1 &
-  PIDS+=($!)
+  track_gw $! "$WORK/a.log"
   ip netns exec "$NS-gb" "$IPSECGW" run -c "$WORK/gw-b.json" --socket "$B" > "$WORK/b.log" 2>&1 &
-  PIDS+=($!)
+  track_gw $! "$WORK/b.log"
   wait_for "$WORK/a.log" "gateway: up" && wait_for "$WORK/b.log" "gateway: up"
 }
 
 netns_setup "$NS"
 write_ike_pair_configs "$WORK" "aes256gcm16-prfsha384-x25519" "aes256gcm16"
-# gw-b answers only; gw-a initiates at start. A also serves metrics.
-$PY - "$WORK/gw-a.json" <<'PYEOF'
+# gw-b answers only; gw-a initiates at start. Both serve metrics (each on
+# its own namespace's loopback).
+for f in gw-a gw-b; do
+$PY - "$WORK/$f.json" <<'PYEOF'
 import json, sys
 c = json.load(open(sys.argv[1])); c["metrics"] = {"listen": "127.0.0.1:9750"}
 json.dump(c, open(sys.argv[1], "w"), indent=2)
 PYEOF
+done
 start_pair
 wait_for "$WORK/a.log" "Child SA .* installed" 100
 
@@ -85,17 +89,30 @@ check "stats: replay_drops +1 on B" test "$(jq_py "$B" stats "r['replay_drops']"
 check "sa: the SA's own replay drop counted" test "$(jq_py "$B" sa "r['sas'][0]['drops'].get('replay', 0)")" -ge 1
 
 echo "== Prometheus metrics"
-metrics() { ip netns exec "$NS-ga" $PY -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9750/metrics', timeout=5).read().decode())"; }
-metrics > "$WORK/metrics.txt"
+metrics() {  # metrics NS
+  ip netns exec "$1" $PY -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9750/metrics', timeout=5).read().decode())"
+}
+metrics "$NS-ga" > "$WORK/metrics.txt"
+metrics "$NS-gb" > "$WORK/metrics-b.txt"
 check "metrics: one IKE SA" grep -qx "ipsecgw_ike_sas 1" "$WORK/metrics.txt"
 check "metrics: the connection is up" grep -qx 'ipsecgw_connection_up{connection="peer"} 1' "$WORK/metrics.txt"
-check "metrics: the same replay drops as stats" \
-  grep -qx "ipsecgw_drops_total{reason=\"replay\"} $(jq_py "$A" stats "r['replay_drops']")" "$WORK/metrics.txt"
+b_replays=$(jq_py "$B" stats "r['replay_drops']")
+check "metrics: B (which dropped the replayed packet) shows the same replay drops as its stats ($b_replays)" \
+  bash -c "[ '$b_replays' -ge 1 ] && grep -qx 'ipsecgw_drops_total{reason=\"replay\"} $b_replays' '$WORK/metrics-b.txt'"
 check "metrics: HELP and TYPE lines" grep -q "^# TYPE ipsecgw_bytes_total counter" "$WORK/metrics.txt"
-check "metrics: only on loopback (refused on the outside address)" \
-  bash -c "! ip netns exec '$NS-ga' $PY -c \"import urllib.request; urllib.request.urlopen('http://198.51.100.1:9750/metrics', timeout=3)\" 2>/dev/null"
-check "metrics: a non-loopback listen address is a configuration error" \
-  bash -c "printf '{\"metrics\":{\"listen\":\"0.0.0.0:9750\"}}' > '$WORK/bad.json'; ! '$IPSECGW' check -c '$WORK/bad.json' 2>&1 | grep -q OK"
+check "metrics: only on loopback (connection refused on the outside address)" \
+  ip netns exec "$NS-ga" $PY -c "
+import socket, sys
+try:
+    socket.create_connection(('198.51.100.1', 9750), timeout=3)
+except ConnectionRefusedError:
+    sys.exit(0)
+sys.exit(1)"
+printf '{"metrics":{"listen":"0.0.0.0:9750"}}' > "$WORK/bad.json"
+"$IPSECGW" check -c "$WORK/bad.json" > "$WORK/bad.out" 2>&1
+rc=$?
+check "metrics: a non-loopback listen address is a configuration error (exit $rc)" \
+  bash -c "[ $rc -eq 1 ] && grep -qF '\$.metrics.listen' '$WORK/bad.out'"
 
 echo "== down and up"
 check "down peer: accepted" ctl down peer --socket "$A"
@@ -108,11 +125,11 @@ wait_for "$WORK/a.log" "Child SA .* installed" 50
 sleep 0.5
 check "up: established again" test "$(jq_py "$A" status "r['connections'][0]['established']")" = True
 check "up: traffic flows" ip netns exec "$NS-ha" ping -c 2 -i 0.2 -W 2 -q 10.2.0.2
-check "up of an unknown connection fails with exit 1" bash -c "! '$IPSECGW' up nosuch --socket '$A' 2>/dev/null"
+check "up of an unknown connection fails with exit 1" exits_with 1 "$IPSECGW" up nosuch --socket "$A"
 
 echo "== log-level"
 check "log-level debug" ctl log-level debug --socket "$A"
-check "log-level with an unknown level fails" bash -c "! '$IPSECGW' log-level loud --socket '$A' 2>/dev/null"
+check "log-level with an unknown level fails with exit 1" exits_with 1 "$IPSECGW" log-level loud --socket "$A"
 
 echo "== bad requests"
 cat > "$WORK/raw.py" <<'PYEOF'

@@ -6,6 +6,8 @@
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
+source scripts/netns-lib.sh
+[ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null || skip_test "needs root (or sudo) to run the demo"
 PASS=0
 FAIL=0
 check() {

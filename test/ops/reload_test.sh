@@ -10,7 +10,8 @@ IPSECGW=$(readlink -f "$IPSECGW")
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/../../scripts/netns-lib.sh"
 PY=/usr/bin/python3
-if [ "$(id -u)" -ne 0 ]; then echo "SKIPPED: needs root"; exit 0; fi
+require_root
+require_tools "$PY"
 
 test_init igwr
 A="$WORK/a.sock"
@@ -65,11 +66,11 @@ wait_children() {  # wait until N Child SAs are up on A
 netns_setup "$NS"
 write_a keep:0:aes256gcm16 change:1:aes256gcm16 drop:2:aes256gcm16
 ip netns exec "$NS-gb" "$IPSECGW" run -c "$WORK/gw-b.json" --socket "$B" > "$WORK/b.log" 2>&1 &
-PIDS+=($!)
+track_gw $! "$WORK/b.log"
 wait_for "$WORK/b.log" "gateway: up"
 ip netns exec "$NS-ga" "$IPSECGW" run -c "$WORK/gw-a.json" --socket "$A" > "$WORK/a.log" 2>&1 &
 GWA=$!
-PIDS+=($GWA)
+track_gw $GWA "$WORK/a.log"
 check "three connections up" wait_children 3
 keep_before=$(children_of keep)
 change_before=$(children_of change)
@@ -97,8 +98,12 @@ check "routes follow: 10.2.3.0/24 added, 10.2.2.0/24 removed" \
 
 # The verb, with a broken file: refused, nothing changes.
 echo '{ "connections": 42 }' > "$WORK/gw-a.json"
-check "reload of a broken file is refused with the reason" \
-  bash -c "! '$IPSECGW' reload --socket '$A' 2>&1 | grep -q OK; '$IPSECGW' reload --socket '$A' --json | grep -q 'connections'"
+"$IPSECGW" reload --socket "$A" > "$WORK/reload.out" 2>&1
+rc=$?
+check "reload of a broken file fails (exit status $rc)" test "$rc" -ne 0
+check "and says which key is wrong" grep -qF '$.connections' "$WORK/reload.out"
+check "--json: ok false, the error names the key" \
+  bash -c "'$IPSECGW' reload --socket '$A' --json | $PY -c \"import json,sys; r=json.load(sys.stdin); sys.exit(not (r['ok'] is False and '\$.connections' in r['error']))\""
 check "and the SAs are untouched" test "$(children_of keep)" = "$keep_before"
 
 test_finish
