@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -126,6 +127,27 @@ bool ct_equal(ByteSpan a, ByteSpan b) noexcept;
 // Overwrites memory in a way the compiler cannot elide (OPENSSL_cleanse).
 void secure_wipe(void* p, std::size_t n) noexcept;
 
+// An allocator that wipes memory before giving it back, so that no copy of
+// key material outlives its owner (also across a vector's reallocation).
+// `release_observer`, null in the gateway, lets a test look at the memory
+// after the wipe and before it is freed.
+template <class T>
+struct WipingAllocator {
+  using value_type = T;
+  WipingAllocator() noexcept = default;
+  template <class U>
+  WipingAllocator(const WipingAllocator<U>&) noexcept {}
+  T* allocate(std::size_t n) { return std::allocator<T>().allocate(n); }
+  void deallocate(T* p, std::size_t n) noexcept {
+    secure_wipe(p, n * sizeof(T));
+    if (release_observer) release_observer(p, n * sizeof(T));
+    std::allocator<T>().deallocate(p, n);
+  }
+  template <class U>
+  bool operator==(const WipingAllocator<U>&) const noexcept { return true; }
+  static inline void (*release_observer)(const void*, std::size_t) = nullptr;
+};
+
 // Key material: wiped when destroyed, moved-from or reassigned; never copied
 // implicitly, never printed.
 class SecureBytes {
@@ -151,7 +173,7 @@ class SecureBytes {
 
  private:
   void wipe() noexcept;
-  Bytes data_;
+  std::vector<std::uint8_t, WipingAllocator<std::uint8_t>> data_;
 };
 
 }  // namespace ipsecgw::core

@@ -89,6 +89,10 @@ class SkCipher {
   // body starts at `sk_body_offset`); returns the inner plaintext chain.
   std::optional<Bytes> open(ByteSpan msg, std::size_t sk_body_offset, std::string& why);
   [[nodiscard]] std::size_t overhead() const noexcept;
+  // AEAD and CTR IVs are a counter (unique per key, RFC 5282 3.1) that
+  // starts at a random value; this sets the IV the next message uses, for
+  // known-answer tests against published messages (RFC 7634 appendix B).
+  void set_next_iv(std::uint64_t iv) noexcept { iv_counter_ = iv - 1; }
 
  private:
   SkCipher() = default;

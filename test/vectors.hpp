@@ -21,14 +21,23 @@ inline std::optional<std::filesystem::path> vectors_dir() {
   return std::nullopt;
 }
 
-// Loads a JSON vector file, or returns nullopt after a visible warning.
-inline std::optional<nlohmann::json> load_vectors(const std::string& rel) {
+// The path of a vector file; a file that is not there fails the test,
+// naming the path and IPSECGW_VECTORS (never a silent pass).
+inline std::filesystem::path vector_path(const std::string& rel) {
   auto dir = vectors_dir();
-  if (!dir || !std::filesystem::exists(*dir / rel)) {
-    WARN("SKIPPED: vector file " << rel << " not found (set IPSECGW_VECTORS to the shared/vectors folder)");
-    return std::nullopt;
-  }
-  std::ifstream f(*dir / rel);
+  INFO("vector file " << rel << " (the shared/vectors folder beside the checkout, or IPSECGW_VECTORS)");
+  REQUIRE(dir.has_value());
+  const auto p = *dir / rel;
+  INFO("looked for " << p);
+  REQUIRE(std::filesystem::is_regular_file(p));
+  return p;
+}
+
+// Loads a JSON vector file; a missing or unparsable file fails the test.
+inline nlohmann::json load_vectors(const std::string& rel) {
+  std::ifstream f(vector_path(rel));
+  INFO("reading " << rel);
+  REQUIRE(f.good());
   return nlohmann::json::parse(f);
 }
 

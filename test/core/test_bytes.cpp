@@ -62,12 +62,40 @@ TEST_CASE("constant-time compare", "[core][bytes]") {
   CHECK_FALSE(ct_equal(ByteSpan(a, 2), a));
 }
 
+namespace {
+// What each buffer held when SecureBytes gave it back (after the wipe,
+// before it was freed: the memory is still owned then, so reading it is legal).
+std::vector<Bytes>* g_released = nullptr;
+void record_release(const void* p, std::size_t n) {
+  if (g_released) g_released->emplace_back(static_cast<const std::uint8_t*>(p), static_cast<const std::uint8_t*>(p) + n);
+}
+struct ReleaseLog {
+  std::vector<Bytes> released;
+  ReleaseLog() {
+    g_released = &released;
+    WipingAllocator<std::uint8_t>::release_observer = record_release;
+  }
+  ~ReleaseLog() {
+    WipingAllocator<std::uint8_t>::release_observer = nullptr;
+    g_released = nullptr;
+  }
+};
+}  // namespace
+
 TEST_CASE("SecureBytes wipes on move-assignment", "[core][bytes]") {
   const std::uint8_t k[] = {9, 9, 9};
-  SecureBytes s(k);
-  SecureBytes t = std::move(s);
-  CHECK(s.empty());
-  CHECK(t.size() == 3);
-  auto c = t.clone();
-  CHECK(ct_equal(c.span(), k));
+  const std::uint8_t other[] = {7, 7, 7, 7};
+  ReleaseLog log;
+  {
+    SecureBytes s(k);
+    SecureBytes t(other);
+    t = std::move(s);  // t's old buffer {7,7,7,7} is given back here
+    REQUIRE(log.released.size() == 1);
+    CHECK(log.released[0] == Bytes(4, 0));  // wiped before it was freed
+    CHECK(s.empty());                       // the moved-from one holds nothing
+    CHECK(ct_equal(t.span(), k));
+  }
+  // At scope end t's buffer ({9,9,9}) goes back wiped too; s had none.
+  REQUIRE(log.released.size() == 2);
+  CHECK(log.released[1] == Bytes(3, 0));
 }

@@ -5,6 +5,7 @@
 #include <map>
 
 #include "ike/ike_crypto.hpp"
+#include "test/cavs.hpp"
 #include "test/vectors.hpp"
 
 using namespace ipsecgw;
@@ -15,6 +16,7 @@ core::PrfAlg prf_of(const std::string& sha) {
   if (sha == "SHA-1") return core::PrfAlg::kHmacSha1;
   if (sha == "SHA-256") return core::PrfAlg::kHmacSha256;
   if (sha == "SHA-384") return core::PrfAlg::kHmacSha384;
+  REQUIRE(sha == "SHA-512");
   return core::PrfAlg::kHmacSha512;
 }
 std::uint64_t u64(const core::Bytes& b) {
@@ -25,19 +27,12 @@ std::uint64_t u64(const core::Bytes& b) {
 }  // namespace
 
 TEST_CASE("IKEv2 KDF: NIST CAVS SP 800-135 vectors", "[ike][kdf][vectors]") {
-  auto dir = test::vectors_dir();
-  if (!dir || !std::filesystem::exists(*dir / "nist_cavp_kdf135/ikev2.fax")) {
-    WARN("SKIPPED: nist_cavp_kdf135/ikev2.fax not found");
-    return;
-  }
-  std::ifstream f(*dir / "nist_cavp_kdf135/ikev2.fax");
-  std::string line, sha;
-  std::size_t dkm_bits = 0, child_bits = 0;
-  std::map<std::string, std::string> v;
-  int checked = 0;
-  auto run = [&] {
-    if (v.size() < 11) return;
-    const auto prf = prf_of(sha);
+  std::map<std::string, int> per_hash;
+  const auto n = test::for_each_cavs(test::vector_path("nist_cavp_kdf135/ikev2.fax"), [&](const test::CavsRecord& r) {
+    auto v = r.fields;
+    const auto prf = prf_of(r.section.at("SHA"));
+    const std::size_t dkm_bits = std::stoul(r.section.at("DKM length"));
+    const std::size_t child_bits = std::stoul(r.section.at("Child SA DKM length"));
     const auto ni = hex(v["Ni"]), nr = hex(v["Nr"]), gir = hex(v["g^ir"]),
                gir_new = hex(v["g^ir (new)"]);
     core::Bytes nonces = ni;
@@ -58,35 +53,18 @@ TEST_CASE("IKEv2 KDF: NIST CAVS SP 800-135 vectors", "[ike][kdf][vectors]") {
     CHECK(core::to_hex(ike::prf_plus(prf, sk_d, pfs, child_bits / 8).span()) ==
           v["DKM(Child SA D-H)"]);
     CHECK(core::to_hex(ike::prf(prf, sk_d, pfs)) == v["SKEYSEED(Rekey)"]);
-    ++checked;
-    v.clear();
-  };
-  while (std::getline(f, line)) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (!line.empty() && line[0] == '[') run();  // a section ends the pending vector
-    if (line.rfind("[SHA", 0) == 0) sha = line.substr(1, line.size() - 2);
-    if (line.rfind("[DKM length = ", 0) == 0) dkm_bits = std::stoul(line.substr(14));
-    if (line.rfind("[Child SA DKM length = ", 0) == 0) child_bits = std::stoul(line.substr(23));
-    auto eq = line.find(" = ");
-    if (eq == std::string::npos || line[0] == '[' || line[0] == '#') continue;
-    auto key = line.substr(0, eq);
-    if (key == "COUNT") {
-      run();
-      v.clear();
-      continue;
-    }
-    v[key] = line.substr(eq + 3);
-  }
-  run();
-  INFO(checked << " CAVS vectors");
-  CHECK(checked >= 100);
+    ++per_hash[r.section.at("SHA")];
+  });
+  // Counted with: awk '/^\[SHA/{h=$0} /^COUNT/{c[h]++} END{for(k in c) print k, c[k]}' ikev2.fax
+  CHECK(n == 900);
+  const std::map<std::string, int> want{{"SHA-1", 300}, {"SHA-256", 200}, {"SHA-384", 200}, {"SHA-512", 200}};
+  CHECK(per_hash == want);
 }
 
 TEST_CASE("ECP groups 19-21: RFC 5903 section 8", "[ike][dh][vectors]") {
   auto j = test::load_vectors("rfc/rfc5903_ecp_groups_ikev2.json");
-  if (!j) return;
   int n = 0;
-  for (const auto& v : (*j)["vectors"]) {
+  for (const auto& v : j["vectors"]) {
     const auto g = static_cast<core::DhGroup>(v["dh_group"].get<int>());
     std::string why;
     auto ki = ike::DhKey::from_private(g, hex(v["i"]), why);
@@ -105,9 +83,8 @@ TEST_CASE("ECP groups 19-21: RFC 5903 section 8", "[ike][dh][vectors]") {
 
 TEST_CASE("X25519 and X448: RFC 7748 and RFC 8031", "[ike][dh][vectors]") {
   auto j = test::load_vectors("rfc/rfc7748_x25519_x448.json");
-  if (!j) return;
   int n = 0;
-  for (const auto& v : (*j)["vectors"]) {
+  for (const auto& v : j["vectors"]) {
     if (v["type"] != "function") continue;
     const auto g = v["function"] == "X25519" ? core::DhGroup::kCurve25519 : core::DhGroup::kCurve448;
     std::string why;
@@ -120,8 +97,7 @@ TEST_CASE("X25519 and X448: RFC 7748 and RFC 8031", "[ike][dh][vectors]") {
   }
   CHECK(n >= 2);
   auto j2 = test::load_vectors("rfc/rfc8031_curve25519_ikev2.json");
-  if (!j2) return;
-  for (const auto& v : (*j2)["vectors"]) {
+  for (const auto& v : j2["vectors"]) {
     std::string why;
     auto ki = ike::DhKey::from_private(core::DhGroup::kCurve25519, hex(v["random_i"]), why);
     REQUIRE(ki);
@@ -134,9 +110,8 @@ TEST_CASE("X25519 and X448: RFC 7748 and RFC 8031", "[ike][dh][vectors]") {
 
 TEST_CASE("ECDH P-256: Wycheproof, invalid points refused", "[ike][dh][vectors]") {
   auto j = test::load_vectors("wycheproof/ecdh_secp256r1_ecpoint_test.json");
-  if (!j) return;
   int valid = 0, refused = 0;
-  for (const auto& grp : (*j)["testGroups"]) {
+  for (const auto& grp : j["testGroups"]) {
     for (const auto& t : grp["tests"]) {
       auto pub = hex(t["public"]);
       if (pub.empty() || pub[0] != 0x04) continue;  // IKE carries x || y only
@@ -185,6 +160,53 @@ TEST_CASE("DH: every group agrees with itself, bad sizes refused", "[ike][dh]") 
     CHECK_FALSE(a->shared_secret(shortv, why));
     core::Bytes zeros(ike::dh_public_len(g), 0);
     CHECK_FALSE(a->shared_secret(zeros, why));
+  }
+}
+
+TEST_CASE("SK payload: RFC 7634 appendix B, ChaCha20-Poly1305 in IKEv2, byte for byte", "[ike][sk][vectors]") {
+  const auto doc = test::load_vectors("rfc/rfc7634_chacha20_poly1305_esp_ikev2.json");
+  const nlohmann::json* vp = nullptr;
+  for (const auto& v : doc["vectors"])
+    if (v["section"] == "Appendix B") vp = &v;
+  REQUIRE(vp);
+  const auto& v = *vp;
+  std::string why;
+  auto et = core::single_esp_transform("chacha20poly1305", why);
+  REQUIRE(et);
+  ike::IkeTransform t;
+  t.enc = et->enc;
+  t.integ = et->integ;
+  core::Bytes ek = hex(v["key"]);
+  const auto salt = hex(v["salt"]);
+  ek.insert(ek.end(), salt.begin(), salt.end());
+  auto enc = ike::SkCipher::create(t, ek, {}, core::CipherDir::kEncrypt);
+  auto dec = ike::SkCipher::create(t, ek, {}, core::CipherDir::kDecrypt);
+  REQUIRE(enc);
+  REQUIRE(dec);
+  // The RFC's message: INFORMATIONAL request 9, flags 0, one SET_WINDOW_SIZE notify.
+  ike::Header h;
+  h.spi_i = u64(hex(v["spi_i"]));
+  h.spi_r = u64(hex(v["spi_r"]));
+  h.exchange = ike::Exchange::kInformational;
+  h.flags = 0;
+  h.message_id = v["message_id"].get<std::uint32_t>();
+  std::vector<ike::Payload> inner;
+  inner.push_back({ike::PayloadType::kNotify, false, ike::encode_notify({{}, {}, 16385, {0, 0, 0, 10}}), {}});
+  CHECK(core::to_hex(ike::encode_chain(inner)) == v["notify_payload"].get<std::string>());
+  enc->set_next_iv(u64(hex(v["iv"])));
+  const auto msg = enc->seal(h, inner);
+  CHECK(core::to_hex(msg) == v["ike_message"].get<std::string>());
+  // And the RFC's bytes open to the notify.
+  const auto rfc = hex(v["ike_message"]);
+  auto plain = dec->open(rfc, ike::kHeaderLen + ike::kGenericHeaderLen, why);
+  INFO(why);
+  REQUIRE(plain);
+  CHECK(core::to_hex(*plain) == v["notify_payload"].get<std::string>());
+  // One flipped bit anywhere in the RFC's message (header included, as AAD) fails.
+  for (std::size_t i = 0; i < rfc.size(); i += 5) {
+    auto bad = rfc;
+    bad[i] ^= 0x01;
+    CHECK_FALSE(dec->open(bad, ike::kHeaderLen + ike::kGenericHeaderLen, why));
   }
 }
 

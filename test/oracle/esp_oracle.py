@@ -51,6 +51,12 @@ ALGS = {
     "aes128-sha1": ("AES-CBC", "HMAC-SHA1-96", 16, 20),
     "3des-md5": ("3DES", "HMAC-MD5-96", 24, 16),
     "null-sha256": ("NULL", "SHA2-256-128", 0, 32),
+    # Every other encryption the configuration accepts (key sizes 192/256
+    # for CBC, CTR and GCM), each with an integrity algorithm of its own.
+    "aes192-sha256": ("AES-CBC", "SHA2-256-128", 24, 32),
+    "aes192ctr-sha1": ("AES-CTR", "HMAC-SHA1-96", 28, 20),
+    "aes256ctr-sha512": ("AES-CTR", "SHA2-512-256", 36, 64),
+    "aes192gcm16": ("AES-GCM", None, 28, 0),
 }
 
 

@@ -7,10 +7,9 @@ IPSECGW=${1:?usage: run.sh path/to/ipsecgw}
 HERE=$(cd "$(dirname "$0")" && pwd)
 TOOL=$(dirname "$IPSECGW")/../test/esp_tool
 PY=/usr/bin/python3
-if ! $PY -c 'import scapy' 2>/dev/null; then
-  echo "SKIPPED: Debian's python3-scapy is not installed"; exit 0
-fi
-if [ "$(id -u)" -ne 0 ]; then echo "SKIPPED: needs root for network namespaces"; exit 0; fi
+source "$HERE/../../scripts/netns-lib.sh"  # skip_test: exit 77, a failure under CI
+$PY -c 'import scapy' 2>/dev/null || skip_test "Debian's python3-scapy is not installed"
+[ "$(id -u)" -eq 0 ] || skip_test "needs root for network namespaces"
 
 NS=igwo$$
 WORK=$(mktemp -d)
@@ -79,4 +78,12 @@ for _ in $(seq 50); do grep -q "gateway: up" "$WORK/gw.log" && break; sleep 0.1;
 rc=0
 timeout 120 ip netns exec "$NS-peer" $PY "$HERE/esp_oracle.py" wire "$WORK/keys.json" "$NS-gw" "$NS-p" || rc=$?
 if [ $rc -ne 0 ]; then echo "--- ipsecgw log"; cat "$WORK/gw.log"; cat "$WORK/stats.json"; fi
+# The gateway must shut down cleanly: exit status 0, no sanitizer report.
+kill -TERM "$GW_PID"
+gw_rc=0
+wait "$GW_PID" || gw_rc=$?
+GW_PID=
+if [ "$gw_rc" -ne 0 ] || [ -n "$(sanitizer_report "$WORK/gw.log")" ]; then
+  echo "FAIL: ipsecgw exited $gw_rc"; sanitizer_report "$WORK/gw.log"; rc=1
+fi
 exit $rc
