@@ -258,6 +258,7 @@ int Gateway::run() {
     engine_->start(ike::Clock::now());
     after_engine();
   }
+  boost::asio::steady_timer shutdown_timer(io);
   boost::asio::signal_set signals(io, SIGINT, SIGTERM, SIGUSR1);
   signals.add(SIGHUP);
   std::function<void(const boost::system::error_code&, int)> on_signal =
@@ -278,12 +279,28 @@ int Gateway::run() {
           return;
         }
         core::log::info("gateway", "signal ", sig, ": shutting down");
-        if (engine_) {
-          drain_ike();
-          engine_->shutdown(ike::Clock::now());
-          flush_ike();
+        if (!engine_) {
+          io.stop();
+          return;
         }
-        io.stop();
+        drain_ike();
+        engine_->shutdown(ike::Clock::now());
+        after_engine();
+        // DELETEs wait for outstanding requests (one at a time, RFC 7296
+        // 2.3) and for their answers: IKE keeps running for up to 2 s.
+        const auto give_up = ike::Clock::now() + std::chrono::seconds(2);
+        auto poll = std::make_shared<std::function<void(const boost::system::error_code&)>>();
+        *poll = [this, &io, &shutdown_timer, give_up, poll](const boost::system::error_code&) {
+          if (engine_->shutdown_done() || ike::Clock::now() >= give_up) {
+            engine_->finish_shutdown();
+            flush_ike();
+            io.stop();
+            return;
+          }
+          shutdown_timer.expires_after(std::chrono::milliseconds(20));
+          shutdown_timer.async_wait(*poll);
+        };
+        (*poll)({});
       };
   signals.async_wait(on_signal);
 
@@ -634,6 +651,8 @@ void Gateway::flush_ike() {
   j["child_rekeyed"] = c.child_rekeyed;
   j["rekey_collisions_won"] = c.rekey_collisions_won;
   j["rekey_collisions_lost"] = c.rekey_collisions_lost;
+  j["ikev1_dropped"] = c.ikev1_dropped;
+  j["state_bugs"] = c.state_bugs;
   std::lock_guard<std::mutex> lock(ike_stats_mutex_);
   ike_stats_ = std::move(j);
 }
@@ -845,6 +864,8 @@ nlohmann::json Gateway::control_stats() {
   j["ike_rekeys"] = k.ike_rekeyed;
   j["child_rekeys"] = k.child_rekeyed;
   j["rekey_collisions"] = k.rekey_collisions_won + k.rekey_collisions_lost;
+  j["ikev1_dropped"] = k.ikev1_dropped;
+  j["ike_state_bugs"] = k.state_bugs;
   return j;
 }
 
@@ -919,7 +940,7 @@ std::string Gateway::prometheus() {
     o << "ipsecgw_drops_total{reason=\"" << reason << "\"} " << v << "\n";
   for (const char* k : {"sas_installed", "ike_established", "ike_failed", "auth_failures", "retransmissions",
                         "cookies_sent", "invalid_ike_messages", "ike_rekeys", "child_rekeys",
-                        "rekey_collisions"}) {
+                        "rekey_collisions", "ikev1_dropped", "ike_state_bugs"}) {
     const std::string name = std::string("ipsecgw_") + k + "_total";
     metric(name.c_str(), "counter", k);
     o << name << " " << st[k] << "\n";

@@ -42,6 +42,35 @@ Bytes u32_bytes(std::uint32_t v) {
   return b;
 }
 
+// A rekeyed IKE SA whose DELETE the peer never sends is removed after this.
+constexpr auto kRekeyedLinger = std::chrono::seconds(60);
+
+// "N(INITIAL_CONTACT), D, CP" for a log line about a message's contents.
+std::string payload_list(const std::vector<Payload>& pl) {
+  std::string s;
+  for (const auto& p : pl) {
+    if (!s.empty()) s += ", ";
+    switch (p.type) {
+      case PayloadType::kNotify: {
+        std::string why;
+        auto n = decode_notify(p.body, why);
+        s += n ? "N(" + notify_name(n->type) + ")" : "N(?)";
+        break;
+      }
+      case PayloadType::kDelete: s += "D"; break;
+      case PayloadType::kSa: s += "SA"; break;
+      case PayloadType::kKe: s += "KE"; break;
+      case PayloadType::kNonce: s += "No"; break;
+      case PayloadType::kTsi: s += "TSi"; break;
+      case PayloadType::kTsr: s += "TSr"; break;
+      case PayloadType::kCp: s += "CP"; break;
+      case PayloadType::kVendor: s += "V"; break;
+      default: s += "payload " + std::to_string(static_cast<int>(p.type)); break;
+    }
+  }
+  return s.empty() ? "no payload" : s;
+}
+
 // Everything found in a decoded message, by type.
 struct Parsed {
   std::vector<Payload> all;
@@ -220,9 +249,47 @@ struct Pending {
 
 class IkeSa {
  public:
-  enum class State { kInitSent, kAuthSent, kInitDone, kEstablished, kDeleting, kDead };
+  // kRekeyed: replaced by a new IKE SA (RFC 7296 2.18), its Child SAs moved
+  // there; it only waits for its DELETE exchange to finish.
+  enum class State { kInitSent, kAuthSent, kInitDone, kEstablished, kDeleting, kRekeyed, kDead };
+  static const char* state_name(State s) noexcept {
+    static const char* names[] = {"INIT_SENT", "AUTH_SENT", "INIT_DONE", "ESTABLISHED", "DELETING", "REKEYED", "DEAD"};
+    return names[static_cast<int>(s)];
+  }
+  static bool legal(State from, State to) noexcept {
+    switch (from) {
+      case State::kInitSent: return to == State::kInitSent || to == State::kAuthSent || to == State::kDead;
+      case State::kAuthSent: return to == State::kEstablished || to == State::kDead;
+      case State::kInitDone: return to == State::kEstablished || to == State::kDead;
+      case State::kEstablished: return to == State::kDeleting || to == State::kRekeyed || to == State::kDead;
+      case State::kDeleting: case State::kRekeyed: return to == State::kDead;
+      case State::kDead: return false;
+    }
+    return false;
+  }
+  // Every state change goes through here (OpenIKED's habit): logged, and an
+  // illegal one is a counted bug (the change still happens, so that the SA
+  // ends rather than hangs).
+  void set_state(State to) {
+    if (to == state_) return;
+    if (!legal(state_, to)) {
+      ++eng_.counters_.state_bugs;
+      error(kTag, tag(), ": BUG: illegal state change ", state_name(state_), " -> ", state_name(to));
+    } else {
+      debug(kTag, tag(), ": ", state_name(state_), " -> ", state_name(to));
+    }
+    state_ = to;
+  }
+  // A new IKE SA made by a rekey starts established (RFC 7296 2.18).
+  void adopt_established() {
+    debug(kTag, tag(), ": born ESTABLISHED by a rekey");
+    state_ = State::kEstablished;
+  }
 
-  IkeSa(Engine& e, const ConnectionConfig& c, bool initiator) : eng_(e), conn_(c), initiator_(initiator) {}
+  // An initiator starts by sending IKE_SA_INIT, a responder by answering it.
+  IkeSa(Engine& e, const ConnectionConfig& c, bool initiator) : eng_(e), conn_(c), initiator_(initiator) {
+    if (!initiator) state_ = State::kInitDone;
+  }
 
   Engine& eng_;
   const ConnectionConfig& conn_;
@@ -344,7 +411,7 @@ class IkeSa {
     p.message_id = 0;
     p.message = {std::move(msg)};
     send_request(std::move(p), now);
-    state_ = State::kInitSent;
+    set_state(State::kInitSent);
     next_out_id_ = 1;
     info(kTag, tag(), ": initiating IKE_SA_INIT to ", remote_.to_string(), " (DH group ",
          static_cast<int>(dh_->group()), ")");
@@ -503,7 +570,7 @@ class IkeSa {
     p.new_spi_in = first_child_spi_;
     p.message = sealed(Exchange::kAuth, false, p.message_id, pl);
     send_request(std::move(p), now);
-    state_ = State::kAuthSent;
+    set_state(State::kAuthSent);
   }
 
   bool verify_peer(const Parsed& p, const IdPayload& id, ByteSpan id_body, ByteSpan first_msg,
@@ -555,7 +622,7 @@ class IkeSa {
   }
 
   void established(TimePoint now) {
-    state_ = State::kEstablished;
+    set_state(State::kEstablished);
     last_heard_ = now;
     ++eng_.counters_.ike_established;
     if (conn_.rekey_time) rekey_at_ = now + std::chrono::seconds(conn_.rekey_time);
@@ -680,7 +747,7 @@ class IkeSa {
     last_response_ = {out};
     last_response_id_ = 0;
     next_in_id_ = 1;
-    state_ = State::kInitDone;
+    set_state(State::kInitDone);
     created_ = now;
     send_raw(out);
     if (!derive(p.ke->data)) return;
@@ -709,7 +776,7 @@ class IkeSa {
           continue;
         info(kTag, tag(), ": INITIAL_CONTACT from '", peer_id_, "': removing stale ", other->tag());
         other->remove_children();
-        other->state_ = State::kDead;
+        other->set_state(State::kDead);
         eng_.note_deadline(now);
       }
     }
@@ -866,7 +933,7 @@ class IkeSa {
     if (delete_ike) {
       info(kTag, tag(), ": peer deleted the IKE SA");
       remove_children();
-      state_ = State::kDead;
+      set_state(State::kDead);
     }
   }
 
@@ -973,7 +1040,12 @@ class IkeSa {
     cur.prf = {t_.prf};
     cur.dh = {t_.dh};
     sa.proposals.push_back(ike_offer(cur, n++, spi));
-    for (const auto& pr : conn_.proposals) sa.proposals.push_back(ike_offer(pr, n++, spi));
+    for (const auto& pr : conn_.proposals) {
+      auto offer = ike_offer(pr, n, spi);
+      if (offer.transforms == sa.proposals.front().transforms) continue;  // offered already
+      sa.proposals.push_back(std::move(offer));
+      ++n;
+    }
     std::vector<Payload> pl{make(PayloadType::kSa, encode_sa(sa)), make(PayloadType::kNonce, p.nonce),
                             make(PayloadType::kKe, encode_ke({static_cast<std::uint16_t>(t_.dh), p.dh->public_value()}))};
     p.message = sealed(Exchange::kCreateChildSa, false, p.message_id, pl);
@@ -1017,7 +1089,7 @@ class IkeSa {
     if (!sa->make_ciphers()) return;
     sa->peer_id_ = peer_id_;
     sa->created_ = now;
-    sa->state_ = State::kEstablished;
+    sa->adopt_established();
     sa->last_heard_ = now;
     if (conn_.rekey_time) sa->rekey_at_ = now + std::chrono::seconds(conn_.rekey_time);
     const auto new_spi = sa->spi_i_;
@@ -1045,7 +1117,8 @@ class IkeSa {
         eng_.add_sa(std::move(sa), new_spi);
         mine->send_informational({make(PayloadType::kDelete, encode_delete({ProtocolId::kIke, {}}))}, now, false, true);
         eng_.note_deadline(mine->deadline());
-        state_ = State::kDeleting;  // the peer deletes the old SA
+        set_state(State::kRekeyed);  // the peer deletes the old SA
+        rekeyed_at_ = now;
         rekey_at_ = TimePoint::max();
         return;
       }
@@ -1059,6 +1132,8 @@ class IkeSa {
     ++eng_.counters_.ike_rekeyed;
     eng_.add_sa(std::move(sa), new_spi);
     send_informational({make(PayloadType::kDelete, encode_delete({ProtocolId::kIke, {}}))}, now, false, true);
+    set_state(State::kRekeyed);
+    rekeyed_at_ = now;
   }
 
   void on_create_child_response(const Parsed& p, TimePoint now) {
@@ -1137,7 +1212,7 @@ class IkeSa {
     (void)p;
     if (ctx.delete_ike) {
       remove_children();
-      state_ = State::kDead;
+      set_state(State::kDead);
       info(kTag, tag(), ": IKE SA deleted");
     }
   }
@@ -1251,7 +1326,18 @@ class IkeSa {
       if (!response) {
         next_in_id_ = h.message_id + 1;
         send_response(h.exchange, h.message_id, {notify(Notify::kInvalidSyntax)});
+        // An IKE_AUTH that cannot be read ends the half-open SA now (RFC 7296
+        // 2.21.2: the IKE SA is not created), not after its timeout.
+        if (state_ == State::kInitDone) fail("malformed IKE_AUTH request: the half-open IKE SA is removed");
       }
+      return;
+    }
+    if (!response && h.exchange != Exchange::kAuth &&
+        (state_ == State::kInitDone || state_ == State::kInitSent || state_ == State::kAuthSent)) {
+      // RFC 7296 1.4: nothing but IKE_AUTH before the initial exchanges end.
+      ++eng_.counters_.dropped_messages;
+      warn(kTag, tag(), ": ", to_string(h.exchange), " request ", h.message_id,
+           " before IKE_AUTH completed, dropped; it carried ", payload_list(inner));
       return;
     }
     last_heard_ = now;
@@ -1267,6 +1353,7 @@ class IkeSa {
         case Exchange::kInformational: on_informational_response(p, now); break;
         default: break;
       }
+      send_queued_delete(now);
       return;
     }
     next_in_id_ = h.message_id + 1;
@@ -1308,6 +1395,7 @@ class IkeSa {
       }
     }
     if (state_ == State::kInitDone) t = std::min(t, created_ + std::chrono::seconds(30));
+    if (state_ == State::kRekeyed && !pending_) t = std::min(t, rekeyed_at_ + kRekeyedLinger);
     return t;
   }
 
@@ -1337,6 +1425,12 @@ class IkeSa {
     }
     if (state_ == State::kInitDone && now >= created_ + std::chrono::seconds(30)) {
       fail("half-open IKE SA timed out");
+      return;
+    }
+    if (state_ == State::kRekeyed && !pending_ && now >= rekeyed_at_ + kRekeyedLinger) {
+      info(kTag, tag(), ": the peer did not delete the rekeyed IKE SA; removed");
+      remove_children();
+      set_state(State::kDead);
       return;
     }
     if (state_ != State::kEstablished) return;
@@ -1372,14 +1466,22 @@ class IkeSa {
   }
 
   void peer_gone(const std::string& why, TimePoint now) {
-    warn(kTag, tag(), ": ", why, "; peer considered dead");
     (void)now;
+    if (state_ == State::kRekeyed || state_ == State::kDeleting) {
+      // Its DELETE went unanswered: it was on its way out anyway. Neither a
+      // failure nor a reason to restart (a rekeyed SA's successor is up).
+      info(kTag, tag(), ": ", why, "; ", state_name(state_), " IKE SA removed");
+      remove_children();
+      set_state(State::kDead);
+      return;
+    }
+    warn(kTag, tag(), ": ", why, "; peer considered dead");
     // An SA that was up is restarted when a child says dpd_action "restart";
     // one that never came up has failed, like one keying try in swanctl.
     restart_wanted_ = state_ == State::kEstablished;
     if (!restart_wanted_) ++eng_.counters_.ike_failed;
     remove_children();
-    state_ = State::kDead;
+    set_state(State::kDead);
   }
 
   void remove_children() {
@@ -1391,23 +1493,54 @@ class IkeSa {
     warn(kTag, tag(), ": ", why);
     ++eng_.counters_.ike_failed;
     remove_children();
-    state_ = State::kDead;
+    set_state(State::kDead);
   }
 
-  void delete_sa(TimePoint now) {
+  // Deletes this IKE SA with an INFORMATIONAL DELETE (RFC 7296 1.4.1) as
+  // soon as the window allows (2.3: one request outstanding): now, or once
+  // the outstanding request is answered. An SA not yet established just ends.
+  void request_delete(TimePoint now) {
     if (state_ != State::kEstablished || !out_) {
-      state_ = State::kDead;
+      remove_children();
+      set_state(State::kDead);
       return;
     }
-    // Sent once, not waited for: used at shutdown.
-    std::vector<Payload> pl{make(PayloadType::kDelete, encode_delete({ProtocolId::kIke, {}}))};
-    send_raw(sealed(Exchange::kInformational, false, next_out_id_++, pl));
-    info(kTag, tag(), ": IKE SA deleted (DELETE sent)");
-    remove_children();
-    state_ = State::kDead;
+    if (pending_) {
+      delete_queued_ = true;
+      debug(kTag, tag(), ": DELETE waits for the outstanding ", to_string(pending_->exchange));
+      return;
+    }
+    delete_queued_ = false;
+    send_informational({make(PayloadType::kDelete, encode_delete({ProtocolId::kIke, {}}))}, now, false, true);
+    set_state(State::kDeleting);
+  }
+  // Ends this SA at once (its configuration is going away): a DELETE is
+  // sent, unwaited, when the window is free; never a second request.
+  void delete_now(TimePoint now) {
+    if (state_ == State::kEstablished && out_) {
+      if (pending_) {
+        info(kTag, tag(), ": DELETE not sent, a ", to_string(pending_->exchange),
+             " request is outstanding (RFC 7296 2.3); the peer finds out by its liveness checks");
+      } else {
+        send_raw(sealed(Exchange::kInformational, false, next_out_id_++,
+                        {make(PayloadType::kDelete, encode_delete({ProtocolId::kIke, {}}))}));
+        info(kTag, tag(), ": IKE SA deleted (DELETE sent)");
+      }
+    }
     (void)now;
+    remove_children();
+    set_state(State::kDead);
+  }
+  void send_queued_delete(TimePoint now) {
+    if (delete_queued_ && !pending_ && state_ == State::kEstablished) request_delete(now);
+  }
+  // Still busy with a DELETE: queued, or sent and not answered.
+  [[nodiscard]] bool deleting() const {
+    return state_ != State::kDead && (delete_queued_ || (state_ == State::kDeleting && pending_));
   }
 
+  bool delete_queued_ = false;
+  TimePoint rekeyed_at_ = TimePoint::max();
   bool restart_wanted_ = false;
 };
 
@@ -1456,7 +1589,7 @@ void IkeSa::respond_ike_rekey(const Header& h, const Parsed& p, const Bytes& nr,
                  make(PayloadType::kKe, encode_ke({p.ke->group, dh->public_value()}))});
   sa->peer_id_ = peer_id_;
   sa->created_ = now;
-  sa->state_ = State::kEstablished;
+  sa->adopt_established();
   sa->last_heard_ = now;
   if (conn_.rekey_time) sa->rekey_at_ = now + std::chrono::seconds(conn_.rekey_time);
   const auto new_spi = sa->spi_r_;
@@ -1474,8 +1607,10 @@ void IkeSa::respond_ike_rekey(const Header& h, const Parsed& p, const Bytes& nr,
     info(kTag, tag(), ": IKE SA rekeyed by the peer, now ", sa->tag(), " (", sa->children_.size(),
          " Child SAs moved)");
     ++eng_.counters_.ike_rekeyed;
+    // The old SA stays until the peer deletes it, no longer established.
+    set_state(State::kRekeyed);
+    rekeyed_at_ = now;
   }
-  // The old SA stays until the peer deletes it.
   eng_.add_sa(std::move(sa), new_spi);
 }
 
@@ -1675,8 +1810,12 @@ void Engine::receive(const Datagram& d, TimePoint now) {
     return;
   }
   if ((h->version >> 4) != 2) {
-    ++counters_.dropped_messages;
-    debug(kTag, "IKE version ", h->version >> 4, " from ", d.remote.to_string(), " not handled");
+    // IKEv1 (ISAKMP) is not spoken yet: counted apart and said, once and
+    // then every 1000th, so that an operator sees who tries it.
+    ++counters_.ikev1_dropped;
+    if (counters_.ikev1_dropped % 1000 == 1)
+      warn(kTag, "IKE version ", h->version >> 4, " message from ", d.remote.to_string(),
+           " dropped: IKEv1 is not implemented yet (", counters_.ikev1_dropped, " so far)");
     return;
   }
   if (h->exchange == Exchange::kSaInit && !h->is_response() && h->spi_r == 0) {
@@ -1735,8 +1874,8 @@ ReloadResult Engine::reload(std::vector<ConnectionConfig> next, TimePoint now) {
   auto tear_down = [&](const ConnectionConfig* c) {
     for (auto& [spi, sa] : sas_) {
       if (&sa->conn_ != c) continue;
-      sa->delete_sa(now);  // DELETE sent if established; Child SAs removed
-      sa->state_ = IkeSa::State::kDead;
+      sa->delete_now(now);  // its configuration goes away with the reload
+      sa->set_state(IkeSa::State::kDead);
     }
     remove_dead();
     for (auto it = acquiring_.begin(); it != acquiring_.end();)
@@ -1833,7 +1972,23 @@ void Engine::tick(TimePoint now) {
 }
 
 void Engine::shutdown(TimePoint now) {
-  for (auto& [spi, sa] : sas_) sa->delete_sa(now);
+  for (auto& [spi, sa] : sas_) sa->request_delete(now);
+  remove_dead();
+  note_deadline(now);
+}
+
+bool Engine::shutdown_done() const {
+  for (const auto& [spi, sa] : sas_)
+    if (sa->deleting()) return false;
+  return true;
+}
+
+void Engine::finish_shutdown() {
+  for (auto& [spi, sa] : sas_) {
+    if (sa->deleting()) info(kTag, sa->tag(), ": no answer to its DELETE before shutdown");
+    sa->remove_children();
+    sa->set_state(IkeSa::State::kDead);
+  }
   remove_dead();
 }
 
@@ -1871,13 +2026,7 @@ bool Engine::terminate(const std::string& conn, const std::string& child, TimePo
   for (auto& [spi, sa] : sas_) {
     if (sa->conn_.name != conn || sa->state_ != IkeSa::State::kEstablished) continue;
     if (child.empty()) {
-      if (sa->pending_) {
-        // A request is outstanding: DELETE needs the window; send it unwaited.
-        sa->delete_sa(now);
-      } else {
-        sa->send_informational({make(PayloadType::kDelete, encode_delete({ProtocolId::kIke, {}}))}, now, false, true);
-        sa->state_ = IkeSa::State::kDeleting;
-      }
+      sa->request_delete(now);  // now, or once the outstanding request is answered
       info(kTag, sa->tag(), ": deleting the IKE SA (requested)");
       note_deadline(now);
       return true;
@@ -1901,7 +2050,7 @@ bool Engine::terminate(const std::string& conn, const std::string& child, TimePo
 }
 
 std::vector<IkeStatus> Engine::status(TimePoint now) const {
-  static const char* states[] = {"CONNECTING", "AUTHENTICATING", "HALF_OPEN", "ESTABLISHED", "DELETING", "DEAD"};
+  static const char* states[] = {"CONNECTING", "AUTHENTICATING", "HALF_OPEN", "ESTABLISHED", "DELETING", "REKEYED", "DEAD"};
   auto secs = [&](TimePoint t) -> std::int64_t {
     if (t == TimePoint::max()) return -1;
     return std::max<std::int64_t>(0, std::chrono::duration_cast<std::chrono::seconds>(t - now).count());
@@ -1947,8 +2096,7 @@ std::vector<IkeStatus> Engine::status(TimePoint now) const {
 std::vector<std::string> Engine::describe() const {
   std::vector<std::string> out;
   for (const auto& [spi, sa] : sas_) {
-    static const char* states[] = {"INIT_SENT", "AUTH_SENT", "INIT_DONE", "ESTABLISHED", "DELETING", "DEAD"};
-    out.push_back(sa->tag() + " " + states[static_cast<int>(sa->state_)] + " " + sa->local_.to_string() +
+    out.push_back(sa->tag() + " " + IkeSa::state_name(sa->state_) + " " + sa->local_.to_string() +
                   " <-> " + sa->remote_.to_string() + " " + sa->t_.name());
     for (const auto& c : sa->children_) {
       out.push_back("  " + c.name + " " + c.transform.name() + " in " + core::hex32(c.spi_in) + " out " +

@@ -57,6 +57,8 @@ struct EngineCounters {
   // settles them: won keeps its own new SA, lost deletes it.
   std::uint64_t rekey_collisions_won = 0;
   std::uint64_t rekey_collisions_lost = 0;
+  std::uint64_t ikev1_dropped = 0;  // IKEv1 (ISAKMP) datagrams, not spoken yet
+  std::uint64_t state_bugs = 0;     // illegal IKE SA state changes (a bug if ever non-zero)
 };
 
 // Keys of a new IKE SA, for a Wireshark key log (off unless set).
@@ -131,8 +133,13 @@ class Engine {
   void receive(const Datagram& d, TimePoint now);
   // Runs due timers (retransmission, DPD, rekey, expiry).
   void tick(TimePoint now);
-  // Deletes every IKE SA (DELETE sent, Child SAs removed).
+  // Starts deleting every IKE SA: a DELETE is sent now, or, where a request
+  // is outstanding, once it is answered (RFC 7296 2.3). Keep feeding
+  // datagrams and ticks until shutdown_done(), or give up, then call
+  // finish_shutdown(), which removes what is left.
   void shutdown(TimePoint now);
+  [[nodiscard]] bool shutdown_done() const;
+  void finish_shutdown();
 
   // Deletes the IKE SA of a connection (child empty) or one of its Child
   // SAs, sending DELETE; false with a reason when there is nothing to delete.

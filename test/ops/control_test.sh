@@ -11,7 +11,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/../../scripts/netns-lib.sh"
 PY=/usr/bin/python3
 require_root
-require_tools tcpdump "$PY"
+require_tools tcpdump "$PY" ike-scan
 
 test_init igwc
 
@@ -88,6 +88,12 @@ sleep 0.5
 check "stats: replay_drops +1 on B" test "$(jq_py "$B" stats "r['replay_drops']")" -eq $((before + 1))
 check "sa: the SA's own replay drop counted" test "$(jq_py "$B" sa "r['sas'][0]['drops'].get('replay', 0)")" -ge 1
 
+echo "== an IKEv1 probe (ike-scan Main Mode) is counted apart"
+ip netns exec "$NS-gb" timeout 20 ike-scan --sport=0 --retry=1 --timeout=300 198.51.100.1 > "$WORK/ike-scan.out" 2>&1
+check "ike-scan ran and got no IKEv1 answer" grep -q "0 returned handshake; 0 returned notify" "$WORK/ike-scan.out"
+check "stats: ikev1_dropped on A" test "$(jq_py "$A" stats "r['ikev1_dropped']")" -ge 1
+check "A says IKEv1 is not implemented yet" grep -q "IKEv1 is not implemented yet" "$WORK/a.log"
+
 echo "== Prometheus metrics"
 metrics() {  # metrics NS
   ip netns exec "$1" $PY -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9750/metrics', timeout=5).read().decode())"
@@ -99,6 +105,8 @@ check "metrics: the connection is up" grep -qx 'ipsecgw_connection_up{connection
 b_replays=$(jq_py "$B" stats "r['replay_drops']")
 check "metrics: B (which dropped the replayed packet) shows the same replay drops as its stats ($b_replays)" \
   bash -c "[ '$b_replays' -ge 1 ] && grep -qx 'ipsecgw_drops_total{reason=\"replay\"} $b_replays' '$WORK/metrics-b.txt'"
+check "metrics: IKEv1 datagrams counted" grep -qE "^ipsecgw_ikev1_dropped_total [1-9]" "$WORK/metrics.txt"
+check "metrics: no IKE state bug" grep -qx "ipsecgw_ike_state_bugs_total 0" "$WORK/metrics.txt"
 check "metrics: HELP and TYPE lines" grep -q "^# TYPE ipsecgw_bytes_total counter" "$WORK/metrics.txt"
 check "metrics: only on loopback (connection refused on the outside address)" \
   ip netns exec "$NS-ga" $PY -c "
