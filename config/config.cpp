@@ -519,6 +519,8 @@ void parse_connection(Walker& w, const std::string& name, const json& cj, const 
   c.name = name;
   c.version = w.integer<int>(cj, path, "version", 0, 2).value_or(2);
   if (c.version == 1) w.error(path + ".version", "IKEv1 is not implemented yet; use 2");
+  if (c.version == 0)
+    w.error(path + ".version", "0 (answer IKEv1 and IKEv2) needs IKEv1, which is not implemented yet; use 2");
   c.local_addrs = addresses(w, cj, path, "local_addrs");
   c.remote_addrs = addresses(w, cj, path, "remote_addrs");
   for (const char* side : {"local", "remote"}) {

@@ -217,6 +217,7 @@ TEST_CASE("keys ipsecgw does not do yet are refused, naming the path and saying 
       {"/connections/x/remote/cacerts", nlohmann::json::array({"ca.pem"}), "$.connections.x.remote.cacerts", "not implemented yet"},
       {"/connections/x/children/c/ah_proposals", nlohmann::json::array({"sha256"}), "$.connections.x.children.c.ah_proposals", "not implemented yet"},
       {"/connections/x/version", 1, "$.connections.x.version", "IKEv1 is not implemented yet"},
+      {"/connections/x/version", 0, "$.connections.x.version", "IKEv1, which is not implemented yet"},
       {"/connections/x/children/c/mode", "transport", "$.connections.x.children.c.mode", "transport mode is not implemented yet"},
       {"/connections/x/local/auth", "pubkey", "$.connections.x.local.auth", "not implemented yet"},
       {"/connections/x/frobnicate", 1, "$.connections.x.frobnicate", "unknown key"},
