@@ -390,7 +390,7 @@ class IkeSa {
     }
     if (ni_.empty()) {
       ni_.resize(eng_.opt_.nonce_len);
-      core::random_bytes(ni_);
+      eng_.random_bytes(ni_);
     }
     std::vector<Payload> pl;
     if (!cookie_.empty()) pl.push_back(notify(Notify::kCookie, cookie_));
@@ -699,7 +699,7 @@ class IkeSa {
     if (cc.rekey_time) {
       // Soft lifetime with up to 10% jitter, so both ends do not rekey at once.
       std::uint32_t r = 0;
-      core::random_bytes({reinterpret_cast<std::uint8_t*>(&r), sizeof r});
+      eng_.random_bytes({reinterpret_cast<std::uint8_t*>(&r), sizeof r});
       const auto jitter = std::chrono::milliseconds(r % (cc.rekey_time * 100 + 1));
       ch.rekey_at = now + std::chrono::seconds(cc.rekey_time) - jitter;
     }
@@ -730,7 +730,7 @@ class IkeSa {
       return;
     }
     nr_.resize(eng_.opt_.nonce_len);
-    core::random_bytes(nr_);
+    eng_.random_bytes(nr_);
     check_natd(p, spi_i_, 0);
     std::vector<Payload> pl;
     SaPayload sa;
@@ -856,7 +856,7 @@ class IkeSa {
       return;
     }
     Bytes nr(eng_.opt_.nonce_len);
-    core::random_bytes(nr);
+    eng_.random_bytes(nr);
     const bool ike_rekey = !p.sa->proposals.empty() && p.sa->proposals[0].protocol == ProtocolId::kIke;
     if (ike_rekey) {
       respond_ike_rekey(h, p, nr, now);
@@ -961,7 +961,7 @@ class IkeSa {
     p.child = &cc;
     p.new_spi_in = eng_.new_child_spi();
     p.nonce.resize(eng_.opt_.nonce_len);
-    core::random_bytes(p.nonce);
+    eng_.random_bytes(p.nonce);
     std::vector<Payload> pl;
     if (cc.mode == core::SaMode::kTransport) pl.push_back(notify(Notify::kUseTransportMode));
     SaPayload sa;
@@ -992,7 +992,7 @@ class IkeSa {
     p.new_spi_in = eng_.new_child_spi();
     p.rekeyed_spi_in = ch.spi_in;
     p.nonce.resize(eng_.opt_.nonce_len);
-    core::random_bytes(p.nonce);
+    eng_.random_bytes(p.nonce);
     std::vector<Payload> pl;
     pl.push_back(notify(Notify::kRekeySa, {}, ProtocolId::kEsp, u32_bytes(ch.spi_in)));
     if (ch.cfg->mode == core::SaMode::kTransport) pl.push_back(notify(Notify::kUseTransportMode));
@@ -1025,7 +1025,7 @@ class IkeSa {
     p.message_id = next_out_id_++;
     p.new_ike_spi = eng_.new_spi();
     p.nonce.resize(eng_.opt_.nonce_len);
-    core::random_bytes(p.nonce);
+    eng_.random_bytes(p.nonce);
     std::string why;
     p.dh = DhKey::generate(t_.dh, why);
     if (!p.dh) return;
@@ -1619,20 +1619,25 @@ void IkeSa::respond_ike_rekey(const Header& h, const Parsed& p, const Bytes& nr,
 Engine::Engine(std::vector<ConnectionConfig> conns, core::SaInstaller& installer, EngineOptions opt)
     : installer_(installer), opt_(opt), cookie_secret_(32) {
   for (auto& c : conns) conns_.push_back(std::make_unique<ConnectionConfig>(std::move(c)));
-  core::random_bytes(cookie_secret_.mut_span());
+  random_bytes(cookie_secret_.mut_span());
 }
 
 Engine::~Engine() = default;
 
+void Engine::random_bytes(core::MutByteSpan out) {
+  if (opt_.random) opt_.random(out);
+  else core::random_bytes(out);
+}
+
 std::uint64_t Engine::new_spi() {
   std::uint64_t s = 0;
-  while (s == 0 || sas_.count(s)) core::random_bytes({reinterpret_cast<std::uint8_t*>(&s), sizeof s});
+  while (s == 0 || sas_.count(s)) random_bytes({reinterpret_cast<std::uint8_t*>(&s), sizeof s});
   return s;
 }
 
 std::uint32_t Engine::new_child_spi() {
   std::uint32_t s = 0;
-  while (s < 256) core::random_bytes({reinterpret_cast<std::uint8_t*>(&s), sizeof s});
+  while (s < 256) random_bytes({reinterpret_cast<std::uint8_t*>(&s), sizeof s});
   return s;
 }
 

@@ -76,6 +76,11 @@ struct EngineOptions {
   std::size_t cookie_threshold = 64;  // half-open SAs before cookies are required
   std::size_t nonce_len = 32;
   bool initial_contact = true;  // send INITIAL_CONTACT in IKE_AUTH
+  // Where SPIs, nonces, cookie secrets and rekey jitter come from; empty:
+  // OpenSSL's DRBG (core::random_bytes). Tests inject a seeded generator so
+  // that exchanges repeat exactly (time is already an input: `now`).
+  // Diffie-Hellman private keys always come from OpenSSL.
+  std::function<void(core::MutByteSpan)> random;
 };
 
 class IkeSa;
@@ -167,6 +172,7 @@ class Engine {
 
  private:
   friend class IkeSa;
+  void random_bytes(core::MutByteSpan out);
   const ConnectionConfig* find_connection_for(const Endpoint& local, const Endpoint& remote) const;
   void send(const Endpoint& local, const Endpoint& remote, Bytes data);
   std::uint64_t new_spi();

@@ -831,3 +831,54 @@ TEST_CASE("IKEv2 defect: IKEv1 datagrams are counted apart", "[ike][engine][defe
   CHECK(p.b->counters().ikev1_dropped == 3);
   CHECK(p.b->take_output().empty());
 }
+
+TEST_CASE("IKEv2: injected randomness makes an exchange repeat exactly (SPIs, nonces)", "[ike][engine]") {
+  // splitmix64, seeded per engine.
+  auto rng = [](std::uint64_t seed) {
+    auto state = std::make_shared<std::uint64_t>(seed);
+    return [state](core::MutByteSpan out) {
+      for (auto& b : out) {
+        std::uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        b = static_cast<std::uint8_t>(z ^ (z >> 31));
+      }
+    };
+  };
+  struct Run {
+    std::uint64_t spi_i, spi_r;
+    std::string child;
+    core::Bytes nonce_i;
+  };
+  auto run = [&](std::uint64_t seed) {
+    ike::EngineOptions oa, ob;
+    oa.random = rng(seed);
+    ob.random = rng(seed + 1);
+    Pair p(conn(true, "k"), conn(false, "k"), ob, oa);
+    core::Bytes ni;
+    p.filter = [&](std::size_t n, const ike::Datagram& d) {
+      if (n == 0) {  // A -> B  IKE_SA_INIT request: SA, KE, Ni, N(NAT_DETECTION_*), ...
+        std::string why;
+        std::vector<ike::Payload> pl;
+        const auto h = header_of(d);
+        REQUIRE(ike::parse_chain(core::ByteSpan(d.data).subspan(ike::kHeaderLen), h.next, pl, why));
+        for (const auto& x : pl)
+          if (x.type == ike::PayloadType::kNonce) ni = x.body;
+      }
+      return true;
+    };
+    p.a->start(p.now);
+    p.pump();
+    REQUIRE(p.a->established("site-b"));
+    const auto st = p.a->status(p.now).at(0);
+    return Run{st.spi_i, st.spi_r, p.ia.installed.at(0).name, ni};
+  };
+  const auto r1 = run(42), r2 = run(42), r3 = run(7);
+  CHECK(r1.spi_i == r2.spi_i);
+  CHECK(r1.spi_r == r2.spi_r);
+  CHECK(r1.child == r2.child);
+  CHECK(r1.nonce_i.size() == 32);
+  CHECK(r1.nonce_i == r2.nonce_i);
+  CHECK(r1.spi_i != r3.spi_i);
+  CHECK(r1.nonce_i != r3.nonce_i);
+}
