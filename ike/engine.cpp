@@ -1,4 +1,5 @@
 #include "ike/engine.hpp"
+#include "ike/message_rules.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -1228,9 +1229,11 @@ class IkeSa {
       Parsed p;
       std::vector<Payload> pl;
       std::string why;
-      if (!parse_chain(ByteSpan(d.data).subspan(kHeaderLen), h.next, pl, why) || !decode_all(pl, p, why)) {
+      RuleViolation v;
+      if (!parse_chain(ByteSpan(d.data).subspan(kHeaderLen), h.next, pl, why) ||
+          !check_payload_rules(h.exchange, true, pl, {}, v) || !decode_all(pl, p, why)) {
         ++eng_.counters_.invalid_messages;
-        warn(kTag, tag(), ": bad IKE_SA_INIT response: ", why);
+        warn(kTag, tag(), ": bad IKE_SA_INIT response: ", why.empty() ? v.detail : why);
         return;
       }
       on_init_response(d.data, h, p, now);
@@ -1320,7 +1323,11 @@ class IkeSa {
     }
     std::vector<Payload> inner;
     Parsed p;
-    if (!parse_chain(*plain, first, inner, why) || !decode_all(inner, p, why)) {
+    RuleViolation v;
+    // Structure, then the exchange's payload rules, then each payload's own.
+    if (!parse_chain(*plain, first, inner, why) || !check_payload_rules(h.exchange, response, outer, inner, v) ||
+        !decode_all(inner, p, why)) {
+      if (why.empty()) why = v.detail;
       ++eng_.counters_.invalid_messages;
       warn(kTag, tag(), ": malformed ", to_string(h.exchange), ": ", why);
       if (!response) {
@@ -1751,7 +1758,10 @@ void Engine::handle_sa_init_request(const Datagram& d, const Header& h, TimePoin
     r.flags = kFlagResponse;
     send(d.local, d.remote, encode_plain(r, payloads));
   };
-  if (!parse_chain(ByteSpan(d.data).subspan(kHeaderLen), h.next, pl, why) || !decode_all(pl, p, why)) {
+  RuleViolation v;
+  if (!parse_chain(ByteSpan(d.data).subspan(kHeaderLen), h.next, pl, why) ||
+      !check_payload_rules(Exchange::kSaInit, false, pl, {}, v) || !decode_all(pl, p, why)) {
+    if (why.empty()) why = v.detail;
     ++counters_.invalid_messages;
     warn(kTag, "bad IKE_SA_INIT from ", d.remote.to_string(), ": ", why);
     return;

@@ -882,3 +882,53 @@ TEST_CASE("IKEv2: injected randomness makes an exchange repeat exactly (SPIs, no
   CHECK(r1.spi_i != r3.spi_i);
   CHECK(r1.nonce_i != r3.nonce_i);
 }
+
+TEST_CASE("IKEv2: a request that breaks its exchange's payload rules gets INVALID_SYNTAX and reaches no handler", "[ike][engine][rules]") {
+  KeyBook kb;
+  ike::EngineOptions oa;
+  oa.key_logger = kb.logger();
+  Pair p(conn(true, "k"), conn(false, "k"), {}, oa);
+  p.a->start(p.now);
+  p.pump();
+  REQUIRE(p.b->established("site-a"));
+  const auto st = p.b->status(p.now).at(0);
+  // INFORMATIONAL request 2 (as A would send it) with a DELETE of the IKE SA and an SA payload, which
+  // has no place there: B answers INVALID_SYNTAX and does not delete anything.
+  ike::Header h;
+  h.spi_i = st.spi_i;
+  h.spi_r = st.spi_r;
+  h.exchange = ike::Exchange::kInformational;
+  h.flags = ike::kFlagInitiator;
+  h.message_id = 2;
+  // A well-formed SA payload (one ESP proposal, AES-GCM-16 128): only the rules can refuse it.
+  ike::SaPayload valid_sa;
+  valid_sa.proposals.push_back({1, ike::ProtocolId::kEsp, {1, 2, 3, 4}, {{ike::TransformType::kEncr, 20, 128}}});
+  std::string why0;
+  REQUIRE(ike::decode_sa(ike::encode_sa(valid_sa), why0));
+  auto c = kb.initiator(st.spi_i, core::CipherDir::kEncrypt);
+  const auto msg = c->seal(h, {{ike::PayloadType::kDelete, false, ike::encode_delete({ike::ProtocolId::kIke, {}}), {}},
+                               {ike::PayloadType::kSa, false, ike::encode_sa(valid_sa), {}}});
+  const ike::Endpoint a_ep{*core::IpAddress::parse("198.51.100.1"), 500};
+  const ike::Endpoint b_ep{*core::IpAddress::parse("198.51.100.2"), 500};
+  p.b->receive({a_ep, b_ep, msg}, p.now);
+  const auto out = p.b->take_output();
+  REQUIRE(out.size() == 1);
+  CHECK(header_of(out[0]).is_response());
+  CHECK(header_of(out[0]).message_id == 2);
+  CHECK(p.b->established("site-a"));  // the DELETE did not run
+  CHECK(p.ib.active() == 1);
+  // B's answer, opened with SK_er: N(INVALID_SYNTAX).
+  const auto& [t, k] = kb.keys[st.spi_i];
+  auto rc = ike::SkCipher::create(t, k[1], k[3], core::CipherDir::kDecrypt);
+  std::string why;
+  std::vector<ike::Payload> outer;
+  REQUIRE(ike::parse_chain(core::ByteSpan(out[0].data).subspan(ike::kHeaderLen), header_of(out[0]).next, outer, why));
+  auto plain = rc->open(out[0].data, out[0].data.size() - outer.back().body.size(), why);
+  REQUIRE(plain);
+  std::vector<ike::Payload> inner;
+  REQUIRE(ike::parse_chain(*plain, outer.back().inner_first, inner, why));
+  REQUIRE(inner.size() == 1);
+  auto n = ike::decode_notify(inner[0].body, why);
+  REQUIRE(n);
+  CHECK(n->type == static_cast<std::uint16_t>(ike::Notify::kInvalidSyntax));
+}
