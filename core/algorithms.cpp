@@ -151,6 +151,22 @@ constexpr std::array<DhName, 14> kDhNames = {{
     {"curve448", DhGroup::kCurve448},
 }};
 
+}  // namespace
+
+const char* dh_group_name(DhGroup g) noexcept {
+  for (const auto& e : kDhNames)
+    if (e.group == g) return e.name.data();  // the table's literals end in NUL
+  return nullptr;
+}
+
+std::optional<DhGroup> dh_group_from_number(std::uint16_t n) noexcept {
+  for (const auto& e : kDhNames)
+    if (static_cast<std::uint16_t>(e.group) == n) return e.group;
+  return std::nullopt;
+}
+
+namespace {
+
 template <class Table, class Out>
 bool lookup(const Table& table, std::string_view tok, Out& out) {
   for (const auto& e : table) {

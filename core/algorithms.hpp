@@ -91,6 +91,11 @@ struct Proposal {
   bool operator==(const Proposal&) const = default;
 };
 
+// The keyword of a DH group ("modp2048", "ecp256", "x25519"); nullptr if unknown.
+const char* dh_group_name(DhGroup g) noexcept;
+// A known group number (IANA Transform Type 4, also IKEv1's Group Description).
+std::optional<DhGroup> dh_group_from_number(std::uint16_t n) noexcept;
+
 // Parses "aes128-sha256-modp2048-esn"; on failure returns nullopt and puts the
 // offending keyword in `bad_token`.
 std::optional<Proposal> parse_proposal(std::string_view text, std::string& bad_token);

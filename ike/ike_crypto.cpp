@@ -309,13 +309,9 @@ std::string IkeTransform::name() const {
   std::string s = e.name();
   static const char* prfs[] = {"prfmd5", "prfsha1", "prfsha256", "prfsha384", "prfsha512"};
   s += std::string("-") + prfs[static_cast<int>(prf)];
-  switch (dh) {
-    case DhGroup::kCurve25519: s += "-x25519"; break;
-    case DhGroup::kCurve448: s += "-x448"; break;
-    case DhGroup::kEcp256: s += "-ecp256"; break;
-    case DhGroup::kEcp384: s += "-ecp384"; break;
-    case DhGroup::kEcp521: s += "-ecp521"; break;
-    default: s += "-modp" + std::to_string(dh_public_len(dh) * 8); break;
+  if (const char* g = core::dh_group_name(dh)) {
+    s += '-';
+    s += g;
   }
   return s;
 }
