@@ -11,7 +11,8 @@ namespace ipsecgw::ike::v1 {
 namespace {
 
 // prf over a list of pieces, as the RFC writes "prf(K, a | b | c)".
-Bytes prf_of(core::PrfAlg a, ByteSpan key, std::initializer_list<ByteSpan> parts) {
+template <class Parts>
+Bytes prf_parts(core::PrfAlg a, ByteSpan key, const Parts& parts) {
   auto h = core::Hmac::create(prf_digest(a), key);
   Bytes out(prf_len(a));
   if (!h || !h->begin()) return {};
@@ -20,6 +21,12 @@ Bytes prf_of(core::PrfAlg a, ByteSpan key, std::initializer_list<ByteSpan> parts
   if (!h->finish(out)) return {};
   return out;
 }
+Bytes prf_of(core::PrfAlg a, ByteSpan key, std::initializer_list<ByteSpan> parts) { return prf_parts(a, key, parts); }
+
+// RFC 2409's feedback expansion, for KEYMAT (5.5) and the cipher key
+// (appendix B): K1 = prf(key, seed1), Kn = prf(key, Kn-1 | seed), cut to `len`.
+SecureBytes expand(core::PrfAlg prf, ByteSpan key, std::initializer_list<ByteSpan> seed1,
+                   std::initializer_list<ByteSpan> seed, std::size_t len);
 
 Bytes be64(std::uint64_t v) {
   Bytes b;
@@ -77,20 +84,9 @@ Phase1Keys derive_phase1(core::PrfAlg prf, SecureBytes skeyid, ByteSpan gxy, std
 
 SecureBytes encryption_key(core::PrfAlg prf, ByteSpan skeyid_e, std::size_t len) {
   if (skeyid_e.size() >= len) return SecureBytes(skeyid_e.first(len));
-  // Appendix B: K1 = prf(SKEYID_e, 0) with a single zero octet.
-  Bytes out;
+  // Appendix B: K1 = prf(SKEYID_e, 0) with a single zero octet, Kn = prf(SKEYID_e, Kn-1).
   const std::uint8_t zero = 0;
-  Bytes k = prf_of(prf, skeyid_e, {{&zero, 1}});
-  while (out.size() < len && !k.empty()) {
-    out.insert(out.end(), k.begin(), k.end());
-    Bytes next = prf_of(prf, skeyid_e, {k});
-    core::secure_wipe(k.data(), k.size());
-    k = std::move(next);
-  }
-  core::secure_wipe(k.data(), k.size());
-  if (out.size() < len) return {};
-  out.resize(len);
-  return secure(std::move(out));
+  return expand(prf, skeyid_e, {{&zero, 1}}, {}, len);
 }
 
 Bytes phase1_iv(core::PrfAlg hash, ByteSpan gxi, ByteSpan gxr, std::size_t block) {
@@ -135,18 +131,30 @@ SecureBytes keymat(core::PrfAlg prf, ByteSpan skeyid_d, ByteSpan gxy_qm, std::ui
                    std::uint32_t spi, ByteSpan ni_b, ByteSpan nr_b, std::size_t len) {
   const Bytes s = be32(spi);
   const ByteSpan proto{&protocol, 1};
+  return expand(prf, skeyid_d, {gxy_qm, proto, s, ni_b, nr_b}, {gxy_qm, proto, s, ni_b, nr_b}, len);
+}
+
+namespace {
+SecureBytes expand(core::PrfAlg prf, ByteSpan key, std::initializer_list<ByteSpan> seed1,
+                   std::initializer_list<ByteSpan> seed, std::size_t len) {
   Bytes out;
-  Bytes k = prf_of(prf, skeyid_d, {gxy_qm, proto, s, ni_b, nr_b});
+  Bytes k = prf_of(prf, key, seed1);
   while (out.size() < len && !k.empty()) {
     out.insert(out.end(), k.begin(), k.end());
-    Bytes next = prf_of(prf, skeyid_d, {k, gxy_qm, proto, s, ni_b, nr_b});
+    std::vector<ByteSpan> parts{k};
+    parts.insert(parts.end(), seed.begin(), seed.end());
+    Bytes next = prf_parts(prf, key, parts);
     core::secure_wipe(k.data(), k.size());
     k = std::move(next);
   }
   core::secure_wipe(k.data(), k.size());
-  if (out.size() < len) return {};
+  if (out.size() < len) {
+    core::secure_wipe(out.data(), out.size());
+    return {};
+  }
   out.resize(len);
   return secure(std::move(out));
 }
+}  // namespace
 
 }  // namespace ipsecgw::ike::v1

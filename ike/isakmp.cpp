@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <array>
 
+#include "ike/message.hpp"
+
 namespace ipsecgw::ike::v1 {
 
 using core::ByteReader;
@@ -220,14 +222,17 @@ std::string notify_name(std::uint16_t type) {
 }
 
 std::optional<Header> parse_header(ByteSpan msg, DecodeError& err) {
-  ByteReader r(msg);
+  const auto raw = read_raw_header(msg);
+  if (!raw) return none<Header>(err, Notify::kPayloadMalformed, "shorter than the ISAKMP header");
   Header h;
-  std::uint8_t next = 0, ex = 0;
-  if (!r.read_u64(h.cky_i) || !r.read_u64(h.cky_r) || !r.read_u8(next) || !r.read_u8(h.version) ||
-      !r.read_u8(ex) || !r.read_u8(h.flags) || !r.read_u32(h.message_id) || !r.read_u32(h.length))
-    return none<Header>(err, Notify::kPayloadMalformed, "shorter than the ISAKMP header");
-  h.next = static_cast<Payload>(next);
-  h.exchange = static_cast<Exchange>(ex);
+  h.cky_i = raw->spi_i;
+  h.cky_r = raw->spi_r;
+  h.next = static_cast<Payload>(raw->next);
+  h.version = raw->version;
+  h.exchange = static_cast<Exchange>(raw->exchange);
+  h.flags = raw->flags;
+  h.message_id = raw->message_id;
+  h.length = raw->length;
   if ((h.version >> 4) != 1)
     return none<Header>(err, Notify::kInvalidMajorVersion, "major version " + std::to_string(h.version >> 4));
   if (h.length != msg.size())
@@ -240,15 +245,8 @@ std::optional<Header> parse_header(ByteSpan msg, DecodeError& err) {
 }
 
 void write_header(Bytes& out, const Header& h) {
-  core::ByteAppender a{out};
-  a.u64(h.cky_i);
-  a.u64(h.cky_r);
-  a.u8(static_cast<std::uint8_t>(h.next));
-  a.u8(h.version);
-  a.u8(static_cast<std::uint8_t>(h.exchange));
-  a.u8(h.flags);
-  a.u32(h.message_id);
-  a.u32(h.length);
+  write_raw_header(out, {h.cky_i, h.cky_r, static_cast<std::uint8_t>(h.next), h.version,
+                         static_cast<std::uint8_t>(h.exchange), h.flags, h.message_id, h.length});
 }
 
 bool parse_chain(ByteSpan data, Payload first, std::vector<RawPayload>& out, DecodeError& err,

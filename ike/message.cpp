@@ -56,16 +56,42 @@ std::string notify_name(std::uint16_t type) {
   return "NOTIFY(" + std::to_string(type) + ")";
 }
 
-std::optional<Header> parse_header(ByteSpan msg, std::string& why) {
+std::optional<RawHeader> read_raw_header(ByteSpan msg) {
   ByteReader r(msg);
-  Header h;
-  std::uint8_t next = 0, exch = 0;
-  if (!r.read_u64(h.spi_i) || !r.read_u64(h.spi_r) || !r.read_u8(next) || !r.read_u8(h.version) ||
-      !r.read_u8(exch) || !r.read_u8(h.flags) || !r.read_u32(h.message_id) ||
-      !r.read_u32(h.length)) {
+  RawHeader h;
+  if (!r.read_u64(h.spi_i) || !r.read_u64(h.spi_r) || !r.read_u8(h.next) || !r.read_u8(h.version) ||
+      !r.read_u8(h.exchange) || !r.read_u8(h.flags) || !r.read_u32(h.message_id) || !r.read_u32(h.length))
+    return std::nullopt;
+  return h;
+}
+
+void write_raw_header(Bytes& out, const RawHeader& h) {
+  core::ByteAppender a{out};
+  a.u64(h.spi_i);
+  a.u64(h.spi_r);
+  a.u8(h.next);
+  a.u8(h.version);
+  a.u8(h.exchange);
+  a.u8(h.flags);
+  a.u32(h.message_id);
+  a.u32(h.length);
+}
+
+std::optional<Header> parse_header(ByteSpan msg, std::string& why) {
+  const auto raw = read_raw_header(msg);
+  if (!raw) {
     why = "shorter than an IKE header (" + std::to_string(msg.size()) + " bytes)";
     return std::nullopt;
   }
+  Header h;
+  h.spi_i = raw->spi_i;
+  h.spi_r = raw->spi_r;
+  h.version = raw->version;
+  h.flags = raw->flags;
+  h.message_id = raw->message_id;
+  h.length = raw->length;
+  const auto next = raw->next;
+  const auto exch = raw->exchange;
   h.next = static_cast<PayloadType>(next);
   h.exchange = static_cast<Exchange>(exch);
   if (h.length != msg.size()) {
@@ -77,15 +103,8 @@ std::optional<Header> parse_header(ByteSpan msg, std::string& why) {
 }
 
 void write_header(Bytes& out, const Header& h) {
-  core::ByteAppender a{out};
-  a.u64(h.spi_i);
-  a.u64(h.spi_r);
-  a.u8(static_cast<std::uint8_t>(h.next));
-  a.u8(h.version);
-  a.u8(static_cast<std::uint8_t>(h.exchange));
-  a.u8(h.flags);
-  a.u32(h.message_id);
-  a.u32(h.length);
+  write_raw_header(out, {h.spi_i, h.spi_r, static_cast<std::uint8_t>(h.next), h.version,
+                         static_cast<std::uint8_t>(h.exchange), h.flags, h.message_id, h.length});
 }
 
 namespace {

@@ -118,6 +118,16 @@ struct Header {
   [[nodiscard]] bool is_response() const noexcept { return flags & kFlagResponse; }
 };
 
+// The 28-byte header IKEv1 (RFC 2408 3.1) and IKEv2 (RFC 7296 3.1) share, as
+// plain numbers; each version's Header gives the fields their meaning.
+struct RawHeader {
+  std::uint64_t spi_i = 0, spi_r = 0;  // IKEv1: the initiator's and responder's cookies
+  std::uint8_t next = 0, version = 0, exchange = 0, flags = 0;
+  std::uint32_t message_id = 0, length = 0;
+};
+std::optional<RawHeader> read_raw_header(ByteSpan msg);  // nullopt when shorter than 28 bytes
+void write_raw_header(Bytes& out, const RawHeader& h);   // appends 28 bytes
+
 // Parses the fixed header and checks the length field against the datagram.
 std::optional<Header> parse_header(ByteSpan msg, std::string& why);
 void write_header(Bytes& out, const Header& h);  // appends 28 bytes
