@@ -258,7 +258,21 @@ int Gateway::run() {
     engine_->start(ike::Clock::now());
     after_engine();
   }
+  // Shutdown: poll until every DELETE is answered or the deadline passes.
   boost::asio::steady_timer shutdown_timer(io);
+  ike::TimePoint shutdown_deadline{};
+  std::function<void(const boost::system::error_code&)> on_shutdown_poll =
+      [&](const boost::system::error_code& ec) {
+        if (ec) return;
+        if (engine_->shutdown_done() || ike::Clock::now() >= shutdown_deadline) {
+          engine_->finish_shutdown();
+          flush_ike();
+          io.stop();
+          return;
+        }
+        shutdown_timer.expires_after(std::chrono::milliseconds(20));
+        shutdown_timer.async_wait(on_shutdown_poll);
+      };
   boost::asio::signal_set signals(io, SIGINT, SIGTERM, SIGUSR1);
   signals.add(SIGHUP);
   std::function<void(const boost::system::error_code&, int)> on_signal =
@@ -288,19 +302,8 @@ int Gateway::run() {
         after_engine();
         // DELETEs wait for outstanding requests (one at a time, RFC 7296
         // 2.3) and for their answers: IKE keeps running for up to 2 s.
-        const auto give_up = ike::Clock::now() + std::chrono::seconds(2);
-        auto poll = std::make_shared<std::function<void(const boost::system::error_code&)>>();
-        *poll = [this, &io, &shutdown_timer, give_up, poll](const boost::system::error_code&) {
-          if (engine_->shutdown_done() || ike::Clock::now() >= give_up) {
-            engine_->finish_shutdown();
-            flush_ike();
-            io.stop();
-            return;
-          }
-          shutdown_timer.expires_after(std::chrono::milliseconds(20));
-          shutdown_timer.async_wait(*poll);
-        };
-        (*poll)({});
+        shutdown_deadline = ike::Clock::now() + std::chrono::seconds(2);
+        on_shutdown_poll({});
       };
   signals.async_wait(on_signal);
 
