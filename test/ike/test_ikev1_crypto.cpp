@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "ike/ikev1_cipher.hpp"
 #include "ike/ikev1_crypto.hpp"
 #include "test/cavs.hpp"
 #include "test/vectors.hpp"
@@ -146,4 +147,44 @@ TEST_CASE("IKEv1: phase-1 and phase-2 IVs, Quick Mode hashes and KEYMAT follow R
   want.insert(want.end(), k2.begin(), k2.end());
   CHECK(core::to_hex(ike::v1::keymat(core::PrfAlg::kHmacSha256, d, g, 3, 0x01020304, ni, nr, 64).span()) ==
         core::to_hex(want));
+}
+
+TEST_CASE("IKEv1 ISAKMP encryption: IV chains per exchange, bad bodies refused", "[ike][ikev1][cipher]") {
+  std::string why;
+  std::string bad;
+  auto prop = core::parse_proposal("aes128-sha256-modp2048", bad);
+  REQUIRE(prop);
+  const auto s = ike::v1::phase1_suites(*prop, ike::v1::AuthMethod::kPsk, 0, why).at(0);
+  const core::Bytes key(16, 0x11), iv(16, 0x22);
+  auto a = ike::v1::Ikev1Cipher::create(s, key, iv);
+  auto b = ike::v1::Ikev1Cipher::create(s, key, iv);
+  REQUIRE(a);
+  REQUIRE(b);
+  CHECK_FALSE(ike::v1::Ikev1Cipher::create(s, core::Bytes(15, 0), iv));  // wrong key size
+  ike::v1::Header h;
+  h.cky_i = 1;
+  h.cky_r = 2;
+  const std::vector<ike::v1::RawPayload> pl{{ike::v1::Payload::kHash, core::Bytes(20, 0x33)}};
+  // Phase 1: a -> b, then b -> a on the chained IV; then a Quick Mode (M-ID 7) and an
+  // Informational (M-ID 9), each on its own chain from the last phase-1 block.
+  for (std::uint32_t mid : {0u, 0u, 7u, 7u, 9u, 7u}) {
+    h.message_id = mid;
+    h.exchange = mid == 0 ? ike::v1::Exchange::kMain : mid == 7 ? ike::v1::Exchange::kQuick : ike::v1::Exchange::kInformational;
+    auto msg = a->seal(h, pl);
+    REQUIRE(msg.size() == ike::v1::kHeaderLen + 32);  // 24 bytes of payload padded to two blocks
+    auto plain = b->open(msg, why);
+    INFO(why);
+    REQUIRE(plain);
+    CHECK(core::Bytes(plain->begin() + 4, plain->begin() + 24) == core::Bytes(20, 0x33));
+    b->commit(msg);
+    std::swap(a, b);  // the other side speaks next
+  }
+  // A body that is not whole blocks, and a plain message, are refused.
+  h.message_id = 0;
+  auto msg = a->seal(h, pl);
+  msg.resize(msg.size() - 1);
+  msg[27] = static_cast<std::uint8_t>(msg.size());  // keep the length field true
+  CHECK_FALSE(b->open(msg, why));
+  CHECK(why.find("block size") != std::string::npos);
+  CHECK_FALSE(b->open(ike::v1::encode_plain(h, pl), why));
 }
