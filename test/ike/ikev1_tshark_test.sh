@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tshark (Wireshark's dissector, an independent IKEv1 implementation) reads
-# the encrypted Main Mode messages 5 and 6 that ipsecgw's IKEv1 pieces build
+# the encrypted Main Mode messages 5 and 6 and a Quick Mode that ipsecgw's IKEv1 pieces build
 # (test/tools/ikev1_mm_pcap), given only the initiator cookie and the
 # encryption key: it computes the phase-1 IV from the KE payloads itself. A
 # wrong key (the negative control) must leave the identities unreadable.
@@ -28,7 +28,19 @@ for suite in aes128-sha1-modp2048 aes256-sha256-modp2048 3des-md5-modp1024 aes19
   check "$suite: message 5 decrypts: the initiator's identity" grep -q 'Identification Data:gw-a.example' "$WORK/out.txt"
   check "$suite: message 6 decrypts (IV chained from message 5): the responder's identity" \
     grep -q 'Identification Data:gw-b.example' "$WORK/out.txt"
-  check "$suite: and their HASH payloads" test "$(grep -c 'Payload: Hash (8)' "$WORK/out.txt")" -eq 2
+  check "$suite: and their HASH payloads" test "$(grep -c 'Payload: Hash (8)' "$WORK/out.txt")" -eq 5
+  check "$suite: three Quick Mode messages" test "$(grep -c 'Exchange type: Quick Mode' "$WORK/out.txt")" -eq 3
+  check "$suite: Quick Mode decrypts (phase-2 IV from the last phase-1 block and the M-ID): ESP proposals" \
+    test "$(grep -c 'Protocol ID: IPSEC_ESP' "$WORK/out.txt")" -eq 2
+  check "$suite: Quick Mode: the client identities, as subnets" \
+    bash -c "grep -q 'Identification Data:10.1.0.0/255.255.255.0' '$WORK/out.txt' && grep -q 'Identification Data:10.2.0.0/255.255.255.0' '$WORK/out.txt'"
+  # The ESP transform (aes128-sha256-modp2048, tunnel, 3600 s) as Wireshark's own tables name it.
+  check "$suite: Quick Mode SA, both ways: Transform ID: AES (12)" \
+    test "$(grep -c 'Transform ID: AES (12)' "$WORK/out.txt")" -eq 2
+  for attr in 'SA-Life-Duration: 3600' 'Group-Description: 2048 bit MODP group' \
+              'Encapsulation-Mode: Tunnel' 'Authentication-Algorithm: HMAC-SHA2-256' 'Key-Length: 128'; do
+    check "$suite: Quick Mode SA, both ways: $attr" test "$(grep -c "IPsec Attribute .*: $attr" "$WORK/out.txt")" -eq 2
+  done
   dissect "$suite" --wrong-key > "$WORK/wrong.txt"
   check "$suite: with a wrong key tshark reads no identity (negative control)" \
     bash -c "[ -s '$WORK/wrong.txt' ] && ! grep -q 'Identification Data:gw-' '$WORK/wrong.txt'"

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "ike/ikev1_phase2.hpp"
 #include "ike/ikev1_proposals.hpp"
 #include "test/ike/ike_scan_probes.hpp"
 #include "test/vectors.hpp"
@@ -91,4 +92,37 @@ TEST_CASE("IKEv1 phase 1: the responder picks the first offered transform it all
   // AEAD has no place in IKEv1 phase 1.
   CHECK(v1::phase1_suites(prop("aes128gcm16-prfsha256-modp2048"), v1::AuthMethod::kPsk, 0, why).empty());
   CHECK(why.find("AES-CBC or 3DES") != std::string::npos);
+}
+
+TEST_CASE("IKEv1 phase 2: ESP suites as transforms and back", "[ike][ikev1][proposals]") {
+  std::string why;
+  for (const char* text : {"aes128-sha256-modp2048", "aes256gcm16", "3des-sha1", "aes192ctr-sha512-ecp256",
+                           "aes128-sha1-esn", "null-sha256"}) {
+    INFO(text);
+    const auto suites = v1::phase2_suites(prop(text), v1::EncapMode::kUdpTunnel, 3600, 500000, why);
+    REQUIRE(suites.size() == 1);
+    auto back = v1::decode_phase2(v1::encode_phase2(suites[0], 1), why);
+    INFO(why);
+    REQUIRE(back);
+    CHECK(*back == suites[0]);
+    CHECK(back->name() == text);
+  }
+  // Proposal: ESP, our SPI, one transform per suite.
+  const auto two = v1::phase2_suites(prop("aes128-aes256-sha256"), v1::EncapMode::kTunnel, 0, 0, why);
+  const auto p = v1::esp_proposal(1, 0xc0ffee01, two);
+  CHECK(p.protocol == v1::kProtoEsp);
+  CHECK(p.spi == core::Bytes{0xc0, 0xff, 0xee, 0x01});
+  CHECK(p.transforms.size() == 2);
+  // IKEv1 has no number for ChaCha20-Poly1305; an AEAD with an integrity attribute is refused.
+  CHECK(v1::phase2_suites(prop("chacha20poly1305"), v1::EncapMode::kTunnel, 0, 0, why).empty());
+  auto gcm = v1::encode_phase2(v1::phase2_suites(prop("aes128gcm16"), v1::EncapMode::kTunnel, 0, 0, why).at(0), 1);
+  gcm.attributes.push_back({5, true, 2, {}});
+  CHECK_FALSE(v1::decode_phase2(gcm, why));
+  // No encapsulation mode: refused.
+  auto cbc = v1::encode_phase2(v1::phase2_suites(prop("aes128-sha1"), v1::EncapMode::kTunnel, 0, 0, why).at(0), 1);
+  cbc.attributes.erase(std::remove_if(cbc.attributes.begin(), cbc.attributes.end(),
+                                      [](const v1::Attribute& a) { return a.type == 4; }),
+                       cbc.attributes.end());
+  CHECK_FALSE(v1::decode_phase2(cbc, why));
+  CHECK(why == "no encapsulation mode");
 }

@@ -1,8 +1,8 @@
-// Writes an IKEv1 Main Mode with a pre-shared key, both sides played by
+// Writes an IKEv1 Main Mode with a pre-shared key and a Quick Mode with PFS, both sides played by
 // ipsecgw's own IKEv1 pieces (ISAKMP codec, proposals, RFC 2409 key
 // derivation, ISAKMP encryption), as a pcap, and the Wireshark key table
 // for it, so that tshark, an independent implementation, can check the
-// encrypted messages 5 and 6: if the encryption key, the phase-1 IV or its
+// encrypted messages: Main Mode 5 and 6 and the three Quick Mode messages: if the encryption key, the phase-1 IV or its
 // chaining were wrong, tshark could not read the identities inside.
 //
 //   ikev1_mm_pcap SUITE OUT.pcap OUT_KEYTABLE [--wrong-key]
@@ -15,6 +15,7 @@
 #include "ike/ike_crypto.hpp"
 #include "ike/ikev1_cipher.hpp"
 #include "ike/ikev1_crypto.hpp"
+#include "ike/ikev1_phase2.hpp"
 #include "ike/ikev1_proposals.hpp"
 #include "ike/isakmp.hpp"
 
@@ -144,6 +145,47 @@ int main(int argc, char** argv) {
   std::vector<v1::RawPayload> chain;
   v1::DecodeError err;
   if (!v1::parse_chain(*p6, v1::Payload::kId, chain, err, true) || chain.size() != 2) return std::cerr << err.detail << "\n", 1;
+  ci->commit(m6);
+
+  // Quick Mode (RFC 2409 5.5) on its own IV chain, M-ID 0x0badcafe, with PFS:
+  // (1) I -> R  HASH(1), SA, Ni, KE, IDci, IDcr;  (2) R -> I  HASH(2), SA, Nr, KE, IDci, IDcr;
+  // (3) I -> R  HASH(3).
+  const std::uint32_t mid = 0x0badcafe;
+  h.exchange = v1::Exchange::kQuick;
+  h.message_id = mid;
+  auto esp = core::parse_proposal("aes128-sha256-modp2048", bad);
+  const auto p2 = v1::phase2_suites(*esp, v1::EncapMode::kTunnel, 3600, 0, why).at(0);
+  auto qi = DhKey::generate(*p2.pfs, why), qr = DhKey::generate(*p2.pfs, why);
+  if (!qi || !qr) return std::cerr << why << "\n", 1;
+  core::Bytes ni2(16), nr2(16);
+  core::random_bytes(ni2);
+  core::random_bytes(nr2);
+  const auto idci = v1::encode_id(v1::IdPayload::from_range(*core::IpRange::parse("10.1.0.0/24")));
+  const auto idcr = v1::encode_id(v1::IdPayload::from_range(*core::IpRange::parse("10.2.0.0/24")));
+  auto qm = [&](std::uint32_t spi, const core::Bytes& nonce, const DhKey& ke) {
+    v1::SaPayload sa{v1::kDoiIpsec, v1::kSitIdentityOnly, {v1::esp_proposal(1, spi, {p2})}};
+    return std::vector<v1::RawPayload>{raw(v1::Payload::kSa, v1::encode_sa(sa)), raw(v1::Payload::kNonce, nonce),
+                                       raw(v1::Payload::kKe, ke.public_value()), raw(v1::Payload::kId, idci),
+                                       raw(v1::Payload::kId, idcr)};
+  };
+  auto with_hash = [](core::Bytes hash, std::vector<v1::RawPayload> rest) {
+    rest.insert(rest.begin(), raw(v1::Payload::kHash, std::move(hash)));
+    return rest;
+  };
+  const auto rest1 = qm(0x11223344, ni2, *qi);
+  const auto q1 = ci->seal(h, with_hash(v1::qm_hash1(s.hash, k.a.span(), mid, v1::encode_chain(rest1)), rest1));
+  msgs.push_back({true, q1});
+  if (!cr->open(q1, why)) return std::cerr << why << "\n", 1;
+  cr->commit(q1);
+  const auto rest2 = qm(0x55667788, nr2, *qr);
+  const auto q2 = cr->seal(h, with_hash(v1::qm_hash2(s.hash, k.a.span(), mid, ni2, v1::encode_chain(rest2)), rest2));
+  msgs.push_back({false, q2});
+  if (!ci->open(q2, why)) return std::cerr << why << "\n", 1;
+  ci->commit(q2);
+  const auto q3 = ci->seal(h, {raw(v1::Payload::kHash, v1::qm_hash3(s.hash, k.a.span(), mid, ni2, nr2))});
+  msgs.push_back({true, q3});
+  auto p3 = cr->open(q3, why);
+  if (!p3) return std::cerr << why << "\n", 1;
   write_pcap(argv[2], msgs);
   // Wireshark's ikev1_decryption_table: initiator cookie, encryption key (hex).
   core::Bytes kb(key.span().begin(), key.span().end());
