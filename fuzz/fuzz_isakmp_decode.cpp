@@ -2,9 +2,12 @@
 // a whole unencrypted message (header, chain, every typed payload), and its
 // body as a decrypted chain with padding; whatever decodes must re-encode
 // and decode again to the same typed view (SA, IDs, notifies, deletes).
+// The input is also message 1 to a Main Mode responder, which must fail or
+// answer, never crash.
 #include <cstdint>
 #include <cstdlib>
 
+#include "ike/ikev1_main_mode.hpp"
 #include "ike/isakmp.hpp"
 
 using namespace ipsecgw;
@@ -26,6 +29,22 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       (void)id.to_string();
       (void)id.range();
     }
+  }
+  {
+    static const auto cfg = [] {
+      v1::MainModeConfig c;
+      std::string bad;
+      c.proposals = {*core::parse_proposal("aes128-sha256-modp2048", bad), *core::parse_proposal("3des-sha1-modp1024", bad)};
+      c.psk = core::SecureBytes(core::Bytes(16, 0x42));
+      c.local_id = {v1::IdType::kFqdn, 17, 500, core::Bytes{'r'}};
+      return c;
+    }();
+    v1::MainModeConfig c;
+    c.proposals = cfg.proposals;
+    c.psk = cfg.psk.clone();
+    c.local_id = cfg.local_id;
+    v1::MainMode r(false, std::move(c));
+    if (r.process(in)) (void)r.build();
   }
   if (size > v1::kHeaderLen) {
     std::vector<v1::RawPayload> chain;

@@ -1,9 +1,9 @@
-// Writes an IKEv1 Main Mode with a pre-shared key and a Quick Mode with PFS, both sides played by
-// ipsecgw's own IKEv1 pieces (ISAKMP codec, proposals, RFC 2409 key
-// derivation, ISAKMP encryption), as a pcap, and the Wireshark key table
-// for it, so that tshark, an independent implementation, can check the
-// encrypted messages: Main Mode 5 and 6 and the three Quick Mode messages: if the encryption key, the phase-1 IV or its
-// chaining were wrong, tshark could not read the identities inside.
+// Writes an IKEv1 Main Mode with a pre-shared key (ike::v1::MainMode playing
+// both roles) and a Quick Mode with PFS built from ipsecgw's IKEv1 pieces
+// (ISAKMP codec, phase-2 proposals, RFC 2409 hashes, ISAKMP encryption) as a
+// pcap, and the Wireshark key table for it, so that tshark, an independent
+// implementation, can check the encrypted messages (Main Mode 5 and 6, Quick
+// Mode 1 to 3): with a wrong key, IV or IV chain it could not read them.
 //
 //   ikev1_mm_pcap SUITE OUT.pcap OUT_KEYTABLE [--wrong-key]
 #include <cstdio>
@@ -15,6 +15,7 @@
 #include "ike/ike_crypto.hpp"
 #include "ike/ikev1_cipher.hpp"
 #include "ike/ikev1_crypto.hpp"
+#include "ike/ikev1_main_mode.hpp"
 #include "ike/ikev1_phase2.hpp"
 #include "ike/ikev1_proposals.hpp"
 #include "ike/isakmp.hpp"
@@ -91,61 +92,37 @@ int main(int argc, char** argv) {
   const auto s = suites[0];
   const core::Bytes psk{'a', ' ', 'l', 'o', 'n', 'g', ' ', 's', 'e', 'c', 'r', 'e', 't'};
 
-  std::uint64_t cky_i = 0, cky_r = 0;
-  core::random_bytes({reinterpret_cast<std::uint8_t*>(&cky_i), 8});
-  core::random_bytes({reinterpret_cast<std::uint8_t*>(&cky_r), 8});
-  v1::Header h;
-  h.cky_i = cky_i;
-  h.exchange = v1::Exchange::kMain;
+  // Main Mode, both sides played by ike::v1::MainMode.
+  auto cfg = [&](const char* me) {
+    v1::MainModeConfig c;
+    c.proposals = {*prop};
+    c.psk = core::SecureBytes(psk);
+    const std::string id = me;
+    c.local_id = {v1::IdType::kFqdn, 17, 500, core::Bytes(id.begin(), id.end())};
+    return c;
+  };
+  v1::MainMode mi(true, cfg("gw-a.example")), mr(false, cfg("gw-b.example"));
   std::vector<std::pair<bool, core::Bytes>> msgs;
-
-  // (1) I -> R  SA (one proposal, our transform), VID (RFC 3947 NAT-T).
-  v1::SaPayload sai{v1::kDoiIpsec, v1::kSitIdentityOnly, {{1, 1, {}, {v1::encode_phase1(s, 1)}}}};
-  const core::Bytes sai_b = v1::encode_sa(sai);
-  msgs.push_back({true, v1::encode_plain(h, {raw(v1::Payload::kSa, sai_b),
-                                             raw(v1::Payload::kVendor, *core::from_hex("4a131c81070358455c5728f20e95452f"))})});
-  // (2) R -> I  SA (the chosen transform).
-  h.cky_r = cky_r;
-  msgs.push_back({false, v1::encode_plain(h, {raw(v1::Payload::kSa, sai_b)})});
-  // (3) I -> R  KE, NONCE; (4) R -> I  KE, NONCE.
-  auto di = DhKey::generate(s.group, why), dr = DhKey::generate(s.group, why);
-  if (!di || !dr) return std::cerr << why << "\n", 1;
-  core::Bytes ni(16), nr(16);
-  core::random_bytes(ni);
-  core::random_bytes(nr);
-  msgs.push_back({true, v1::encode_plain(h, {raw(v1::Payload::kKe, di->public_value()), raw(v1::Payload::kNonce, ni)})});
-  msgs.push_back({false, v1::encode_plain(h, {raw(v1::Payload::kKe, dr->public_value()), raw(v1::Payload::kNonce, nr)})});
-  // Keys (RFC 2409 5): SKEYID = prf(psk, Ni | Nr), then SKEYID_d/_a/_e and the cipher key.
-  auto gxy = di->shared_secret(dr->public_value(), why);
-  if (!gxy) return std::cerr << why << "\n", 1;
-  auto k = v1::derive_phase1(s.hash, v1::skeyid_psk(s.hash, psk, ni, nr), gxy->span(), cky_i, cky_r);
+  for (int round = 0; round < 6; ++round) {
+    if (auto m = mi.build()) {
+      msgs.push_back({true, *m});
+      if (!mr.process(*m)) return std::cerr << "responder: " << mr.error() << "\n", 1;
+    }
+    if (auto m = mr.build()) {
+      msgs.push_back({false, *m});
+      if (!mi.process(*m)) return std::cerr << "initiator: " << mi.error() << "\n", 1;
+    }
+  }
+  if (!mi.done() || !mr.done() || msgs.size() != 6) return std::cerr << "Main Mode did not complete\n", 1;
+  auto sai = mi.take_sa(), sar = mr.take_sa();
+  const auto& k = sai.keys;
+  const std::uint64_t cky_i = sai.cky_i;
+  auto& ci = sai.cipher;
+  auto& cr = sar.cipher;
   const auto key = v1::encryption_key(s.hash, k.e.span(), s.enc.key_bytes);
-  const auto iv = v1::phase1_iv(s.hash, di->public_value(), dr->public_value(), core::block_len(s.enc.alg));
-  auto ci = v1::Ikev1Cipher::create(s, key.span(), iv);
-  auto cr = v1::Ikev1Cipher::create(s, key.span(), iv);
-  if (!ci || !cr) return std::cerr << "cipher\n", 1;
-  // (5) I -> R  encrypted: IDii (FQDN gw-a.example, UDP 500), HASH_I.
-  v1::IdPayload idi{v1::IdType::kFqdn, 17, 500, core::Bytes{'g', 'w', '-', 'a', '.', 'e', 'x', 'a', 'm', 'p', 'l', 'e'}};
-  const auto idi_b = v1::encode_id(idi);
-  const auto hi = v1::hash_i(s.hash, k.skeyid.span(), di->public_value(), dr->public_value(), cky_i, cky_r, sai_b, idi_b);
-  const auto m5 = ci->seal(h, {raw(v1::Payload::kId, idi_b), raw(v1::Payload::kHash, hi)});
-  msgs.push_back({true, m5});
-  auto p5 = cr->open(m5, why);
-  if (!p5) return std::cerr << why << "\n", 1;
-  cr->commit(m5);
-  // (6) R -> I  encrypted: IDir (FQDN gw-b.example), HASH_R; its IV is the last block of (5).
-  v1::IdPayload idr{v1::IdType::kFqdn, 17, 500, core::Bytes{'g', 'w', '-', 'b', '.', 'e', 'x', 'a', 'm', 'p', 'l', 'e'}};
-  const auto idr_b = v1::encode_id(idr);
-  const auto hr = v1::hash_r(s.hash, k.skeyid.span(), di->public_value(), dr->public_value(), cky_i, cky_r, sai_b, idr_b);
-  const auto m6 = cr->seal(h, {raw(v1::Payload::kId, idr_b), raw(v1::Payload::kHash, hr)});
-  msgs.push_back({false, m6});
-  // The initiator reads (6) back through its own chain.
-  auto p6 = ci->open(m6, why);
-  if (!p6) return std::cerr << why << "\n", 1;
-  std::vector<v1::RawPayload> chain;
-  v1::DecodeError err;
-  if (!v1::parse_chain(*p6, v1::Payload::kId, chain, err, true) || chain.size() != 2) return std::cerr << err.detail << "\n", 1;
-  ci->commit(m6);
+  v1::Header h;
+  h.cky_i = sai.cky_i;
+  h.cky_r = sai.cky_r;
 
   // Quick Mode (RFC 2409 5.5) on its own IV chain, M-ID 0x0badcafe, with PFS:
   // (1) I -> R  HASH(1), SA, Ni, KE, IDci, IDcr;  (2) R -> I  HASH(2), SA, Nr, KE, IDci, IDcr;

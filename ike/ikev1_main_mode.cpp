@@ -1,0 +1,238 @@
+#include "ike/ikev1_main_mode.hpp"
+
+namespace ipsecgw::ike::v1 {
+
+namespace {
+// RFC 3947 NAT-T and RFC 3706 DPD: what this side will speak.
+const char* kVidNatT = "4a131c81070358455c5728f20e95452f";
+const char* kVidDpd = "afcad71368a1f1c96b8696fc77570100";
+
+RawPayload raw(Payload t, Bytes b) { return {t, std::move(b)}; }
+Bytes hex(const char* h) { return *core::from_hex(h); }
+
+bool same_suite(Phase1Suite a, Phase1Suite b) {
+  a.life_seconds = b.life_seconds = 0;
+  return a == b;
+}
+}  // namespace
+
+MainMode::MainMode(bool initiator, MainModeConfig cfg) : initiator_(initiator), cfg_(std::move(cfg)) {}
+
+void MainMode::random(core::MutByteSpan out) {
+  if (cfg_.random) cfg_.random(out);
+  else core::random_bytes(out);
+}
+
+bool MainMode::fail(Notify n, std::string why) {
+  failed_ = true;
+  notify_ = n;
+  error_ = std::move(why);
+  return false;
+}
+
+Header MainMode::header() const {
+  Header h;
+  h.cky_i = cky_i_;
+  h.cky_r = cky_r_;
+  h.exchange = Exchange::kMain;
+  return h;
+}
+
+std::optional<Bytes> MainMode::build() {
+  if (failed_) return std::nullopt;
+  // Whose turn: the initiator builds after 0, 2, 4 messages; the responder after 1, 3, 5.
+  if ((step_ % 2 == 0) != initiator_ || step_ >= 6) return std::nullopt;
+  Bytes out;
+  switch (step_) {
+    case 0: {  // (1) SA with every suite we allow, VIDs
+      while (cky_i_ == 0) random({reinterpret_cast<std::uint8_t*>(&cky_i_), sizeof cky_i_});
+      Proposal p{1, 1, {}, {}};
+      for (const auto& cp : cfg_.proposals) {
+        std::string why;
+        for (const auto& s : phase1_suites(cp, AuthMethod::kPsk, cfg_.life_seconds, why)) {
+          if (p.transforms.size() >= 64) break;
+          p.transforms.push_back(encode_phase1(s, static_cast<std::uint8_t>(p.transforms.size() + 1)));
+        }
+      }
+      if (p.transforms.empty()) {
+        fail(Notify::kNoProposalChosen, "no IKEv1 phase-1 suite in the configured proposals");
+        return std::nullopt;
+      }
+      offer_ = {kDoiIpsec, kSitIdentityOnly, {p}};
+      sai_b_ = encode_sa(offer_);
+      out = encode_plain(header(), {raw(Payload::kSa, sai_b_), raw(Payload::kVendor, hex(kVidNatT)),
+                                    raw(Payload::kVendor, hex(kVidDpd))});
+      break;
+    }
+    case 1: {  // (2) the chosen transform, as offered
+      while (cky_r_ == 0) random({reinterpret_cast<std::uint8_t*>(&cky_r_), sizeof cky_r_});
+      SaPayload reply{kDoiIpsec, kSitIdentityOnly, {{offer_.proposals.at(0).number, 1, {}, {chosen_}}}};
+      out = encode_plain(header(), {raw(Payload::kSa, encode_sa(reply)), raw(Payload::kVendor, hex(kVidNatT)),
+                                    raw(Payload::kVendor, hex(kVidDpd))});
+      break;
+    }
+    case 2: {  // (3) KE, Ni
+      std::string why;
+      dh_ = DhKey::generate(suite_->group, why);
+      if (!dh_) {
+        fail(Notify::kNoProposalChosen, "Diffie-Hellman: " + why);
+        return std::nullopt;
+      }
+      gxi_ = dh_->public_value();
+      ni_.resize(32);
+      random(ni_);
+      out = encode_plain(header(), {raw(Payload::kKe, gxi_), raw(Payload::kNonce, ni_)});
+      break;
+    }
+    case 3:  // (4) KE, Nr (keys were derived when (3) arrived)
+      out = encode_plain(header(), {raw(Payload::kKe, gxr_), raw(Payload::kNonce, nr_)});
+      break;
+    case 4:
+    case 5: {  // (5) IDii, HASH_I / (6) IDir, HASH_R, encrypted
+      my_id_b_ = encode_id(cfg_.local_id);
+      out = sa_.cipher->seal(header(), {raw(Payload::kId, my_id_b_), raw(Payload::kHash, my_hash())});
+      break;
+    }
+    default:
+      return std::nullopt;
+  }
+  ++step_;
+  return out;
+}
+
+bool MainMode::process(ByteSpan datagram) {
+  if (failed_) return false;
+  if ((step_ % 2 == 1) != initiator_ || step_ >= 6) {
+    error_ = "not waiting for a message from the peer";
+    return false;
+  }
+  DecodeError err;
+  auto h = parse_header(datagram, err);
+  if (!h) return fail(err.notify, err.detail);
+  if (h->exchange != Exchange::kMain || h->cky_i != (step_ == 0 ? h->cky_i : cky_i_))
+    return fail(Notify::kInvalidCookie, "not a message of this Main Mode");
+  Message m;
+  m.header = *h;
+  if (h->encrypted()) {
+    if (step_ < 4) return fail(Notify::kInvalidFlags, "encrypted message before the keys exist");
+    std::string why;
+    auto plain = sa_.cipher->open(datagram, why);
+    if (!plain || !parse_chain(*plain, h->next, m.raw, err, true) || !decode_payloads(m.raw, m, err))
+      // Unreadable after decryption: almost always a different pre-shared key.
+      return fail(Notify::kAuthenticationFailed,
+                  "message " + std::to_string(step_ + 1) + " does not decrypt to payloads (" +
+                      (plain ? err.detail : why) + "): a different pre-shared key?");
+  } else {
+    if (step_ >= 4) return fail(Notify::kInvalidFlags, "message " + std::to_string(step_ + 1) + " must be encrypted");
+    if (!parse_chain(datagram.subspan(kHeaderLen), h->next, m.raw, err) || !decode_payloads(m.raw, m, err))
+      return fail(err.notify, err.detail);
+  }
+  switch (step_) {
+    case 0: {  // (1) at the responder
+      if (h->cky_r != 0) return fail(Notify::kInvalidCookie, "message 1 with a responder cookie");
+      if (!m.sa) return fail(Notify::kPayloadMalformed, "message 1 without SA");
+      std::string why;
+      auto c = select_phase1(cfg_.proposals, AuthMethod::kPsk, *m.sa, why);
+      if (!c) return fail(Notify::kNoProposalChosen, why);
+      cky_i_ = h->cky_i;
+      offer_ = *m.sa;
+      offer_.proposals = {{c->proposal_number, 1, {}, {}}};
+      sai_b_ = m.sa_body;  // HASH_I/HASH_R cover the SA payload as the initiator sent it
+      chosen_ = c->transform;
+      suite_ = c->suite;
+      break;
+    }
+    case 1: {  // (2) at the initiator
+      if (h->cky_r == 0) return fail(Notify::kInvalidCookie, "message 2 without a responder cookie");
+      if (!m.sa || m.sa->proposals.size() != 1 || m.sa->proposals[0].transforms.size() != 1)
+        return fail(Notify::kBadProposalSyntax, "message 2 must carry one proposal with one transform");
+      std::string why;
+      auto s = decode_phase1(m.sa->proposals[0].transforms[0], why);
+      if (!s) return fail(Notify::kNoProposalChosen, "the responder chose " + why);
+      bool offered = false;
+      for (const auto& t : offer_.proposals.at(0).transforms)
+        if (auto o = decode_phase1(t, why); o && same_suite(*o, *s)) offered = true;
+      if (!offered) return fail(Notify::kNoProposalChosen, "the responder chose a suite we did not offer");
+      cky_r_ = h->cky_r;
+      suite_ = *s;
+      break;
+    }
+    case 2:  // (3) at the responder: KE, Ni; our KE, Nr and the keys
+    case 3: {  // (4) at the initiator
+      if (h->cky_r != cky_r_) return fail(Notify::kInvalidCookie, "wrong responder cookie");
+      if (m.ke.empty() || m.nonce.empty()) return fail(Notify::kPayloadMalformed, "KE or nonce missing");
+      if (m.ke.size() != dh_public_len(suite_->group))
+        return fail(Notify::kInvalidKeyInformation, "KE of " + std::to_string(m.ke.size()) + " bytes");
+      if (step_ == 2) {
+        gxi_ = m.ke;
+        ni_ = m.nonce;
+        std::string why;
+        dh_ = DhKey::generate(suite_->group, why);
+        if (!dh_) return fail(Notify::kNoProposalChosen, "Diffie-Hellman: " + why);
+        gxr_ = dh_->public_value();
+        nr_.resize(32);
+        random(nr_);
+      } else {
+        gxr_ = m.ke;
+        nr_ = m.nonce;
+      }
+      if (!derive_keys()) return false;
+      break;
+    }
+    case 4:  // (5) at the responder, (6) at the initiator
+    case 5: {
+      if (h->cky_r != cky_r_) return fail(Notify::kInvalidCookie, "wrong responder cookie");
+      if (m.ids.size() != 1 || m.hash.empty()) return fail(Notify::kPayloadMalformed, "ID or HASH missing");
+      if (!check_hash(m)) return false;
+      sa_.cipher->commit(datagram);
+      sa_.peer_id = m.ids[0];
+      break;
+    }
+    default:
+      return false;
+  }
+  ++step_;
+  return true;
+}
+
+bool MainMode::derive_keys() {
+  std::string why;
+  auto gxy = dh_->shared_secret(initiator_ ? ByteSpan(gxr_) : ByteSpan(gxi_), why);
+  if (!gxy) return fail(Notify::kInvalidKeyInformation, "Diffie-Hellman: " + why);
+  const auto& s = *suite_;
+  sa_.keys = derive_phase1(s.hash, skeyid_psk(s.hash, cfg_.psk.span(), ni_, nr_), gxy->span(), cky_i_, cky_r_);
+  const auto key = encryption_key(s.hash, sa_.keys.e.span(), s.enc.key_bytes);
+  const auto iv = phase1_iv(s.hash, gxi_, gxr_, core::block_len(s.enc.alg));
+  sa_.cipher = Ikev1Cipher::create(s, key.span(), iv);
+  if (!sa_.cipher) return fail(Notify::kNoProposalChosen, "no cipher for " + s.name());
+  sa_.cky_i = cky_i_;
+  sa_.suite = s;
+  return true;
+}
+
+Bytes MainMode::my_hash() const {
+  const auto& s = *suite_;
+  return initiator_ ? hash_i(s.hash, sa_.keys.skeyid.span(), gxi_, gxr_, cky_i_, cky_r_, sai_b_, my_id_b_)
+                    : hash_r(s.hash, sa_.keys.skeyid.span(), gxi_, gxr_, cky_i_, cky_r_, sai_b_, my_id_b_);
+}
+
+bool MainMode::check_hash(const Message& m) {
+  const auto& s = *suite_;
+  const ByteSpan peer_id_b = m.id_bodies[0];
+  const Bytes want = initiator_ ? hash_r(s.hash, sa_.keys.skeyid.span(), gxi_, gxr_, cky_i_, cky_r_, sai_b_, peer_id_b)
+                                : hash_i(s.hash, sa_.keys.skeyid.span(), gxi_, gxr_, cky_i_, cky_r_, sai_b_, peer_id_b);
+  if (!core::ct_equal(want, m.hash))
+    return fail(Notify::kInvalidHashInformation,
+                std::string(initiator_ ? "HASH_R" : "HASH_I") + " does not verify: a different pre-shared key?");
+  if (cfg_.remote_id && !(m.ids[0].type == cfg_.remote_id->type && m.ids[0].data == cfg_.remote_id->data))
+    return fail(Notify::kInvalidIdInformation, "the peer is " + m.ids[0].to_string() + ", not " + cfg_.remote_id->to_string());
+  return true;
+}
+
+Phase1Sa MainMode::take_sa() {
+  Phase1Sa out = std::move(sa_);
+  out.cky_r = cky_r_;
+  return out;
+}
+
+}  // namespace ipsecgw::ike::v1

@@ -1,0 +1,98 @@
+// IKEv1 Main Mode with pre-shared keys (RFC 2409 5, 5.4), both roles, as
+// one exchange object in the manner of strongSwan's ikev1 main_mode task:
+// build() gives the next message of this side, process() takes the peer's.
+//
+//   Initiator                          Responder
+//   (1) HDR, SA, VID            -->
+//                               <--    (2) HDR, SA, VID
+//   (3) HDR, KE, Ni             -->
+//                               <--    (4) HDR, KE, Nr
+//   (5) HDR*, IDii, HASH_I      -->
+//                               <--    (6) HDR*, IDir, HASH_R
+//
+// Messages 5 and 6 are encrypted (Ikev1Cipher); HASH_I/HASH_R are checked
+// in constant time. Sans-I/O: bytes in and out; randomness injected. The
+// authentication step is one function (psk_skeyid) so that signatures can
+// replace it (RFC 2409 5.1) without touching the rest.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/algorithms.hpp"
+#include "core/bytes.hpp"
+#include "ike/ike_crypto.hpp"
+#include "ike/ikev1_cipher.hpp"
+#include "ike/ikev1_crypto.hpp"
+#include "ike/ikev1_proposals.hpp"
+#include "ike/isakmp.hpp"
+
+namespace ipsecgw::ike::v1 {
+
+struct MainModeConfig {
+  std::vector<core::Proposal> proposals;  // phase-1 keywords, our preference first
+  core::SecureBytes psk;
+  IdPayload local_id;                     // what we send as IDii/IDir
+  std::optional<IdPayload> remote_id;     // what the peer must send; empty: anything
+  std::uint32_t life_seconds = 28800;
+  std::function<void(core::MutByteSpan)> random;  // empty: OpenSSL's DRBG
+};
+
+// What a completed Main Mode leaves for Quick Mode and the ISAKMP SA.
+struct Phase1Sa {
+  std::uint64_t cky_i = 0, cky_r = 0;
+  Phase1Suite suite;
+  Phase1Keys keys;  // SKEYID, SKEYID_d, _a, _e
+  std::unique_ptr<Ikev1Cipher> cipher;
+  IdPayload peer_id;
+};
+
+class MainMode {
+ public:
+  MainMode(bool initiator, MainModeConfig cfg);
+
+  // This side's next message, or nullopt when it waits for the peer (or is
+  // done, or failed).
+  std::optional<Bytes> build();
+  // The peer's next message (a whole ISAKMP datagram). False when the
+  // exchange failed: error() says why, notify() what to tell the peer.
+  bool process(ByteSpan datagram);
+
+  [[nodiscard]] bool done() const noexcept { return step_ == 6 && !failed_; }
+  [[nodiscard]] bool failed() const noexcept { return failed_; }
+  [[nodiscard]] const std::string& error() const noexcept { return error_; }
+  [[nodiscard]] Notify notify() const noexcept { return notify_; }
+  [[nodiscard]] std::uint64_t cky_i() const noexcept { return cky_i_; }
+  [[nodiscard]] std::uint64_t cky_r() const noexcept { return cky_r_; }
+  // After done(): the ISAKMP SA's keys and cipher (moved out once).
+  Phase1Sa take_sa();
+
+ private:
+  bool fail(Notify n, std::string why);
+  void random(core::MutByteSpan out);
+  Header header() const;
+  bool derive_keys();
+  bool check_hash(const Message& m);
+  Bytes my_hash() const;
+
+  bool initiator_;
+  MainModeConfig cfg_;
+  int step_ = 0;  // messages exchanged so far (0..6)
+  bool failed_ = false;
+  std::string error_;
+  Notify notify_ = Notify::kPayloadMalformed;
+  std::uint64_t cky_i_ = 0, cky_r_ = 0;
+  Bytes sai_b_;  // the initiator's SA payload body, for HASH_I/HASH_R
+  SaPayload offer_;
+  std::optional<Phase1Suite> suite_;
+  Transform chosen_;
+  std::unique_ptr<DhKey> dh_;
+  Bytes gxi_, gxr_, ni_, nr_;
+  Bytes my_id_b_;
+  Phase1Sa sa_;
+};
+
+}  // namespace ipsecgw::ike::v1

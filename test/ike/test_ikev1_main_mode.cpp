@@ -1,0 +1,124 @@
+// IKEv1 Main Mode with pre-shared keys: two MainMode objects in one process,
+// each message handed across, for several suites and the ways it must fail.
+// (tshark reads the same task's encrypted messages: test/ike/ikev1_tshark_test.sh.)
+#include <catch2/catch.hpp>
+
+#include "ike/ikev1_main_mode.hpp"
+
+using namespace ipsecgw;
+using namespace ipsecgw::ike;
+
+namespace {
+core::Proposal prop(const char* s) {
+  std::string bad;
+  auto p = core::parse_proposal(s, bad);
+  REQUIRE(p);
+  return *p;
+}
+v1::IdPayload fqdn(const std::string& n) { return {v1::IdType::kFqdn, 17, 500, core::Bytes(n.begin(), n.end())}; }
+v1::MainModeConfig config(std::vector<const char*> props, const char* psk, const char* me, const char* peer) {
+  v1::MainModeConfig c;
+  for (auto* p : props) c.proposals.push_back(prop(p));
+  const std::string k = psk;
+  c.psk = core::SecureBytes(core::ByteSpan(reinterpret_cast<const std::uint8_t*>(k.data()), k.size()));
+  c.local_id = fqdn(me);
+  if (peer) c.remote_id = fqdn(peer);
+  return c;
+}
+// Hands messages across until neither side has one to send; returns how many went.
+int run(v1::MainMode& i, v1::MainMode& r) {
+  int n = 0;
+  for (int round = 0; round < 10; ++round) {
+    bool moved = false;
+    if (auto m = i.build()) {
+      ++n;
+      moved = true;
+      r.process(*m);
+    }
+    if (auto m = r.build()) {
+      ++n;
+      moved = true;
+      i.process(*m);
+    }
+    if (!moved) break;
+  }
+  return n;
+}
+}  // namespace
+
+TEST_CASE("IKEv1 Main Mode (PSK): six messages, the same keys on both ends", "[ike][ikev1][mainmode]") {
+  for (const char* suite : {"aes128-sha1-modp2048", "aes256-sha256-ecp256", "3des-md5-modp1024", "aes192-sha512-x25519"}) {
+    INFO(suite);
+    v1::MainMode i(true, config({suite}, "a long secret", "gw-a.example", "gw-b.example"));
+    v1::MainMode r(false, config({"aes128-sha256-modp2048", suite}, "a long secret", "gw-b.example", "gw-a.example"));
+    CHECK(run(i, r) == 6);
+    INFO(i.error() << " / " << r.error());
+    REQUIRE(i.done());
+    REQUIRE(r.done());
+    auto a = i.take_sa(), b = r.take_sa();
+    CHECK(a.suite.name() == suite);
+    CHECK(a.cky_i == b.cky_i);
+    CHECK(a.cky_r == b.cky_r);
+    CHECK(a.cky_r != 0);
+    CHECK(a.keys.d.size() > 0);
+    CHECK(core::ct_equal(a.keys.d.span(), b.keys.d.span()));
+    CHECK(core::ct_equal(a.keys.a.span(), b.keys.a.span()));
+    CHECK(core::ct_equal(a.keys.e.span(), b.keys.e.span()));
+    CHECK(a.peer_id.to_string() == "gw-b.example");
+    CHECK(b.peer_id.to_string() == "gw-a.example");
+    // The ciphers go on into phase 2: a Quick Mode message sealed by one opens at the other.
+    v1::Header h;
+    h.cky_i = a.cky_i;
+    h.cky_r = a.cky_r;
+    h.exchange = v1::Exchange::kQuick;
+    h.message_id = 77;
+    const auto qm = a.cipher->seal(h, {{v1::Payload::kHash, core::Bytes(20, 1)}});
+    std::string why;
+    auto plain = b.cipher->open(qm, why);
+    REQUIRE(plain);
+    CHECK(core::Bytes(plain->begin() + 4, plain->begin() + 24) == core::Bytes(20, 1));
+  }
+}
+
+TEST_CASE("IKEv1 Main Mode (PSK): the ways it fails, and what the peer is told", "[ike][ikev1][mainmode]") {
+  SECTION("a different pre-shared key: the responder cannot read message 5") {
+    v1::MainMode i(true, config({"aes128-sha256-modp2048"}, "one secret", "gw-a.example", nullptr));
+    v1::MainMode r(false, config({"aes128-sha256-modp2048"}, "another secret", "gw-b.example", nullptr));
+    run(i, r);
+    CHECK_FALSE(i.done());
+    CHECK(r.failed());
+    CHECK((r.notify() == v1::Notify::kAuthenticationFailed || r.notify() == v1::Notify::kInvalidHashInformation));
+    CHECK(r.error().find("pre-shared key") != std::string::npos);
+  }
+  SECTION("no suite in common: NO-PROPOSAL-CHOSEN on message 1") {
+    v1::MainMode i(true, config({"3des-md5-modp1024"}, "k", "gw-a.example", nullptr));
+    v1::MainMode r(false, config({"aes128-sha256-modp2048"}, "k", "gw-b.example", nullptr));
+    CHECK(run(i, r) == 1);
+    CHECK(r.failed());
+    CHECK(r.notify() == v1::Notify::kNoProposalChosen);
+  }
+  SECTION("the peer is someone else: INVALID-ID-INFORMATION") {
+    v1::MainMode i(true, config({"aes128-sha256-modp2048"}, "k", "mallory.example", nullptr));
+    v1::MainMode r(false, config({"aes128-sha256-modp2048"}, "k", "gw-b.example", "gw-a.example"));
+    run(i, r);
+    CHECK(r.failed());
+    CHECK(r.notify() == v1::Notify::kInvalidIdInformation);
+  }
+  SECTION("the responder picks the first offered suite it allows") {
+    v1::MainMode i(true, config({"aes256-sha384-modp3072", "aes128-sha1-modp2048"}, "k", "a", nullptr));
+    v1::MainMode r(false, config({"aes128-sha1-modp2048", "aes256-sha384-modp3072"}, "k", "b", nullptr));
+    CHECK(run(i, r) == 6);
+    REQUIRE(i.done());
+    CHECK(i.take_sa().suite.name() == "aes256-sha384-modp3072");
+  }
+  SECTION("garbage and truncated messages fail cleanly") {
+    v1::MainMode i(true, config({"aes128-sha256-modp2048"}, "k", "a", nullptr));
+    auto m1 = *i.build();
+    for (std::size_t n = 0; n < m1.size(); n += 7) {
+      v1::MainMode r(false, config({"aes128-sha256-modp2048"}, "k", "b", nullptr));
+      CHECK_FALSE(r.process(core::ByteSpan(m1.data(), n)));
+      CHECK(r.failed());
+      CHECK_FALSE(r.build());
+    }
+  }
+}
