@@ -1,9 +1,9 @@
-// Writes an IKEv1 Main Mode with a pre-shared key (ike::v1::MainMode playing
-// both roles) and a Quick Mode with PFS built from ipsecgw's IKEv1 pieces
-// (ISAKMP codec, phase-2 proposals, RFC 2409 hashes, ISAKMP encryption) as a
-// pcap, and the Wireshark key table for it, so that tshark, an independent
-// implementation, can check the encrypted messages (Main Mode 5 and 6, Quick
-// Mode 1 to 3): with a wrong key, IV or IV chain it could not read them.
+// Writes an IKEv1 Main Mode with a pre-shared key and a Quick Mode with PFS,
+// each played in both roles by ipsecgw's exchange objects (ike::v1::MainMode,
+// ike::v1::QuickMode), as a pcap, and the Wireshark key table for it, so that
+// tshark, an independent implementation, can check the encrypted messages
+// (Main Mode 5 and 6, Quick Mode 1 to 3): with a wrong key, IV or IV chain it
+// could not read them.
 //
 //   ikev1_mm_pcap SUITE OUT.pcap OUT_KEYTABLE [--wrong-key]
 #include <cstdio>
@@ -17,6 +17,7 @@
 #include "ike/ikev1_crypto.hpp"
 #include "ike/ikev1_main_mode.hpp"
 #include "ike/ikev1_phase2.hpp"
+#include "ike/ikev1_quick_mode.hpp"
 #include "ike/ikev1_proposals.hpp"
 #include "ike/isakmp.hpp"
 
@@ -75,7 +76,6 @@ void write_pcap(const std::string& path, const std::vector<std::pair<bool, core:
   }
 }
 
-v1::RawPayload raw(v1::Payload t, core::Bytes b) { return {t, std::move(b)}; }
 
 }  // namespace
 
@@ -115,54 +115,28 @@ int main(int argc, char** argv) {
   }
   if (!mi.done() || !mr.done() || msgs.size() != 6) return std::cerr << "Main Mode did not complete\n", 1;
   auto sai = mi.take_sa(), sar = mr.take_sa();
-  const auto& k = sai.keys;
   const std::uint64_t cky_i = sai.cky_i;
-  auto& ci = sai.cipher;
-  auto& cr = sar.cipher;
-  const auto key = v1::encryption_key(s.hash, k.e.span(), s.enc.key_bytes);
-  v1::Header h;
-  h.cky_i = sai.cky_i;
-  h.cky_r = sai.cky_r;
+  const auto key = v1::encryption_key(s.hash, sai.keys.e.span(), s.enc.key_bytes);
 
-  // Quick Mode (RFC 2409 5.5) on its own IV chain, M-ID 0x0badcafe, with PFS:
-  // (1) I -> R  HASH(1), SA, Ni, KE, IDci, IDcr;  (2) R -> I  HASH(2), SA, Nr, KE, IDci, IDcr;
-  // (3) I -> R  HASH(3).
-  const std::uint32_t mid = 0x0badcafe;
-  h.exchange = v1::Exchange::kQuick;
-  h.message_id = mid;
-  auto esp = core::parse_proposal("aes128-sha256-modp2048", bad);
-  const auto p2 = v1::phase2_suites(*esp, v1::EncapMode::kTunnel, 3600, 0, why).at(0);
-  auto qi = DhKey::generate(*p2.pfs, why), qr = DhKey::generate(*p2.pfs, why);
-  if (!qi || !qr) return std::cerr << why << "\n", 1;
-  core::Bytes ni2(16), nr2(16);
-  core::random_bytes(ni2);
-  core::random_bytes(nr2);
-  const auto idci = v1::encode_id(v1::IdPayload::from_range(*core::IpRange::parse("10.1.0.0/24")));
-  const auto idcr = v1::encode_id(v1::IdPayload::from_range(*core::IpRange::parse("10.2.0.0/24")));
-  auto qm = [&](std::uint32_t spi, const core::Bytes& nonce, const DhKey& ke) {
-    v1::SaPayload sa{v1::kDoiIpsec, v1::kSitIdentityOnly, {v1::esp_proposal(1, spi, {p2})}};
-    return std::vector<v1::RawPayload>{raw(v1::Payload::kSa, v1::encode_sa(sa)), raw(v1::Payload::kNonce, nonce),
-                                       raw(v1::Payload::kKe, ke.public_value()), raw(v1::Payload::kId, idci),
-                                       raw(v1::Payload::kId, idcr)};
+  // Quick Mode with PFS, both sides played by ike::v1::QuickMode on the ISAKMP SA just made.
+  auto qcfg = [&](const char* local, const char* remote) {
+    v1::QuickModeConfig c;
+    c.esp_proposals = {*core::parse_proposal("aes128-sha256-modp2048", bad)};
+    c.local_ts = *core::IpRange::parse(local);
+    c.remote_ts = *core::IpRange::parse(remote);
+    return c;
   };
-  auto with_hash = [](core::Bytes hash, std::vector<v1::RawPayload> rest) {
-    rest.insert(rest.begin(), raw(v1::Payload::kHash, std::move(hash)));
-    return rest;
-  };
-  const auto rest1 = qm(0x11223344, ni2, *qi);
-  const auto q1 = ci->seal(h, with_hash(v1::qm_hash1(s.hash, k.a.span(), mid, v1::encode_chain(rest1)), rest1));
-  msgs.push_back({true, q1});
-  if (!cr->open(q1, why)) return std::cerr << why << "\n", 1;
-  cr->commit(q1);
-  const auto rest2 = qm(0x55667788, nr2, *qr);
-  const auto q2 = cr->seal(h, with_hash(v1::qm_hash2(s.hash, k.a.span(), mid, ni2, v1::encode_chain(rest2)), rest2));
-  msgs.push_back({false, q2});
-  if (!ci->open(q2, why)) return std::cerr << why << "\n", 1;
-  ci->commit(q2);
-  const auto q3 = ci->seal(h, {raw(v1::Payload::kHash, v1::qm_hash3(s.hash, k.a.span(), mid, ni2, nr2))});
-  msgs.push_back({true, q3});
-  auto p3 = cr->open(q3, why);
-  if (!p3) return std::cerr << why << "\n", 1;
+  v1::QuickMode qi(true, sai, qcfg("10.1.0.0/24", "10.2.0.0/24"), 0x0badcafe, 0x11223344);
+  v1::QuickMode qr(false, sar, qcfg("10.2.0.0/24", "10.1.0.0/24"), 0, 0x55667788);
+  for (int n = 1; n <= 3; ++n) {
+    auto& from = n == 2 ? qr : qi;
+    auto& to = n == 2 ? qi : qr;
+    auto m = from.build();
+    if (!m) return std::cerr << "Quick Mode: " << from.error() << "\n", 1;
+    msgs.push_back({n != 2, *m});
+    if (!to.process(*m)) return std::cerr << "Quick Mode: " << to.error() << "\n", 1;
+  }
+  if (!qi.done() || !qr.done()) return std::cerr << "Quick Mode did not complete\n", 1;
   write_pcap(argv[2], msgs);
   // Wireshark's ikev1_decryption_table: initiator cookie, encryption key (hex).
   core::Bytes kb(key.span().begin(), key.span().end());

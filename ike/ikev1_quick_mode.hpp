@@ -1,0 +1,89 @@
+// IKEv1 Quick Mode (RFC 2409 5.5), both roles, one ESP SA pair per exchange,
+// as one exchange object beside MainMode (strongSwan's quick_mode task):
+//
+//   Initiator                                   Responder
+//   (1) HDR*, HASH(1), SA, Ni [, KE] , IDci, IDcr  -->
+//                                               <--  (2) HDR*, HASH(2), SA, Nr [, KE], IDci, IDcr
+//   (3) HDR*, HASH(3)                           -->
+//
+// Every message is encrypted on the exchange's own IV chain (Ikev1Cipher,
+// keyed by the message ID) and authenticated by its HASH, checked in
+// constant time before anything in it is used. With a DH group in the ESP
+// proposal the exchange carries KE payloads (PFS) and KEYMAT includes the
+// new shared secret. The result is what the data plane installs: SPIs,
+// KEYMAT for each direction, the transform and the selectors.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/ip.hpp"
+#include "ike/ike_crypto.hpp"
+#include "ike/ikev1_main_mode.hpp"
+#include "ike/ikev1_phase2.hpp"
+
+namespace ipsecgw::ike::v1 {
+
+struct QuickModeConfig {
+  std::vector<core::Proposal> esp_proposals;  // our preference first; a DH group means PFS
+  core::IpRange local_ts, remote_ts;          // our side's and the peer's client networks
+  EncapMode mode = EncapMode::kTunnel;        // kUdpTunnel when NAT-T is in use
+  std::uint32_t life_seconds = 3600;
+  std::uint64_t life_kilobytes = 0;
+  std::function<void(core::MutByteSpan)> random;  // empty: OpenSSL's DRBG
+};
+
+struct QuickModeResult {
+  Phase2Suite suite;
+  std::uint32_t spi_in = 0, spi_out = 0;  // ours (the peer sends with it), the peer's
+  core::SecureBytes keymat_in, keymat_out;
+  core::IpRange local_ts, remote_ts;      // as agreed in IDci/IDcr
+  bool pfs = false;
+};
+
+class QuickMode {
+ public:
+  // `sa`: the ISAKMP SA from Main Mode (its cipher carries the IV chains);
+  // `message_id`: the initiator's fresh non-zero M-ID (the responder takes
+  // it from message 1); `spi_in`: our inbound SPI for the new SA.
+  QuickMode(bool initiator, Phase1Sa& sa, QuickModeConfig cfg, std::uint32_t message_id, std::uint32_t spi_in);
+
+  std::optional<Bytes> build();
+  bool process(ByteSpan datagram);
+
+  [[nodiscard]] bool done() const noexcept { return step_ == 3 && !failed_; }
+  [[nodiscard]] bool failed() const noexcept { return failed_; }
+  [[nodiscard]] const std::string& error() const noexcept { return error_; }
+  [[nodiscard]] Notify notify() const noexcept { return notify_; }
+  [[nodiscard]] std::uint32_t message_id() const noexcept { return mid_; }
+  // After done(): the SA pair to install.
+  [[nodiscard]] const QuickModeResult& result() const noexcept { return result_; }
+
+ private:
+  bool fail(Notify n, std::string why);
+  void random(core::MutByteSpan out);
+  Header header() const;
+  std::vector<RawPayload> body(const Bytes& nonce);  // SA, nonce, [KE], IDci, IDcr
+  bool finish();
+
+  bool initiator_;
+  Phase1Sa& sa_;
+  QuickModeConfig cfg_;
+  std::uint32_t mid_;
+  int step_ = 0;
+  bool failed_ = false;
+  std::string error_;
+  Notify notify_ = Notify::kPayloadMalformed;
+  std::vector<Phase2Suite> offered_;  // initiator: what message 1 offers
+  std::optional<Phase2Suite> chosen_;
+  std::uint8_t chosen_number_ = 1;
+  std::unique_ptr<DhKey> dh_;
+  Bytes peer_ke_, ni_, nr_;
+  std::optional<core::SecureBytes> gxy_;
+  QuickModeResult result_;
+};
+
+}  // namespace ipsecgw::ike::v1
