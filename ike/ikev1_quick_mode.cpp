@@ -172,7 +172,7 @@ bool QuickMode::process(ByteSpan datagram) {
             if (same_esp(*s, o)) {
               chosen_ = *s;
               chosen_number_ = t.number;
-              result_.spi_out = static_cast<std::uint32_t>(p.spi[0] << 24 | p.spi[1] << 16 | p.spi[2] << 8 | p.spi[3]);
+              result_.spi_out = core::load_be32(p.spi.data());
               break;
             }
           if (chosen_) break;
@@ -193,7 +193,7 @@ bool QuickMode::process(ByteSpan datagram) {
         return fail(Notify::kInvalidIdInformation, "the responder changed the client IDs");
       chosen_ = *s;
       const auto& spi = m.sa->proposals[0].spi;
-      result_.spi_out = static_cast<std::uint32_t>(spi[0] << 24 | spi[1] << 16 | spi[2] << 8 | spi[3]);
+      result_.spi_out = core::load_be32(spi.data());
       nr_ = m.nonce;
     }
     if (chosen_->pfs) {

@@ -3,6 +3,7 @@
 // (tshark reads the same task's encrypted messages: test/ike/ikev1_tshark_test.sh.)
 #include <catch2/catch.hpp>
 
+#include "ike/ikev1_informational.hpp"
 #include "ike/ikev1_main_mode.hpp"
 
 using namespace ipsecgw;
@@ -121,4 +122,55 @@ TEST_CASE("IKEv1 Main Mode (PSK): the ways it fails, and what the peer is told",
       CHECK_FALSE(r.build());
     }
   }
+}
+
+TEST_CASE("IKEv1 Informational: protected DELETE, INITIAL-CONTACT and DPD under the ISAKMP SA", "[ike][ikev1][informational]") {
+  v1::MainMode i(true, config({"aes128-sha256-modp2048"}, "k", "a", nullptr));
+  v1::MainMode r(false, config({"aes128-sha256-modp2048"}, "k", "b", nullptr));
+  REQUIRE(run(i, r) == 6);
+  auto a = i.take_sa(), b = r.take_sa();
+  // A -> B  HDR*, HASH(1), D(ESP: two SPIs), N(INITIAL-CONTACT)
+  const auto msg = v1::seal_informational(a, 0x1001, {v1::delete_esp({0x01020304, 0xa0b0c0d0}),
+                                                      v1::initial_contact(a.cky_i, a.cky_r)});
+  v1::DecodeError err;
+  auto m = v1::open_informational(b, msg, err);
+  INFO(err.detail);
+  REQUIRE(m);
+  REQUIRE(m->deletes.size() == 1);
+  CHECK(m->deletes[0].protocol == 3);
+  CHECK(m->deletes[0].spis == std::vector<core::Bytes>{{1, 2, 3, 4}, {0xa0, 0xb0, 0xc0, 0xd0}});
+  REQUIRE(m->notifies.size() == 1);
+  CHECK(m->notifies[0].type == static_cast<std::uint16_t>(v1::Notify::kInitialContact));
+  // B -> A  R-U-THERE with sequence 42, A answers R-U-THERE-ACK 42 (RFC 3706).
+  const auto ping = v1::seal_informational(b, 0x2002, {v1::dpd_notify(false, b.cky_i, b.cky_r, 42)});
+  auto p = v1::open_informational(a, ping, err);
+  REQUIRE(p);
+  REQUIRE(p->notifies.size() == 1);
+  CHECK(p->notifies[0].type == static_cast<std::uint16_t>(v1::Notify::kRUThere));
+  CHECK(v1::dpd_sequence(p->notifies[0], a.cky_i, a.cky_r) == 42u);
+  CHECK_FALSE(v1::dpd_sequence(p->notifies[0], a.cky_i, a.cky_r + 1));  // another SA's cookies
+  const auto ack = v1::seal_informational(a, 0x3003, {v1::dpd_notify(true, a.cky_i, a.cky_r, 42)});
+  auto q = v1::open_informational(b, ack, err);
+  REQUIRE(q);
+  CHECK(q->notifies[0].type == static_cast<std::uint16_t>(v1::Notify::kRUThereAck));
+  // DELETE of the ISAKMP SA itself names its cookies.
+  const auto bye = v1::seal_informational(a, 0x4004, {v1::delete_isakmp(a.cky_i, a.cky_r)});
+  auto d = v1::open_informational(b, bye, err);
+  REQUIRE(d);
+  CHECK(d->deletes.at(0).protocol == 1);
+  CHECK(d->deletes.at(0).spis.at(0).size() == 16);
+  // A HASH(1) made with another SKEYID_a is refused before anything in the message is used.
+  const auto keep = a.keys.a.clone();
+  a.keys.a = core::SecureBytes(core::Bytes(keep.size(), 0x01));
+  const auto forged = v1::seal_informational(a, 0x5005, {v1::delete_isakmp(a.cky_i, a.cky_r)});
+  CHECK_FALSE(v1::open_informational(b, forged, err));
+  CHECK(err.notify == v1::Notify::kInvalidHashInformation);
+  CHECK(err.detail == "HASH(1) does not verify");
+  // An unprotected one is refused too.
+  v1::Header h;
+  h.cky_i = a.cky_i;
+  h.cky_r = a.cky_r;
+  h.exchange = v1::Exchange::kInformational;
+  h.message_id = 6;
+  CHECK_FALSE(v1::open_informational(b, v1::encode_plain(h, {v1::delete_isakmp(a.cky_i, a.cky_r)}), err));
 }

@@ -2,8 +2,8 @@
 // each played in both roles by ipsecgw's exchange objects (ike::v1::MainMode,
 // ike::v1::QuickMode), as a pcap, and the Wireshark key table for it, so that
 // tshark, an independent implementation, can check the encrypted messages
-// (Main Mode 5 and 6, Quick Mode 1 to 3): with a wrong key, IV or IV chain it
-// could not read them.
+// (Main Mode 5 and 6, Quick Mode 1 to 3, an R-U-THERE and a DELETE): with a
+// wrong key, IV or IV chain it could not read them.
 //
 //   ikev1_mm_pcap SUITE OUT.pcap OUT_KEYTABLE [--wrong-key]
 #include <cstdio>
@@ -15,6 +15,7 @@
 #include "ike/ike_crypto.hpp"
 #include "ike/ikev1_cipher.hpp"
 #include "ike/ikev1_crypto.hpp"
+#include "ike/ikev1_informational.hpp"
 #include "ike/ikev1_main_mode.hpp"
 #include "ike/ikev1_phase2.hpp"
 #include "ike/ikev1_quick_mode.hpp"
@@ -137,6 +138,16 @@ int main(int argc, char** argv) {
     if (!to.process(*m)) return std::cerr << "Quick Mode: " << to.error() << "\n", 1;
   }
   if (!qi.done() || !qr.done()) return std::cerr << "Quick Mode did not complete\n", 1;
+  // Informational: B -> A  R-U-THERE 7 (RFC 3706); A -> B  DELETE of the ESP SA it receives on.
+  {
+    v1::DecodeError derr;
+    const auto dpd = v1::seal_informational(sar, 0x0dd0dd01, {v1::dpd_notify(false, sar.cky_i, sar.cky_r, 7)});
+    msgs.push_back({false, dpd});
+    if (!v1::open_informational(sai, dpd, derr)) return std::cerr << "DPD: " << derr.detail << "\n", 1;
+    const auto del = v1::seal_informational(sai, 0x0dd0dd02, {v1::delete_esp({qi.result().spi_in})});
+    msgs.push_back({true, del});
+    if (!v1::open_informational(sar, del, derr)) return std::cerr << "DELETE: " << derr.detail << "\n", 1;
+  }
   write_pcap(argv[2], msgs);
   // Wireshark's ikev1_decryption_table: initiator cookie, encryption key (hex).
   core::Bytes kb(key.span().begin(), key.span().end());
