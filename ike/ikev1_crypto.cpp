@@ -104,6 +104,12 @@ Bytes phase2_iv(core::PrfAlg hash, ByteSpan last_phase1_block, std::uint32_t mes
   return h;
 }
 
+Bytes nat_d(core::PrfAlg hash, std::uint64_t cky_i, std::uint64_t cky_r, const core::IpAddress& ip,
+            std::uint16_t port) {
+  const std::uint8_t p[2] = {static_cast<std::uint8_t>(port >> 8), static_cast<std::uint8_t>(port)};
+  return digest(hash, {be64(cky_i), be64(cky_r), ip.bytes(), ByteSpan(p, 2)});
+}
+
 Bytes hash_i(core::PrfAlg prf, ByteSpan skeyid, ByteSpan gxi, ByteSpan gxr, std::uint64_t cky_i,
              std::uint64_t cky_r, ByteSpan sai_b, ByteSpan idii_b) {
   return prf_of(prf, skeyid, {gxi, gxr, be64(cky_i), be64(cky_r), sai_b, idii_b});

@@ -13,6 +13,7 @@
 
 #include "core/algorithms.hpp"
 #include "core/bytes.hpp"
+#include "core/ip.hpp"
 
 namespace ipsecgw::ike::v1 {
 
@@ -45,6 +46,10 @@ Bytes phase1_iv(core::PrfAlg hash, ByteSpan gxi, ByteSpan gxr, std::size_t block
 // block | M-ID), cut to the block size.
 Bytes phase2_iv(core::PrfAlg hash, ByteSpan last_phase1_block, std::uint32_t message_id,
                 std::size_t block);
+
+// NAT-D (RFC 3947 3.2) = HASH(CKY-I | CKY-R | IP | Port), with the negotiated hash.
+Bytes nat_d(core::PrfAlg hash, std::uint64_t cky_i, std::uint64_t cky_r, const core::IpAddress& ip,
+            std::uint16_t port);
 
 // HASH_I = prf(SKEYID, g^xi | g^xr | CKY-I | CKY-R | SAi_b | IDii_b)
 // HASH_R = prf(SKEYID, g^xr | g^xi | CKY-R | CKY-I | SAi_b | IDir_b)

@@ -81,12 +81,17 @@ std::optional<Bytes> MainMode::build() {
       gxi_ = dh_->public_value();
       ni_.resize(32);
       random(ni_);
-      out = encode_plain(header(), {raw(Payload::kKe, gxi_), raw(Payload::kNonce, ni_)});
+      auto pl = nat_d_payloads();
+      pl.insert(pl.begin(), {raw(Payload::kKe, gxi_), raw(Payload::kNonce, ni_)});
+      out = encode_plain(header(), pl);
       break;
     }
-    case 3:  // (4) KE, Nr (keys were derived when (3) arrived)
-      out = encode_plain(header(), {raw(Payload::kKe, gxr_), raw(Payload::kNonce, nr_)});
+    case 3: {  // (4) KE, Nr (keys were derived when (3) arrived)
+      auto pl = nat_d_payloads();
+      pl.insert(pl.begin(), {raw(Payload::kKe, gxr_), raw(Payload::kNonce, nr_)});
+      out = encode_plain(header(), pl);
       break;
+    }
     case 4:
     case 5: {  // (5) IDii, HASH_I / (6) IDir, HASH_R, encrypted
       my_id_b_ = encode_id(cfg_.local_id);
@@ -127,6 +132,8 @@ bool MainMode::process(ByteSpan datagram) {
     if (!parse_chain(datagram.subspan(kHeaderLen), h->next, m.raw, err) || !decode_payloads(m.raw, m, err))
       return fail(err.notify, err.detail);
   }
+  if (step_ < 2)
+    for (const auto& v : m.vendor_ids) peer_natt_ |= vendor_name(v) == "RFC 3947";
   switch (step_) {
     case 0: {  // (1) at the responder
       if (h->cky_r != 0) return fail(Notify::kInvalidCookie, "message 1 with a responder cookie");
@@ -176,6 +183,7 @@ bool MainMode::process(ByteSpan datagram) {
         gxr_ = m.ke;
         nr_ = m.nonce;
       }
+      check_nat_d(m);
       if (!derive_keys()) return false;
       break;
     }
@@ -227,6 +235,25 @@ bool MainMode::check_hash(const Message& m) {
   if (cfg_.remote_id && !(m.ids[0].type == cfg_.remote_id->type && m.ids[0].data == cfg_.remote_id->data))
     return fail(Notify::kInvalidIdInformation, "the peer is " + m.ids[0].to_string() + ", not " + cfg_.remote_id->to_string());
   return true;
+}
+
+// RFC 3947 3.2: the first NAT-D is the receiver's address as the sender
+// sees it, the second the sender's own.
+std::vector<RawPayload> MainMode::nat_d_payloads() const {
+  if (!peer_natt_ || !cfg_.local_addr || !cfg_.remote_addr) return {};
+  const auto h = suite_->hash;
+  return {raw(Payload::kNatD, nat_d(h, cky_i_, cky_r_, *cfg_.remote_addr, cfg_.remote_port)),
+          raw(Payload::kNatD, nat_d(h, cky_i_, cky_r_, *cfg_.local_addr, cfg_.local_port))};
+}
+
+void MainMode::check_nat_d(const Message& m) {
+  if (!peer_natt_ || !cfg_.local_addr || !cfg_.remote_addr || m.nat_d.size() < 2) return;
+  const auto h = suite_->hash;
+  sa_.natt = true;
+  sa_.nat_local = !core::ct_equal(m.nat_d[0], nat_d(h, cky_i_, cky_r_, *cfg_.local_addr, cfg_.local_port));
+  const auto peer = nat_d(h, cky_i_, cky_r_, *cfg_.remote_addr, cfg_.remote_port);
+  sa_.nat_remote = true;
+  for (std::size_t i = 1; i < m.nat_d.size(); ++i) sa_.nat_remote &= !core::ct_equal(m.nat_d[i], peer);
 }
 
 Phase1Sa MainMode::take_sa() {

@@ -39,6 +39,11 @@ struct MainModeConfig {
   std::optional<IdPayload> remote_id;     // what the peer must send; empty: anything
   std::uint32_t life_seconds = 28800;
   std::function<void(core::MutByteSpan)> random;  // empty: OpenSSL's DRBG
+  // NAT traversal (RFC 3947): the addresses and ports of this exchange as
+  // this side sees them. With both set, NAT-D payloads go into messages 3
+  // and 4 when both ends announced RFC 3947's vendor ID.
+  std::optional<core::IpAddress> local_addr, remote_addr;
+  std::uint16_t local_port = 500, remote_port = 500;
 };
 
 // What a completed Main Mode leaves for Quick Mode and the ISAKMP SA.
@@ -48,6 +53,9 @@ struct Phase1Sa {
   Phase1Keys keys;  // SKEYID, SKEYID_d, _a, _e
   std::unique_ptr<Ikev1Cipher> cipher;
   IdPayload peer_id;
+  bool natt = false;        // both ends speak RFC 3947
+  bool nat_local = false;   // we are behind a NAT: float to 4500, send keepalives
+  bool nat_remote = false;  // the peer is
 };
 
 class MainMode {
@@ -77,6 +85,8 @@ class MainMode {
   bool derive_keys();
   bool check_hash(const Message& m);
   Bytes my_hash() const;
+  std::vector<RawPayload> nat_d_payloads() const;
+  void check_nat_d(const Message& m);
 
   bool initiator_;
   MainModeConfig cfg_;
@@ -92,6 +102,7 @@ class MainMode {
   std::unique_ptr<DhKey> dh_;
   Bytes gxi_, gxr_, ni_, nr_;
   Bytes my_id_b_;
+  bool peer_natt_ = false;
   Phase1Sa sa_;
 };
 

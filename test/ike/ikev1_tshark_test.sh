@@ -26,6 +26,8 @@ dissect() {  # dissect SUITE [--wrong-key]: tshark's verbose view of the exchang
 for suite in aes128-sha1-modp2048 aes256-sha256-modp2048 3des-md5-modp1024 aes192-sha512-ecp256; do
   dissect "$suite" > "$WORK/out.txt"
   check "$suite: tshark read six Main Mode messages" test "$(grep -c 'Exchange type: Identity Protection (Main Mode)' "$WORK/out.txt")" -eq 6
+  check "$suite: messages 3 and 4 carry two NAT-D payloads each (RFC 3947)" \
+    test "$(grep -c 'Payload: NAT-D (RFC 3947) (20)' "$WORK/out.txt")" -eq 4
   check "$suite: message 5 decrypts: the initiator's identity" grep -q 'Identification Data:gw-a.example' "$WORK/out.txt"
   check "$suite: message 6 decrypts (IV chained from message 5): the responder's identity" \
     grep -q 'Identification Data:gw-b.example' "$WORK/out.txt"

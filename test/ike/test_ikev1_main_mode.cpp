@@ -174,3 +174,42 @@ TEST_CASE("IKEv1 Informational: protected DELETE, INITIAL-CONTACT and DPD under 
   h.message_id = 6;
   CHECK_FALSE(v1::open_informational(b, v1::encode_plain(h, {v1::delete_isakmp(a.cky_i, a.cky_r)}), err));
 }
+
+TEST_CASE("IKEv1 Main Mode: NAT detection (RFC 3947 NAT-D in messages 3 and 4)", "[ike][ikev1][mainmode][nat]") {
+  auto ep = [](v1::MainModeConfig c, const char* local, std::uint16_t lport, const char* remote, std::uint16_t rport) {
+    c.local_addr = *core::IpAddress::parse(local);
+    c.local_port = lport;
+    c.remote_addr = *core::IpAddress::parse(remote);
+    c.remote_port = rport;
+    return c;
+  };
+  SECTION("no NAT: both ends see the same addresses") {
+    v1::MainMode i(true, ep(config({"aes128-sha256-modp2048"}, "k", "a", nullptr), "198.51.100.1", 500, "198.51.100.2", 500));
+    v1::MainMode r(false, ep(config({"aes128-sha256-modp2048"}, "k", "b", nullptr), "198.51.100.2", 500, "198.51.100.1", 500));
+    REQUIRE(run(i, r) == 6);
+    auto a = i.take_sa(), b = r.take_sa();
+    CHECK(a.natt);
+    CHECK(b.natt);
+    CHECK_FALSE(a.nat_local);
+    CHECK_FALSE(a.nat_remote);
+    CHECK_FALSE(b.nat_local);
+    CHECK_FALSE(b.nat_remote);
+  }
+  SECTION("the initiator behind a NAT: it finds itself behind one, the responder finds the peer behind one") {
+    // The initiator sends from 192.168.1.10:500; the NAT maps it to 198.51.100.254:31000.
+    v1::MainMode i(true, ep(config({"aes128-sha256-modp2048"}, "k", "a", nullptr), "192.168.1.10", 500, "198.51.100.2", 500));
+    v1::MainMode r(false, ep(config({"aes128-sha256-modp2048"}, "k", "b", nullptr), "198.51.100.2", 500, "198.51.100.254", 31000));
+    REQUIRE(run(i, r) == 6);
+    auto a = i.take_sa(), b = r.take_sa();
+    CHECK(a.nat_local);
+    CHECK_FALSE(a.nat_remote);
+    CHECK_FALSE(b.nat_local);
+    CHECK(b.nat_remote);
+  }
+  SECTION("without addresses no NAT-D is sent or judged") {
+    v1::MainMode i(true, config({"aes128-sha256-modp2048"}, "k", "a", nullptr));
+    v1::MainMode r(false, config({"aes128-sha256-modp2048"}, "k", "b", nullptr));
+    REQUIRE(run(i, r) == 6);
+    CHECK_FALSE(i.take_sa().natt);
+  }
+}

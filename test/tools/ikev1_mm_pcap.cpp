@@ -102,7 +102,10 @@ int main(int argc, char** argv) {
     c.local_id = {v1::IdType::kFqdn, 17, 500, core::Bytes(id.begin(), id.end())};
     return c;
   };
-  v1::MainMode mi(true, cfg("gw-a.example")), mr(false, cfg("gw-b.example"));
+  auto mc_i = cfg("gw-a.example"), mc_r = cfg("gw-b.example");
+  mc_i.local_addr = mc_r.remote_addr = *core::IpAddress::parse("198.51.100.1");
+  mc_i.remote_addr = mc_r.local_addr = *core::IpAddress::parse("198.51.100.2");
+  v1::MainMode mi(true, std::move(mc_i)), mr(false, std::move(mc_r));
   std::vector<std::pair<bool, core::Bytes>> msgs;
   for (int round = 0; round < 6; ++round) {
     if (auto m = mi.build()) {
