@@ -655,6 +655,10 @@ void Gateway::flush_ike() {
   j["rekey_collisions_won"] = c.rekey_collisions_won;
   j["rekey_collisions_lost"] = c.rekey_collisions_lost;
   j["ikev1_dropped"] = c.ikev1_dropped;
+  j["ikev1_main_mode_done"] = c.ikev1_main_mode_done;
+  j["ikev1_main_mode_failed"] = c.ikev1_main_mode_failed;
+  j["ikev1_quick_mode_done"] = c.ikev1_quick_mode_done;
+  j["ikev1_quick_mode_failed"] = c.ikev1_quick_mode_failed;
   j["state_bugs"] = c.state_bugs;
   std::lock_guard<std::mutex> lock(ike_stats_mutex_);
   ike_stats_ = std::move(j);
@@ -762,6 +766,7 @@ nlohmann::json Gateway::control_status() {
     for (const auto& st : engine_->status(ike::Clock::now())) {
       nlohmann::json s;
       s["connection"] = st.connection;
+      s["version"] = st.version;
       s["state"] = st.state;
       s["role"] = st.initiator ? "initiator" : "responder";
       s["spi_i"] = hex64(st.spi_i);
@@ -868,6 +873,10 @@ nlohmann::json Gateway::control_stats() {
   j["child_rekeys"] = k.child_rekeyed;
   j["rekey_collisions"] = k.rekey_collisions_won + k.rekey_collisions_lost;
   j["ikev1_dropped"] = k.ikev1_dropped;
+  j["ikev1_main_modes"] = k.ikev1_main_mode_done;
+  j["ikev1_main_modes_failed"] = k.ikev1_main_mode_failed;
+  j["ikev1_quick_modes"] = k.ikev1_quick_mode_done;
+  j["ikev1_quick_modes_failed"] = k.ikev1_quick_mode_failed;
   j["ike_state_bugs"] = k.state_bugs;
   return j;
 }
@@ -943,7 +952,8 @@ std::string Gateway::prometheus() {
     o << "ipsecgw_drops_total{reason=\"" << reason << "\"} " << v << "\n";
   for (const char* k : {"sas_installed", "ike_established", "ike_failed", "auth_failures", "retransmissions",
                         "cookies_sent", "invalid_ike_messages", "ike_rekeys", "child_rekeys",
-                        "rekey_collisions", "ikev1_dropped", "ike_state_bugs"}) {
+                        "rekey_collisions", "ikev1_dropped", "ikev1_main_modes", "ikev1_main_modes_failed",
+                        "ikev1_quick_modes", "ikev1_quick_modes_failed", "ike_state_bugs"}) {
     const std::string name = std::string("ipsecgw_") + k + "_total";
     metric(name.c_str(), "counter", k);
     o << name << " " << st[k] << "\n";

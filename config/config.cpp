@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/log.hpp"
+#include "ike/ikev1_phase2.hpp"
+#include "ike/ikev1_proposals.hpp"
 
 namespace ipsecgw::config {
 
@@ -496,6 +498,31 @@ std::vector<core::IpAddress> addresses(Walker& w, const json& obj, const std::st
   return out;
 }
 
+// What IKEv1 can carry of a connection ("version" 1, or 0 which answers it).
+void check_ikev1(Walker& w, const json& cj, const std::string& path, const ike::ConnectionConfig& c) {
+  std::size_t suites = 0;
+  std::string why;
+  for (const auto& p : c.proposals)
+    suites += ike::v1::phase1_suites(p, ike::v1::AuthMethod::kPsk, 0, why).size();
+  if (suites == 0 && c.version == 1)
+    w.error(path + ".proposals", "no proposal is possible in IKEv1 phase 1 (" + why +
+                                     "); use e.g. \"aes128-sha256-modp2048\" or \"3des-sha1-modp1024\"");
+  if (c.encap && c.version == 1)
+    w.error(path + ".encap", "forcing UDP encapsulation is not implemented for IKEv1 (NAT-T is used when a NAT is found)");
+  if (cj.contains("fragment_size") && c.version == 1)
+    w.error(path + ".fragment_size", "IKEv1 fragmentation is not implemented yet");
+  for (const auto& ch : c.children) {
+    const std::string cp = path + ".children." + ch.name;
+    if (ch.local_ts.size() > 1) w.error(cp + ".local_ts", "IKEv1 Quick Mode carries one selector per side");
+    if (ch.remote_ts.size() > 1) w.error(cp + ".remote_ts", "IKEv1 Quick Mode carries one selector per side");
+    std::size_t n = 0;
+    for (const auto& p : ch.esp_proposals)
+      n += ike::v1::phase2_suites(p, ike::v1::EncapMode::kTunnel, 0, 0, why).size();
+    if (n == 0 && !ch.esp_proposals.empty() && c.version == 1)
+      w.error(cp + ".esp_proposals", "no proposal is possible in IKEv1 Quick Mode (" + why + ")");
+  }
+}
+
 void parse_connection(Walker& w, const std::string& name, const json& cj, const std::string& path,
                       std::vector<ike::ConnectionConfig>& out) {
   if (!w.is_object(cj, path)) return;
@@ -517,10 +544,8 @@ void parse_connection(Walker& w, const std::string& name, const json& cj, const 
                {"childless", "childless IKE SA settings"}});
   ike::ConnectionConfig c;
   c.name = name;
+  // 2: IKEv2; 1: IKEv1 (Main and Quick Mode); 0: initiates IKEv2 and answers both (as swanctl).
   c.version = w.integer<int>(cj, path, "version", 0, 2).value_or(2);
-  if (c.version == 1) w.error(path + ".version", "IKEv1 is not implemented yet; use 2");
-  if (c.version == 0)
-    w.error(path + ".version", "0 (answer IKEv1 and IKEv2) needs IKEv1, which is not implemented yet; use 2");
   c.local_addrs = addresses(w, cj, path, "local_addrs");
   c.remote_addrs = addresses(w, cj, path, "remote_addrs");
   for (const char* side : {"local", "remote"}) {
@@ -544,7 +569,9 @@ void parse_connection(Walker& w, const std::string& name, const json& cj, const 
     auto id = w.string(*it, sp, "id", false).value_or("");
     (std::string(side) == "local" ? c.local_id : c.remote_id) = id;
   }
-  c.proposals = proposals(w, cj, path, "proposals", true, {"aes128-sha256-modp2048", "aes256gcm16-prfsha256-x25519"});
+  c.proposals = proposals(w, cj, path, "proposals", true,
+                          c.version == 1 ? std::vector<const char*>{"aes128-sha256-modp2048"}
+                                         : std::vector<const char*>{"aes128-sha256-modp2048", "aes256gcm16-prfsha256-x25519"});
   if (auto it = cj.find("encap"); it != cj.end()) {
     if (!it->is_boolean()) w.error(path + ".encap", "must be true or false");
     else c.encap = it->get<bool>();
@@ -573,6 +600,7 @@ void parse_connection(Walker& w, const std::string& name, const json& cj, const 
       c.children.push_back(std::move(ch));
     }
   }
+  if (c.version != 2) check_ikev1(w, cj, path, c);
   bool starts = false;
   for (const auto& ch : c.children) starts |= ch.start_action != ike::StartAction::kNone;
   if (starts && (c.local_addrs.empty() || c.remote_addrs.empty()))

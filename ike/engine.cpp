@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "core/log.hpp"
+#include "ike/ikev1_manager.hpp"
 #include "ike/proposals.hpp"
 
 namespace ipsecgw::ike {
@@ -1627,6 +1628,19 @@ Engine::Engine(std::vector<ConnectionConfig> conns, core::SaInstaller& installer
     : installer_(installer), opt_(opt), cookie_secret_(32) {
   for (auto& c : conns) conns_.push_back(std::make_unique<ConnectionConfig>(std::move(c)));
   random_bytes(cookie_secret_.mut_span());
+  v1_ = std::make_unique<v1::Manager>(v1::Host{
+      installer_, opt_, counters_,
+      [this](const Endpoint& l, const Endpoint& r, Bytes b) { send(l, r, std::move(b)); },
+      [this](core::MutByteSpan out) { random_bytes(out); },
+      [this] { return new_child_spi(); },
+      [this](const Endpoint& l, const Endpoint& r) { return find_connection_for(l, r, 1); },
+      [this](const std::string& key) { acquiring_.erase(key); }});
+}
+
+const ConnectionConfig* Engine::find_connection(const std::string& name) const {
+  for (const auto& x : conns_)
+    if (x->name == name) return x.get();
+  return nullptr;
 }
 
 Engine::~Engine() = default;
@@ -1675,13 +1689,12 @@ void Engine::start_connection(const ConnectionConfig& c, TimePoint now) {
 }
 
 bool Engine::initiate(const std::string& name, const std::string& child, TimePoint now, std::string& why) {
-  const ConnectionConfig* c = nullptr;
-  for (const auto& x : conns_)
-    if (x->name == name) c = x.get();
+  const ConnectionConfig* c = find_connection(name);
   if (!c) {
     why = "no connection named '" + name + "'";
     return false;
   }
+  if (c->version == 1) return v1_->initiate(*c, child, now, why);
   if (c->local_addrs.empty() || c->remote_addrs.empty()) {
     why = "initiating needs local_addrs and remote_addrs";
     return false;
@@ -1706,10 +1719,12 @@ bool Engine::initiate(const std::string& name, const std::string& child, TimePoi
   return true;
 }
 
-const ConnectionConfig* Engine::find_connection_for(const Endpoint& local, const Endpoint& remote) const {
+const ConnectionConfig* Engine::find_connection_for(const Endpoint& local, const Endpoint& remote,
+                                                    int version) const {
   const ConnectionConfig* any = nullptr;
   for (const auto& cp : conns_) {
     const auto& c = *cp;
+    if (c.version != 0 && c.version != version) continue;
     const bool local_ok = c.local_addrs.empty() ||
         std::find(c.local_addrs.begin(), c.local_addrs.end(), local.addr) != c.local_addrs.end();
     if (!local_ok) continue;
@@ -1771,7 +1786,7 @@ void Engine::handle_sa_init_request(const Datagram& d, const Header& h, TimePoin
     warn(kTag, "IKE_SA_INIT from ", d.remote.to_string(), " without SA, KE or Nonce");
     return;
   }
-  const ConnectionConfig* c = find_connection_for(d.local, d.remote);
+  const ConnectionConfig* c = find_connection_for(d.local, d.remote, 2);
   if (!c) {
     warn(kTag, "IKE_SA_INIT from ", d.remote.to_string(), ": no connection configured for it");
     reply_plain({notify(Notify::kNoProposalChosen)});
@@ -1824,13 +1839,14 @@ void Engine::receive(const Datagram& d, TimePoint now) {
     debug(kTag, "datagram from ", d.remote.to_string(), " dropped: ", why);
     return;
   }
+  if ((h->version >> 4) == 1) {
+    v1_->receive(d, now);
+    if (auto t = v1_->next_deadline()) note_deadline(*t);
+    return;
+  }
   if ((h->version >> 4) != 2) {
-    // IKEv1 (ISAKMP) is not spoken yet: counted apart and said, once and
-    // then every 1000th, so that an operator sees who tries it.
-    ++counters_.ikev1_dropped;
-    if (counters_.ikev1_dropped % 1000 == 1)
-      warn(kTag, "IKE version ", h->version >> 4, " message from ", d.remote.to_string(),
-           " dropped: IKEv1 is not implemented yet (", counters_.ikev1_dropped, " so far)");
+    ++counters_.invalid_messages;
+    debug(kTag, "IKE version ", h->version >> 4, " message from ", d.remote.to_string(), " dropped");
     return;
   }
   if (h->exchange == Exchange::kSaInit && !h->is_response() && h->spi_r == 0) {
@@ -1854,6 +1870,12 @@ void Engine::receive(const Datagram& d, TimePoint now) {
 }
 
 void Engine::bytes_used(const std::string& sa_name, std::uint64_t bytes, TimePoint now) {
+  bool found = false;
+  v1_->bytes_used(sa_name, bytes, now, found);
+  if (found) {
+    note_deadline(now);
+    return;
+  }
   for (auto& [spi, sa] : sas_) {
     for (auto it = sa->children_.begin(); it != sa->children_.end(); ++it) {
       if (it->name != sa_name) continue;
@@ -1887,6 +1909,7 @@ ReloadResult Engine::reload(std::vector<ConnectionConfig> next, TimePoint now) {
   std::vector<const ConnectionConfig*> to_start;
   // Tear down the SAs of connections that are gone or changed.
   auto tear_down = [&](const ConnectionConfig* c) {
+    v1_->delete_all(c, now);
     for (auto& [spi, sa] : sas_) {
       if (&sa->conn_ != c) continue;
       sa->delete_now(now);  // its configuration goes away with the reload
@@ -1937,6 +1960,11 @@ void Engine::acquire(const std::string& conn, const std::string& child, TimePoin
   if (!cc) return;
   acquiring_[key] = now;
   info(kTag, key, ": acquire for a packet matching the trap policy");
+  if (const auto* c = find_connection(conn); c && c->version == 1) {
+    v1_->acquire(*c, *cc, now);
+    if (auto t = v1_->next_deadline()) note_deadline(*t);
+    return;
+  }
   for (auto& [spi, sa] : sas_) {
     if (sa->conn_.name != conn) continue;
     if (sa->state_ == IkeSa::State::kEstablished) {
@@ -1961,6 +1989,7 @@ void Engine::add_sa(std::unique_ptr<IkeSa> sa, std::uint64_t our_spi) {
 }
 
 void Engine::tick(TimePoint now) {
+  v1_->tick(now);
   std::vector<IkeSa*> due;
   for (auto& [spi, sa] : sas_)
     if (sa->deadline() <= now) due.push_back(sa.get());
@@ -1987,6 +2016,7 @@ void Engine::tick(TimePoint now) {
 }
 
 void Engine::shutdown(TimePoint now) {
+  v1_->delete_all(nullptr, now);
   for (auto& [spi, sa] : sas_) sa->request_delete(now);
   remove_dead();
   note_deadline(now);
@@ -1999,6 +2029,7 @@ bool Engine::shutdown_done() const {
 }
 
 void Engine::finish_shutdown() {
+  v1_->delete_all(nullptr, TimePoint{});
   for (auto& [spi, sa] : sas_) {
     if (sa->deleting()) info(kTag, sa->tag(), ": no answer to its DELETE before shutdown");
     sa->remove_children();
@@ -2015,29 +2046,33 @@ void Engine::remove_dead() {
 }
 
 std::optional<TimePoint> Engine::next_deadline() const {
-  if (cached_deadline_ == TimePoint::max()) return std::nullopt;
-  return cached_deadline_;
+  TimePoint t = cached_deadline_;
+  if (auto v = v1_->next_deadline()) t = std::min(t, *v);
+  if (t == TimePoint::max()) return std::nullopt;
+  return t;
 }
 
 std::size_t Engine::ike_sa_count() const noexcept {
   std::size_t n = 0;
   for (const auto& [spi, sa] : sas_) n += sa->state_ == IkeSa::State::kEstablished;
-  return n;
+  return n + v1_->sa_count();
 }
 
 std::size_t Engine::child_sa_count() const noexcept {
   std::size_t n = 0;
   for (const auto& [spi, sa] : sas_) n += sa->children_.size();
-  return n;
+  return n + v1_->child_count();
 }
 
 bool Engine::established(const std::string& conn) const {
+  if (v1_->established(conn)) return true;
   for (const auto& [spi, sa] : sas_)
     if (sa->conn_.name == conn && sa->state_ == IkeSa::State::kEstablished) return true;
   return false;
 }
 
 bool Engine::terminate(const std::string& conn, const std::string& child, TimePoint now, std::string& why) {
+  if (const auto* c = find_connection(conn); c && c->version == 1) return v1_->terminate(*c, child, now, why);
   for (auto& [spi, sa] : sas_) {
     if (sa->conn_.name != conn || sa->state_ != IkeSa::State::kEstablished) continue;
     if (child.empty()) {
@@ -2105,6 +2140,7 @@ std::vector<IkeStatus> Engine::status(TimePoint now) const {
     }
     out.push_back(std::move(st));
   }
+  for (auto& st : v1_->status(now)) out.push_back(std::move(st));
   return out;
 }
 
@@ -2118,6 +2154,7 @@ std::vector<std::string> Engine::describe() const {
                     core::hex32(c.spi_out) + " " + ts_string(c.local_ts) + " === " + ts_string(c.remote_ts));
     }
   }
+  for (auto& l : v1_->describe()) out.push_back(std::move(l));
   return out;
 }
 

@@ -57,7 +57,11 @@ struct EngineCounters {
   // settles them: won keeps its own new SA, lost deletes it.
   std::uint64_t rekey_collisions_won = 0;
   std::uint64_t rekey_collisions_lost = 0;
-  std::uint64_t ikev1_dropped = 0;  // IKEv1 (ISAKMP) datagrams, not spoken yet
+  std::uint64_t ikev1_dropped = 0;  // IKEv1 datagrams for no ISAKMP SA, or of an exchange not spoken
+  std::uint64_t ikev1_main_mode_done = 0;    // phase 1 (Main Mode) negotiations completed, either role
+  std::uint64_t ikev1_main_mode_failed = 0;  // ... failed or refused (Aggressive Mode included)
+  std::uint64_t ikev1_quick_mode_done = 0;   // Quick Mode negotiations completed, either role
+  std::uint64_t ikev1_quick_mode_failed = 0;
   std::uint64_t state_bugs = 0;     // illegal IKE SA state changes (a bug if ever non-zero)
 };
 
@@ -84,6 +88,9 @@ struct EngineOptions {
 };
 
 class IkeSa;
+namespace v1 {
+class Manager;
+}
 
 struct ReloadResult {
   std::vector<std::string> added, changed, removed, unchanged;
@@ -104,6 +111,7 @@ struct ChildStatus {
 };
 struct IkeStatus {
   std::string connection;
+  int version = 2;
   std::string state;
   bool initiator = false;
   std::uint64_t spi_i = 0, spi_r = 0;
@@ -173,7 +181,8 @@ class Engine {
  private:
   friend class IkeSa;
   void random_bytes(core::MutByteSpan out);
-  const ConnectionConfig* find_connection_for(const Endpoint& local, const Endpoint& remote) const;
+  // A connection for a new IKE SA from this peer speaking `version` (1 or 2).
+  const ConnectionConfig* find_connection_for(const Endpoint& local, const Endpoint& remote, int version) const;
   void send(const Endpoint& local, const Endpoint& remote, Bytes data);
   std::uint64_t new_spi();
   std::uint32_t new_child_spi();
@@ -196,6 +205,8 @@ class Engine {
   std::vector<Datagram> out_;
   EngineCounters counters_;
   core::SecureBytes cookie_secret_;
+  std::unique_ptr<v1::Manager> v1_;  // IKEv1: ISAKMP SAs and their exchanges
+  const ConnectionConfig* find_connection(const std::string& name) const;
 };
 
 }  // namespace ipsecgw::ike

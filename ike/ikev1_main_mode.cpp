@@ -95,7 +95,16 @@ std::optional<Bytes> MainMode::build() {
     case 4:
     case 5: {  // (5) IDii, HASH_I / (6) IDir, HASH_R, encrypted
       my_id_b_ = encode_id(cfg_.local_id);
-      out = sa_.cipher->seal(header(), {raw(Payload::kId, my_id_b_), raw(Payload::kHash, my_hash())});
+      std::vector<RawPayload> pl{raw(Payload::kId, my_id_b_), raw(Payload::kHash, my_hash())};
+      if (step_ == 4 && cfg_.initial_contact) {
+        NotifyPayload n;
+        n.type = static_cast<std::uint16_t>(Notify::kInitialContact);
+        core::ByteAppender a{n.spi};
+        a.u64(cky_i_);
+        a.u64(cky_r_);
+        pl.push_back(raw(Payload::kNotify, encode_notify(n)));
+      }
+      out = sa_.cipher->seal(header(), pl);
       break;
     }
     default:
@@ -133,7 +142,10 @@ bool MainMode::process(ByteSpan datagram) {
       return fail(err.notify, err.detail);
   }
   if (step_ < 2)
-    for (const auto& v : m.vendor_ids) peer_natt_ |= vendor_name(v) == "RFC 3947";
+    for (const auto& v : m.vendor_ids) {
+      peer_natt_ |= vendor_name(v) == "RFC 3947";
+      peer_dpd_ |= vendor_name(v) == "DPD";
+    }
   switch (step_) {
     case 0: {  // (1) at the responder
       if (h->cky_r != 0) return fail(Notify::kInvalidCookie, "message 1 with a responder cookie");
@@ -194,6 +206,8 @@ bool MainMode::process(ByteSpan datagram) {
       if (!check_hash(m)) return false;
       sa_.cipher->commit(datagram);
       sa_.peer_id = m.ids[0];
+      for (const auto& n : m.notifies)
+        sa_.peer_initial_contact |= n.type == static_cast<std::uint16_t>(Notify::kInitialContact);
       break;
     }
     default:
@@ -259,6 +273,7 @@ void MainMode::check_nat_d(const Message& m) {
 Phase1Sa MainMode::take_sa() {
   Phase1Sa out = std::move(sa_);
   out.cky_r = cky_r_;
+  out.peer_dpd = peer_dpd_;
   return out;
 }
 

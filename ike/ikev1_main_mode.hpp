@@ -44,6 +44,10 @@ struct MainModeConfig {
   // and 4 when both ends announced RFC 3947's vendor ID.
   std::optional<core::IpAddress> local_addr, remote_addr;
   std::uint16_t local_port = 500, remote_port = 500;
+  // The initiator adds N(INITIAL-CONTACT) to message 5 (RFC 2407 4.6.3.3):
+  // the peer may drop whatever SAs it still holds with us. Not when this
+  // ISAKMP SA replaces one of ours (phase-1 rekey).
+  bool initial_contact = false;
 };
 
 // What a completed Main Mode leaves for Quick Mode and the ISAKMP SA.
@@ -56,6 +60,8 @@ struct Phase1Sa {
   bool natt = false;        // both ends speak RFC 3947
   bool nat_local = false;   // we are behind a NAT: float to 4500, send keepalives
   bool nat_remote = false;  // the peer is
+  bool peer_dpd = false;              // the peer sent RFC 3706's vendor ID
+  bool peer_initial_contact = false;  // its message 5 carried INITIAL-CONTACT
 };
 
 class MainMode {
@@ -75,6 +81,9 @@ class MainMode {
   [[nodiscard]] Notify notify() const noexcept { return notify_; }
   [[nodiscard]] std::uint64_t cky_i() const noexcept { return cky_i_; }
   [[nodiscard]] std::uint64_t cky_r() const noexcept { return cky_r_; }
+  // After messages 3 and 4: a NAT lies between us (RFC 3947 3.2), so the
+  // initiator floats to port 4500 for message 5 (RFC 3947 4).
+  [[nodiscard]] bool nat_detected() const noexcept { return sa_.nat_local || sa_.nat_remote; }
   // After done(): the ISAKMP SA's keys and cipher (moved out once).
   Phase1Sa take_sa();
 
@@ -103,6 +112,7 @@ class MainMode {
   Bytes gxi_, gxr_, ni_, nr_;
   Bytes my_id_b_;
   bool peer_natt_ = false;
+  bool peer_dpd_ = false;
   Phase1Sa sa_;
 };
 

@@ -59,6 +59,7 @@ class QuickMode {
   [[nodiscard]] const std::string& error() const noexcept { return error_; }
   [[nodiscard]] Notify notify() const noexcept { return notify_; }
   [[nodiscard]] std::uint32_t message_id() const noexcept { return mid_; }
+  [[nodiscard]] bool initiator() const noexcept { return initiator_; }
   // After done(): the SA pair to install.
   [[nodiscard]] const QuickModeResult& result() const noexcept { return result_; }
 

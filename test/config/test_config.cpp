@@ -188,6 +188,98 @@ TEST_CASE("the IKEv2 issue's example configuration loads as written", "[config][
                   "$.connections.x", "no PSK"));
 }
 
+TEST_CASE("the IKEv1 issue's example configuration loads as written", "[config][ikev1]") {
+  const char* text = R"({
+  "tun": { "name": "ipsec0", "mtu": 1400 },
+  "connections": {
+    "branch": {
+      "version": 1,
+      "local_addrs": ["198.51.100.1"],
+      "remote_addrs": ["198.51.100.2"],
+      "local":  { "auth": "psk", "id": "gw-a.example" },
+      "remote": { "auth": "psk", "id": "gw-b.example" },
+      "proposals": ["aes256-sha256-modp2048", "aes128-sha1-modp2048"],
+      "dpd_delay": 10,
+      "dpd_timeout": 30,
+      "rekey_time": 14400,
+      "children": {
+        "lan": {
+          "local_ts": ["10.1.0.0/24"],
+          "remote_ts": ["10.2.0.0/24"],
+          "esp_proposals": ["aes256-sha256-modp2048", "aes128gcm16"],
+          "mode": "tunnel",
+          "start_action": "start",
+          "rekey_time": 3600,
+          "life_bytes": 0
+        }
+      }
+    }
+  },
+  "secrets": {
+    "branch": { "type": "psk", "ids": ["gw-a.example", "gw-b.example"],
+                "secret": "a long shared secret" }
+  }
+})";
+  const auto r = config::parse_config(text);
+  INFO(dump(r));
+  REQUIRE(r.config);
+  REQUIRE(r.config->connections.size() == 1);
+  const auto& c = r.config->connections[0];
+  CHECK(c.version == 1);
+  CHECK(c.proposals.size() == 2);
+  CHECK(c.dpd_delay == 10);
+  CHECK(c.dpd_timeout == 30);
+  REQUIRE(c.children.size() == 1);
+  CHECK(c.children[0].esp_proposals.size() == 2);
+  CHECK(c.children[0].rekey_time == 3600);
+  CHECK(c.psk.size() == std::string("a long shared secret").size());
+}
+
+TEST_CASE("what IKEv1 cannot carry is refused with its path", "[config][ikev1]") {
+  nlohmann::json base = nlohmann::json::parse(R"({
+  "connections": {
+    "x": {
+      "version": 1,
+      "local_addrs": ["198.51.100.1"], "remote_addrs": ["198.51.100.2"],
+      "local": { "auth": "psk", "id": "a" }, "remote": { "auth": "psk", "id": "b" },
+      "proposals": ["3des-sha1-modp1024"],
+      "children": { "c": { "local_ts": ["10.1.0.0/24"], "remote_ts": ["10.2.0.0/24"] } }
+    }
+  },
+  "secrets": { "s": { "ids": ["a", "b"], "secret": "a long shared secret" } }
+})");
+  REQUIRE(config::parse_config(base.dump()).config);
+  for (int v : {0, 2}) {  // 0 answers both versions, 2 only IKEv2
+    auto doc = base;
+    doc["connections"]["x"]["version"] = v;
+    CHECK(config::parse_config(doc.dump()).config);
+  }
+  struct Case {
+    const char* pointer;
+    nlohmann::json value;
+    const char* path;
+    const char* words;
+  };
+  const Case cases[] = {
+      {"/connections/x/proposals", nlohmann::json::array({"aes256gcm16-prfsha256-x25519"}), "$.connections.x.proposals",
+       "no proposal is possible in IKEv1 phase 1"},
+      {"/connections/x/encap", true, "$.connections.x.encap", "not implemented for IKEv1"},
+      {"/connections/x/fragment_size", 1000, "$.connections.x.fragment_size", "IKEv1 fragmentation"},
+      {"/connections/x/children/c/local_ts", nlohmann::json::array({"10.1.0.0/24", "10.3.0.0/24"}),
+       "$.connections.x.children.c.local_ts", "one selector per side"},
+      {"/connections/x/aggressive", true, "$.connections.x.aggressive", "not implemented yet"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.path);
+    auto doc = base;
+    doc[nlohmann::json::json_pointer(c.pointer)] = c.value;
+    const auto r = config::parse_config(doc.dump());
+    INFO(dump(r));
+    CHECK_FALSE(r.config);
+    CHECK(has_error(r, c.path, c.words));
+  }
+}
+
 TEST_CASE("keys ipsecgw does not do yet are refused, naming the path and saying so", "[config]") {
   const nlohmann::json base = nlohmann::json::parse(R"({
   "connections": {
@@ -216,8 +308,8 @@ TEST_CASE("keys ipsecgw does not do yet are refused, naming the path and saying 
       {"/connections/x/local/certs", nlohmann::json::array({"a.pem"}), "$.connections.x.local.certs", "not implemented yet"},
       {"/connections/x/remote/cacerts", nlohmann::json::array({"ca.pem"}), "$.connections.x.remote.cacerts", "not implemented yet"},
       {"/connections/x/children/c/ah_proposals", nlohmann::json::array({"sha256"}), "$.connections.x.children.c.ah_proposals", "not implemented yet"},
-      {"/connections/x/version", 1, "$.connections.x.version", "IKEv1 is not implemented yet"},
-      {"/connections/x/version", 0, "$.connections.x.version", "IKEv1, which is not implemented yet"},
+      {"/connections/x/version", 3, "$.connections.x.version", ""},
+      {"/connections/x/aggressive", true, "$.connections.x.aggressive", "not implemented yet"},
       {"/connections/x/children/c/mode", "transport", "$.connections.x.children.c.mode", "transport mode is not implemented yet"},
       {"/connections/x/local/auth", "pubkey", "$.connections.x.local.auth", "not implemented yet"},
       {"/connections/x/frobnicate", 1, "$.connections.x.frobnicate", "unknown key"},

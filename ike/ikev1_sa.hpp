@@ -1,0 +1,135 @@
+// One ISAKMP SA (IKEv1 phase 1) and what hangs off it: the Main Mode task
+// that makes it, Quick Mode tasks by message ID that make IPsec SA pairs,
+// Informational exchanges (DELETE, notifies, RFC 3706 DPD), the IPsec SAs
+// it installed, and its timers. Each exchange keeps its last message in and
+// out ("flight"): a repeated peer message is answered with our last one
+// (RFC 2408 5: retransmission is the receiver's cue), and the side that
+// waits resends on the engine's retransmission schedule.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ike/ikev1_main_mode.hpp"
+#include "ike/ikev1_manager.hpp"
+#include "ike/ikev1_quick_mode.hpp"
+
+namespace ipsecgw::ike::v1 {
+
+// The last message each way of one exchange.
+struct Flight {
+  Bytes last_in;           // the peer's last message, as received
+  Bytes last_out;          // ours
+  bool awaiting = false;   // we wait for the peer: resend last_out on the schedule
+  TimePoint next_send = TimePoint::max();
+  unsigned tries = 0;
+  void sent(Bytes m, bool await, TimePoint now, const EngineOptions& o) {
+    last_out = std::move(m);
+    awaiting = await;
+    tries = 0;
+    next_send = await ? now + o.retransmit_base : TimePoint::max();
+  }
+};
+
+struct Child {
+  const ChildConfig* cfg = nullptr;
+  std::string name;  // installed name: conn/child/spi_in
+  std::uint32_t spi_in = 0, spi_out = 0;
+  Phase2Suite suite;
+  core::IpRange local_ts, remote_ts;
+  TimePoint established;
+  TimePoint rekey_at = TimePoint::max();
+  TimePoint expire_at = TimePoint::max();
+  bool rekeying = false;
+  bool pfs = false;
+};
+
+class IsakmpSa {
+ public:
+  // kReplaced: a newer ISAKMP SA took its IPsec SAs (phase-1 rekey); it is
+  // deleted right away. Nothing waits in IKEv1: a DELETE is not answered.
+  enum class State { kMainMode, kEstablished, kDead };
+  static const char* state_name(State s) noexcept;
+  static bool legal(State from, State to) noexcept;
+
+  IsakmpSa(Manager& m, const ConnectionConfig& c, bool initiator, Endpoint local, Endpoint remote, TimePoint now);
+  ~IsakmpSa();
+
+  // Initiator: Main Mode message 1.
+  bool start(TimePoint now, bool initial_contact, std::string& why);
+  // Children to set up once phase 1 is done (initiator).
+  void queue_child(const ChildConfig* cc) { queued_.push_back(cc); }
+  void receive(const Datagram& d, const Header& h, TimePoint now);
+  void tick(TimePoint now);
+  [[nodiscard]] TimePoint deadline() const;
+
+  // A Quick Mode for `cc`; `rekeys`: our inbound SPI of the SA it replaces.
+  bool start_quick(const ChildConfig& cc, TimePoint now, std::uint32_t rekeys = 0);
+  // Sends DELETE for every IPsec SA and for this ISAKMP SA, removes them.
+  void delete_all(TimePoint now, const std::string& why);
+  // DELETE for one IPsec SA pair (by our inbound SPI), removed.
+  void delete_child(std::uint32_t spi_in, const std::string& why);
+  // Removes IPsec SAs whose peer-chosen (outbound) SPI the peer deleted.
+  bool remove_by_peer_spi(std::uint32_t spi_out);
+  // Takes over `from`'s IPsec SAs (it is being replaced or deleted).
+  void adopt_children(IsakmpSa& from);
+  void remove_children();
+
+  [[nodiscard]] IkeStatus status(TimePoint now) const;
+  [[nodiscard]] std::string tag() const;
+
+  Manager& mgr_;
+  const ConnectionConfig& conn_;
+  const bool initiator_;
+  State state_ = State::kMainMode;
+  Endpoint local_, remote_;
+  std::uint64_t cky_i_ = 0, cky_r_ = 0;
+  std::unique_ptr<MainMode> mm_;
+  Flight mm_flight_;
+  Phase1Sa p1_;  // after Main Mode
+  std::vector<Child> children_;
+  std::vector<const ChildConfig*> queued_;
+  TimePoint created_, established_at_{}, last_heard_;
+  TimePoint rekey_at_ = TimePoint::max(), expire_at_ = TimePoint::max();
+  bool rekeying_ = false;         // a successor's Main Mode is under way
+  bool restart_wanted_ = false;   // dpd_action restart after the peer was found dead
+  std::uint64_t replaces_ = 0;    // cky_i of the SA this one rekeys
+
+ private:
+  friend class Manager;
+  struct QuickTask {
+    std::unique_ptr<QuickMode> qm;
+    const ChildConfig* child = nullptr;
+    Flight flight;
+    std::uint32_t rekeys = 0;       // our inbound SPI of the SA being rekeyed
+    TimePoint done_at = TimePoint::max();  // finished; kept a while to answer repeats
+  };
+
+  void set_state(State to);
+  void send(const Bytes& m);
+  void on_main_mode(const Datagram& d, const Header& h, TimePoint now);
+  void on_quick_mode(const Datagram& d, const Header& h, TimePoint now);
+  void on_informational(const Datagram& d, const Header& h, TimePoint now);
+  void established(TimePoint now);
+  void quick_done(QuickTask& t, TimePoint now);
+  static bool initiator_of(const QuickTask& t);
+  bool install(const QuickTask& t, TimePoint now);
+  void phase1_failed(const std::string& why, Notify n, bool tell_peer);
+  void peer_dead(const std::string& why, TimePoint now);
+  void informational(const std::vector<RawPayload>& payloads);
+  QuickModeConfig quick_config(const ChildConfig& cc) const;
+  MainModeConfig main_config(bool initial_contact) const;
+  [[nodiscard]] bool nat() const { return p1_.nat_local || p1_.nat_remote; }
+  void update_endpoint(const Datagram& d);
+
+  std::map<std::uint32_t, QuickTask> quick_;  // by message ID
+  // RFC 3706: our sequence number, and since when an R-U-THERE of ours is unanswered.
+  std::uint32_t dpd_seq_ = 0;
+  TimePoint dpd_sent_ = TimePoint::max();
+  TimePoint dpd_next_ = TimePoint::max();
+};
+
+}  // namespace ipsecgw::ike::v1

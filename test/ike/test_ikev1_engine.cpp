@@ -1,0 +1,363 @@
+// Two engines speaking IKEv1 (Main Mode + Quick Mode, Informational) through
+// the Engine's front door, with a fake clock and a lossy network: what the
+// gateway runs, end to end. Message numbers in the filters count every
+// datagram of the run, both directions:
+//
+//   0  A->B  MM1  HDR, SA, VID(NAT-T), VID(DPD)
+//   1  B->A  MM2  HDR, SA, VIDs
+//   2  A->B  MM3  HDR, KE, Ni, NAT-D, NAT-D
+//   3  B->A  MM4  HDR, KE, Nr, NAT-D, NAT-D
+//   4  A->B  MM5  HDR*, IDii, HASH_I [, N(INITIAL-CONTACT)]
+//   5  B->A  MM6  HDR*, IDir, HASH_R
+//   6  A->B  QM1  HDR*, HASH(1), SA, Ni [, KE], IDci, IDcr
+//   7  B->A  QM2  HDR*, HASH(2), SA, Nr [, KE], IDci, IDcr
+//   8  A->B  QM3  HDR*, HASH(3)
+#include <catch2/catch.hpp>
+
+#include "core/log.hpp"
+#include "ike/engine.hpp"
+#include "ike/isakmp.hpp"
+#include "test/ike/engine_harness.hpp"
+#include "test/ike/ike_scan_probes.hpp"
+
+using namespace ipsecgw;
+using namespace std::chrono_literals;
+using test::Pair;
+using test::check_keys_cross;
+using test::prop;
+
+namespace {
+
+ike::ConnectionConfig conn1(bool a, const char* psk, const char* ike = "aes128-sha256-modp2048",
+                            const char* esp = "aes128-sha256") {
+  ike::ConnectionConfig c;
+  c.name = a ? "site-b" : "site-a";
+  c.version = 1;
+  c.local_addrs = {*core::IpAddress::parse(a ? "198.51.100.1" : "198.51.100.2")};
+  c.remote_addrs = {*core::IpAddress::parse(a ? "198.51.100.2" : "198.51.100.1")};
+  c.local_id = a ? "gw-a.example" : "gw-b.example";
+  c.remote_id = a ? "gw-b.example" : "gw-a.example";
+  c.proposals.push_back(prop(ike));
+  std::string s = psk;
+  c.psk = core::SecureBytes(core::ByteSpan(reinterpret_cast<const std::uint8_t*>(s.data()), s.size()));
+  ike::ChildConfig ch;
+  ch.name = "lan";
+  ch.local_ts = {*core::IpRange::parse(a ? "10.1.0.0/24" : "10.2.0.0/24")};
+  ch.remote_ts = {*core::IpRange::parse(a ? "10.2.0.0/24" : "10.1.0.0/24")};
+  ch.esp_proposals.push_back(prop(esp));
+  ch.start_action = a ? ike::StartAction::kStart : ike::StartAction::kNone;
+  c.children.push_back(std::move(ch));
+  return c;
+}
+
+std::uint8_t exchange_of(const ike::Datagram& d) { return d.data.size() > 18 ? d.data[18] : 0; }
+
+struct Quiet {
+  Quiet() { core::log::set_level(core::log::Level::kError); }
+} quiet;
+
+}  // namespace
+
+TEST_CASE("IKEv1: Main Mode + Quick Mode with PSK install matching IPsec SAs", "[ike][ikev1][engine]") {
+  for (auto suite : std::vector<std::pair<const char*, const char*>>{
+           {"aes128-sha256-modp2048", "aes128-sha256"},
+           {"3des-sha1-modp1024", "3des-sha1"},
+           {"3des-md5-modp1024", "aes128-sha1"},
+           {"aes256-sha384-ecp384", "aes256gcm16"},
+           {"aes192-sha512-modp3072", "aes192-sha256"}}) {
+    INFO(suite.first << " / " << suite.second);
+    Pair p(conn1(true, "a long shared secret", suite.first, suite.second),
+           conn1(false, "a long shared secret", suite.first, suite.second));
+    std::vector<int> exchanges;
+    p.filter = [&](std::size_t, const ike::Datagram& d) {
+      exchanges.push_back(exchange_of(d));
+      return true;
+    };
+    p.a->start(p.now);
+    p.pump();
+    CHECK(p.a->established("site-b"));
+    CHECK(p.b->established("site-a"));
+    CHECK(p.ia.active() == 1);
+    CHECK(p.ib.active() == 1);
+    check_keys_cross(p.ia, p.ib);
+    // Six Main Mode (2) messages, three Quick Mode (32), nothing else.
+    CHECK(exchanges == std::vector<int>{2, 2, 2, 2, 2, 2, 32, 32, 32});
+    CHECK(p.a->counters().ikev1_main_mode_done == 1);
+    CHECK(p.b->counters().ikev1_main_mode_done == 1);
+    CHECK(p.a->counters().ikev1_quick_mode_done == 1);
+    CHECK(p.b->counters().ikev1_quick_mode_done == 1);
+    const auto st = p.a->status(p.now);
+    REQUIRE(st.size() == 1);
+    CHECK(st[0].version == 1);
+    CHECK(st[0].state == "ESTABLISHED");
+    CHECK(st[0].remote_id == "gw-b.example");
+    REQUIRE(st[0].children.size() == 1);
+    CHECK(st[0].children[0].local_ts == "10.1.0.0/24");
+    CHECK_FALSE(st[0].children[0].pfs);
+    CHECK(p.ia.installed[0].encap == core::Encap::kNone);  // no NAT: raw ESP
+  }
+}
+
+TEST_CASE("IKEv1: Quick Mode with PFS", "[ike][ikev1][engine]") {
+  Pair p(conn1(true, "k-k-k-k-k", "aes128-sha256-modp2048", "aes128-sha256-modp2048"),
+         conn1(false, "k-k-k-k-k", "aes128-sha256-modp2048", "aes128-sha256-modp2048"));
+  p.a->start(p.now);
+  p.pump();
+  REQUIRE(p.ia.active() == 1);
+  check_keys_cross(p.ia, p.ib);
+  CHECK(p.a->status(p.now).at(0).children.at(0).pfs);
+  CHECK(p.b->status(p.now).at(0).children.at(0).pfs);
+}
+
+TEST_CASE("IKEv1: a wrong PSK is refused on both sides and says so", "[ike][ikev1][engine]") {
+  Pair p(conn1(true, "one shared secret"), conn1(false, "another shared secret"));
+  p.a->start(p.now);
+  p.pump();
+  p.advance(60s);
+  CHECK_FALSE(p.a->established("site-b"));
+  CHECK_FALSE(p.b->established("site-a"));
+  CHECK(p.ia.installed.empty());
+  CHECK(p.ib.installed.empty());
+  // B cannot read message 5; it says AUTHENTICATION-FAILED in the clear and A stops.
+  CHECK(p.b->counters().auth_failed == 1);
+  CHECK(p.b->counters().ikev1_main_mode_failed == 1);
+  CHECK(p.a->counters().ikev1_main_mode_failed == 1);
+  CHECK(p.a->ike_sa_count() == 0);
+}
+
+TEST_CASE("IKEv1: lost and duplicated messages", "[ike][ikev1][engine]") {
+  SECTION("message 2 lost: A resends message 1, B answers from its flight") {
+    Pair p(conn1(true, "k-k-k-k-k"), conn1(false, "k-k-k-k-k"));
+    p.filter = [](std::size_t n, const ike::Datagram&) { return n != 1; };
+    p.a->start(p.now);
+    p.pump();
+    CHECK_FALSE(p.a->established("site-b"));
+    p.advance(1500ms);
+    CHECK(p.a->established("site-b"));
+    CHECK(p.ia.active() == 1);
+    check_keys_cross(p.ia, p.ib);
+  }
+  SECTION("message 6 lost: A resends message 5, B resends message 6 and does not set up twice") {
+    Pair p(conn1(true, "k-k-k-k-k"), conn1(false, "k-k-k-k-k"));
+    p.filter = [](std::size_t n, const ike::Datagram&) { return n != 5; };
+    p.a->start(p.now);
+    p.pump();
+    CHECK(p.b->established("site-a"));
+    CHECK_FALSE(p.a->established("site-b"));
+    p.advance(1500ms);
+    CHECK(p.a->established("site-b"));
+    CHECK(p.b->counters().ikev1_main_mode_done == 1);
+    CHECK(p.ib.installed.size() == 1);
+    check_keys_cross(p.ia, p.ib);
+  }
+  SECTION("Quick Mode message 3 lost: B resends message 2, A answers with message 3 again") {
+    Pair p(conn1(true, "k-k-k-k-k"), conn1(false, "k-k-k-k-k"));
+    p.filter = [](std::size_t n, const ike::Datagram&) { return n != 8; };
+    p.a->start(p.now);
+    p.pump();
+    CHECK(p.ia.active() == 1);
+    CHECK(p.ib.active() == 0);
+    p.advance(1500ms);
+    CHECK(p.ib.active() == 1);
+    CHECK(p.ia.installed.size() == 1);
+    check_keys_cross(p.ia, p.ib);
+  }
+  SECTION("every message delivered twice: one ISAKMP SA and one IPsec SA pair each side") {
+    Pair p(conn1(true, "k-k-k-k-k"), conn1(false, "k-k-k-k-k"));
+    p.a->start(p.now);
+    for (int round = 0; round < 20; ++round) {
+      auto fa = p.a->take_output();
+      auto fb = p.b->take_output();
+      if (fa.empty() && fb.empty()) break;
+      for (auto& d : fa)
+        for (int i = 0; i < 2; ++i) p.b->receive({d.remote, d.local, d.data}, p.now);
+      for (auto& d : fb)
+        for (int i = 0; i < 2; ++i) p.a->receive({d.remote, d.local, d.data}, p.now);
+    }
+    CHECK(p.ia.installed.size() == 1);
+    CHECK(p.ib.installed.size() == 1);
+    CHECK(p.a->counters().ikev1_main_mode_done == 1);
+    CHECK(p.b->counters().ikev1_main_mode_done == 1);
+    check_keys_cross(p.ia, p.ib);
+  }
+  SECTION("a peer that never answers: bounded retransmission, then failure") {
+    Pair p(conn1(true, "k-k-k-k-k"), conn1(false, "k-k-k-k-k"));
+    p.filter = [](std::size_t, const ike::Datagram&) { return false; };
+    p.a->start(p.now);
+    p.pump();
+    p.advance(120s);
+    CHECK(p.a->counters().retransmits == 4);
+    CHECK(p.a->counters().ikev1_main_mode_failed == 1);
+    CHECK(p.a->ike_sa_count() == 0);
+  }
+}
+
+TEST_CASE("IKEv1: IPsec SA rekey is make-before-break and the old SA is deleted on both ends", "[ike][ikev1][engine]") {
+  auto ca = conn1(true, "k-k-k-k-k"), cb = conn1(false, "k-k-k-k-k");
+  ca.children[0].rekey_time = 60;
+  cb.children[0].rekey_time = 600;
+  Pair p(std::move(ca), std::move(cb));
+  p.a->start(p.now);
+  p.pump();
+  REQUIRE(p.ia.active() == 1);
+  const auto old_a = p.ia.installed[0].name, old_b = p.ib.installed[0].name;
+  p.advance(61s);
+  CHECK(p.ia.installed.size() == 2);
+  CHECK(p.ib.installed.size() == 2);
+  CHECK(p.ia.active() == 1);
+  CHECK(p.ib.active() == 1);
+  // The new pair went in before the old one came out, on both ends.
+  CHECK(p.ia.at("+" + p.ia.installed[1].name) < p.ia.at("-" + old_a));
+  CHECK(p.ib.at("+" + p.ib.installed[1].name) < p.ib.at("-" + old_b));
+  // Either end may have rekeyed first (B takes A's shorter lifetime, with jitter); both count it.
+  CHECK(p.a->counters().child_rekeyed == 1);
+  CHECK(p.b->counters().child_rekeyed == 1);
+  check_keys_cross(p.ia, p.ib);
+}
+
+TEST_CASE("IKEv1: DELETE from either side removes both ends' SAs", "[ike][ikev1][engine]") {
+  for (bool from_a : {true, false}) {
+    INFO(from_a);
+    Pair p(conn1(true, "k-k-k-k-k"), conn1(false, "k-k-k-k-k"));
+    p.a->start(p.now);
+    p.pump();
+    REQUIRE(p.ib.active() == 1);
+    std::string why;
+    SECTION("one IPsec SA") {
+      REQUIRE((from_a ? p.a->terminate("site-b", "lan", p.now, why) : p.b->terminate("site-a", "lan", p.now, why)));
+      p.pump();
+      CHECK(p.ia.active() == 0);
+      CHECK(p.ib.active() == 0);
+      CHECK(p.a->established("site-b"));  // the ISAKMP SA stays
+    }
+    SECTION("the ISAKMP SA and its IPsec SAs") {
+      REQUIRE((from_a ? p.a->terminate("site-b", "", p.now, why) : p.b->terminate("site-a", "", p.now, why)));
+      p.pump();
+      CHECK(p.ia.active() == 0);
+      CHECK(p.ib.active() == 0);
+      CHECK(p.a->ike_sa_count() == 0);
+      CHECK(p.b->ike_sa_count() == 0);
+    }
+  }
+}
+
+TEST_CASE("IKEv1: RFC 3706 DPD notices a dead peer; R-U-THERE is answered", "[ike][ikev1][engine]") {
+  auto ca = conn1(true, "k-k-k-k-k");
+  ca.dpd_delay = 5;
+  ca.dpd_timeout = 20;
+  Pair p(std::move(ca), conn1(false, "k-k-k-k-k"));
+  p.a->start(p.now);
+  p.pump();
+  REQUIRE(p.ia.active() == 1);
+  p.advance(12s);  // two R-U-THERE, both answered
+  CHECK(p.a->established("site-b"));
+  const auto before = p.delivered;
+  CHECK(before >= 9 + 4);
+  p.filter = [](std::size_t, const ike::Datagram&) { return false; };  // B is gone
+  p.advance(19s);  // the first unanswered R-U-THERE went at 15 s; dpd_timeout 20 s from then
+  CHECK(p.a->established("site-b"));
+  p.advance(5s);
+  CHECK_FALSE(p.a->established("site-b"));
+  CHECK(p.ia.active() == 0);
+}
+
+TEST_CASE("IKEv1: phase-1 rekey makes a new ISAKMP SA; the IPsec SAs stay up", "[ike][ikev1][engine]") {
+  auto ca = conn1(true, "k-k-k-k-k"), cb = conn1(false, "k-k-k-k-k");
+  ca.rekey_time = 100;
+  cb.rekey_time = 1000;
+  Pair p(std::move(ca), std::move(cb));
+  p.a->start(p.now);
+  p.pump();
+  REQUIRE(p.ia.active() == 1);
+  const auto spi_before = p.a->status(p.now).at(0).spi_i;
+  p.advance(101s);
+  const auto sa = p.a->status(p.now);
+  REQUIRE(sa.size() == 1);
+  CHECK(sa[0].spi_i != spi_before);
+  CHECK(sa[0].children.size() == 1);  // moved to the new ISAKMP SA
+  const auto sb = p.b->status(p.now);
+  REQUIRE(sb.size() == 1);
+  CHECK(sb[0].spi_i == sa[0].spi_i);
+  CHECK(sb[0].children.size() == 1);
+  CHECK(p.ia.removed.empty());
+  CHECK(p.ib.removed.empty());
+  CHECK(p.a->counters().ikev1_main_mode_done == 2);
+  // A later Quick Mode runs on the new ISAKMP SA.
+  std::string why;
+  REQUIRE(p.a->terminate("site-b", "lan", p.now, why));
+  p.pump();
+  REQUIRE(p.a->initiate("site-b", "lan", p.now, why));
+  p.pump();
+  CHECK(p.ia.active() == 1);
+  CHECK(p.ib.active() == 1);
+  check_keys_cross(p.ia, p.ib);
+}
+
+TEST_CASE("IKEv1: Aggressive Mode is refused with NO-PROPOSAL-CHOSEN; a Main Mode probe gets an answer", "[ike][ikev1][engine]") {
+  Pair p(conn1(true, "k-k-k-k-k"), conn1(false, "k-k-k-k-k", "3des-sha1-modp1024"));
+  const ike::Endpoint from{*core::IpAddress::parse("198.51.100.1"), 500};
+  const ike::Endpoint to{*core::IpAddress::parse("198.51.100.2"), 500};
+  p.b->receive({to, from, *core::from_hex(test::kAggressiveProbe)}, p.now);
+  auto out = p.b->take_output();
+  REQUIRE(out.size() == 1);
+  ike::v1::DecodeError err;
+  auto m = ike::v1::decode_plain(out[0].data, err);
+  REQUIRE(m);
+  CHECK(m->header.exchange == ike::v1::Exchange::kInformational);
+  REQUIRE(m->notifies.size() == 1);
+  CHECK(m->notifies[0].type == static_cast<std::uint16_t>(ike::v1::Notify::kNoProposalChosen));
+  CHECK(p.b->counters().ikev1_main_mode_failed == 1);
+  // ike-scan's default Main Mode probe offers 3DES/SHA1/modp1024 with PSK among others.
+  p.b->receive({to, from, *core::from_hex(test::kMainModeProbe)}, p.now);
+  out = p.b->take_output();
+  REQUIRE(out.size() == 1);
+  m = ike::v1::decode_plain(out[0].data, err);
+  REQUIRE(m);
+  CHECK(m->header.exchange == ike::v1::Exchange::kMain);
+  REQUIRE(m->sa);
+  CHECK(m->sa->proposals.at(0).transforms.size() == 1);
+}
+
+TEST_CASE("IKEv1: NAT-T: the initiator behind a NAT floats to 4500 and ESP goes in UDP", "[ike][ikev1][engine][nat]") {
+  auto cb = conn1(false, "k-k-k-k-k");
+  cb.remote_addrs.clear();  // B answers whoever the NAT makes A look like
+  Pair p(conn1(true, "k-k-k-k-k"), std::move(cb));
+  // A is 198.51.100.1 inside; B sees it as 203.0.113.7 with ports the NAT picked.
+  const auto inside = *core::IpAddress::parse("198.51.100.1");
+  const auto outside = *core::IpAddress::parse("203.0.113.7");
+  const std::map<std::uint16_t, std::uint16_t> nat{{500, 31500}, {4500, 34500}};
+  std::vector<std::uint16_t> a_ports, b_ports;
+  p.a->start(p.now);
+  for (int round = 0; round < 20; ++round) {
+    auto fa = p.a->take_output();
+    auto fb = p.b->take_output();
+    if (fa.empty() && fb.empty()) break;
+    for (auto& d : fa) {
+      a_ports.push_back(d.local.port);
+      REQUIRE(d.local.addr == inside);
+      REQUIRE(d.local.port == d.remote.port);
+      p.b->receive({d.remote, {outside, nat.at(d.local.port)}, d.data}, p.now);
+    }
+    for (auto& d : fb) {
+      b_ports.push_back(d.remote.port);
+      REQUIRE(d.remote.addr == outside);
+      const std::uint16_t inner = d.remote.port == 31500 ? 500 : 4500;
+      p.a->receive({{inside, inner}, d.local, d.data}, p.now);
+    }
+  }
+  // Messages 1-4 on 500, then 4500 (RFC 3947 4): MM5, QM1, QM3 from A.
+  CHECK(a_ports == std::vector<std::uint16_t>{500, 500, 4500, 4500, 4500});
+  CHECK(b_ports == std::vector<std::uint16_t>{31500, 31500, 34500, 34500});
+  const auto sa = p.a->status(p.now).at(0), sb = p.b->status(p.now).at(0);
+  CHECK(sa.nat_local);
+  CHECK_FALSE(sa.nat_remote);
+  CHECK(sb.nat_remote);
+  CHECK_FALSE(sb.nat_local);
+  REQUIRE(p.ia.active() == 1);
+  REQUIRE(p.ib.active() == 1);
+  CHECK(p.ia.installed[0].encap == core::Encap::kUdp);
+  CHECK(p.ib.installed[0].encap == core::Encap::kUdp);
+  CHECK(p.ib.installed[0].remote_port == 34500);  // ESP goes to the NAT's mapping of A's 4500
+  CHECK(p.ia.installed[0].remote_port == 4500);
+  check_keys_cross(p.ia, p.ib);
+}
