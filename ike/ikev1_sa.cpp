@@ -124,6 +124,17 @@ void IsakmpSa::receive(const Datagram& d, const Header& h, TimePoint now) {
   if (h.exchange == Exchange::kMain) return on_main_mode(d, h, now);
   if (state_ != State::kEstablished) {
     if (h.exchange == Exchange::kInformational && !h.encrypted()) return on_informational(d, h, now);
+    if (h.exchange == Exchange::kInformational && initiator_ && mm_ && mm_flight_.last_out.size() > 19 &&
+        (mm_flight_.last_out[19] & kFlagEncrypted) && d.remote.addr == remote_.addr) {
+      // An encrypted notification in answer to our message 5 that our keys
+      // cannot have made sense of (strongSwan sends one when it cannot read
+      // message 5): the keys differ, and with the same DH exchange only the PSK can.
+      ++mgr_.host_.counters.auth_failed;
+      phase1_failed("the peer answered message 5 with an encrypted error notification: it could not read it "
+                    "(a different pre-shared key?)",
+                    Notify::kAuthenticationFailed, false);
+      return;
+    }
     ++mgr_.host_.counters.dropped_messages;
     debug(kTag, tag(), ": ", to_string(h.exchange), " before phase 1 is complete, dropped");
     return;
@@ -150,6 +161,11 @@ void IsakmpSa::on_main_mode(const Datagram& d, const Header& h, TimePoint now) {
     return;
   }
   if (!mm_->process(d.data)) {
+    // The refusal goes where the message came from (message 5 arrives on 4500).
+    if (!initiator_ && d.remote.addr == remote_.addr) {
+      local_ = d.local;
+      remote_ = d.remote;
+    }
     if (mm_->failed()) phase1_failed(mm_->error(), mm_->notify(), true);
     else debug(kTag, tag(), ": Main Mode message ignored: ", mm_->error());
     return;
