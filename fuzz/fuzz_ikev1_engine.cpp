@@ -59,7 +59,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }();
   (void)quiet;
   NullInstaller ia, ib;
-  std::vector<ike::ConnectionConfig> va{conn(true)}, vb{conn(false)};
+  std::vector<ike::ConnectionConfig> va, vb;
+  va.push_back(conn(true));
+  vb.push_back(conn(false));
   ike::Engine a(std::move(va), ia), b(std::move(vb), ib);
   auto now = ike::TimePoint{} + 1000s;
   a.start(now);
