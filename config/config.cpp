@@ -507,6 +507,8 @@ void check_ikev1(Walker& w, const json& cj, const std::string& path, const ike::
   if (suites == 0 && c.version == 1)
     w.error(path + ".proposals", "no proposal is possible in IKEv1 phase 1 (" + why +
                                      "); use e.g. \"aes128-sha256-modp2048\" or \"3des-sha1-modp1024\"");
+  if (auto it = cj.find("aggressive"); it != cj.end() && c.version == 2)
+    w.error(path + ".aggressive", "is an IKEv1 setting; this connection has version 2");
   if (c.encap && c.version == 1)
     w.error(path + ".encap", "forcing UDP encapsulation is not implemented for IKEv1 (NAT-T is used when a NAT is found)");
   if (cj.contains("fragment_size") && c.version == 1)
@@ -528,11 +530,10 @@ void parse_connection(Walker& w, const std::string& name, const json& cj, const 
   if (!w.is_object(cj, path)) return;
   w.only_keys(cj, path, {"version", "local_addrs", "remote_addrs", "local", "remote", "proposals",
                          "encap", "dpd_delay", "dpd_timeout", "rekey_time", "reauth_time",
-                         "local_port", "remote_port", "children", "fragment_size"},
+                         "local_port", "remote_port", "children", "fragment_size", "aggressive"},
               {{"pools", "virtual IP address pools (road warriors)"},
                {"vips", "virtual IPs requested from the peer (road warriors)"},
                {"mobike", "MOBIKE settings"},
-               {"aggressive", "IKEv1 Aggressive Mode settings"},
                {"send_cert", "certificate settings"},
                {"send_certreq", "certificate settings"},
                {"pull", "Mode Config settings"},
@@ -575,6 +576,10 @@ void parse_connection(Walker& w, const std::string& name, const json& cj, const 
   if (auto it = cj.find("encap"); it != cj.end()) {
     if (!it->is_boolean()) w.error(path + ".encap", "must be true or false");
     else c.encap = it->get<bool>();
+  }
+  if (auto it = cj.find("aggressive"); it != cj.end()) {
+    if (!it->is_boolean()) w.error(path + ".aggressive", "must be true or false");
+    else c.aggressive = it->get<bool>();
   }
   c.dpd_delay = w.integer<std::uint32_t>(cj, path, "dpd_delay", 0, 86400).value_or(0);
   c.dpd_timeout = w.integer<std::uint32_t>(cj, path, "dpd_timeout", 0, 86400).value_or(0);

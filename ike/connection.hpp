@@ -47,6 +47,7 @@ struct ConnectionConfig {
   std::uint32_t reauth_time = 0;
   std::size_t fragment_size = 1228;            // IKE messages longer than this are fragmented
                                                // (RFC 7383) when the peer supports it; 0 = never
+  bool aggressive = false;                     // IKEv1: Aggressive Mode instead of Main Mode
   std::uint16_t local_port = 500;
   std::uint16_t remote_port = 500;
   std::vector<ChildConfig> children;

@@ -1899,7 +1899,7 @@ bool same_connection(const ConnectionConfig& a, const ConnectionConfig& b) {
          a.remote_addrs == b.remote_addrs && a.local_id == b.local_id && a.remote_id == b.remote_id &&
          a.proposals == b.proposals && a.encap == b.encap && a.dpd_delay == b.dpd_delay &&
          a.dpd_timeout == b.dpd_timeout && a.rekey_time == b.rekey_time && a.reauth_time == b.reauth_time &&
-         a.fragment_size == b.fragment_size && a.local_port == b.local_port && a.remote_port == b.remote_port &&
+         a.fragment_size == b.fragment_size && a.aggressive == b.aggressive && a.local_port == b.local_port && a.remote_port == b.remote_port &&
          a.children == b.children && core::ct_equal(a.psk.span(), b.psk.span());
 }
 

@@ -34,12 +34,43 @@ Header MainMode::header() const {
   Header h;
   h.cky_i = cky_i_;
   h.cky_r = cky_r_;
-  h.exchange = Exchange::kMain;
+  h.exchange = cfg_.aggressive ? Exchange::kAggressive : Exchange::kMain;
   return h;
+}
+
+std::vector<RawPayload> MainMode::vendor_ids() const {
+  return {raw(Payload::kVendor, hex(kVidNatT)), raw(Payload::kVendor, hex(kVidDpd))};
+}
+
+bool MainMode::choose(const Message& m) {
+  std::string why;
+  auto c = select_phase1(cfg_.proposals, AuthMethod::kPsk, *m.sa, why);
+  if (!c) return fail(Notify::kNoProposalChosen, why);
+  offer_ = *m.sa;
+  offer_.proposals = {{c->proposal_number, 1, {}, {}}};
+  sai_b_ = m.sa_body;  // HASH_I/HASH_R cover the SA payload as the initiator sent it
+  chosen_ = c->transform;
+  suite_ = c->suite;
+  return true;
+}
+
+bool MainMode::accept_choice(const Message& m) {
+  if (!m.sa || m.sa->proposals.size() != 1 || m.sa->proposals[0].transforms.size() != 1)
+    return fail(Notify::kBadProposalSyntax, "message 2 must carry one proposal with one transform");
+  std::string why;
+  auto s = decode_phase1(m.sa->proposals[0].transforms[0], why);
+  if (!s) return fail(Notify::kNoProposalChosen, "the responder chose " + why);
+  bool offered = false;
+  for (const auto& t : offer_.proposals.at(0).transforms)
+    if (auto o = decode_phase1(t, why); o && same_suite(*o, *s)) offered = true;
+  if (!offered) return fail(Notify::kNoProposalChosen, "the responder chose a suite we did not offer");
+  suite_ = *s;
+  return true;
 }
 
 std::optional<Bytes> MainMode::build() {
   if (failed_) return std::nullopt;
+  if (cfg_.aggressive) return build_aggressive();
   // Whose turn: the initiator builds after 0, 2, 4 messages; the responder after 1, 3, 5.
   if ((step_ % 2 == 0) != initiator_ || step_ >= 6) return std::nullopt;
   Bytes out;
@@ -116,13 +147,14 @@ std::optional<Bytes> MainMode::build() {
 
 bool MainMode::process(ByteSpan datagram) {
   if (failed_) return false;
-  if ((step_ % 2 == 1) != initiator_ || step_ >= 6) {
+  if ((step_ % 2 == 1) != initiator_ || step_ >= last_step()) {
     error_ = "not waiting for a message from the peer";
     return false;
   }
   DecodeError err;
   auto h = parse_header(datagram, err);
   if (!h) return fail(err.notify, err.detail);
+  if (cfg_.aggressive) return process_aggressive(datagram, *h);
   if (h->exchange != Exchange::kMain || h->cky_i != (step_ == 0 ? h->cky_i : cky_i_))
     return fail(Notify::kInvalidCookie, "not a message of this Main Mode");
   Message m;
@@ -150,30 +182,14 @@ bool MainMode::process(ByteSpan datagram) {
     case 0: {  // (1) at the responder
       if (h->cky_r != 0) return fail(Notify::kInvalidCookie, "message 1 with a responder cookie");
       if (!m.sa) return fail(Notify::kPayloadMalformed, "message 1 without SA");
-      std::string why;
-      auto c = select_phase1(cfg_.proposals, AuthMethod::kPsk, *m.sa, why);
-      if (!c) return fail(Notify::kNoProposalChosen, why);
+      if (!choose(m)) return false;
       cky_i_ = h->cky_i;
-      offer_ = *m.sa;
-      offer_.proposals = {{c->proposal_number, 1, {}, {}}};
-      sai_b_ = m.sa_body;  // HASH_I/HASH_R cover the SA payload as the initiator sent it
-      chosen_ = c->transform;
-      suite_ = c->suite;
       break;
     }
     case 1: {  // (2) at the initiator
       if (h->cky_r == 0) return fail(Notify::kInvalidCookie, "message 2 without a responder cookie");
-      if (!m.sa || m.sa->proposals.size() != 1 || m.sa->proposals[0].transforms.size() != 1)
-        return fail(Notify::kBadProposalSyntax, "message 2 must carry one proposal with one transform");
-      std::string why;
-      auto s = decode_phase1(m.sa->proposals[0].transforms[0], why);
-      if (!s) return fail(Notify::kNoProposalChosen, "the responder chose " + why);
-      bool offered = false;
-      for (const auto& t : offer_.proposals.at(0).transforms)
-        if (auto o = decode_phase1(t, why); o && same_suite(*o, *s)) offered = true;
-      if (!offered) return fail(Notify::kNoProposalChosen, "the responder chose a suite we did not offer");
+      if (!accept_choice(m)) return false;
       cky_r_ = h->cky_r;
-      suite_ = *s;
       break;
     }
     case 2:  // (3) at the responder: KE, Ni; our KE, Nr and the keys
@@ -268,6 +284,146 @@ void MainMode::check_nat_d(const Message& m) {
   const auto peer = nat_d(h, cky_i_, cky_r_, *cfg_.remote_addr, cfg_.remote_port);
   sa_.nat_remote = true;
   for (std::size_t i = 1; i < m.nat_d.size(); ++i) sa_.nat_remote &= !core::ct_equal(m.nat_d[i], peer);
+}
+
+// ---- Aggressive Mode ---------------------------------------------------------------
+
+std::optional<Bytes> MainMode::build_aggressive() {
+  if ((step_ % 2 == 0) != initiator_ || step_ >= 3) return std::nullopt;
+  std::string why;
+  std::vector<RawPayload> pl;
+  switch (step_) {
+    case 0: {  // (1) SA (one DH group: the first suite's), KE, Ni, IDii, VIDs
+      while (cky_i_ == 0) random({reinterpret_cast<std::uint8_t*>(&cky_i_), sizeof cky_i_});
+      Proposal p{1, 1, {}, {}};
+      std::optional<core::DhGroup> group;
+      for (const auto& cp : cfg_.proposals)
+        for (const auto& st : phase1_suites(cp, AuthMethod::kPsk, cfg_.life_seconds, why)) {
+          if (!group) group = st.group;
+          if (st.group != *group || p.transforms.size() >= 64) continue;
+          p.transforms.push_back(encode_phase1(st, static_cast<std::uint8_t>(p.transforms.size() + 1)));
+        }
+      if (p.transforms.empty()) {
+        fail(Notify::kNoProposalChosen, "no IKEv1 phase-1 suite in the configured proposals");
+        return std::nullopt;
+      }
+      offer_ = {kDoiIpsec, kSitIdentityOnly, {p}};
+      sai_b_ = encode_sa(offer_);
+      dh_ = DhKey::generate(*group, why);
+      if (!dh_) {
+        fail(Notify::kNoProposalChosen, "Diffie-Hellman: " + why);
+        return std::nullopt;
+      }
+      gxi_ = dh_->public_value();
+      ni_.resize(32);
+      random(ni_);
+      my_id_b_ = encode_id(cfg_.local_id);
+      pl = {raw(Payload::kSa, sai_b_), raw(Payload::kKe, gxi_), raw(Payload::kNonce, ni_), raw(Payload::kId, my_id_b_)};
+      for (auto& v : vendor_ids()) pl.push_back(std::move(v));
+      ++step_;
+      return encode_plain(header(), pl);
+    }
+    case 1: {  // (2) SA, KE, Nr, IDir, HASH_R, VIDs, NAT-D (keys derived when (1) arrived)
+      SaPayload reply{kDoiIpsec, kSitIdentityOnly, {{offer_.proposals.at(0).number, 1, {}, {chosen_}}}};
+      my_id_b_ = encode_id(cfg_.local_id);
+      pl = {raw(Payload::kSa, encode_sa(reply)), raw(Payload::kKe, gxr_), raw(Payload::kNonce, nr_),
+            raw(Payload::kId, my_id_b_), raw(Payload::kHash, my_hash())};
+      for (auto& v : vendor_ids()) pl.push_back(std::move(v));
+      for (auto& n : nat_d_payloads()) pl.push_back(std::move(n));
+      ++step_;
+      return encode_plain(header(), pl);
+    }
+    case 2: {  // (3) HASH_I [, NAT-D], encrypted
+      pl = {raw(Payload::kHash, my_hash())};
+      for (auto& n : nat_d_payloads()) pl.push_back(std::move(n));
+      ++step_;
+      return sa_.cipher->seal(header(), pl);
+    }
+    default:
+      return std::nullopt;
+  }
+}
+
+bool MainMode::process_aggressive(ByteSpan datagram, const Header& h) {
+  if (h.exchange != Exchange::kAggressive || h.cky_i != (step_ == 0 ? h.cky_i : cky_i_))
+    return fail(Notify::kInvalidCookie, "not a message of this Aggressive Mode");
+  DecodeError err;
+  Message m;
+  m.header = h;
+  if (h.encrypted()) {
+    if (step_ != 2) return fail(Notify::kInvalidFlags, "only message 3 of Aggressive Mode is encrypted");
+    std::string why;
+    auto plain = sa_.cipher->open(datagram, why);
+    if (!plain || !parse_chain(*plain, h.next, m.raw, err, true) || !decode_payloads(m.raw, m, err))
+      return fail(Notify::kAuthenticationFailed,
+                  "message 3 does not decrypt to payloads (" + (plain ? err.detail : why) + "): a different pre-shared key?");
+  } else {
+    if (step_ == 2) return fail(Notify::kInvalidFlags, "message 3 must be encrypted");
+    if (!parse_chain(datagram.subspan(kHeaderLen), h.next, m.raw, err) || !decode_payloads(m.raw, m, err))
+      return fail(err.notify, err.detail);
+  }
+  if (step_ < 2)
+    for (const auto& v : m.vendor_ids) {
+      peer_natt_ |= vendor_name(v) == "RFC 3947";
+      peer_dpd_ |= vendor_name(v) == "DPD";
+    }
+  switch (step_) {
+    case 0: {  // (1) at the responder
+      if (h.cky_r != 0) return fail(Notify::kInvalidCookie, "message 1 with a responder cookie");
+      if (!m.sa || m.ke.empty() || m.nonce.empty() || m.ids.size() != 1)
+        return fail(Notify::kPayloadMalformed, "message 1 needs SA, KE, nonce and ID");
+      if (!choose(m)) return false;
+      cky_i_ = h.cky_i;
+      if (m.ke.size() != dh_public_len(suite_->group))
+        return fail(Notify::kInvalidKeyInformation, "KE of " + std::to_string(m.ke.size()) + " bytes");
+      if (cfg_.remote_id && !(m.ids[0].type == cfg_.remote_id->type && m.ids[0].data == cfg_.remote_id->data))
+        return fail(Notify::kInvalidIdInformation, "the peer is " + m.ids[0].to_string() + ", not " + cfg_.remote_id->to_string());
+      peer_id_b_ = m.id_bodies[0];
+      sa_.peer_id = m.ids[0];
+      gxi_ = m.ke;
+      ni_ = m.nonce;
+      std::string why;
+      dh_ = DhKey::generate(suite_->group, why);
+      if (!dh_) return fail(Notify::kNoProposalChosen, "Diffie-Hellman: " + why);
+      gxr_ = dh_->public_value();
+      nr_.resize(32);
+      random(nr_);
+      while (cky_r_ == 0) random({reinterpret_cast<std::uint8_t*>(&cky_r_), sizeof cky_r_});
+      if (!derive_keys()) return false;
+      break;
+    }
+    case 1: {  // (2) at the initiator: HASH_R checked before anything else of it is used
+      if (h.cky_r == 0) return fail(Notify::kInvalidCookie, "message 2 without a responder cookie");
+      if (!accept_choice(m)) return false;
+      if (m.ke.empty() || m.nonce.empty() || m.ids.size() != 1 || m.hash.empty())
+        return fail(Notify::kPayloadMalformed, "message 2 needs KE, nonce, ID and HASH");
+      if (m.ke.size() != dh_public_len(suite_->group))
+        return fail(Notify::kInvalidKeyInformation, "the responder chose another DH group than our KE's");
+      cky_r_ = h.cky_r;
+      gxr_ = m.ke;
+      nr_ = m.nonce;
+      if (!derive_keys()) return false;
+      if (!check_hash(m)) return false;
+      check_nat_d(m);
+      sa_.peer_id = m.ids[0];
+      break;
+    }
+    case 2: {  // (3) at the responder
+      if (h.cky_r != cky_r_) return fail(Notify::kInvalidCookie, "wrong responder cookie");
+      if (m.hash.empty()) return fail(Notify::kPayloadMalformed, "HASH missing");
+      Message with_id = m;
+      with_id.ids = {sa_.peer_id};
+      with_id.id_bodies = {peer_id_b_};
+      if (!check_hash(with_id)) return false;
+      sa_.cipher->commit(datagram);
+      check_nat_d(m);
+      break;
+    }
+    default:
+      return false;
+  }
+  ++step_;
+  return true;
 }
 
 Phase1Sa MainMode::take_sa() {

@@ -48,6 +48,15 @@ struct MainModeConfig {
   // the peer may drop whatever SAs it still holds with us. Not when this
   // ISAKMP SA replaces one of ours (phase-1 rekey).
   bool initial_contact = false;
+  // Aggressive Mode (RFC 2409 5, 5.4) instead of Main Mode: three messages,
+  // identities in the clear, HASH_R in message 2 (see the README on why a
+  // responder refuses it unless the connection allows it):
+  //   (1) HDR, SA, KE, Ni, IDii, VIDs         -->
+  //                                            <--  (2) HDR, SA, KE, Nr, IDir, HASH_R, VIDs [, NAT-D x2]
+  //   (3) HDR*, HASH_I [, NAT-D x2]           -->
+  // Message 3 is encrypted, as strongSwan requires. All offered suites share
+  // the first one's DH group (message 1 carries the KE).
+  bool aggressive = false;
 };
 
 // What a completed Main Mode leaves for Quick Mode and the ISAKMP SA.
@@ -75,7 +84,8 @@ class MainMode {
   // exchange failed: error() says why, notify() what to tell the peer.
   bool process(ByteSpan datagram);
 
-  [[nodiscard]] bool done() const noexcept { return step_ == 6 && !failed_; }
+  [[nodiscard]] bool done() const noexcept { return step_ == last_step() && !failed_; }
+  [[nodiscard]] bool aggressive() const noexcept { return cfg_.aggressive; }
   [[nodiscard]] bool failed() const noexcept { return failed_; }
   [[nodiscard]] const std::string& error() const noexcept { return error_; }
   [[nodiscard]] Notify notify() const noexcept { return notify_; }
@@ -89,6 +99,12 @@ class MainMode {
 
  private:
   bool fail(Notify n, std::string why);
+  [[nodiscard]] int last_step() const noexcept { return cfg_.aggressive ? 3 : 6; }
+  std::optional<Bytes> build_aggressive();
+  bool process_aggressive(ByteSpan datagram, const Header& h);
+  bool choose(const Message& m);             // the responder picks a suite from message 1's SA
+  bool accept_choice(const Message& m);      // the initiator checks the responder's choice
+  std::vector<RawPayload> vendor_ids() const;
   void random(core::MutByteSpan out);
   Header header() const;
   bool derive_keys();
@@ -111,6 +127,7 @@ class MainMode {
   std::unique_ptr<DhKey> dh_;
   Bytes gxi_, gxr_, ni_, nr_;
   Bytes my_id_b_;
+  Bytes peer_id_b_;  // Aggressive Mode: IDii's body from message 1, for HASH_I in message 3
   bool peer_natt_ = false;
   bool peer_dpd_ = false;
   Phase1Sa sa_;

@@ -24,8 +24,10 @@ IsakmpSa* Manager::find(const Header& h, const Datagram& d) {
     IsakmpSa& sa = *it->second;
     if (sa.state_ == IsakmpSa::State::kDead) continue;
     if (h.cky_r == 0) {
-      // Only a repeated message 1 has no responder cookie.
-      if (!sa.initiator_ && sa.remote_.addr == d.remote.addr) return &sa;
+      // A repeated message 1, or a refusal of our message 1 (the responder
+      // chose no cookie: RFC 2408 5.x notifications in the clear).
+      if (sa.remote_.addr != d.remote.addr) continue;
+      if (!sa.initiator_ || (h.exchange == Exchange::kInformational && sa.cky_r_ == 0)) return &sa;
       continue;
     }
     if (sa.cky_r_ == h.cky_r) return &sa;
@@ -77,14 +79,7 @@ void Manager::receive(const Datagram& d, TimePoint now) {
           d.remote.to_string(), ", dropped");
     return;
   }
-  if (h->exchange == Exchange::kAggressive) {
-    // Aggressive Mode with a PSK puts a hash of the key in the clear for
-    // offline cracking (what ike-scan's psk-crack does); it is refused.
-    ++host_.counters.ikev1_main_mode_failed;
-    refuse(d, *h, Notify::kNoProposalChosen, "Aggressive Mode is not allowed (its PSK hash could be cracked offline)", now);
-    return;
-  }
-  if (h->exchange != Exchange::kMain) {
+  if (h->exchange != Exchange::kMain && h->exchange != Exchange::kAggressive) {
     ++host_.counters.ikev1_dropped;
     refuse(d, *h, Notify{}, "not a Main Mode message 1", now);
     return;
@@ -93,6 +88,18 @@ void Manager::receive(const Datagram& d, TimePoint now) {
   if (!c) {
     ++host_.counters.ikev1_dropped;
     refuse(d, *h, Notify{}, "no IKEv1 connection for this peer", now);
+    return;
+  }
+  if ((h->exchange == Exchange::kAggressive) != c->aggressive) {
+    // Aggressive Mode with a PSK hands out a hash of the key, unencrypted,
+    // to anyone who asks (ike-scan -A, then psk-crack): only where the
+    // connection says "aggressive": true. And no Main Mode where it does.
+    ++host_.counters.ikev1_main_mode_failed;
+    refuse(d, *h, Notify::kNoProposalChosen,
+           h->exchange == Exchange::kAggressive
+               ? "Aggressive Mode is not allowed for " + c->name + " (its PSK hash could be cracked offline)"
+               : c->name + " is configured for Aggressive Mode",
+           now);
     return;
   }
   std::size_t half_open = 0;

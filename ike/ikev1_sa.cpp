@@ -88,6 +88,7 @@ MainModeConfig IsakmpSa::main_config(bool initial_contact) const {
   mc.local_port = local_.port;
   mc.remote_port = remote_.port;
   mc.initial_contact = initial_contact;
+  mc.aggressive = conn_.aggressive;
   return mc;
 }
 
@@ -114,14 +115,14 @@ bool IsakmpSa::start(TimePoint now, bool initial_contact, std::string& why) {
     return false;
   }
   cky_i_ = mm_->cky_i();
-  info(kTag, tag(), ": initiating Main Mode to ", remote_.to_string());
+  info(kTag, tag(), ": initiating ", conn_.aggressive ? "Aggressive" : "Main", " Mode to ", remote_.to_string());
   send(*m);
   mm_flight_.sent(std::move(*m), true, now, mgr_.host_.opt);
   return true;
 }
 
 void IsakmpSa::receive(const Datagram& d, const Header& h, TimePoint now) {
-  if (h.exchange == Exchange::kMain) return on_main_mode(d, h, now);
+  if (h.exchange == Exchange::kMain || h.exchange == Exchange::kAggressive) return on_main_mode(d, h, now);
   if (state_ != State::kEstablished) {
     if (h.exchange == Exchange::kInformational && !h.encrypted()) return on_informational(d, h, now);
     if (h.exchange == Exchange::kInformational && initiator_ && mm_ && mm_flight_.last_out.size() > 19 &&
@@ -192,8 +193,10 @@ void IsakmpSa::on_main_mode(const Datagram& d, const Header& h, TimePoint now) {
   }
   cky_r_ = mm_->cky_r();
   send(*m);
-  mm_flight_.sent(std::move(*m), initiator_, now, mgr_.host_.opt);
-  if (mm_->done()) established(now);  // the responder, after message 6
+  // Who waits: the initiator for messages 2, 4, 6; in Aggressive Mode also
+  // the responder, for message 3 (a lost one is only noticed by it).
+  mm_flight_.sent(std::move(*m), !mm_->done() && (initiator_ || mm_->aggressive()), now, mgr_.host_.opt);
+  if (mm_->done()) established(now);  // the Main Mode responder after message 6, the Aggressive Mode initiator after 3
 }
 
 void IsakmpSa::update_endpoint(const Datagram& d) {

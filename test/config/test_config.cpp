@@ -254,6 +254,13 @@ TEST_CASE("what IKEv1 cannot carry is refused with its path", "[config][ikev1]")
     doc["connections"]["x"]["version"] = v;
     CHECK(config::parse_config(doc.dump()).config);
   }
+  {
+    auto doc = base;
+    doc["connections"]["x"]["aggressive"] = true;
+    const auto r = config::parse_config(doc.dump());
+    REQUIRE(r.config);
+    CHECK(r.config->connections.at(0).aggressive);
+  }
   struct Case {
     const char* pointer;
     nlohmann::json value;
@@ -267,7 +274,7 @@ TEST_CASE("what IKEv1 cannot carry is refused with its path", "[config][ikev1]")
       {"/connections/x/fragment_size", 1000, "$.connections.x.fragment_size", "IKEv1 fragmentation"},
       {"/connections/x/children/c/local_ts", nlohmann::json::array({"10.1.0.0/24", "10.3.0.0/24"}),
        "$.connections.x.children.c.local_ts", "one selector per side"},
-      {"/connections/x/aggressive", true, "$.connections.x.aggressive", "not implemented yet"},
+      {"/connections/x/aggressive", "yes", "$.connections.x.aggressive", "true or false"},
   };
   for (const auto& c : cases) {
     INFO(c.path);
@@ -309,7 +316,7 @@ TEST_CASE("keys ipsecgw does not do yet are refused, naming the path and saying 
       {"/connections/x/remote/cacerts", nlohmann::json::array({"ca.pem"}), "$.connections.x.remote.cacerts", "not implemented yet"},
       {"/connections/x/children/c/ah_proposals", nlohmann::json::array({"sha256"}), "$.connections.x.children.c.ah_proposals", "not implemented yet"},
       {"/connections/x/version", 3, "$.connections.x.version", ""},
-      {"/connections/x/aggressive", true, "$.connections.x.aggressive", "not implemented yet"},
+      {"/connections/x/aggressive", true, "$.connections.x.aggressive", "an IKEv1 setting"},
       {"/connections/x/children/c/mode", "transport", "$.connections.x.children.c.mode", "transport mode is not implemented yet"},
       {"/connections/x/local/auth", "pubkey", "$.connections.x.local.auth", "not implemented yet"},
       {"/connections/x/frobnicate", 1, "$.connections.x.frobnicate", "unknown key"},

@@ -293,7 +293,7 @@ TEST_CASE("IKEv1: phase-1 rekey makes a new ISAKMP SA; the IPsec SAs stay up", "
   check_keys_cross(p.ia, p.ib);
 }
 
-TEST_CASE("IKEv1: Aggressive Mode is refused with NO-PROPOSAL-CHOSEN; a Main Mode probe gets an answer", "[ike][ikev1][engine]") {
+TEST_CASE("IKEv1: Aggressive Mode is refused unless allowed, with NO-PROPOSAL-CHOSEN; a Main Mode probe gets an answer", "[ike][ikev1][engine]") {
   Pair p(conn1(true, "k-k-k-k-k"), conn1(false, "k-k-k-k-k", "3des-sha1-modp1024"));
   const ike::Endpoint from{*core::IpAddress::parse("198.51.100.1"), 500};
   const ike::Endpoint to{*core::IpAddress::parse("198.51.100.2"), 500};
@@ -360,4 +360,58 @@ TEST_CASE("IKEv1: NAT-T: the initiator behind a NAT floats to 4500 and ESP goes 
   CHECK(p.ib.installed[0].remote_port == 34500);  // ESP goes to the NAT's mapping of A's 4500
   CHECK(p.ia.installed[0].remote_port == 4500);
   check_keys_cross(p.ia, p.ib);
+}
+
+TEST_CASE("IKEv1: Aggressive Mode where both connections allow it, with loss and NAT", "[ike][ikev1][engine][aggressive]") {
+  auto agg = [](bool a, const char* psk = "k-k-k-k-k") {
+    auto c = conn1(a, psk);
+    c.aggressive = true;
+    return c;
+  };
+  SECTION("three messages, then Quick Mode") {
+    Pair p(agg(true), agg(false));
+    std::vector<int> exchanges;
+    p.filter = [&](std::size_t, const ike::Datagram& d) {
+      exchanges.push_back(exchange_of(d));
+      return true;
+    };
+    p.a->start(p.now);
+    p.pump();
+    CHECK(exchanges == std::vector<int>{4, 4, 4, 32, 32, 32});
+    CHECK(p.a->established("site-b"));
+    CHECK(p.b->established("site-a"));
+    CHECK(p.b->status(p.now).at(0).remote_id == "gw-a.example");
+    check_keys_cross(p.ia, p.ib);
+  }
+  SECTION("message 3 lost: B resends message 2, A answers with message 3 again") {
+    Pair p(agg(true), agg(false));
+    p.filter = [](std::size_t n, const ike::Datagram&) { return n != 2; };
+    p.a->start(p.now);
+    p.pump();
+    CHECK(p.a->established("site-b"));
+    CHECK_FALSE(p.b->established("site-a"));
+    p.advance(5s);
+    CHECK(p.b->established("site-a"));
+    CHECK(p.b->counters().retransmits >= 1);
+    REQUIRE(p.ib.active() == 1);  // A's Quick Mode retransmission got through once B was up
+    check_keys_cross(p.ia, p.ib);
+  }
+  SECTION("a wrong PSK fails on HASH_R at the initiator") {
+    Pair p(agg(true), agg(false, "other-other"));
+    p.a->start(p.now);
+    p.pump();
+    p.advance(30s);
+    CHECK_FALSE(p.a->established("site-b"));
+    CHECK(p.a->counters().ikev1_main_mode_failed == 1);
+    CHECK(p.ia.installed.empty());
+  }
+  SECTION("a Main Mode connection meets an Aggressive one: refused with NO-PROPOSAL-CHOSEN") {
+    Pair p(agg(true), conn1(false, "k-k-k-k-k"));
+    p.a->start(p.now);
+    p.pump();
+    p.advance(30s);
+    CHECK_FALSE(p.a->established("site-b"));
+    CHECK(p.b->counters().ikev1_main_mode_failed == 1);
+    CHECK(p.a->counters().ikev1_main_mode_failed == 1);  // A heard NO-PROPOSAL-CHOSEN
+  }
 }

@@ -28,6 +28,7 @@ charon {
     }
   }
   retransmit_tries = 3
+  ${CHARON_EXTRA:-}
   retransmit_timeout = 1.0
   fragment_size = ${CHARON_FRAG:-1280}
 }

@@ -29,6 +29,7 @@ write_swanctl() {
 connections {
   gw-a {
     version = 1
+    aggressive = ${SW_AGGR:-no}
     local_addrs = 198.51.100.2
     remote_addrs = ${SW_REMOTE:-198.51.100.1}
     proposals = $1
@@ -74,6 +75,7 @@ write_ipsecgw() {
   "connections": {
     "site-b": {
       "version": 1,
+      "aggressive": ${GW_AGGR:-false},
       "local_addrs": ["${GW_LOCAL:-198.51.100.1}"],
       "remote_addrs": ["198.51.100.2"],
       "local":  { "auth": "psk", "id": "gw-a.example" },
@@ -133,6 +135,17 @@ run_case "MM AES256-SHA384-ECP384, QM AES-GCM with PFS" ipsecgw "aes256-sha384-e
 check "PFS: ipsecgw's IPsec SA says PFS" grep -q "IPsec SA .* installed: .*, PFS" "$WORK/a.log"
 run_case "MM AES128-SHA1-MODP2048, QM with PFS" strongswan "aes128-sha1-modp2048" "aes128-sha1-modp2048"
 check "PFS: ipsecgw's IPsec SA says PFS" grep -q "IPsec SA .* installed: .*, PFS" "$WORK/a.log"
+
+# Aggressive Mode, both roles: strongSwan answers it only with its
+# i_dont_care_about_security_and_use_aggressive_mode_psk switch; ipsecgw
+# only for a connection with "aggressive": true.
+export CHARON_EXTRA="i_dont_care_about_security_and_use_aggressive_mode_psk = yes"
+SW_AGGR=yes GW_AGGR=true run_case "Aggressive Mode AES128-SHA256-MODP2048" ipsecgw "aes128-sha256-modp2048" "aes128gcm16"
+check "Aggressive Mode: ipsecgw initiated Aggressive Mode" grep -q "initiating Aggressive Mode" "$WORK/a.log"
+check "Aggressive Mode: strongSwan answered it" grep -q "parsed AGGRESSIVE request 0" "$WORK/charon.log"
+SW_AGGR=yes GW_AGGR=true run_case "Aggressive Mode 3DES-SHA1-MODP1024" strongswan "3des-sha1-modp1024" "aes128-sha1"
+check "Aggressive Mode: strongSwan initiated Aggressive Mode" grep -q "initiating Aggressive Mode" "$WORK/charon.log"
+unset CHARON_EXTRA
 
 # DELETE from ipsecgw (SIGTERM) reaches strongSwan.
 stop_gw "$IGW"
