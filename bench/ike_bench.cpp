@@ -78,12 +78,13 @@ void send_to(int fd, const core::Bytes& data, const ike::Endpoint& to) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"IKEv2 setup-rate driver"};
+  CLI::App app{"IKE setup-rate driver (IKEv2, or IKEv1 Main Mode + Quick Mode)"};
   std::string local = "198.51.100.1", remote = "198.51.100.2", psk = "bench secret";
   std::string local_id = "client.example", remote_id = "server.example";
   std::string proposal = "aes128gcm16-prfsha256-x25519", esp = "aes128gcm16";
   std::size_t count = 500, window = 16;
   double timeout_s = 120;
+  int version = 2;
   app.add_option("--local", local);
   app.add_option("--remote", remote);
   app.add_option("--psk", psk);
@@ -94,6 +95,7 @@ int main(int argc, char** argv) {
   app.add_option("--count", count, "IKE SAs to set up");
   app.add_option("--window", window, "IKE SAs in flight at once");
   app.add_option("--timeout", timeout_s);
+  app.add_option("--version", version, "2: IKE_SA_INIT + IKE_AUTH; 1: Main Mode + Quick Mode")->check(CLI::IsMember({1, 2}));
   CLI11_PARSE(app, argc, argv);
   core::log::set_level(core::log::Level::kError);
 
@@ -114,9 +116,26 @@ int main(int argc, char** argv) {
   ch.esp_proposals = {*core::parse_proposal(esp, bad)};
   ch.rekey_time = 0;
   c.children.push_back(std::move(ch));
+  c.version = version;
   const auto la = c.local_addrs[0];
   std::vector<ike::ConnectionConfig> v;
-  v.push_back(std::move(c));
+  // IKEv1 runs further Quick Modes on an ISAKMP SA that is up, so each
+  // setup gets a connection of its own (same peer, same settings).
+  const std::size_t conns = version == 1 ? count : 1;
+  for (std::size_t i = 0; i < conns; ++i) {
+    ike::ConnectionConfig x;
+    x.name = version == 1 ? "bench-" + std::to_string(i) : "bench";
+    x.version = c.version;
+    x.local_addrs = c.local_addrs;
+    x.remote_addrs = c.remote_addrs;
+    x.local_id = c.local_id;
+    x.remote_id = c.remote_id;
+    x.proposals = c.proposals;
+    x.psk = c.psk.clone();
+    x.rekey_time = 0;
+    x.children = c.children;
+    v.push_back(std::move(x));
+  }
   CountingInstaller inst;
   ike::EngineOptions opt;
   opt.retransmit_base = std::chrono::milliseconds(2000);
@@ -149,11 +168,14 @@ int main(int argc, char** argv) {
   pollfd pfds[2] = {{fd500, POLLIN, 0}, {fd4500, POLLIN, 0}};
   while (true) {
     const auto& k = engine.counters();
-    const std::size_t done = k.ike_established + k.ike_failed;
+    // IKEv1: a setup is done with its Quick Mode (the IPsec SA pair).
+    const std::size_t done = version == 1 ? k.ikev1_quick_mode_done + k.ikev1_quick_mode_failed + k.ikev1_main_mode_failed
+                                          : k.ike_established + k.ike_failed;
     if (done >= count || ike::Clock::now() > deadline) break;
     while (started < count && started - done < window) {
       std::string why;
-      if (!engine.initiate("bench", "lan", ike::Clock::now(), why)) {
+      const std::string name = version == 1 ? "bench-" + std::to_string(started) : "bench";
+      if (!engine.initiate(name, "lan", ike::Clock::now(), why)) {
         std::fprintf(stderr, "initiate: %s\n", why.c_str());
         return 1;
       }
@@ -190,11 +212,13 @@ int main(int argc, char** argv) {
   flush();
   const double secs = std::chrono::duration<double>(ike::Clock::now() - t0).count();
   const auto& k = engine.counters();
+  const auto ok = version == 1 ? k.ikev1_quick_mode_done : k.ike_established;
+  const auto failed = version == 1 ? k.ikev1_main_mode_failed + k.ikev1_quick_mode_failed : k.ike_failed;
   std::printf("{\"established\": %llu, \"failed\": %llu, \"children\": %zu, \"seconds\": %.3f, \"rate\": %.1f, \"retransmits\": %llu}\n",
-              static_cast<unsigned long long>(k.ike_established), static_cast<unsigned long long>(k.ike_failed),
-              inst.installed, secs, static_cast<double>(k.ike_established) / secs,
+              static_cast<unsigned long long>(ok), static_cast<unsigned long long>(failed),
+              inst.installed, secs, static_cast<double>(ok) / secs,
               static_cast<unsigned long long>(k.retransmits));
   ::close(fd500);
   ::close(fd4500);
-  return k.ike_established == count ? 0 : 1;
+  return ok == count ? 0 : 1;
 }

@@ -3,14 +3,17 @@
 # (charon 5.9.8, kernel-libipsec) as responder, driven by the same initiator
 # (build/bench/ike_bench, ipsecgw's engine) in the same run, PSK and
 # Curve25519. Prints both rates and the ratio. Run as root.
+# IKE_VERSION=1 measures IKEv1 instead: Main Mode + Quick Mode per setup.
 #
 #   COUNT=1000 WINDOW=16 bench/ike_setup_rate.sh
+#   IKE_VERSION=1 COUNT=1000 bench/ike_setup_rate.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 COUNT=${COUNT:-1000}
 WINDOW=${WINDOW:-16}
-PROPOSAL=${PROPOSAL:-aes128gcm16-prfsha256-x25519}
+IKE_VERSION=${IKE_VERSION:-2}
+if [ "$IKE_VERSION" = 1 ]; then PROPOSAL=${PROPOSAL:-aes128-sha256-x25519}; else PROPOSAL=${PROPOSAL:-aes128gcm16-prfsha256-x25519}; fi
 source scripts/as-root.sh "$@"
 bash scripts/install-deps.sh test
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
@@ -45,7 +48,7 @@ ip -n "$NS-c" link set "$NS-0" up; ip -n "$NS-s" link set "$NS-1" up
 ip -n "$NS-s" addr add 10.2.0.1/32 dev lo
 
 drive() {  # prints the driver's JSON line
-  ip netns exec "$NS-c" ${DRIVER_WRAP:-} "$BENCH" --count "$COUNT" --window "$WINDOW" --proposal "$PROPOSAL" \
+  ip netns exec "$NS-c" ${DRIVER_WRAP:-} "$BENCH" --count "$COUNT" --window "$WINDOW" --proposal "$PROPOSAL" --version "$IKE_VERSION" \
     --local-id client.example --remote-id server.example --psk "bench secret" --timeout 300
 }
 
@@ -56,6 +59,7 @@ cat > "$WORK/gw.json" <<JSON
   "udp_encap": { "keepalive": 0 },
   "connections": {
     "bench": {
+      "version": $IKE_VERSION,
       "local_addrs": ["198.51.100.2"], "remote_addrs": ["198.51.100.1"],
       "local": { "auth": "psk", "id": "server.example" },
       "remote": { "auth": "psk", "id": "client.example" },
@@ -100,6 +104,7 @@ CONF
 cat > "$WORK/swanctl.conf" <<CONF
 connections {
   bench {
+    version = $IKE_VERSION
     local_addrs = 198.51.100.2
     remote_addrs = 198.51.100.1
     proposals = $PROPOSAL
@@ -127,10 +132,11 @@ stop_all
 [ -n "${KEEP:-}" ] && cp "$WORK/charon.log" /tmp/ike-bench-charon.log
 echo "strongSwan responder: $sw"
 
-$PY - "$gw" "$sw" "$COUNT" "$WINDOW" "$PROPOSAL" <<'PY'
+$PY - "$gw" "$sw" "$COUNT" "$WINDOW" "$PROPOSAL" "$IKE_VERSION" <<'PY'
 import json, sys
 gw, sw = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print(f"IKE SA setups (IKE_SA_INIT + IKE_AUTH PSK + 1 Child SA, {sys.argv[5]}), "
+what = "IKEv1 Main Mode PSK + Quick Mode" if sys.argv[6] == "1" else "IKE_SA_INIT + IKE_AUTH PSK + 1 Child SA"
+print(f"IKE SA setups ({what}, {sys.argv[5]}), "
       f"{sys.argv[3]} SAs, {sys.argv[4]} in flight:")
 print(f"  ipsecgw responder    {gw['rate']:8.1f} /s  ({gw['established']} ok, {gw['failed']} failed)")
 print(f"  strongSwan responder {sw['rate']:8.1f} /s  ({sw['established']} ok, {sw['failed']} failed)")

@@ -102,9 +102,7 @@ void Manager::receive(const Datagram& d, TimePoint now) {
            now);
     return;
   }
-  std::size_t half_open = 0;
-  for (const auto& [k, sa] : sas_) half_open += sa->state_ == IsakmpSa::State::kMainMode;
-  if (half_open >= kMaxHalfOpenV1) {
+  if (half_open_ >= kMaxHalfOpenV1) {
     ++host_.counters.dropped_messages;
     refuse(d, *h, Notify{}, "too many Main Modes under way", now);
     return;

@@ -80,6 +80,7 @@ class Manager {
 
   Host host_;
   std::multimap<std::uint64_t, std::unique_ptr<IsakmpSa>> sas_;  // by the initiator's cookie
+  std::size_t half_open_ = 0;   // ISAKMP SAs in Main/Aggressive Mode (kept by IsakmpSa)
   std::size_t log_budget_ = 0;  // rate limit for unauthenticated input
   TimePoint log_window_{};
 };

@@ -55,9 +55,13 @@ bool IsakmpSa::legal(State from, State to) noexcept {
 
 IsakmpSa::IsakmpSa(Manager& m, const ConnectionConfig& c, bool initiator, Endpoint local, Endpoint remote,
                    TimePoint now)
-    : mgr_(m), conn_(c), initiator_(initiator), local_(local), remote_(remote), created_(now), last_heard_(now) {}
+    : mgr_(m), conn_(c), initiator_(initiator), local_(local), remote_(remote), created_(now), last_heard_(now) {
+  ++mgr_.half_open_;
+}
 
-IsakmpSa::~IsakmpSa() = default;
+IsakmpSa::~IsakmpSa() {
+  if (state_ == State::kMainMode) --mgr_.half_open_;
+}
 
 void IsakmpSa::set_state(State to) {
   if (to == state_) return;
@@ -67,6 +71,7 @@ void IsakmpSa::set_state(State to) {
   } else {
     debug(kTag, tag(), ": ", state_name(state_), " -> ", state_name(to));
   }
+  if (state_ == State::kMainMode) --mgr_.half_open_;
   state_ = to;
 }
 
