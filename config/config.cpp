@@ -507,8 +507,6 @@ void check_ikev1(Walker& w, const json& cj, const std::string& path, const ike::
   if (suites == 0 && c.version == 1)
     w.error(path + ".proposals", "no proposal is possible in IKEv1 phase 1 (" + why +
                                      "); use e.g. \"aes128-sha256-modp2048\" or \"3des-sha1-modp1024\"");
-  if (auto it = cj.find("aggressive"); it != cj.end() && c.version == 2)
-    w.error(path + ".aggressive", "is an IKEv1 setting; this connection has version 2");
   if (c.encap && c.version == 1)
     w.error(path + ".encap", "forcing UDP encapsulation is not implemented for IKEv1 (NAT-T is used when a NAT is found)");
   if (cj.contains("fragment_size") && c.version == 1)
@@ -606,6 +604,8 @@ void parse_connection(Walker& w, const std::string& name, const json& cj, const 
     }
   }
   if (c.version != 2) check_ikev1(w, cj, path, c);
+  if (cj.contains("aggressive") && c.version == 2)
+    w.error(path + ".aggressive", "is an IKEv1 setting; this connection has version 2");
   bool starts = false;
   for (const auto& ch : c.children) starts |= ch.start_action != ike::StartAction::kNone;
   if (starts && (c.local_addrs.empty() || c.remote_addrs.empty()))

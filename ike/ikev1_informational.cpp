@@ -1,5 +1,7 @@
 #include "ike/ikev1_informational.hpp"
 
+#include "ike/ikev1_message_rules.hpp"
+
 namespace ipsecgw::ike::v1 {
 
 namespace {
@@ -46,6 +48,7 @@ std::optional<Message> open_informational(Phase1Sa& sa, ByteSpan datagram, Decod
     return fail(Notify::kInvalidHashInformation, "does not decrypt: " + (plain ? err.detail : why));
   if (m.raw.empty() || m.raw[0].type != Payload::kHash)
     return fail(Notify::kInvalidHashInformation, "the first payload is not HASH");
+  if (!check_payload_rules(Exchange::kInformational, true, true, m.raw, err)) return std::nullopt;
   std::size_t rest_len = 0;
   for (std::size_t i = 1; i < m.raw.size(); ++i) rest_len += 4 + m.raw[i].body.size();
   const auto want =

@@ -1,5 +1,7 @@
 #include "ike/ikev1_main_mode.hpp"
 
+#include "ike/ikev1_message_rules.hpp"
+
 namespace ipsecgw::ike::v1 {
 
 namespace {
@@ -168,9 +170,11 @@ bool MainMode::process(ByteSpan datagram) {
       return fail(Notify::kAuthenticationFailed,
                   "message " + std::to_string(step_ + 1) + " does not decrypt to payloads (" +
                       (plain ? err.detail : why) + "): a different pre-shared key?");
+    if (!check_payload_rules(Exchange::kMain, !initiator_, true, m.raw, err)) return fail(err.notify, err.detail);
   } else {
     if (step_ >= 4) return fail(Notify::kInvalidFlags, "message " + std::to_string(step_ + 1) + " must be encrypted");
-    if (!parse_chain(datagram.subspan(kHeaderLen), h->next, m.raw, err) || !decode_payloads(m.raw, m, err))
+    if (!parse_chain(datagram.subspan(kHeaderLen), h->next, m.raw, err) ||
+        !check_payload_rules(Exchange::kMain, !initiator_, false, m.raw, err) || !decode_payloads(m.raw, m, err))
       return fail(err.notify, err.detail);
   }
   if (step_ < 2)
@@ -357,9 +361,11 @@ bool MainMode::process_aggressive(ByteSpan datagram, const Header& h) {
     if (!plain || !parse_chain(*plain, h.next, m.raw, err, true) || !decode_payloads(m.raw, m, err))
       return fail(Notify::kAuthenticationFailed,
                   "message 3 does not decrypt to payloads (" + (plain ? err.detail : why) + "): a different pre-shared key?");
+    if (!check_payload_rules(Exchange::kAggressive, !initiator_, true, m.raw, err)) return fail(err.notify, err.detail);
   } else {
     if (step_ == 2) return fail(Notify::kInvalidFlags, "message 3 must be encrypted");
-    if (!parse_chain(datagram.subspan(kHeaderLen), h.next, m.raw, err) || !decode_payloads(m.raw, m, err))
+    if (!parse_chain(datagram.subspan(kHeaderLen), h.next, m.raw, err) ||
+        !check_payload_rules(Exchange::kAggressive, !initiator_, false, m.raw, err) || !decode_payloads(m.raw, m, err))
       return fail(err.notify, err.detail);
   }
   if (step_ < 2)

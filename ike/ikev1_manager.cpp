@@ -36,16 +36,19 @@ IsakmpSa* Manager::find(const Header& h, const Datagram& d) {
   return nullptr;
 }
 
-void Manager::refuse(const Datagram& d, const Header& h, Notify n, const std::string& why, TimePoint now) {
-  // Unauthenticated input: counted always, logged at most 10 times a second.
+bool Manager::log_allowed(TimePoint now) {
   if (now - log_window_ >= std::chrono::seconds(1)) {
     log_window_ = now;
     log_budget_ = 10;
   }
-  if (log_budget_ > 0) {
-    --log_budget_;
-    warn(kTag, to_string(h.exchange), " from ", d.remote.to_string(), " refused: ", why);
-  }
+  if (log_budget_ == 0) return false;
+  --log_budget_;
+  return true;
+}
+
+void Manager::refuse(const Datagram& d, const Header& h, Notify n, const std::string& why, TimePoint now) {
+  // Unauthenticated input: counted always, logged at most 10 times a second.
+  if (log_allowed(now)) warn(kTag, to_string(h.exchange), " from ", d.remote.to_string(), " refused: ", why);
   if (n == Notify{}) return;
   Header r;
   r.cky_i = h.cky_i;

@@ -77,6 +77,8 @@ class Manager {
   // connection and peer, which takes over its IPsec SAs.
   IsakmpSa* successor(const IsakmpSa& old) const;
   void restart(const ConnectionConfig& c, TimePoint now);
+  // Rate limit for log lines about unauthenticated input: 10 a second.
+  bool log_allowed(TimePoint now);
 
   Host host_;
   std::multimap<std::uint64_t, std::unique_ptr<IsakmpSa>> sas_;  // by the initiator's cookie

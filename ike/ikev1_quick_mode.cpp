@@ -1,5 +1,7 @@
 #include "ike/ikev1_quick_mode.hpp"
 
+#include "ike/ikev1_message_rules.hpp"
+
 namespace ipsecgw::ike::v1 {
 
 namespace {
@@ -130,6 +132,7 @@ bool QuickMode::process(ByteSpan datagram) {
   if (!plain || !parse_chain(*plain, h->next, m.raw, err, true))
     return fail(Notify::kInvalidHashInformation, "message " + std::to_string(step_ + 1) + " does not decrypt: " +
                                                      (plain ? err.detail : why));
+  if (!check_payload_rules(Exchange::kQuick, !initiator_, true, m.raw, err)) return fail(err.notify, err.detail);
   // HASH first, over exactly the payload bytes after it (RFC 2409 5.5), before any other use.
   if (m.raw.empty() || m.raw[0].type != Payload::kHash)
     return fail(Notify::kInvalidHashInformation, "the first payload is not HASH");

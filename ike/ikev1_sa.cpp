@@ -5,6 +5,7 @@
 
 #include "core/log.hpp"
 #include "ike/ikev1_informational.hpp"
+#include "ike/ikev1_message_rules.hpp"
 
 namespace ipsecgw::ike::v1 {
 
@@ -19,6 +20,9 @@ constexpr const char* kTag = "ikev1";
 // (its message 3 was lost); a half-open Main Mode responder this long.
 constexpr auto kQuickLinger = std::chrono::seconds(30);
 constexpr auto kHalfOpenLife = std::chrono::seconds(30);
+// Quick Modes of one ISAKMP SA under way at once (both roles): beyond it a
+// new one from the peer is dropped and counted (each holds a DH key with PFS).
+constexpr std::size_t kMaxQuickModes = 32;
 
 IdPayload id_from(const std::string& s, const Endpoint& fallback) {
   IdPayload id;
@@ -135,10 +139,9 @@ void IsakmpSa::receive(const Datagram& d, const Header& h, TimePoint now) {
       // An encrypted notification in answer to our message 5 that our keys
       // cannot have made sense of (strongSwan sends one when it cannot read
       // message 5): the keys differ, and with the same DH exchange only the PSK can.
-      ++mgr_.host_.counters.auth_failed;
       phase1_failed("the peer answered message 5 with an encrypted error notification: it could not read it "
                     "(a different pre-shared key?)",
-                    Notify::kAuthenticationFailed, false);
+                    Notify::kAuthenticationFailed, false, now);
       return;
     }
     ++mgr_.host_.counters.dropped_messages;
@@ -172,7 +175,7 @@ void IsakmpSa::on_main_mode(const Datagram& d, const Header& h, TimePoint now) {
       local_ = d.local;
       remote_ = d.remote;
     }
-    if (mm_->failed()) phase1_failed(mm_->error(), mm_->notify(), true);
+    if (mm_->failed()) phase1_failed(mm_->error(), mm_->notify(), true, now);
     else debug(kTag, tag(), ": Main Mode message ignored: ", mm_->error());
     return;
   }
@@ -186,7 +189,7 @@ void IsakmpSa::on_main_mode(const Datagram& d, const Header& h, TimePoint now) {
   if (mm_->done()) return established(now);  // the initiator, after message 6
   auto m = mm_->build();
   if (!m) {
-    if (mm_->failed()) phase1_failed(mm_->error(), mm_->notify(), true);
+    if (mm_->failed()) phase1_failed(mm_->error(), mm_->notify(), true, now);
     return;
   }
   // RFC 3947 4: with a NAT found in messages 3 and 4 the initiator moves to
@@ -212,8 +215,11 @@ void IsakmpSa::update_endpoint(const Datagram& d) {
   remote_ = d.remote;
 }
 
-void IsakmpSa::phase1_failed(const std::string& why, Notify n, bool tell_peer) {
-  warn(kTag, tag(), ": Main Mode with ", remote_.to_string(), " failed: ", why);
+void IsakmpSa::phase1_failed(const std::string& why, Notify n, bool tell_peer, TimePoint now) {
+  // Unauthenticated input can make these at packet rate: rate-limited (always counted).
+  if (initiator_ || mgr_.log_allowed(now))
+    warn(kTag, tag(), ": ", mm_ && mm_->aggressive() ? "Aggressive" : "Main", " Mode with ", remote_.to_string(),
+         " failed: ", why);
   ++mgr_.host_.counters.ikev1_main_mode_failed;
   ++mgr_.host_.counters.ike_failed;
   if (n == Notify::kAuthenticationFailed || n == Notify::kInvalidHashInformation) ++mgr_.host_.counters.auth_failed;
@@ -309,6 +315,13 @@ void IsakmpSa::on_quick_mode(const Datagram& d, const Header& h, TimePoint now) 
   if (it == quick_.end()) {
     if (h.message_id == 0) {
       ++mgr_.host_.counters.dropped_messages;
+      return;
+    }
+    std::size_t open = 0;
+    for (const auto& [mid, q] : quick_) open += q.done_at == TimePoint::max();
+    if (open >= kMaxQuickModes) {
+      ++mgr_.host_.counters.dropped_messages;
+      if (mgr_.log_allowed(now)) warn(kTag, tag(), ": ", open, " Quick Modes under way; a new one is dropped");
       return;
     }
     // A new Quick Mode from the peer: the child whose selectors hold its
@@ -484,6 +497,7 @@ void IsakmpSa::on_informational(const Datagram& d, const Header& h, TimePoint no
     // that is still waiting (the cookies make a blind forgery unlikely).
     DecodeError err;
     auto m = decode_plain(d.data, err);
+    if (m && !check_payload_rules(Exchange::kInformational, true, false, m->raw, err)) m.reset();
     if (!m || state_ != State::kMainMode) {
       ++mgr_.host_.counters.invalid_messages;
       return;
@@ -491,7 +505,7 @@ void IsakmpSa::on_informational(const Datagram& d, const Header& h, TimePoint no
     for (const auto& n : m->notifies) {
       if (n.type < 16384) {
         warn(kTag, tag(), ": the peer refused Main Mode: ", notify_name(n.type));
-        phase1_failed("refused by the peer with " + notify_name(n.type), static_cast<Notify>(n.type), false);
+        phase1_failed("refused by the peer with " + notify_name(n.type), static_cast<Notify>(n.type), false, now);
         return;
       }
     }

@@ -117,7 +117,7 @@ class IsakmpSa {
   void quick_done(QuickTask& t, TimePoint now);
   static bool initiator_of(const QuickTask& t);
   bool install(const QuickTask& t, TimePoint now);
-  void phase1_failed(const std::string& why, Notify n, bool tell_peer);
+  void phase1_failed(const std::string& why, Notify n, bool tell_peer, TimePoint now);
   void peer_dead(const std::string& why, TimePoint now);
   void informational(const std::vector<RawPayload>& payloads);
   QuickModeConfig quick_config(const ChildConfig& cc) const;

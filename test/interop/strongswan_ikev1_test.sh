@@ -184,6 +184,27 @@ check "DELETE from strongSwan clears ipsecgw's SAs" grep -q "ISAKMP SA deleted b
 check "no IPsec SA left in ipsecgw" bash -c "sleep 1.2; $PY -c \"import json,sys; sys.exit(json.load(open('$WORK/a.json'))['active_sas'])\""
 stop_all
 
+# ipsecgw rekeys the ISAKMP SA itself (a new Main Mode, the IPsec SA moves
+# to it, the old ISAKMP SA is deleted), under ping.
+echo "== phase-1 rekey by ipsecgw every 8 s, under ping"
+netns_teardown "$NS"; netns_setup "$NS"
+start_charon
+write_swanctl "aes128-sha256-modp2048" "aes128gcm16" none "a long shared secret"
+GW_REKEY=8 write_ipsecgw "aes128-sha256-modp2048" "aes128gcm16" start "a long shared secret"
+start_ipsecgw
+check "phase-1 rekey: ISAKMP SA and IPsec SA up" wait_installed
+ip netns exec "$NS-ha" ping -c 100 -i 0.2 -W 1 10.2.0.2 > "$WORK/ping.log" 2>&1
+echo "     $(grep -c 'ISAKMP SA established' "$WORK/a.log") ISAKMP SAs; $(grep -o '[0-9]* received' "$WORK/ping.log") of 100 pings"
+check "phase-1 rekey: ipsecgw made new ISAKMP SAs (at least 2 rekeys)" \
+  test "$(grep -c 'rekeying the ISAKMP SA' "$WORK/a.log")" -ge 2
+check "phase-1 rekey: the old ISAKMP SAs were deleted" grep -q "ISAKMP SA deleted (rekeyed by" "$WORK/a.log"
+check "phase-1 rekey: strongSwan got the DELETEs" grep -q "received DELETE for IKE_SA" "$WORK/charon.log"
+check "phase-1 rekey: no ping lost" grep -q " 0% packet loss" "$WORK/ping.log"
+check "phase-1 rekey: strongSwan has one ISAKMP SA and one IPsec SA pair in the end" \
+  bash -c "sleep 1; $(declare -f swan list_sas); WORK='$WORK'; list_sas && [ \$(grep -c ESTABLISHED '$WORK/sas.txt') -eq 1 ] && [ \$(grep -c INSTALLED '$WORK/sas.txt') -eq 1 ]"
+check "phase-1 rekey: ping afterwards" ip netns exec "$NS-ha" ping -c 3 -i 0.2 -W 2 -q 10.2.0.2
+stop_all
+
 # DPD: charon killed; ipsecgw's R-U-THERE goes unanswered.
 echo "== DPD: strongSwan killed"
 netns_teardown "$NS"; netns_setup "$NS"

@@ -1,0 +1,486 @@
+// The IKEv2 side of the engine, inside: one IKE SA (RFC 7296) and what its
+// exchanges share. `IkeSa` is the per-SA manager: it owns the state (changed
+// only through set_state), the message IDs and window of one (RFC 7296 2.3),
+// the outstanding request with its retransmission, the cached response, the
+// RFC 7383 reassembly, and dispatches each checked message (message_rules)
+// to the exchange it belongs to. The exchanges live one per file, after
+// strongSwan's sa/ikev2/tasks:
+//
+//   ikev2_ike_init.cpp      IKE_SA_INIT, both roles, NAT detection, COOKIE, INVALID_KE
+//   ikev2_ike_auth.cpp      IKE_AUTH with PSK, both roles, the first Child SA
+//   ikev2_child_create.cpp  CREATE_CHILD_SA for a new Child SA, KEYMAT and install
+//   ikev2_child_rekey.cpp   Child SA rekey (REKEY_SA), make-before-break
+//   ikev2_ike_rekey.cpp     IKE SA rekey, both roles, collisions (2.8.2)
+//   ikev2_ike_delete.cpp    INFORMATIONAL: DELETE of Child and IKE SAs
+//   ikev2_ike_dpd.cpp       liveness checks and what a dead peer means
+//   ikev2_sa.cpp            the SA itself: send/receive, retransmission, timers
+//
+// Internal to ike/: the Engine (engine.hpp) is the public face.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/log.hpp"
+#include "ike/engine.hpp"
+#include "ike/message_rules.hpp"
+#include "ike/proposals.hpp"
+
+namespace ipsecgw::ike {
+
+using core::log::debug;
+using core::log::error;
+using core::log::info;
+using core::log::warn;
+
+inline constexpr const char* kTag = "ike";
+inline constexpr std::uint16_t kMaxFragments = 64;
+
+inline Payload make(PayloadType t, Bytes body) {
+  Payload p;
+  p.type = t;
+  p.body = std::move(body);
+  return p;
+}
+inline Payload notify(Notify type, Bytes data = {}, ProtocolId proto = ProtocolId::kNone, Bytes spi = {}) {
+  NotifyPayload n;
+  n.type = static_cast<std::uint16_t>(type);
+  n.data = std::move(data);
+  n.protocol = proto;
+  n.spi = std::move(spi);
+  return make(PayloadType::kNotify, encode_notify(n));
+}
+inline Bytes u32_bytes(std::uint32_t v) {
+  Bytes b;
+  core::ByteAppender{b}.u32(v);
+  return b;
+}
+
+// A rekeyed IKE SA whose DELETE the peer never sends is removed after this.
+inline constexpr auto kRekeyedLinger = std::chrono::seconds(60);
+
+// "N(INITIAL_CONTACT), D, CP" for a log line about a message's contents.
+inline std::string payload_list(const std::vector<Payload>& pl) {
+  std::string s;
+  for (const auto& p : pl) {
+    if (!s.empty()) s += ", ";
+    switch (p.type) {
+      case PayloadType::kNotify: {
+        std::string why;
+        auto n = decode_notify(p.body, why);
+        s += n ? "N(" + notify_name(n->type) + ")" : "N(?)";
+        break;
+      }
+      case PayloadType::kDelete: s += "D"; break;
+      case PayloadType::kSa: s += "SA"; break;
+      case PayloadType::kKe: s += "KE"; break;
+      case PayloadType::kNonce: s += "No"; break;
+      case PayloadType::kTsi: s += "TSi"; break;
+      case PayloadType::kTsr: s += "TSr"; break;
+      case PayloadType::kCp: s += "CP"; break;
+      case PayloadType::kVendor: s += "V"; break;
+      default: s += "payload " + std::to_string(static_cast<int>(p.type)); break;
+    }
+  }
+  return s.empty() ? "no payload" : s;
+}
+
+// Everything found in a decoded message, by type.
+struct Parsed {
+  std::vector<Payload> all;
+  std::optional<SaPayload> sa;
+  std::optional<KePayload> ke;
+  Bytes nonce;
+  std::optional<IdPayload> idi, idr;
+  Bytes idi_body, idr_body;
+  std::optional<AuthPayload> auth;
+  std::optional<std::vector<TrafficSelector>> tsi, tsr;
+  std::vector<NotifyPayload> notifies;
+  std::vector<DeletePayload> deletes;
+
+  [[nodiscard]] const NotifyPayload* find(Notify t) const {
+    for (const auto& n : notifies)
+      if (n.type == static_cast<std::uint16_t>(t)) return &n;
+    return nullptr;
+  }
+  [[nodiscard]] const NotifyPayload* first_error() const {
+    for (const auto& n : notifies)
+      if (is_error(n.type)) return &n;
+    return nullptr;
+  }
+};
+
+inline bool decode_all(const std::vector<Payload>& payloads, Parsed& out, std::string& why) {
+  for (const auto& p : payloads) {
+    switch (p.type) {
+      case PayloadType::kSa:
+        out.sa = decode_sa(p.body, why);
+        if (!out.sa) return false;
+        break;
+      case PayloadType::kKe:
+        out.ke = decode_ke(p.body, why);
+        if (!out.ke) return false;
+        break;
+      case PayloadType::kNonce:
+        if (p.body.size() < 16 || p.body.size() > 256) {
+          why = "Nonce: " + std::to_string(p.body.size()) + " bytes (16 to 256 allowed)";
+          return false;
+        }
+        out.nonce = p.body;
+        break;
+      case PayloadType::kIdi:
+        out.idi = decode_id(p.body, why);
+        out.idi_body = p.body;
+        if (!out.idi) return false;
+        break;
+      case PayloadType::kIdr:
+        out.idr = decode_id(p.body, why);
+        out.idr_body = p.body;
+        if (!out.idr) return false;
+        break;
+      case PayloadType::kAuth:
+        out.auth = decode_auth(p.body, why);
+        if (!out.auth) return false;
+        break;
+      case PayloadType::kTsi:
+        out.tsi = decode_ts(p.body, why);
+        if (!out.tsi) return false;
+        break;
+      case PayloadType::kTsr:
+        out.tsr = decode_ts(p.body, why);
+        if (!out.tsr) return false;
+        break;
+      case PayloadType::kNotify: {
+        auto n = decode_notify(p.body, why);
+        if (!n) return false;
+        out.notifies.push_back(std::move(*n));
+        break;
+      }
+      case PayloadType::kDelete: {
+        auto d = decode_delete(p.body, why);
+        if (!d) return false;
+        out.deletes.push_back(std::move(*d));
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  out.all = payloads;
+  return true;
+}
+
+// Intersection of two ranges of one family, if any.
+inline std::optional<core::IpRange> intersect(const core::IpRange& a, const core::IpRange& b) {
+  if (a.lo.family() != b.lo.family()) return std::nullopt;
+  core::IpRange r{std::max(a.lo, b.lo), std::min(a.hi, b.hi)};
+  if (r.hi < r.lo) return std::nullopt;
+  return r;
+}
+
+// Narrows the peer's selectors to ours (RFC 7296 2.9).
+inline std::vector<TrafficSelector> narrow(const std::vector<TrafficSelector>& theirs,
+                                    const std::vector<core::IpRange>& ours) {
+  std::vector<TrafficSelector> out;
+  for (const auto& t : theirs) {
+    for (const auto& o : ours) {
+      if (auto r = intersect({t.start, t.end}, o)) {
+        TrafficSelector n = t;
+        n.start = r->lo;
+        n.end = r->hi;
+        if (std::find(out.begin(), out.end(), n) == out.end()) out.push_back(n);
+      }
+    }
+  }
+  return out;
+}
+
+inline std::vector<TrafficSelector> to_ts(const std::vector<core::IpRange>& ranges) {
+  std::vector<TrafficSelector> out;
+  for (const auto& r : ranges) {
+    TrafficSelector t;
+    t.start = r.lo;
+    t.end = r.hi;
+    out.push_back(t);
+  }
+  return out;
+}
+
+inline std::string ts_string(const std::vector<TrafficSelector>& ts) {
+  std::string s;
+  for (const auto& t : ts) s += (s.empty() ? "" : ",") + t.to_string();
+  return s;
+}
+
+inline Bytes psk_auth(core::PrfAlg prf_alg, ByteSpan psk, ByteSpan first_msg, ByteSpan peer_nonce,
+               ByteSpan sk_p, ByteSpan id_body) {
+  static const char kPad[] = "Key Pad for IKEv2";
+  const Bytes key = prf(prf_alg, psk, ByteSpan(reinterpret_cast<const std::uint8_t*>(kPad), 17));
+  Bytes octets(first_msg.begin(), first_msg.end());
+  octets.insert(octets.end(), peer_nonce.begin(), peer_nonce.end());
+  const Bytes maced = prf(prf_alg, sk_p, id_body);
+  octets.insert(octets.end(), maced.begin(), maced.end());
+  return prf(prf_alg, key, octets);
+}
+
+// ---------------------------------------------------------------------------
+
+struct ChildSa {
+  const ChildConfig* cfg = nullptr;
+  std::string name;  // installed name: conn/child/spi_in
+  std::uint32_t spi_in = 0;
+  std::uint32_t spi_out = 0;
+  core::EspTransform transform;
+  std::vector<TrafficSelector> local_ts, remote_ts;
+  TimePoint established;
+  TimePoint rekey_at = TimePoint::max();
+  TimePoint expire_at = TimePoint::max();
+  bool rekeying = false;
+  bool pfs = false;  // its keys include a fresh DH shared secret (RFC 7296 2.17)
+};
+
+// What an outstanding request of ours is about.
+struct Pending {
+  Exchange exchange = Exchange::kInformational;
+  std::uint32_t message_id = 0;
+  std::vector<Bytes> message;  // one datagram, or its RFC 7383 fragments
+  TimePoint next_send;
+  unsigned tries = 0;
+  // CREATE_CHILD_SA context.
+  const ChildConfig* child = nullptr;
+  std::uint32_t new_spi_in = 0;
+  std::uint32_t rekeyed_spi_in = 0;  // child being rekeyed, or 0
+  Bytes nonce;
+  std::unique_ptr<DhKey> dh;
+  std::vector<std::uint32_t> deleting;  // our inbound SPIs announced in a DELETE
+  bool delete_ike = false;
+  bool dpd = false;
+  TimePoint give_up = TimePoint::max();  // dpd_timeout for liveness checks
+  std::uint64_t new_ike_spi = 0;  // IKE SA rekey: our SPI of the new SA
+};
+
+class IkeSa {
+ public:
+  // kRekeyed: replaced by a new IKE SA (RFC 7296 2.18), its Child SAs moved
+  // there; it only waits for its DELETE exchange to finish.
+  enum class State { kInitSent, kAuthSent, kInitDone, kEstablished, kDeleting, kRekeyed, kDead };
+  static const char* state_name(State s) noexcept {
+    static const char* names[] = {"INIT_SENT", "AUTH_SENT", "INIT_DONE", "ESTABLISHED", "DELETING", "REKEYED", "DEAD"};
+    return names[static_cast<int>(s)];
+  }
+  static bool legal(State from, State to) noexcept {
+    switch (from) {
+      case State::kInitSent: return to == State::kInitSent || to == State::kAuthSent || to == State::kDead;
+      case State::kAuthSent: return to == State::kEstablished || to == State::kDead;
+      case State::kInitDone: return to == State::kEstablished || to == State::kDead;
+      case State::kEstablished: return to == State::kDeleting || to == State::kRekeyed || to == State::kDead;
+      case State::kDeleting: case State::kRekeyed: return to == State::kDead;
+      case State::kDead: return false;
+    }
+    return false;
+  }
+  // Every state change goes through here (OpenIKED's habit): logged, and an
+  // illegal one is a counted bug (the change still happens, so that the SA
+  // ends rather than hangs).
+  void set_state(State to);
+  // A new IKE SA made by a rekey starts established (RFC 7296 2.18).
+  void adopt_established() {
+    debug(kTag, tag(), ": born ESTABLISHED by a rekey");
+    state_ = State::kEstablished;
+  }
+
+  // An initiator starts by sending IKE_SA_INIT, a responder by answering it.
+  IkeSa(Engine& e, const ConnectionConfig& c, bool initiator) : eng_(e), conn_(c), initiator_(initiator) {
+    if (!initiator) state_ = State::kInitDone;
+  }
+
+  Engine& eng_;
+  const ConnectionConfig& conn_;
+  bool initiator_;
+  State state_ = State::kInitSent;
+  std::uint64_t spi_i_ = 0, spi_r_ = 0;
+  Endpoint local_, remote_;
+  IkeTransform t_;
+  std::unique_ptr<DhKey> dh_;
+  Bytes ni_, nr_;
+  Bytes init_i_, init_r_;  // the IKE_SA_INIT messages, for AUTH
+  Bytes cookie_;
+  IkeKeys keys_;
+  std::unique_ptr<SkCipher> out_, in_;
+  bool nat_local_ = false, nat_remote_ = false;
+  std::uint32_t next_out_id_ = 0;   // our next request
+  std::uint32_t next_in_id_ = 0;    // the peer's next request
+  std::vector<Bytes> last_response_;
+  std::uint32_t last_response_id_ = 0xffffffff;
+  bool peer_frag_ = false;  // peer sent IKEV2_FRAGMENTATION_SUPPORTED
+  // RFC 7383 reassembly of the message being received.
+  struct Reassembly {
+    std::uint32_t message_id = 0;
+    bool response = false;
+    PayloadType first = PayloadType::kNone;
+    std::vector<std::optional<Bytes>> parts;
+    std::size_t have = 0;
+    std::size_t bytes = 0;
+  };
+  std::optional<Reassembly> frags_;
+  // Child SA rekey collisions (RFC 7296 2.8.1): for a child we are rekeying,
+  // the nonces of the peer's simultaneous rekey and the SA it created.
+  struct Collision {
+    Bytes peer_ni, our_nr;
+    std::uint32_t new_spi_in = 0;
+  };
+  std::map<std::uint32_t, Collision> collisions_;  // by the old SA's inbound SPI
+  std::optional<Collision> ike_collision_;          // IKE SA rekey collision (2.8.2)
+  std::uint64_t ike_collision_spi_ = 0;             // our SPI of the peer's new IKE SA
+  std::optional<Pending> pending_;
+  std::vector<ChildSa> children_;
+  const ChildConfig* first_child_ = nullptr;
+  std::uint32_t first_child_spi_ = 0;
+  TimePoint created_, last_heard_;
+  TimePoint rekey_at_ = TimePoint::max();
+  unsigned invalid_ke_retries_ = 0;
+  std::string peer_id_;
+
+  [[nodiscard]] std::uint64_t our_spi() const { return initiator_ ? spi_i_ : spi_r_; }
+  [[nodiscard]] bool encap() const { return nat_local_ || nat_remote_ || conn_.encap; }
+  [[nodiscard]] std::string tag() const { return conn_.name + "[" + core::hex64(our_spi()) + "]"; }
+
+  Header header(Exchange x, bool response, std::uint32_t id) const {
+    Header h;
+    h.spi_i = spi_i_;
+    h.spi_r = spi_r_;
+    h.exchange = x;
+    h.flags = static_cast<std::uint8_t>((initiator_ ? kFlagInitiator : 0) | (response ? kFlagResponse : 0));
+    h.message_id = id;
+    return h;
+  }
+
+  void send_raw(Bytes m) { eng_.send(local_, remote_, std::move(m)); }
+  void send_raw(const std::vector<Bytes>& ms);
+
+  // Sends a request of ours and keeps it for retransmission.
+  void send_request(Pending p, TimePoint now);
+
+  std::vector<Bytes> sealed(Exchange x, bool response, std::uint32_t id, const std::vector<Payload>& inner);
+
+  void send_response(Exchange x, std::uint32_t id, const std::vector<Payload>& inner);
+
+  // ---- initiator: IKE_SA_INIT ----------------------------------------------------
+
+  bool start_init(TimePoint now, std::string& why);
+
+  void on_init_response(ByteSpan msg, const Header& h, const Parsed& p, TimePoint now);
+
+  void check_natd(const Parsed& p, std::uint64_t spi_i, std::uint64_t spi_r);
+
+  bool derive(ByteSpan peer_ke);
+
+  bool make_ciphers();
+
+  IdPayload local_id() const {
+    return id_from_string(conn_.local_id.empty() ? local_.addr.to_string() : conn_.local_id);
+  }
+
+  // ---- initiator: IKE_AUTH ------------------------------------------------------
+
+  void send_auth(TimePoint now);
+
+  bool verify_peer(const Parsed& p, const IdPayload& id, ByteSpan id_body, ByteSpan first_msg,
+                   ByteSpan my_nonce, const SecureBytes& sk_p);
+
+  void on_auth_response(const Parsed& p, TimePoint now);
+
+  void established(TimePoint now);
+
+  // Installs a Child SA negotiated with us as the exchange's initiator.
+  void child_from_response(const Pending& ctx, const Parsed& p, TimePoint now, const SecureBytes* pfs);
+
+  // KEYMAT = prf+(SK_d, [g^ir |] Ni | Nr); the exchange initiator's outbound keys first.
+  bool install_child(const ChildConfig& cc, const core::EspTransform& t, std::uint32_t spi_in,
+                     std::uint32_t spi_out, const std::vector<TrafficSelector>& lts,
+                     const std::vector<TrafficSelector>& rts, ByteSpan ni, ByteSpan nr,
+                     bool exchange_initiator, const SecureBytes* pfs, TimePoint now);
+
+  // ---- responder -------------------------------------------------------------------
+
+  // IKE_SA_INIT request; `p` already checked for proposal and KE group.
+  void respond_init(ByteSpan msg, const Parsed& p, const IkeChoice& choice, TimePoint now);
+
+  void on_auth_request(const Header& h, const Parsed& p, TimePoint now);
+
+  // Picks the child config, proposal and selectors for a child request;
+  // returns the response payloads (or an error notify).
+  std::vector<Payload> respond_child(const Parsed& p, ByteSpan ni, ByteSpan nr, const DhKey* dh_for_ke,
+                                     TimePoint now, std::uint32_t rekeyed_out = 0,
+                                     std::optional<std::uint32_t>* spi_in_out = nullptr);
+
+  // ---- CREATE_CHILD_SA and INFORMATIONAL, as responder ---------------------
+
+  void on_create_child_request(const Header& h, const Parsed& p, TimePoint now);
+
+  void respond_ike_rekey(const Header& h, const Parsed& p, const Bytes& nr, TimePoint now);
+
+  void on_informational_request(const Header& h, const Parsed& p, TimePoint now);
+
+  // ---- requests of ours after establishment ----------------------------------------
+
+  void send_informational(std::vector<Payload> pl, TimePoint now, bool dpd, bool delete_ike,
+                          std::vector<std::uint32_t> deleting = {});
+
+  // A further Child SA on this IKE SA (CREATE_CHILD_SA without REKEY_SA).
+  bool create_child(const ChildConfig& cc, TimePoint now);
+
+  void rekey_child(ChildSa& ch, TimePoint now);
+
+  // IKE SA rekey as initiator (RFC 7296 2.18): new SPI, nonce and KE in a
+  // CREATE_CHILD_SA; the Child SAs move to the new SA, then the old one is
+  // deleted.
+  void rekey_ike(TimePoint now);
+
+  void on_ike_rekey_response(Pending& ctx, const Parsed& p, TimePoint now);
+
+  void on_create_child_response(const Parsed& p, TimePoint now);
+
+  void on_informational_response(const Parsed& p, TimePoint now);
+
+  // ---- message entry -------------------------------------------------------------
+
+  void on_message(const Datagram& d, const Header& h, TimePoint now);
+
+  // ---- timers ---------------------------------------------------------------------
+
+  [[nodiscard]] TimePoint deadline() const;
+
+  void tick(TimePoint now);
+
+  void peer_gone(const std::string& why, TimePoint now);
+
+  void remove_children();
+
+  void fail(const std::string& why);
+
+  // Deletes this IKE SA with an INFORMATIONAL DELETE (RFC 7296 1.4.1) as
+  // soon as the window allows (2.3: one request outstanding): now, or once
+  // the outstanding request is answered. An SA not yet established just ends.
+  void request_delete(TimePoint now);
+  // Ends this SA at once (its configuration is going away): a DELETE is
+  // sent, unwaited, when the window is free; never a second request.
+  void delete_now(TimePoint now);
+  void send_queued_delete(TimePoint now);
+  // Still busy with a DELETE: queued, or sent and not answered.
+  [[nodiscard]] bool deleting() const {
+    return state_ != State::kDead && (delete_queued_ || (state_ == State::kDeleting && pending_));
+  }
+
+  bool delete_queued_ = false;
+  TimePoint rekeyed_at_ = TimePoint::max();
+  bool restart_wanted_ = false;
+};
+
+}  // namespace ipsecgw::ike
