@@ -43,7 +43,8 @@ void print_status(const json& r) {
   }
   for (const auto& s : r["ike_sas"]) {
     std::cout << str(s["connection"]) << "[" << str(s["spi_i"]) << "_i " << str(s["spi_r"]) << "_r]: "
-              << str(s["state"]) << ", " << str(s["role"]) << ", age " << duration(s["age_s"]) << "\n"
+              << str(s["state"]) << ", " << (s.value("version", 2) == 1 ? "IKEv1, " : "IKEv2, ") << str(s["role"])
+              << ", age " << duration(s["age_s"]) << "\n"
               << "  " << str(s["local"]) << "[" << str(s["local_id"]) << "]..." << str(s["remote"]) << "["
               << str(s["remote_id"]) << "]\n"
               << "  " << str(s["algorithms"])

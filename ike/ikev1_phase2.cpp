@@ -216,6 +216,38 @@ std::optional<Phase2Suite> decode_phase2(const Transform& t, std::string& why) {
   return s;
 }
 
+Bytes lifetime_attributes(std::uint32_t seconds, std::uint64_t kilobytes) {
+  std::vector<Attribute> a;
+  if (seconds) {
+    a.push_back(basic(P2Attr::kLifeType, kLifeSeconds));
+    a.push_back(variable(P2Attr::kLifeDuration, seconds));
+  }
+  if (kilobytes) {
+    a.push_back(basic(P2Attr::kLifeType, kLifeKilobytes));
+    a.push_back(variable(P2Attr::kLifeDuration, kilobytes));
+  }
+  return encode_attributes(a);
+}
+
+bool parse_lifetime_attributes(ByteSpan data, std::uint32_t& seconds, std::uint64_t& kilobytes) {
+  DecodeError err;
+  auto attrs = decode_attributes(data, err);
+  if (!attrs) return false;
+  std::optional<std::uint64_t> type;
+  for (const auto& a : *attrs) {
+    if (a.type == static_cast<std::uint16_t>(P2Attr::kLifeType)) {
+      type = a.number();
+    } else if (a.type == static_cast<std::uint16_t>(P2Attr::kLifeDuration)) {
+      const auto n = a.number();
+      if (!n || !type) return false;
+      if (*type == kLifeSeconds) seconds = static_cast<std::uint32_t>(std::min<std::uint64_t>(*n, 0xffffffffu));
+      else if (*type == kLifeKilobytes) kilobytes = *n;
+      else return false;
+    }
+  }
+  return true;
+}
+
 Proposal esp_proposal(std::uint8_t number, std::uint32_t spi, const std::vector<Phase2Suite>& suites) {
   Proposal p;
   p.number = number;

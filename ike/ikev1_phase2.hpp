@@ -57,6 +57,12 @@ std::vector<Phase2Suite> phase2_suites(const core::Proposal& p, EncapMode mode, 
 Transform encode_phase2(const Phase2Suite& s, std::uint8_t number);
 std::optional<Phase2Suite> decode_phase2(const Transform& t, std::string& why);
 
+// RESPONDER-LIFETIME (RFC 2407 4.6.3.1): the lifetimes a responder holds an
+// SA to when they are shorter than offered (0: not given), as the notify's
+// attribute data, and back.
+Bytes lifetime_attributes(std::uint32_t seconds, std::uint64_t kilobytes);
+bool parse_lifetime_attributes(ByteSpan data, std::uint32_t& seconds, std::uint64_t& kilobytes);
+
 // One ESP proposal with our inbound SPI and one transform per suite.
 Proposal esp_proposal(std::uint8_t number, std::uint32_t spi, const std::vector<Phase2Suite>& suites);
 

@@ -61,6 +61,15 @@ std::vector<RawPayload> QuickMode::body(const Bytes& nonce) {
   const auto& cr = initiator_ ? result_.remote_ts : result_.local_ts;
   out.push_back(raw(Payload::kId, encode_id(IdPayload::from_range(ci))));
   out.push_back(raw(Payload::kId, encode_id(IdPayload::from_range(cr))));
+  if (!initiator_ && (resp_life_s_ || resp_life_kb_)) {
+    // RFC 2407 4.6.3.1: we hold the SA to shorter lifetimes than offered.
+    NotifyPayload n;
+    n.protocol = kProtoEsp;
+    n.type = static_cast<std::uint16_t>(Notify::kResponderLifetime);
+    core::ByteAppender{n.spi}.u32(result_.spi_in);
+    n.data = lifetime_attributes(resp_life_s_, resp_life_kb_);
+    out.push_back(raw(Payload::kNotify, encode_notify(n)));
+  }
   return out;
 }
 
@@ -182,6 +191,12 @@ bool QuickMode::process(ByteSpan datagram) {
         }
       }
       if (!chosen_) return fail(Notify::kNoProposalChosen, "no ESP transform of the offer is configured");
+      // An offer without a lifetime means 28800 s (RFC 2407 4.5).
+      const std::uint32_t offered_s = chosen_->life_seconds ? chosen_->life_seconds : 28800;
+      // The transform is echoed as offered; the SA itself lives to ours (install takes the shorter).
+      if (cfg_.life_seconds && offered_s > cfg_.life_seconds) resp_life_s_ = cfg_.life_seconds;
+      if (cfg_.life_kilobytes && (chosen_->life_kilobytes == 0 || chosen_->life_kilobytes > cfg_.life_kilobytes))
+        resp_life_kb_ = cfg_.life_kilobytes;
       ni_ = m.nonce;
     } else {
       // The initiator: one proposal, one transform, one we offered; the IDs we sent.
@@ -195,6 +210,14 @@ bool QuickMode::process(ByteSpan datagram) {
       if (*ci != result_.local_ts || *cr != result_.remote_ts)
         return fail(Notify::kInvalidIdInformation, "the responder changed the client IDs");
       chosen_ = *s;
+      for (const auto& n : m.notifies) {
+        if (n.type != static_cast<std::uint16_t>(Notify::kResponderLifetime)) continue;
+        std::uint32_t secs = 0;
+        std::uint64_t kb = 0;
+        if (!parse_lifetime_attributes(n.data, secs, kb)) return fail(Notify::kPayloadMalformed, "RESPONDER-LIFETIME unreadable");
+        if (secs && (chosen_->life_seconds == 0 || secs < chosen_->life_seconds)) chosen_->life_seconds = secs;
+        if (kb && (chosen_->life_kilobytes == 0 || kb < chosen_->life_kilobytes)) chosen_->life_kilobytes = kb;
+      }
       const auto& spi = m.sa->proposals[0].spi;
       result_.spi_out = core::load_be32(spi.data());
       nr_ = m.nonce;

@@ -84,6 +84,8 @@ class QuickMode {
   std::unique_ptr<DhKey> dh_;
   Bytes peer_ke_, ni_, nr_;
   std::optional<core::SecureBytes> gxy_;
+  std::uint32_t resp_life_s_ = 0;   // responder: RESPONDER-LIFETIME to send (0: none)
+  std::uint64_t resp_life_kb_ = 0;
   QuickModeResult result_;
 };
 

@@ -151,6 +151,20 @@ constexpr std::array<std::pair<const char*, const char*>, 12> kVendors{{
 
 }  // namespace
 
+std::optional<std::vector<Attribute>> decode_attributes(ByteSpan data, DecodeError& err) {
+  ByteReader r(data);
+  std::vector<Attribute> out;
+  if (!read_attributes(r, out, err)) return std::nullopt;
+  return out;
+}
+
+Bytes encode_attributes(const std::vector<Attribute>& attrs) {
+  Bytes out;
+  core::ByteAppender a{out};
+  write_attributes(a, attrs);
+  return out;
+}
+
 const char* to_string(Exchange e) noexcept {
   switch (e) {
     case Exchange::kBase: return "Base";

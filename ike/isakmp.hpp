@@ -162,6 +162,10 @@ struct Attribute {
   bool operator==(const Attribute&) const = default;
 };
 
+// A bare attribute list (a RESPONDER-LIFETIME notification's data, RFC 2407 4.6.3.1).
+std::optional<std::vector<Attribute>> decode_attributes(ByteSpan data, DecodeError& err);
+Bytes encode_attributes(const std::vector<Attribute>& attrs);
+
 struct Transform {
   std::uint8_t number = 1;
   std::uint8_t id = 0;  // KEY_IKE (1) in phase 1; ESP_AES, AH_SHA, ... in phase 2

@@ -415,3 +415,25 @@ TEST_CASE("IKEv1: Aggressive Mode where both connections allow it, with loss and
     CHECK(p.a->counters().ikev1_main_mode_failed == 1);  // A heard NO-PROPOSAL-CHOSEN
   }
 }
+
+TEST_CASE("IKEv1: RESPONDER-LIFETIME: a responder with a shorter lifetime says so, and the initiator keeps to it", "[ike][ikev1][engine]") {
+  auto ca = conn1(true, "k-k-k-k-k"), cb = conn1(false, "k-k-k-k-k");
+  ca.children[0].rekey_time = 3600;  // offers 3960 s
+  cb.children[0].rekey_time = 500;
+  cb.children[0].life_time = 600;    // B holds it 600 s
+  Pair p(std::move(ca), std::move(cb));
+  p.a->start(p.now);
+  p.pump();
+  REQUIRE(p.ia.active() == 1);
+  const auto ca_st = p.a->status(p.now).at(0).children.at(0);
+  const auto cb_st = p.b->status(p.now).at(0).children.at(0);
+  CHECK(cb_st.expire_in_s == 600);
+  CHECK(ca_st.expire_in_s == 600);  // told by RESPONDER-LIFETIME, not its own 3960
+  CHECK(ca_st.rekey_in_s < 600);    // and rekeys before then
+  // Left alone, A rekeys before B's lifetime ends: the pair is never gone.
+  p.advance(610s);
+  CHECK(p.ia.active() == 1);
+  CHECK(p.ib.active() == 1);
+  CHECK(p.a->counters().child_rekeyed + p.b->counters().child_rekeyed >= 1);
+  check_keys_cross(p.ia, p.ib);
+}

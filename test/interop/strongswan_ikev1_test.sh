@@ -128,6 +128,8 @@ run_case() {
 }
 
 run_case "MM AES128-SHA256-MODP2048, QM without PFS" ipsecgw "aes128-sha256-modp2048" "aes128-sha256"
+check "status: ipsecgw shows the ISAKMP SA as IKEv1, its IPsec SA and selectors" \
+  bash -c "'$IPSECGW' status > '$WORK/status.txt' && grep -q 'ESTABLISHED, IKEv1, initiator' '$WORK/status.txt' && grep -q '10.1.0.0/24 === 10.2.0.0/24' '$WORK/status.txt'"
 check "counted: one Main Mode and one Quick Mode" \
   bash -c "sleep 1.2; test \"\$($PY -c \"import json; j=json.load(open('$WORK/a.json'))['ike']; print(j['ikev1_main_mode_done'], j['ikev1_quick_mode_done'])\")\" = '1 1'"
 run_case "MM 3DES-SHA1-MODP1024, QM 3DES-SHA1" strongswan "3des-sha1-modp1024" "3des-sha1"
