@@ -16,7 +16,17 @@ constexpr const char* kTag = "ikev1";
 }
 
 Manager::Manager(Host host) : host_(std::move(host)) {}
-Manager::~Manager() = default;
+
+void Manager::half_open_changed(const IsakmpSa& sa, int delta) {
+  half_open_ = static_cast<std::size_t>(static_cast<long>(half_open_) + delta);
+  if (sa.initiator_) return;
+  auto& n = half_open_by_source_[sa.first_seen_.addr];
+  n = static_cast<std::size_t>(static_cast<long>(n) + delta);
+  if (n == 0) half_open_by_source_.erase(sa.first_seen_.addr);
+}
+Manager::~Manager() {
+  sas_.clear();  // before the budgets their destructors update
+}
 
 IsakmpSa* Manager::find(const Header& h, const Datagram& d) {
   auto [lo, hi] = sas_.equal_range(h.cky_i);
@@ -107,7 +117,14 @@ void Manager::receive(const Datagram& d, TimePoint now) {
   }
   if (half_open_ >= kMaxHalfOpenV1) {
     ++host_.counters.dropped_messages;
-    refuse(d, *h, Notify{}, "too many Main Modes under way", now);
+    refuse(d, *h, Notify{}, "too many Main Modes under way (" + std::to_string(kMaxHalfOpenV1) + ")", now);
+    return;
+  }
+  if (auto it = half_open_by_source_.find(d.remote.addr);
+      it != half_open_by_source_.end() && it->second >= kMaxHalfOpenV1PerSource) {
+    ++host_.counters.dropped_messages;
+    refuse(d, *h, Notify{}, "too many Main Modes under way from this address (" +
+                                std::to_string(kMaxHalfOpenV1PerSource) + ")", now);
     return;
   }
   auto sa = std::make_unique<IsakmpSa>(*this, *c, false, d.local, d.remote, now);

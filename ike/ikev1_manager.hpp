@@ -40,6 +40,8 @@ struct Host {
 // Budget of ISAKMP SAs still in Main Mode, in total: a new Main Mode beyond
 // it is dropped and counted (each costs a DH key and ~2 KB).
 inline constexpr std::size_t kMaxHalfOpenV1 = 1024;
+// ... and from one source address: one host cannot take the whole budget.
+inline constexpr std::size_t kMaxHalfOpenV1PerSource = 64;
 
 class Manager {
  public:
@@ -83,6 +85,8 @@ class Manager {
   Host host_;
   std::multimap<std::uint64_t, std::unique_ptr<IsakmpSa>> sas_;  // by the initiator's cookie
   std::size_t half_open_ = 0;   // ISAKMP SAs in Main/Aggressive Mode (kept by IsakmpSa)
+  std::map<core::IpAddress, std::size_t> half_open_by_source_;  // responders among them, by peer address
+  void half_open_changed(const IsakmpSa& sa, int delta);
   std::size_t log_budget_ = 0;  // rate limit for unauthenticated input
   TimePoint log_window_{};
 };

@@ -59,12 +59,13 @@ bool IsakmpSa::legal(State from, State to) noexcept {
 
 IsakmpSa::IsakmpSa(Manager& m, const ConnectionConfig& c, bool initiator, Endpoint local, Endpoint remote,
                    TimePoint now)
-    : mgr_(m), conn_(c), initiator_(initiator), local_(local), remote_(remote), created_(now), last_heard_(now) {
-  ++mgr_.half_open_;
+    : mgr_(m), conn_(c), initiator_(initiator), local_(local), remote_(remote), first_seen_(remote), created_(now),
+      last_heard_(now) {
+  mgr_.half_open_changed(*this, +1);
 }
 
 IsakmpSa::~IsakmpSa() {
-  if (state_ == State::kMainMode) --mgr_.half_open_;
+  if (state_ == State::kMainMode) mgr_.half_open_changed(*this, -1);
 }
 
 void IsakmpSa::set_state(State to) {
@@ -75,7 +76,7 @@ void IsakmpSa::set_state(State to) {
   } else {
     debug(kTag, tag(), ": ", state_name(state_), " -> ", state_name(to));
   }
-  if (state_ == State::kMainMode) --mgr_.half_open_;
+  if (state_ == State::kMainMode) mgr_.half_open_changed(*this, -1);
   state_ = to;
 }
 

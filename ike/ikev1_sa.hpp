@@ -86,6 +86,7 @@ class IsakmpSa {
   const bool initiator_;
   State state_ = State::kMainMode;
   Endpoint local_, remote_;
+  const Endpoint first_seen_;  // the peer when this SA began (half-open budgets count by it)
   std::uint64_t cky_i_ = 0, cky_r_ = 0;
   std::unique_ptr<MainMode> mm_;
   Flight mm_flight_;

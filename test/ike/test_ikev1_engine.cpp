@@ -16,6 +16,7 @@
 
 #include "core/log.hpp"
 #include "ike/engine.hpp"
+#include "ike/ikev1_manager.hpp"
 #include "ike/isakmp.hpp"
 #include "test/ike/engine_harness.hpp"
 #include "test/ike/ike_scan_probes.hpp"
@@ -436,4 +437,27 @@ TEST_CASE("IKEv1: RESPONDER-LIFETIME: a responder with a shorter lifetime says s
   CHECK(p.ib.active() == 1);
   CHECK(p.a->counters().child_rekeyed + p.b->counters().child_rekeyed >= 1);
   check_keys_cross(p.ia, p.ib);
+}
+
+TEST_CASE("IKEv1: half-open Main Modes have a budget per source address", "[ike][ikev1][engine][budget]") {
+  auto cb = conn1(false, "k-k-k-k-k", "3des-sha1-modp1024");
+  cb.remote_addrs.clear();  // answers anyone
+  Pair p(conn1(true, "k-k-k-k-k"), std::move(cb));
+  auto probe = *core::from_hex(test::kMainModeProbe);
+  const ike::Endpoint to{*core::IpAddress::parse("198.51.100.2"), 500};
+  auto send_from = [&](const char* addr, std::uint64_t cookie) {
+    for (int i = 0; i < 8; ++i) probe[i] = static_cast<std::uint8_t>(cookie >> (56 - 8 * i));
+    p.b->receive({to, {*core::IpAddress::parse(addr), 500}, probe}, p.now);
+    return p.b->take_output().size();
+  };
+  std::size_t answered = 0;
+  for (std::uint64_t c = 1; c <= ike::v1::kMaxHalfOpenV1PerSource + 10; ++c) answered += send_from("203.0.113.9", c);
+  CHECK(answered == ike::v1::kMaxHalfOpenV1PerSource);
+  CHECK(p.b->counters().dropped_messages == 10);
+  // Another address is still answered.
+  CHECK(send_from("203.0.113.10", 999) == 1);
+  // Half-open SAs time out; then the first address is answered again.
+  p.now += 31s;
+  p.b->tick(p.now);
+  CHECK(send_from("203.0.113.9", 5000) == 1);
 }
