@@ -7,6 +7,10 @@ namespace ipsecgw::ike::v1 {
 namespace {
 // RFC 3947 NAT-T and RFC 3706 DPD: what this side will speak.
 const char* kVidNatT = "4a131c81070358455c5728f20e95452f";
+// The NAT-T drafts older peers speak (draft-ietf-ipsec-nat-t-ike-02, -02\n, -03):
+// NAT-D/NAT-OA as payloads 130/131 and UDP encapsulation modes 61443/61444.
+const char* kVidNatTDraft[] = {"7d9419a65310ca6f2c179d9215529d56", "90cb80913ebb696e086381b5ec427b1f",
+                               "cd60464335df21f87cfdb2fc68b6a448"};
 const char* kVidDpd = "afcad71368a1f1c96b8696fc77570100";
 
 RawPayload raw(Payload t, Bytes b) { return {t, std::move(b)}; }
@@ -41,7 +45,10 @@ Header MainMode::header() const {
 }
 
 std::vector<RawPayload> MainMode::vendor_ids() const {
-  return {raw(Payload::kVendor, hex(kVidNatT)), raw(Payload::kVendor, hex(kVidDpd))};
+  std::vector<RawPayload> v{raw(Payload::kVendor, hex(kVidNatT))};
+  for (const char* d : kVidNatTDraft) v.push_back(raw(Payload::kVendor, hex(d)));
+  v.push_back(raw(Payload::kVendor, hex(kVidDpd)));
+  return v;
 }
 
 bool MainMode::choose(const Message& m) {
@@ -93,15 +100,17 @@ std::optional<Bytes> MainMode::build() {
       }
       offer_ = {kDoiIpsec, kSitIdentityOnly, {p}};
       sai_b_ = encode_sa(offer_);
-      out = encode_plain(header(), {raw(Payload::kSa, sai_b_), raw(Payload::kVendor, hex(kVidNatT)),
-                                    raw(Payload::kVendor, hex(kVidDpd))});
+      std::vector<RawPayload> pl{raw(Payload::kSa, sai_b_)};
+      for (auto& v : vendor_ids()) pl.push_back(std::move(v));
+      out = encode_plain(header(), pl);
       break;
     }
     case 1: {  // (2) the chosen transform, as offered
       while (cky_r_ == 0) random({reinterpret_cast<std::uint8_t*>(&cky_r_), sizeof cky_r_});
       SaPayload reply{kDoiIpsec, kSitIdentityOnly, {{offer_.proposals.at(0).number, 1, {}, {chosen_}}}};
-      out = encode_plain(header(), {raw(Payload::kSa, encode_sa(reply)), raw(Payload::kVendor, hex(kVidNatT)),
-                                    raw(Payload::kVendor, hex(kVidDpd))});
+      std::vector<RawPayload> pl{raw(Payload::kSa, encode_sa(reply))};
+      for (auto& v : vendor_ids()) pl.push_back(std::move(v));
+      out = encode_plain(header(), pl);
       break;
     }
     case 2: {  // (3) KE, Ni
@@ -179,7 +188,10 @@ bool MainMode::process(ByteSpan datagram) {
   }
   if (step_ < 2)
     for (const auto& v : m.vendor_ids) {
-      peer_natt_ |= vendor_name(v) == "RFC 3947";
+      const auto name = vendor_name(v);
+      peer_natt_ |= name == "RFC 3947";
+      peer_natt_draft_ |= name == "draft-ietf-ipsec-nat-t-ike-02" || name == "draft-ietf-ipsec-nat-t-ike-02\\n" ||
+                          name == "draft-ietf-ipsec-nat-t-ike-03";
       peer_dpd_ |= vendor_name(v) == "DPD";
     }
   switch (step_) {
@@ -274,16 +286,19 @@ bool MainMode::check_hash(const Message& m) {
 // RFC 3947 3.2: the first NAT-D is the receiver's address as the sender
 // sees it, the second the sender's own.
 std::vector<RawPayload> MainMode::nat_d_payloads() const {
-  if (!peer_natt_ || !cfg_.local_addr || !cfg_.remote_addr) return {};
+  if (!natt() || !cfg_.local_addr || !cfg_.remote_addr) return {};
   const auto h = suite_->hash;
-  return {raw(Payload::kNatD, nat_d(h, cky_i_, cky_r_, *cfg_.remote_addr, cfg_.remote_port)),
-          raw(Payload::kNatD, nat_d(h, cky_i_, cky_r_, *cfg_.local_addr, cfg_.local_port))};
+  // RFC 3947's payload number, or the drafts' when the peer speaks only those.
+  const auto t = peer_natt_ ? Payload::kNatD : Payload::kNatDDraft;
+  return {raw(t, nat_d(h, cky_i_, cky_r_, *cfg_.remote_addr, cfg_.remote_port)),
+          raw(t, nat_d(h, cky_i_, cky_r_, *cfg_.local_addr, cfg_.local_port))};
 }
 
 void MainMode::check_nat_d(const Message& m) {
-  if (!peer_natt_ || !cfg_.local_addr || !cfg_.remote_addr || m.nat_d.size() < 2) return;
+  if (!natt() || !cfg_.local_addr || !cfg_.remote_addr || m.nat_d.size() < 2) return;
   const auto h = suite_->hash;
   sa_.natt = true;
+  sa_.natt_draft = !peer_natt_;
   sa_.nat_local = !core::ct_equal(m.nat_d[0], nat_d(h, cky_i_, cky_r_, *cfg_.local_addr, cfg_.local_port));
   const auto peer = nat_d(h, cky_i_, cky_r_, *cfg_.remote_addr, cfg_.remote_port);
   sa_.nat_remote = true;
@@ -370,7 +385,10 @@ bool MainMode::process_aggressive(ByteSpan datagram, const Header& h) {
   }
   if (step_ < 2)
     for (const auto& v : m.vendor_ids) {
-      peer_natt_ |= vendor_name(v) == "RFC 3947";
+      const auto name = vendor_name(v);
+      peer_natt_ |= name == "RFC 3947";
+      peer_natt_draft_ |= name == "draft-ietf-ipsec-nat-t-ike-02" || name == "draft-ietf-ipsec-nat-t-ike-02\\n" ||
+                          name == "draft-ietf-ipsec-nat-t-ike-03";
       peer_dpd_ |= vendor_name(v) == "DPD";
     }
   switch (step_) {

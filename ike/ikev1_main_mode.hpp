@@ -66,7 +66,8 @@ struct Phase1Sa {
   Phase1Keys keys;  // SKEYID, SKEYID_d, _a, _e
   std::unique_ptr<Ikev1Cipher> cipher;
   IdPayload peer_id;
-  bool natt = false;        // both ends speak RFC 3947
+  bool natt = false;        // both ends speak RFC 3947 (or, natt_draft, only its drafts)
+  bool natt_draft = false;  // NAT-D/NAT-OA 130/131, UDP encapsulation modes 61443/61444
   bool nat_local = false;   // we are behind a NAT: float to 4500, send keepalives
   bool nat_remote = false;  // the peer is
   bool peer_dpd = false;              // the peer sent RFC 3706's vendor ID
@@ -128,7 +129,9 @@ class MainMode {
   Bytes gxi_, gxr_, ni_, nr_;
   Bytes my_id_b_;
   Bytes peer_id_b_;  // Aggressive Mode: IDii's body from message 1, for HASH_I in message 3
-  bool peer_natt_ = false;
+  bool peer_natt_ = false;        // the peer sent RFC 3947's vendor ID
+  bool peer_natt_draft_ = false;  // ... or one of the drafts' (02, 02\n, 03)
+  [[nodiscard]] bool natt() const noexcept { return peer_natt_ || peer_natt_draft_; }
   bool peer_dpd_ = false;
   Phase1Sa sa_;
 };

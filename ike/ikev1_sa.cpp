@@ -107,7 +107,7 @@ QuickModeConfig IsakmpSa::quick_config(const ChildConfig& cc) const {
   qc.esp_proposals = cc.esp_proposals;
   qc.local_ts = cc.local_ts.empty() ? core::IpRange{local_.addr, local_.addr} : cc.local_ts.front();
   qc.remote_ts = cc.remote_ts.empty() ? core::IpRange{remote_.addr, remote_.addr} : cc.remote_ts.front();
-  qc.mode = nat() ? EncapMode::kUdpTunnel : EncapMode::kTunnel;
+  qc.mode = !nat() ? EncapMode::kTunnel : p1_.natt_draft ? EncapMode::kUdpTunnelDraft : EncapMode::kUdpTunnel;
   const std::uint32_t life = cc.life_time ? cc.life_time : cc.rekey_time + cc.rekey_time / 10;
   qc.life_seconds = life;
   qc.life_kilobytes = cc.life_bytes / 1024;

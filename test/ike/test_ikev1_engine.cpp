@@ -461,3 +461,57 @@ TEST_CASE("IKEv1: half-open Main Modes have a budget per source address", "[ike]
   p.b->tick(p.now);
   CHECK(send_from("203.0.113.9", 5000) == 1);
 }
+
+TEST_CASE("IKEv1: NAT-T with a peer that speaks only the drafts (02/02n/03): payload 130 and mode 61443", "[ike][ikev1][engine][nat]") {
+  auto cb = conn1(false, "k-k-k-k-k");
+  cb.remote_addrs.clear();
+  Pair p(conn1(true, "k-k-k-k-k"), std::move(cb));
+  const auto inside = *core::IpAddress::parse("198.51.100.1");
+  const auto outside = *core::IpAddress::parse("203.0.113.7");
+  // Messages 1 and 2 lose RFC 3947's vendor ID on the way, as if each end
+  // were an older implementation; what is left are the drafts' IDs.
+  auto strip_rfc = [](const core::Bytes& msg) {
+    ike::v1::DecodeError err;
+    auto m = ike::v1::decode_plain(msg, err);
+    REQUIRE(m);
+    std::vector<ike::v1::RawPayload> kept;
+    for (const auto& r : m->raw)
+      if (!(r.type == ike::v1::Payload::kVendor && ike::v1::vendor_name(r.body) == "RFC 3947")) kept.push_back(r);
+    REQUIRE(kept.size() + 1 == m->raw.size());
+    return ike::v1::encode_plain(m->header, kept);
+  };
+  std::vector<ike::v1::Payload> nat_d_types;
+  std::size_t n = 0;
+  p.a->start(p.now);
+  for (int round = 0; round < 20; ++round) {
+    auto fa = p.a->take_output();
+    auto fb = p.b->take_output();
+    if (fa.empty() && fb.empty()) break;
+    auto look = [&](core::Bytes& data) {
+      if (n < 2) data = strip_rfc(data);
+      if (n == 2 || n == 3) {
+        ike::v1::DecodeError err;
+        auto m = ike::v1::decode_plain(data, err);
+        REQUIRE(m);
+        for (const auto& r : m->raw)
+          if (r.type == ike::v1::Payload::kNatD || r.type == ike::v1::Payload::kNatDDraft) nat_d_types.push_back(r.type);
+      }
+      ++n;
+    };
+    for (auto& d : fa) {
+      look(d.data);
+      p.b->receive({d.remote, {outside, static_cast<std::uint16_t>(d.local.port + 30000)}, d.data}, p.now);
+    }
+    for (auto& d : fb) {
+      look(d.data);
+      p.a->receive({{inside, static_cast<std::uint16_t>(d.remote.port - 30000)}, d.local, d.data}, p.now);
+    }
+  }
+  CHECK(nat_d_types == std::vector<ike::v1::Payload>(4, ike::v1::Payload::kNatDDraft));
+  REQUIRE(p.ia.active() == 1);
+  REQUIRE(p.ib.active() == 1);
+  CHECK(p.ia.installed[0].encap == core::Encap::kUdp);
+  CHECK(p.ib.installed[0].encap == core::Encap::kUdp);
+  CHECK(p.ib.installed[0].remote_port == 34500);
+  check_keys_cross(p.ia, p.ib);
+}
