@@ -99,11 +99,12 @@ Gateway::~Gateway() {
 
 bool Gateway::setup(std::string& err) {
   dp_ = std::make_unique<esp::DataPlane>(cfg_.policies);
-  if (!cfg_.keylog.esp.empty() || !cfg_.keylog.ikev2.empty()) {
-    keylog_ = std::make_unique<KeyLog>(cfg_.keylog.esp, cfg_.keylog.ikev2);
+  if (!cfg_.keylog.esp.empty() || !cfg_.keylog.ikev2.empty() || !cfg_.keylog.ikev1.empty()) {
+    keylog_ = std::make_unique<KeyLog>(cfg_.keylog.esp, cfg_.keylog.ikev2, cfg_.keylog.ikev1);
     core::log::warn("gateway", "Wireshark key log enabled (the files hold secret keys):",
                     cfg_.keylog.esp.empty() ? "" : " ESP " + cfg_.keylog.esp,
-                    cfg_.keylog.ikev2.empty() ? "" : " IKEv2 " + cfg_.keylog.ikev2);
+                    cfg_.keylog.ikev2.empty() ? "" : " IKEv2 " + cfg_.keylog.ikev2,
+                    cfg_.keylog.ikev1.empty() ? "" : " IKEv1 " + cfg_.keylog.ikev1);
   }
   tun_ = tun::LinuxTun::open(cfg_.tun.name, 1, err);
   if (tun_.empty()) return false;
@@ -162,6 +163,8 @@ bool Gateway::setup(std::string& err) {
     installer_ = std::make_unique<RecordingInstaller>(*dp_, keylog_.get());
     ike::EngineOptions opt;
     if (keylog_ && keylog_->ike_enabled()) opt.key_logger = [this](const ike::IkeKeyLog& k) { keylog_->ike(k); };
+    if (keylog_ && keylog_->ikev1_enabled())
+      opt.ikev1_key_logger = [this](std::uint64_t cky_i, core::ByteSpan key) { keylog_->ikev1(cky_i, key); };
     engine_ = std::make_unique<ike::Engine>(std::move(cfg_.connections), *installer_, opt);
     cfg_.connections.clear();
   }

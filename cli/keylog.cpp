@@ -93,6 +93,11 @@ void KeyLog::esp(const core::SaParams& p) {
   append(esp_, line(p.local_addr, p.remote_addr, p.out) + line(p.remote_addr, p.local_addr, p.in));
 }
 
+void KeyLog::ikev1(std::uint64_t cky_i, core::ByteSpan enc_key) {
+  if (ikev1_.empty()) return;
+  append(ikev1_, core::hex64(cky_i) + "," + core::to_hex(enc_key) + "\n");
+}
+
 void KeyLog::ike(const ike::IkeKeyLog& k) {
   if (ike_.empty()) return;
   const std::string enc = ike_enc_name(k.transform.enc);

@@ -15,16 +15,21 @@ namespace ipsecgw::cli {
 
 class KeyLog {
  public:
-  KeyLog(std::string esp_path, std::string ike_path) : esp_(std::move(esp_path)), ike_(std::move(ike_path)) {}
+  KeyLog(std::string esp_path, std::string ike_path, std::string ikev1_path = {})
+      : esp_(std::move(esp_path)), ike_(std::move(ike_path)), ikev1_(std::move(ikev1_path)) {}
   void esp(const core::SaParams& p);    // both directions of an SA pair
   void ike(const ike::IkeKeyLog& k);
+  // IKEv1: the initiator's cookie and the ISAKMP SA's encryption key
+  // (Wireshark's "ikev1_decryption_table").
+  void ikev1(std::uint64_t cky_i, core::ByteSpan enc_key);
+  [[nodiscard]] bool ikev1_enabled() const { return !ikev1_.empty(); }
   [[nodiscard]] bool esp_enabled() const { return !esp_.empty(); }
   [[nodiscard]] bool ike_enabled() const { return !ike_.empty(); }
 
  private:
   void append(const std::string& path, const std::string& lines);
   std::mutex mutex_;
-  std::string esp_, ike_;
+  std::string esp_, ike_, ikev1_;
 };
 
 }  // namespace ipsecgw::cli

@@ -39,6 +39,7 @@ struct ControlConfig {
 struct KeyLogConfig {
   std::string esp;    // Wireshark "esp_sa" UAT file, empty = off
   std::string ikev2;  // Wireshark "ikev2_decryption_table" UAT file, empty = off
+  std::string ikev1;  // Wireshark "ikev1_decryption_table" UAT file, empty = off
 };
 
 struct MetricsConfig {

@@ -74,6 +74,8 @@ struct IkeKeyLog {
 
 struct EngineOptions {
   std::function<void(const IkeKeyLog&)> key_logger;
+  // IKEv1: an ISAKMP SA's initiator cookie and encryption key (off unless set).
+  std::function<void(std::uint64_t cky_i, ByteSpan enc_key)> ikev1_key_logger;
   std::chrono::milliseconds retransmit_base{1000};
   double retransmit_factor = 1.8;
   unsigned retransmit_tries = 5;

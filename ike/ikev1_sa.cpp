@@ -244,6 +244,10 @@ void IsakmpSa::phase1_failed(const std::string& why, Notify n, bool tell_peer, T
 void IsakmpSa::established(TimePoint now) {
   p1_ = mm_->take_sa();
   mm_flight_.awaiting = false;
+  if (mgr_.host_.opt.ikev1_key_logger) {
+    const auto key = encryption_key(p1_.suite.hash, p1_.keys.e.span(), p1_.suite.enc.key_bytes);
+    mgr_.host_.opt.ikev1_key_logger(p1_.cky_i, key.span());
+  }
   set_state(State::kEstablished);
   established_at_ = now;
   ++mgr_.host_.counters.ikev1_main_mode_done;

@@ -16,7 +16,7 @@ source "$HERE/../../scripts/netns-lib.sh"
 PY=/usr/bin/python3
 CHARON=/usr/lib/ipsec/charon
 require_root
-require_tools "$CHARON" swanctl tcpdump nft "$PY" nc
+require_tools "$CHARON" swanctl tcpdump tshark nft "$PY" nc ike-scan
 
 test_init igv1
 source "$HERE/strongswan-lib.sh"
@@ -69,9 +69,12 @@ CONF
 # write_ipsecgw IKE_PROPOSAL ESP_PROPOSAL START_ACTION PSK
 # GW_LOCAL, GW_REKEY, GW_CHILD_REKEY, GW_DPD_DELAY, GW_DPD_TIMEOUT override defaults.
 write_ipsecgw() {
+  local keylog_json=""
+  [ -n "${GW_KEYLOG:-}" ] && keylog_json="\"keylog\": { \"esp\": \"$WORK/keys/esp_sa\", \"ikev1\": \"$WORK/keys/ikev1_decryption_table\" },"
   cat > "$WORK/gw-a.json" <<JSON
 {
   "tun": { "name": "ipsec0", "mtu": 1400 },
+  $keylog_json
   "connections": {
     "site-b": {
       "version": 1,
@@ -113,6 +116,11 @@ run_case() {
   [ "$who" = ipsecgw ] && gw_start=start
   write_swanctl "$ike" "$esp" none "a long shared secret"
   write_ipsecgw "$ike" "$esp" "$gw_start" "a long shared secret"
+  if [ -n "${CAPTURE:-}" ]; then
+    ip netns exec "$NS-gb" timeout 60 tcpdump -i "$NS-w1" -U --immediate-mode -w "$WORK/interop.pcap" udp 2>/dev/null &
+    DUMP=$!
+    sleep 0.5
+  fi
   start_ipsecgw
   if [ "$who" = strongswan ]; then
     timeout 20 swanctl --initiate --ike gw-a --child lan --uri "unix://$WORK/charon.vici" > "$WORK/init.log" 2>&1
@@ -125,9 +133,32 @@ run_case() {
   check "$name: ping B->A" ip netns exec "$NS-hb" ping -c 3 -i 0.2 -W 2 -q 10.1.0.2
   check "$name: TCP 2 MB A->B, SHA-256 matches" tcp_transfer "$NS-ha" 10.2.0.2 "$NS-hb" 2000000
   check "$name: TCP 2 MB B->A, SHA-256 matches" tcp_transfer "$NS-hb" 10.1.0.2 "$NS-ha" 2000000
+  if [ -n "${CAPTURE:-}" ]; then sleep 0.3; kill "$DUMP"; wait "$DUMP" 2>/dev/null; fi
 }
 
-run_case "MM AES128-SHA256-MODP2048, QM without PFS" ipsecgw "aes128-sha256-modp2048" "aes128-sha256"
+mkdir -p "$WORK/keys"
+GW_KEYLOG=1 CAPTURE=1 run_case "MM AES128-SHA256-MODP2048, QM without PFS" ipsecgw "aes128-sha256-modp2048" "aes128-sha256"
+# ipsecgw's key log opens the capture to tshark (an independent IKEv1 and
+# ESP implementation): Main Mode 5/6, Quick Mode and the ESP inside UDP.
+check "keylog: IKEv1 and ESP key logs written with mode 0600" \
+  test "$(stat -c %a "$WORK/keys/ikev1_decryption_table")" = 600 -a "$(stat -c %a "$WORK/keys/esp_sa")" = 600
+mkdir -p "$WORK/wsconf/wireshark"
+cp "$WORK/keys/esp_sa" "$WORK/keys/ikev1_decryption_table" "$WORK/wsconf/wireshark/"
+tshark_dec() { XDG_CONFIG_HOME="$WORK/wsconf" HOME="$WORK/wsconf" tshark -n -r "$WORK/interop.pcap" \
+  -o esp.enable_encryption_decode:TRUE "$@" 2>/dev/null; }
+tshark_dec -V > "$WORK/dissected.txt"
+check "keylog: tshark decrypts Main Mode 5 and 6: both identities" \
+  bash -c "grep -q 'Identification Data:gw-a.example' '$WORK/dissected.txt' && grep -q 'Identification Data:gw-b.example' '$WORK/dissected.txt'"
+check "keylog: tshark decrypts Quick Mode: three messages, the client subnets, ESP proposals" \
+  bash -c "[ \$(grep -c 'Exchange type: Quick Mode' '$WORK/dissected.txt') -eq 3 ] &&
+           grep -q 'Identification Data:10.1.0.0/255.255.255.0' '$WORK/dissected.txt' &&
+           grep -q 'Protocol ID: IPSEC_ESP' '$WORK/dissected.txt'"
+check "keylog: tshark decrypts the ESP in UDP (ICMP between the hosts inside)" \
+  bash -c "$(declare -f tshark_dec); WORK='$WORK'; tshark_dec -Y 'icmp && ip.src == 10.1.0.2' | grep -q 'Echo (ping) request'"
+mkdir -p "$WORK/nokeys/wireshark"
+check "keylog: without the key log tshark reads neither identity (negative control)" \
+  bash -c "XDG_CONFIG_HOME='$WORK/nokeys' HOME='$WORK/nokeys' tshark -n -V -r '$WORK/interop.pcap' > '$WORK/nokeys.txt' 2>/dev/null &&
+           grep -q 'Exchange type: Identity Protection' '$WORK/nokeys.txt' && ! grep -q 'Identification Data:gw-' '$WORK/nokeys.txt'"
 check "status: ipsecgw shows the ISAKMP SA as IKEv1, its IPsec SA and selectors" \
   bash -c "'$IPSECGW' status > '$WORK/status.txt' && grep -q 'ESTABLISHED, IKEv1, initiator' '$WORK/status.txt' && grep -q '10.1.0.0/24 === 10.2.0.0/24' '$WORK/status.txt'"
 check "counted: one Main Mode and one Quick Mode" \
