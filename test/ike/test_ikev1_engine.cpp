@@ -515,3 +515,38 @@ TEST_CASE("IKEv1: NAT-T with a peer that speaks only the drafts (02/02n/03): pay
   CHECK(p.ib.installed[0].remote_port == 34500);
   check_keys_cross(p.ia, p.ib);
 }
+
+TEST_CASE("IKEv1: dpd_action restart sets the connection up again once the peer is back", "[ike][ikev1][engine]") {
+  auto ca = conn1(true, "k-k-k-k-k");
+  ca.dpd_delay = 5;
+  ca.dpd_timeout = 10;
+  ca.children[0].dpd_action = ike::DpdAction::kRestart;
+  Pair p(std::move(ca), conn1(false, "k-k-k-k-k"));
+  p.a->start(p.now);
+  p.pump();
+  REQUIRE(p.ia.active() == 1);
+  const auto first = p.a->status(p.now).at(0).spi_i;
+  p.filter = [](std::size_t, const ike::Datagram&) { return false; };
+  p.advance(16s);  // R-U-THERE at 5 s unanswered; dead at 15 s; restart begins
+  CHECK(p.ia.active() == 0);
+  CHECK(p.a->counters().ikev1_main_mode_failed == 0);  // a dead peer of an SA that was up is not a failed setup
+  p.filter = [](std::size_t, const ike::Datagram&) { return true; };
+  p.advance(5s);
+  REQUIRE(p.a->established("site-b"));
+  CHECK(p.a->status(p.now).at(0).spi_i != first);
+  CHECK(p.ia.active() == 1);
+  check_keys_cross(p.ia, p.ib);
+}
+
+TEST_CASE("IKEv1: a reload that removes the connection deletes its SAs on both ends", "[ike][ikev1][engine]") {
+  Pair p(conn1(true, "k-k-k-k-k"), conn1(false, "k-k-k-k-k"));
+  p.a->start(p.now);
+  p.pump();
+  REQUIRE(p.ib.active() == 1);
+  const auto r = p.a->reload({}, p.now);
+  CHECK(r.removed == std::vector<std::string>{"site-b"});
+  p.pump();
+  CHECK(p.ia.active() == 0);
+  CHECK(p.ib.active() == 0);
+  CHECK(p.b->ike_sa_count() == 0);
+}
