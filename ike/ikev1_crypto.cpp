@@ -145,6 +145,8 @@ SecureBytes expand(core::PrfAlg prf, ByteSpan key, std::initializer_list<ByteSpa
                    std::initializer_list<ByteSpan> seed, std::size_t len) {
   Bytes out;
   Bytes k = prf_of(prf, key, seed1);
+  // Room for all of it up front: a reallocation would free an unwiped copy.
+  out.reserve(len + k.size());
   while (out.size() < len && !k.empty()) {
     out.insert(out.end(), k.begin(), k.end());
     std::vector<ByteSpan> parts{k};

@@ -41,7 +41,6 @@ std::optional<Message> open_informational(Phase1Sa& sa, ByteSpan datagram, Decod
     return fail(Notify::kInvalidFlags, "an unprotected Informational message");
   std::string why;
   auto plain = sa.cipher->open(datagram, why);
-  sa.cipher->end_exchange(h->message_id);
   Message m;
   m.header = *h;
   if (!plain || !parse_chain(*plain, h->next, m.raw, err, true))
@@ -54,6 +53,9 @@ std::optional<Message> open_informational(Phase1Sa& sa, ByteSpan datagram, Decod
   const auto want =
       qm_hash1(sa.suite.hash, sa.keys.a.span(), h->message_id, ByteSpan(*plain).subspan(4 + m.raw[0].body.size(), rest_len));
   if (!core::ct_equal(want, m.raw[0].body)) return fail(Notify::kInvalidHashInformation, "HASH(1) does not verify");
+  // Only now is the message the peer's: its one-message exchange ends (a
+  // forged one must not end another exchange's IV chain).
+  sa.cipher->end_exchange(h->message_id);
   if (!decode_payloads(m.raw, m, err)) return std::nullopt;
   return m;
 }

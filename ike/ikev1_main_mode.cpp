@@ -29,6 +29,13 @@ void MainMode::random(core::MutByteSpan out) {
   else core::random_bytes(out);
 }
 
+bool MainMode::reject_auth(Notify n, std::string why) {
+  auth_suspect_ = true;
+  notify_ = n;
+  error_ = std::move(why);
+  return false;
+}
+
 bool MainMode::fail(Notify n, std::string why) {
   failed_ = true;
   notify_ = n;
@@ -175,8 +182,9 @@ bool MainMode::process(ByteSpan datagram) {
     std::string why;
     auto plain = sa_.cipher->open(datagram, why);
     if (!plain || !parse_chain(*plain, h->next, m.raw, err, true) || !decode_payloads(m.raw, m, err))
-      // Unreadable after decryption: almost always a different pre-shared key.
-      return fail(Notify::kAuthenticationFailed,
+      // Unreadable after decryption: almost always a different pre-shared key,
+      // but not authenticated either: rejected, the exchange goes on.
+      return reject_auth(Notify::kAuthenticationFailed,
                   "message " + std::to_string(step_ + 1) + " does not decrypt to payloads (" +
                       (plain ? err.detail : why) + "): a different pre-shared key?");
     if (!check_payload_rules(Exchange::kMain, !initiator_, true, m.raw, err)) return fail(err.notify, err.detail);
@@ -276,8 +284,8 @@ bool MainMode::check_hash(const Message& m) {
   const Bytes want = initiator_ ? hash_r(s.hash, sa_.keys.skeyid.span(), gxi_, gxr_, cky_i_, cky_r_, sai_b_, peer_id_b)
                                 : hash_i(s.hash, sa_.keys.skeyid.span(), gxi_, gxr_, cky_i_, cky_r_, sai_b_, peer_id_b);
   if (!core::ct_equal(want, m.hash))
-    return fail(Notify::kInvalidHashInformation,
-                std::string(initiator_ ? "HASH_R" : "HASH_I") + " does not verify: a different pre-shared key?");
+    return reject_auth(Notify::kInvalidHashInformation,
+                       std::string(initiator_ ? "HASH_R" : "HASH_I") + " does not verify: a different pre-shared key?");
   if (cfg_.remote_id && !(m.ids[0].type == cfg_.remote_id->type && m.ids[0].data == cfg_.remote_id->data))
     return fail(Notify::kInvalidIdInformation, "the peer is " + m.ids[0].to_string() + ", not " + cfg_.remote_id->to_string());
   return true;
@@ -374,8 +382,8 @@ bool MainMode::process_aggressive(ByteSpan datagram, const Header& h) {
     std::string why;
     auto plain = sa_.cipher->open(datagram, why);
     if (!plain || !parse_chain(*plain, h.next, m.raw, err, true) || !decode_payloads(m.raw, m, err))
-      return fail(Notify::kAuthenticationFailed,
-                  "message 3 does not decrypt to payloads (" + (plain ? err.detail : why) + "): a different pre-shared key?");
+      return reject_auth(Notify::kAuthenticationFailed,
+                         "message 3 does not decrypt to payloads (" + (plain ? err.detail : why) + "): a different pre-shared key?");
     if (!check_payload_rules(Exchange::kAggressive, !initiator_, true, m.raw, err)) return fail(err.notify, err.detail);
   } else {
     if (step_ == 2) return fail(Notify::kInvalidFlags, "message 3 must be encrypted");

@@ -88,6 +88,10 @@ class MainMode {
   [[nodiscard]] bool done() const noexcept { return step_ == last_step() && !failed_; }
   [[nodiscard]] bool aggressive() const noexcept { return cfg_.aggressive; }
   [[nodiscard]] bool failed() const noexcept { return failed_; }
+  // The last message was rejected because it does not decrypt or its hash
+  // does not verify: not authenticated, so the exchange goes on (a forged
+  // packet cannot end it), but with the same PSK this does not happen.
+  [[nodiscard]] bool auth_suspect() const noexcept { return auth_suspect_; }
   [[nodiscard]] const std::string& error() const noexcept { return error_; }
   [[nodiscard]] Notify notify() const noexcept { return notify_; }
   [[nodiscard]] std::uint64_t cky_i() const noexcept { return cky_i_; }
@@ -100,6 +104,7 @@ class MainMode {
 
  private:
   bool fail(Notify n, std::string why);
+  bool reject_auth(Notify n, std::string why);
   [[nodiscard]] int last_step() const noexcept { return cfg_.aggressive ? 3 : 6; }
   std::optional<Bytes> build_aggressive();
   bool process_aggressive(ByteSpan datagram, const Header& h);
@@ -118,6 +123,7 @@ class MainMode {
   MainModeConfig cfg_;
   int step_ = 0;  // messages exchanged so far (0..6)
   bool failed_ = false;
+  bool auth_suspect_ = false;
   std::string error_;
   Notify notify_ = Notify::kPayloadMalformed;
   std::uint64_t cky_i_ = 0, cky_r_ = 0;

@@ -33,6 +33,11 @@ void QuickMode::random(core::MutByteSpan out) {
   else core::random_bytes(out);
 }
 
+bool QuickMode::reject(std::string why) {
+  error_ = std::move(why);
+  return false;
+}
+
 bool QuickMode::fail(Notify n, std::string why) {
   failed_ = true;
   notify_ = n;
@@ -127,37 +132,38 @@ bool QuickMode::process(ByteSpan datagram) {
     error_ = "not waiting for a message from the peer";
     return false;
   }
+  // Until HASH verifies, nothing about a message is the peer's: what does
+  // not decrypt, parse or verify is rejected and leaves the exchange (and
+  // its IV chain) as it was, so a forged packet cannot end it.
   DecodeError err;
   auto h = parse_header(datagram, err);
-  if (!h) return fail(err.notify, err.detail);
+  if (!h) return reject(err.detail);
   if (h->exchange != Exchange::kQuick || h->cky_i != sa_.cky_i || h->cky_r != sa_.cky_r || !h->encrypted() ||
       h->message_id == 0 || (step_ > 0 && h->message_id != mid_))
-    return fail(Notify::kInvalidMessageId, "not a message of this Quick Mode");
-  if (step_ == 0) mid_ = h->message_id;
+    return reject("not a message of this Quick Mode");
+  const std::uint32_t mid = h->message_id;
   std::string why;
   auto plain = sa_.cipher->open(datagram, why);
   Message m;
   m.header = *h;
   if (!plain || !parse_chain(*plain, h->next, m.raw, err, true))
-    return fail(Notify::kInvalidHashInformation, "message " + std::to_string(step_ + 1) + " does not decrypt: " +
-                                                     (plain ? err.detail : why));
-  if (!check_payload_rules(Exchange::kQuick, !initiator_, true, m.raw, err)) return fail(err.notify, err.detail);
+    return reject("message " + std::to_string(step_ + 1) + " does not decrypt: " + (plain ? err.detail : why));
   // HASH first, over exactly the payload bytes after it (RFC 2409 5.5), before any other use.
-  if (m.raw.empty() || m.raw[0].type != Payload::kHash)
-    return fail(Notify::kInvalidHashInformation, "the first payload is not HASH");
+  if (m.raw.empty() || m.raw[0].type != Payload::kHash) return reject("the first payload is not HASH");
   std::size_t rest_len = 0;
   for (std::size_t i = 1; i < m.raw.size(); ++i) rest_len += 4 + m.raw[i].body.size();
   const ByteSpan rest = ByteSpan(*plain).subspan(4 + m.raw[0].body.size(), rest_len);
   const auto prf = sa_.suite.hash;
   Bytes want;
-  if (step_ == 0) want = qm_hash1(prf, sa_.keys.a.span(), mid_, rest);
-  if (step_ == 1) want = qm_hash2(prf, sa_.keys.a.span(), mid_, ni_, rest);
+  if (step_ == 0) want = qm_hash1(prf, sa_.keys.a.span(), mid, rest);
+  if (step_ == 1) want = qm_hash2(prf, sa_.keys.a.span(), mid, ni_, rest);
+  if (step_ == 2) want = qm_hash3(prf, sa_.keys.a.span(), mid, ni_, nr_);
+  if (!core::ct_equal(want, m.raw[0].body)) return reject("HASH(" + std::to_string(step_ + 1) + ") does not verify");
+  if (step_ == 0) mid_ = mid;
+  // Authenticated from here: a failure now is the peer's, and ends the exchange.
+  if (!check_payload_rules(Exchange::kQuick, !initiator_, true, m.raw, err)) return fail(err.notify, err.detail);
   if (!decode_payloads(m.raw, m, err)) return fail(err.notify, err.detail);
-  if (step_ == 2) {
-    want = qm_hash3(prf, sa_.keys.a.span(), mid_, ni_, nr_);
-    if (m.raw.size() != 1) return fail(Notify::kPayloadMalformed, "message 3 carries more than its HASH");
-  }
-  if (!core::ct_equal(want, m.hash)) return fail(Notify::kInvalidHashInformation, "HASH(" + std::to_string(step_ + 1) + ") does not verify");
+  if (step_ == 2 && m.raw.size() != 1) return fail(Notify::kPayloadMalformed, "message 3 carries more than its HASH");
 
   if (step_ < 2) {
     if (!m.sa || m.nonce.empty()) return fail(Notify::kPayloadMalformed, "SA or nonce missing");

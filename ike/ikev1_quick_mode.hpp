@@ -52,6 +52,9 @@ class QuickMode {
   QuickMode(bool initiator, Phase1Sa& sa, QuickModeConfig cfg, std::uint32_t message_id, std::uint32_t spi_in);
 
   std::optional<Bytes> build();
+  // False when the message was rejected (it does not decrypt or verify:
+  // failed() stays false, the exchange goes on) or failed the exchange
+  // (failed(): an authenticated message the exchange cannot accept).
   bool process(ByteSpan datagram);
 
   [[nodiscard]] bool done() const noexcept { return step_ == 3 && !failed_; }
@@ -65,6 +68,7 @@ class QuickMode {
 
  private:
   bool fail(Notify n, std::string why);
+  bool reject(std::string why);  // not the peer's (does not verify): the exchange goes on
   void random(core::MutByteSpan out);
   Header header() const;
   std::vector<RawPayload> body(const Bytes& nonce);  // SA, nonce, [KE], IDci, IDcr

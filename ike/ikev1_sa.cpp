@@ -23,6 +23,10 @@ constexpr auto kHalfOpenLife = std::chrono::seconds(30);
 // Quick Modes of one ISAKMP SA under way at once (both roles): beyond it a
 // new one from the peer is dropped and counted (each holds a DH key with PFS).
 constexpr std::size_t kMaxQuickModes = 32;
+// The peer's message IDs remembered against replays (RFC 2408 5: unique).
+constexpr std::size_t kRememberedMids = 256;
+// After a rekey that did not happen, the next try.
+constexpr auto kRekeyRetry = std::chrono::seconds(10);
 
 IdPayload id_from(const std::string& s, const Endpoint& fallback) {
   IdPayload id;
@@ -137,12 +141,14 @@ void IsakmpSa::receive(const Datagram& d, const Header& h, TimePoint now) {
     if (h.exchange == Exchange::kInformational && !h.encrypted()) return on_informational(d, h, now);
     if (h.exchange == Exchange::kInformational && initiator_ && mm_ && mm_flight_.last_out.size() > 19 &&
         (mm_flight_.last_out[19] & kFlagEncrypted) && d.remote.addr == remote_.addr) {
-      // An encrypted notification in answer to our message 5 that our keys
-      // cannot have made sense of (strongSwan sends one when it cannot read
-      // message 5): the keys differ, and with the same DH exchange only the PSK can.
-      phase1_failed("the peer answered message 5 with an encrypted error notification: it could not read it "
-                    "(a different pre-shared key?)",
-                    Notify::kAuthenticationFailed, false, now);
+      // An encrypted notification in answer to our message 5 (strongSwan
+      // sends one when it cannot read message 5): the keys differ, and with
+      // the same DH exchange only the PSK can. Not authenticated, so it is
+      // said and counted once, and the exchange runs out its retransmissions.
+      ++mgr_.host_.counters.invalid_messages;
+      suspect_auth("the peer answered message 5 with an encrypted notification it could not have sent with our keys "
+                   "(a different pre-shared key?)",
+                   now);
       return;
     }
     ++mgr_.host_.counters.dropped_messages;
@@ -155,8 +161,17 @@ void IsakmpSa::receive(const Datagram& d, const Header& h, TimePoint now) {
   warn(kTag, tag(), ": ", to_string(h.exchange), " exchange not supported, dropped");
 }
 
+void IsakmpSa::suspect_auth(const std::string& why, TimePoint now) {
+  if (auth_suspected_) return;
+  auth_suspected_ = true;
+  // An authentication failure seen (once per SA); the Main Mode itself is
+  // counted as failed only if it ends without an ISAKMP SA.
+  ++mgr_.host_.counters.auth_failed;
+  if (initiator_ || mgr_.log_allowed(now))
+    warn(kTag, tag(), ": ", mm_ && mm_->aggressive() ? "Aggressive" : "Main", " Mode with ", remote_.to_string(), ": ", why);
+}
+
 void IsakmpSa::on_main_mode(const Datagram& d, const Header& h, TimePoint now) {
-  (void)h;
   if (d.data == mm_flight_.last_in) {
     // The peer repeats itself: our answer was lost (RFC 2408 5).
     if (!mm_flight_.last_out.empty() && !mm_flight_.awaiting) {
@@ -171,13 +186,31 @@ void IsakmpSa::on_main_mode(const Datagram& d, const Header& h, TimePoint now) {
     return;
   }
   if (!mm_->process(d.data)) {
-    // The refusal goes where the message came from (message 5 arrives on 4500).
-    if (!initiator_ && d.remote.addr == remote_.addr) {
-      local_ = d.local;
-      remote_ = d.remote;
+    if (mm_->failed()) {
+      phase1_failed(mm_->error(), mm_->notify(), true, now);
+    } else if (mm_->auth_suspect()) {
+      // Does not decrypt or verify: not the peer's for certain, so the
+      // exchange goes on; said once, and the peer told once (from where the
+      // message came: message 5 arrives on 4500).
+      ++mgr_.host_.counters.invalid_messages;
+      if (!auth_suspected_ && !initiator_) {
+        NotifyPayload np;
+        np.type = static_cast<std::uint16_t>(mm_->notify());
+        core::ByteAppender a{np.spi};
+        a.u64(cky_i_);
+        a.u64(cky_r_);
+        Header hh;
+        hh.cky_i = cky_i_;
+        hh.cky_r = cky_r_;
+        hh.exchange = Exchange::kInformational;
+        mgr_.host_.random({reinterpret_cast<std::uint8_t*>(&hh.message_id), sizeof hh.message_id});
+        mgr_.host_.send(d.local, d.remote, encode_plain(hh, {{Payload::kNotify, encode_notify(np)}}));
+      }
+      suspect_auth(mm_->error(), now);
+    } else {
+      ++mgr_.host_.counters.dropped_messages;
+      debug(kTag, tag(), ": Main Mode message ignored: ", mm_->error());
     }
-    if (mm_->failed()) phase1_failed(mm_->error(), mm_->notify(), true, now);
-    else debug(kTag, tag(), ": Main Mode message ignored: ", mm_->error());
     return;
   }
   mm_flight_.last_in = d.data;
@@ -185,8 +218,9 @@ void IsakmpSa::on_main_mode(const Datagram& d, const Header& h, TimePoint now) {
   mm_flight_.next_send = TimePoint::max();
   last_heard_ = now;
   if (cky_r_ == 0) cky_r_ = mm_->cky_r();
-  // Message 5 may come from port 4500 and from a port the NAT chose (RFC 3947 4).
-  if (!initiator_) update_endpoint(d);
+  // Message 5 may come from port 4500 and from a port the NAT chose (RFC 3947
+  // 4); only a message that verified (the encrypted ones) moves us there.
+  if (!initiator_ && h.encrypted()) update_endpoint(d);
   if (mm_->done()) return established(now);  // the initiator, after message 6
   auto m = mm_->build();
   if (!m) {
@@ -221,9 +255,11 @@ void IsakmpSa::phase1_failed(const std::string& why, Notify n, bool tell_peer, T
   if (initiator_ || mgr_.log_allowed(now))
     warn(kTag, tag(), ": ", mm_ && mm_->aggressive() ? "Aggressive" : "Main", " Mode with ", remote_.to_string(),
          " failed: ", why);
-  ++mgr_.host_.counters.ikev1_main_mode_failed;
-  ++mgr_.host_.counters.ike_failed;
-  if (n == Notify::kAuthenticationFailed || n == Notify::kInvalidHashInformation) ++mgr_.host_.counters.auth_failed;
+  if (!failure_counted_) {
+    ++mgr_.host_.counters.ikev1_main_mode_failed;
+    ++mgr_.host_.counters.ike_failed;
+    if (n == Notify::kAuthenticationFailed || n == Notify::kInvalidHashInformation) ++mgr_.host_.counters.auth_failed;
+  }
   if (tell_peer && (cky_r_ || !initiator_)) {
     // Unprotected: the keys are not agreed on (RFC 2408 5: a notify in the clear).
     Header hh;
@@ -243,6 +279,8 @@ void IsakmpSa::phase1_failed(const std::string& why, Notify n, bool tell_peer, T
 
 void IsakmpSa::established(TimePoint now) {
   p1_ = mm_->take_sa();
+  aggressive_ = mm_->aggressive();
+  mm_.reset();  // its DH private key and PSK copy are not needed any more
   mm_flight_.awaiting = false;
   if (mgr_.host_.opt.ikev1_key_logger) {
     const auto key = encryption_key(p1_.suite.hash, p1_.keys.e.span(), p1_.suite.enc.key_bytes);
@@ -266,8 +304,7 @@ void IsakmpSa::established(TimePoint now) {
   if (!initiator_ && p1_.peer_initial_contact) {
     // RFC 2407 4.6.3.3: the peer has no state with us; what we still hold from it is stale.
     for (auto& [k, o] : mgr_.sas_)
-      if (o.get() != this && &o->conn_ == &conn_ && o->remote_.addr == remote_.addr &&
-          o->state_ == State::kEstablished) {
+      if (o.get() != this && o->state_ == State::kEstablished && same_peer(*o)) {
         info(kTag, o->tag(), ": replaced after INITIAL-CONTACT from the peer");
         o->remove_children();
         o->set_state(State::kDead);
@@ -318,8 +355,16 @@ void IsakmpSa::on_quick_mode(const Datagram& d, const Header& h, TimePoint now) 
     return;
   }
   if (it == quick_.end()) {
-    if (h.message_id == 0) {
+    if (h.message_id == 0 || peer_mids_.count(h.message_id)) {
+      // RFC 2408 5: message IDs are not reused; a repeat after the linger is a replay.
       ++mgr_.host_.counters.dropped_messages;
+      debug(kTag, tag(), ": Quick Mode with a used message ID ", core::hex32(h.message_id), " dropped");
+      return;
+    }
+    if (children_.size() >= 2 * conn_.children.size() + 2) {
+      // Each child has at most its SA pair and the one replacing it.
+      ++mgr_.host_.counters.dropped_messages;
+      if (mgr_.log_allowed(now)) warn(kTag, tag(), ": ", children_.size(), " IPsec SAs already; a new Quick Mode is dropped");
       return;
     }
     std::size_t open = 0;
@@ -334,25 +379,34 @@ void IsakmpSa::on_quick_mode(const Datagram& d, const Header& h, TimePoint now) 
     // message commits it), so each child can be tried in turn.
     const std::uint32_t spi = mgr_.host_.new_child_spi();
     QuickTask best;
+    bool ok = false;
     for (const auto& cc : conn_.children) {
       QuickTask t;
       t.child = &cc;
       t.qm = std::make_unique<QuickMode>(false, p1_, quick_config(cc), h.message_id, spi);
       if (t.qm->process(d.data)) {
         best = std::move(t);
+        ok = true;
         break;
+      }
+      if (!t.qm->failed()) {
+        // Does not decrypt or verify: not the peer's; nothing is kept.
+        ++mgr_.host_.counters.invalid_messages;
+        debug(kTag, tag(), ": Quick Mode message dropped: ", t.qm->error());
+        return;
       }
       if (!best.qm || t.qm->notify() != Notify::kInvalidIdInformation) best = std::move(t);
       if (best.qm->notify() != Notify::kInvalidIdInformation) break;
     }
-    if (!best.qm || best.qm->failed()) {
+    peer_mids_.insert(h.message_id);
+    peer_mid_order_.push_back(h.message_id);
+    if (peer_mid_order_.size() > kRememberedMids) {
+      peer_mids_.erase(peer_mid_order_.front());
+      peer_mid_order_.pop_front();
+    }
+    if (!ok) {
       const auto n = best.qm ? best.qm->notify() : Notify::kNoProposalChosen;
       const std::string why = best.qm ? best.qm->error() : "the connection has no children";
-      if (n == Notify::kInvalidHashInformation) {
-        ++mgr_.host_.counters.invalid_messages;
-        warn(kTag, tag(), ": Quick Mode message dropped: ", why);
-        return;
-      }
       warn(kTag, tag(), ": Quick Mode from the peer refused: ", why);
       ++mgr_.host_.counters.ikev1_quick_mode_failed;
       NotifyPayload np;
@@ -378,13 +432,14 @@ void IsakmpSa::on_quick_mode(const Datagram& d, const Header& h, TimePoint now) 
   }
   QuickTask& t = it->second;
   if (t.done_at != TimePoint::max() || !t.qm->process(d.data)) {
-    if (t.qm->failed()) {
+    if (t.done_at == TimePoint::max() && t.qm->failed()) {
       warn(kTag, tag(), ": Quick Mode for ", t.child->name, " failed: ", t.qm->error());
       ++mgr_.host_.counters.ikev1_quick_mode_failed;
-      p1_.cipher->end_exchange(h.message_id);
-      quick_.erase(it);
+      drop_quick(it, now);
     } else {
-      ++mgr_.host_.counters.dropped_messages;
+      // Rejected (does not decrypt or verify): the exchange goes on as it was.
+      ++mgr_.host_.counters.invalid_messages;
+      debug(kTag, tag(), ": Quick Mode message dropped: ", t.qm->error());
     }
     return;
   }
@@ -397,7 +452,7 @@ void IsakmpSa::on_quick_mode(const Datagram& d, const Header& h, TimePoint now) 
   if (!m) {
     warn(kTag, tag(), ": Quick Mode for ", t.child->name, " failed: ", t.qm->error());
     ++mgr_.host_.counters.ikev1_quick_mode_failed;
-    quick_.erase(it);
+    drop_quick(it, now);
     return;
   }
   send(*m);
@@ -406,6 +461,19 @@ void IsakmpSa::on_quick_mode(const Datagram& d, const Header& h, TimePoint now) 
 }
 
 bool IsakmpSa::initiator_of(const QuickTask& t) { return t.qm->initiator(); }
+
+std::map<std::uint32_t, IsakmpSa::QuickTask>::iterator IsakmpSa::drop_quick(
+    std::map<std::uint32_t, QuickTask>::iterator it, TimePoint now) {
+  // A rekey that ended without a new SA leaves the old one to be rekeyed again, later.
+  if (const auto old = it->second.rekeys)
+    for (auto& c : children_)
+      if (c.spi_in == old && c.rekeying) {
+        c.rekeying = false;
+        c.rekey_at = std::min(c.expire_at, now + kRekeyRetry);
+      }
+  p1_.cipher->end_exchange(it->first);
+  return quick_.erase(it);
+}
 
 void IsakmpSa::quick_done(QuickTask& t, TimePoint now) {
   t.done_at = now;
@@ -508,23 +576,43 @@ void IsakmpSa::on_informational(const Datagram& d, const Header& h, TimePoint no
       return;
     }
     for (const auto& n : m->notifies) {
-      if (n.type < 16384) {
-        warn(kTag, tag(), ": the peer refused Main Mode: ", notify_name(n.type));
+      if (n.type >= 16384) continue;
+      if (initiator_ && cky_r_ == 0) {
+        // A refusal of our message 1 (no proposal, Aggressive Mode not allowed): nothing to lose yet.
+        warn(kTag, tag(), ": the peer refused ", mm_ && mm_->aggressive() ? "Aggressive" : "Main", " Mode: ",
+             notify_name(n.type));
         phase1_failed("refused by the peer with " + notify_name(n.type), static_cast<Notify>(n.type), false, now);
         return;
       }
+      // Later, a notification in the clear could be anybody's who saw the
+      // cookies: said and counted once, and the exchange runs its course.
+      ++mgr_.host_.counters.invalid_messages;
+      suspect_auth("the peer says " + notify_name(n.type) + " (unauthenticated; a different pre-shared key?)", now);
+      return;
     }
+    return;
+  }
+  if (quick_.count(h.message_id) || peer_mids_.count(h.message_id)) {
+    // A Quick Mode's message ID (its IV chain is not the Informational's to
+    // end) or one the peer used before: a replay (RFC 2408 5).
+    ++mgr_.host_.counters.dropped_messages;
+    debug(kTag, tag(), ": Informational with a used message ID ", core::hex32(h.message_id), " dropped");
     return;
   }
   DecodeError err;
   auto m = open_informational(p1_, d.data, err);
   if (!m) {
     ++mgr_.host_.counters.invalid_messages;
-    warn(kTag, tag(), ": Informational message dropped: ", err.detail);
+    debug(kTag, tag(), ": Informational message dropped: ", err.detail);
     return;
   }
+  peer_mids_.insert(h.message_id);
+  peer_mid_order_.push_back(h.message_id);
+  if (peer_mid_order_.size() > kRememberedMids) {
+    peer_mids_.erase(peer_mid_order_.front());
+    peer_mid_order_.pop_front();
+  }
   last_heard_ = now;
-  update_endpoint(d);
   for (const auto& n : m->notifies) {
     if (n.type == static_cast<std::uint16_t>(Notify::kRUThere)) {
       if (auto seq = dpd_sequence(n, p1_.cky_i, p1_.cky_r)) {
@@ -532,7 +620,10 @@ void IsakmpSa::on_informational(const Datagram& d, const Header& h, TimePoint no
         informational({dpd_notify(true, p1_.cky_i, p1_.cky_r, *seq)});
       }
     } else if (n.type == static_cast<std::uint16_t>(Notify::kRUThereAck)) {
-      if (auto seq = dpd_sequence(n, p1_.cky_i, p1_.cky_r); seq && *seq == dpd_seq_) {
+      // Any R-U-THERE of ours since the last acknowledged one (a round trip
+      // may be longer than dpd_delay).
+      if (auto seq = dpd_sequence(n, p1_.cky_i, p1_.cky_r); seq && *seq > dpd_acked_ && *seq <= dpd_seq_) {
+        dpd_acked_ = *seq;
         dpd_sent_ = TimePoint::max();
         if (conn_.dpd_delay) dpd_next_ = after(now, conn_.dpd_delay);
       }
@@ -541,12 +632,17 @@ void IsakmpSa::on_informational(const Datagram& d, const Header& h, TimePoint no
     } else if (n.type < 16384) {
       // An error about one of our Quick Modes (NO-PROPOSAL-CHOSEN, INVALID-ID-INFORMATION, ...).
       warn(kTag, tag(), ": the peer says ", notify_name(n.type));
+      // It names the proposal's SPI where it can (RFC 2408 3.14): only that
+      // Quick Mode ends; without one, every one of ours still waiting.
+      const std::optional<std::uint32_t> about =
+          n.spi.size() == 4 ? std::optional<std::uint32_t>(core::load_be32(n.spi.data())) : std::nullopt;
       for (auto it = quick_.begin(); it != quick_.end();) {
-        if (it->second.done_at == TimePoint::max() && it->second.flight.awaiting) {
-          warn(kTag, tag(), ": Quick Mode for ", it->second.child->name, " refused by the peer: ", notify_name(n.type));
+        const auto& q = it->second;
+        if (q.done_at == TimePoint::max() && q.flight.awaiting && q.qm->initiator() &&
+            (!about || *about == q.qm->result().spi_in)) {
+          warn(kTag, tag(), ": Quick Mode for ", q.child->name, " refused by the peer: ", notify_name(n.type));
           ++mgr_.host_.counters.ikev1_quick_mode_failed;
-          p1_.cipher->end_exchange(it->first);
-          it = quick_.erase(it);
+          it = drop_quick(it, now);
         } else {
           ++it;
         }
@@ -572,11 +668,18 @@ void IsakmpSa::on_informational(const Datagram& d, const Header& h, TimePoint no
         const std::uint32_t v = core::load_be32(spi.data());
         bool found = false;
         for (auto& [k, o] : mgr_.sas_)
-          if (&o->conn_ == &conn_ && o->remote_.addr == remote_.addr) found |= o->remove_by_peer_spi(v);
+          if (o->state_ == State::kEstablished && same_peer(*o)) found |= o->remove_by_peer_spi(v);
         if (!found) debug(kTag, tag(), ": DELETE for unknown ESP SPI ", core::hex32(v));
       }
     }
   }
+}
+
+bool IsakmpSa::same_peer(const IsakmpSa& o) const {
+  // The same connection, address and authenticated identity: on a
+  // connection that answers anyone, two clients behind one NAT are not.
+  return &o.conn_ == &conn_ && o.remote_.addr == remote_.addr && o.p1_.peer_id.type == p1_.peer_id.type &&
+         o.p1_.peer_id.data == p1_.peer_id.data;
 }
 
 bool IsakmpSa::remove_by_peer_spi(std::uint32_t spi_out) {
@@ -636,7 +739,7 @@ void IsakmpSa::peer_dead(const std::string& why, TimePoint now) {
   (void)now;
   warn(kTag, tag(), ": ", why, "; peer considered dead");
   restart_wanted_ = state_ == State::kEstablished;
-  if (!restart_wanted_) {
+  if (!restart_wanted_ && !failure_counted_) {
     ++mgr_.host_.counters.ike_failed;
     ++mgr_.host_.counters.ikev1_main_mode_failed;
   }
@@ -648,7 +751,8 @@ TimePoint IsakmpSa::deadline() const {
   TimePoint t = TimePoint::max();
   if (state_ == State::kDead) return t;
   t = std::min(t, mm_flight_.next_send);
-  if (state_ == State::kMainMode) return std::min(t, created_ + kHalfOpenLife);
+  // The half-open limit is the responder's; the initiator's retransmissions end its attempt.
+  if (state_ == State::kMainMode) return initiator_ ? t : std::min(t, created_ + kHalfOpenLife);
   for (const auto& [mid, q] : quick_) {
     t = std::min(t, q.flight.next_send);
     if (q.done_at != TimePoint::max()) t = std::min(t, q.done_at + kQuickLinger);
@@ -690,8 +794,8 @@ void IsakmpSa::tick(TimePoint now) {
       return;
     }
     if (now >= created_ + kHalfOpenLife && !initiator_) {
-      warn(kTag, tag(), ": half-open Main Mode from ", remote_.to_string(), " timed out");
-      ++mgr_.host_.counters.ikev1_main_mode_failed;
+      if (mgr_.log_allowed(now)) warn(kTag, tag(), ": half-open Main Mode from ", remote_.to_string(), " timed out");
+      if (!failure_counted_) ++mgr_.host_.counters.ikev1_main_mode_failed;
       set_state(State::kDead);
     }
     return;
@@ -709,11 +813,7 @@ void IsakmpSa::tick(TimePoint now) {
     if (!resend(q.flight, "Quick Mode " + core::hex32(it->first))) {
       warn(kTag, tag(), ": no answer to Quick Mode for ", q.child->name, " after ", o.retransmit_tries, " transmissions");
       ++mgr_.host_.counters.ikev1_quick_mode_failed;
-      p1_.cipher->end_exchange(it->first);
-      if (q.rekeys)
-        for (auto& c : children_)
-          if (c.spi_in == q.rekeys) c.rekeying = false;
-      it = quick_.erase(it);
+      it = drop_quick(it, now);
       continue;
     }
     ++it;
@@ -751,7 +851,10 @@ void IsakmpSa::tick(TimePoint now) {
     info(kTag, tag(), ": rekeying IPsec SA ", c.name);
     const ChildConfig& cc = *c.cfg;
     const std::uint32_t spi = c.spi_in;
-    if (!start_quick(cc, now, spi)) children_[i].rekeying = false;
+    if (!start_quick(cc, now, spi)) {
+      children_[i].rekeying = false;
+      children_[i].rekey_at = std::min(children_[i].expire_at, now + kRekeyRetry);
+    }
   }
   if (now >= expire_at_) {
     delete_all(now, "reached its lifetime");

@@ -7,7 +7,9 @@
 // waits resends on the engine's retransmission schedule.
 #pragma once
 
+#include <deque>
 #include <map>
+#include <set>
 #include <memory>
 #include <optional>
 #include <string>
@@ -77,6 +79,8 @@ class IsakmpSa {
   // Takes over `from`'s IPsec SAs (it is being replaced or deleted).
   void adopt_children(IsakmpSa& from);
   void remove_children();
+  // Same connection, address and authenticated peer identity.
+  [[nodiscard]] bool same_peer(const IsakmpSa& o) const;
 
   [[nodiscard]] IkeStatus status(TimePoint now) const;
   [[nodiscard]] std::string tag() const;
@@ -98,6 +102,7 @@ class IsakmpSa {
   bool rekeying_ = false;         // a successor's Main Mode is under way
   bool restart_wanted_ = false;   // dpd_action restart after the peer was found dead
   std::uint64_t replaces_ = 0;    // cky_i of the SA this one rekeys
+  bool aggressive_ = false;       // made by Aggressive Mode
 
  private:
   friend class Manager;
@@ -117,8 +122,13 @@ class IsakmpSa {
   void established(TimePoint now);
   void quick_done(QuickTask& t, TimePoint now);
   static bool initiator_of(const QuickTask& t);
+  // Ends a Quick Mode task: its IV chain goes, a child it was rekeying may be rekeyed again.
+  std::map<std::uint32_t, QuickTask>::iterator drop_quick(std::map<std::uint32_t, QuickTask>::iterator it,
+                                                          TimePoint now);
   bool install(const QuickTask& t, TimePoint now);
   void phase1_failed(const std::string& why, Notify n, bool tell_peer, TimePoint now);
+  // A phase-1 message that does not decrypt or verify: counted and said once.
+  void suspect_auth(const std::string& why, TimePoint now);
   void peer_dead(const std::string& why, TimePoint now);
   void informational(const std::vector<RawPayload>& payloads);
   QuickModeConfig quick_config(const ChildConfig& cc) const;
@@ -127,6 +137,11 @@ class IsakmpSa {
   void update_endpoint(const Datagram& d);
 
   std::map<std::uint32_t, QuickTask> quick_;  // by message ID
+  std::set<std::uint32_t> peer_mids_;        // the peer's message IDs seen (replay check)
+  std::deque<std::uint32_t> peer_mid_order_;  // ... oldest first, to bound them
+  std::uint32_t dpd_acked_ = 0;               // the last R-U-THERE sequence number acknowledged
+  bool auth_suspected_ = false;   // a phase-1 message did not decrypt or verify (said once)
+  bool failure_counted_ = false;  // this SA's failure is already in the counters
   // RFC 3706: our sequence number, and since when an R-U-THERE of ours is unanswered.
   std::uint32_t dpd_seq_ = 0;
   TimePoint dpd_sent_ = TimePoint::max();

@@ -550,3 +550,99 @@ TEST_CASE("IKEv1: a reload that removes the connection deletes its SAs on both e
   CHECK(p.ib.active() == 0);
   CHECK(p.b->ike_sa_count() == 0);
 }
+
+TEST_CASE("IKEv1: forged and replayed messages end no exchange and create nothing", "[ike][ikev1][engine][forgery]") {
+  auto flip = [](core::Bytes m) {
+    m[m.size() - 20] ^= 0x01;
+    return m;
+  };
+  SECTION("a forged copy of Quick Mode message 1 (or 2), then the real one: the IPsec SA is made") {
+    for (std::size_t target : {6u, 7u}) {
+      INFO(target);
+      Pair p(conn1(true, "k-k-k-k-k"), conn1(false, "k-k-k-k-k"));
+      p.filter = [&](std::size_t n, const ike::Datagram& d) {
+        if (n == target) {
+          // The attacker has seen the cookies and the message ID, not the keys.
+          if (target == 6) p.b->receive({d.remote, d.local, flip(d.data)}, p.now);
+          else p.a->receive({d.remote, d.local, flip(d.data)}, p.now);
+        }
+        return true;
+      };
+      p.a->start(p.now);
+      p.pump();
+      CHECK(p.ia.active() == 1);
+      CHECK(p.ib.active() == 1);
+      CHECK((p.a->counters().invalid_messages + p.b->counters().invalid_messages) == 1);
+      CHECK(p.a->counters().ikev1_quick_mode_failed + p.b->counters().ikev1_quick_mode_failed == 0);
+      check_keys_cross(p.ia, p.ib);
+    }
+  }
+  SECTION("a forged Informational with an ongoing Quick Mode's message ID does not break its IV chain") {
+    Pair p(conn1(true, "k-k-k-k-k"), conn1(false, "k-k-k-k-k"));
+    p.filter = [&](std::size_t n, const ike::Datagram& d) {
+      if (n == 6) {
+        auto f = flip(d.data);
+        f[18] = 5;  // exchange: Informational, same cookies and message ID
+        p.b->receive({d.remote, d.local, f}, p.now);
+      }
+      return true;
+    };
+    p.a->start(p.now);
+    p.pump();
+    CHECK(p.ib.active() == 1);
+    check_keys_cross(p.ia, p.ib);
+  }
+  SECTION("a forged message 5 does not end the responder's Main Mode") {
+    Pair p(conn1(true, "k-k-k-k-k"), conn1(false, "k-k-k-k-k"));
+    p.filter = [&](std::size_t n, const ike::Datagram& d) {
+      if (n == 4) p.b->receive({d.remote, d.local, flip(d.data)}, p.now);
+      return true;
+    };
+    p.a->start(p.now);
+    p.pump();
+    CHECK(p.a->established("site-b"));
+    CHECK(p.b->established("site-a"));
+    CHECK(p.ib.active() == 1);
+  }
+  SECTION("Quick Mode message 1 replayed after its exchange is gone: dropped, nothing made") {
+    Pair p(conn1(true, "k-k-k-k-k"), conn1(false, "k-k-k-k-k"));
+    core::Bytes qm1;
+    ike::Datagram seen;
+    p.filter = [&](std::size_t n, const ike::Datagram& d) {
+      if (n == 6) {
+        qm1 = d.data;
+        seen = d;
+      }
+      return true;
+    };
+    p.a->start(p.now);
+    p.pump();
+    REQUIRE(p.ib.active() == 1);
+    p.advance(40s);  // past the 30 s a finished exchange is kept to answer repeats
+    const auto dropped = p.b->counters().dropped_messages;
+    p.b->receive({seen.remote, seen.local, qm1}, p.now);
+    CHECK(p.b->take_output().empty());
+    CHECK(p.b->counters().dropped_messages == dropped + 1);
+    CHECK(p.ib.installed.size() == 1);
+  }
+  SECTION("an R-U-THERE replayed is not answered again") {
+    auto ca = conn1(true, "k-k-k-k-k");
+    ca.dpd_delay = 5;
+    Pair p(std::move(ca), conn1(false, "k-k-k-k-k"));
+    p.a->start(p.now);
+    p.pump();
+    core::Bytes dpd;
+    ike::Datagram seen;
+    p.filter = [&](std::size_t, const ike::Datagram& d) {
+      if (d.data.size() > 18 && d.data[18] == 5 && dpd.empty() && d.local.addr == *core::IpAddress::parse("198.51.100.1")) {
+        dpd = d.data;
+        seen = d;
+      }
+      return true;
+    };
+    p.advance(6s);
+    REQUIRE_FALSE(dpd.empty());
+    p.b->receive({seen.remote, seen.local, dpd}, p.now);
+    CHECK(p.b->take_output().empty());
+  }
+}

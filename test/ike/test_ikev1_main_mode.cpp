@@ -82,14 +82,42 @@ TEST_CASE("IKEv1 Main Mode (PSK): six messages, the same keys on both ends", "[i
 }
 
 TEST_CASE("IKEv1 Main Mode (PSK): the ways it fails, and what the peer is told", "[ike][ikev1][mainmode]") {
-  SECTION("a different pre-shared key: the responder cannot read message 5") {
+  SECTION("a different pre-shared key: the responder cannot read message 5, and says why") {
     v1::MainMode i(true, config({"aes128-sha256-modp2048"}, "one secret", "gw-a.example", nullptr));
     v1::MainMode r(false, config({"aes128-sha256-modp2048"}, "another secret", "gw-b.example", nullptr));
     run(i, r);
     CHECK_FALSE(i.done());
-    CHECK(r.failed());
+    CHECK_FALSE(r.done());
+    // Not authenticated, so not the end of the exchange (a forged message 5
+    // must not end a real one): rejected, with the reason and the notify.
+    CHECK_FALSE(r.failed());
+    CHECK(r.auth_suspect());
     CHECK((r.notify() == v1::Notify::kAuthenticationFailed || r.notify() == v1::Notify::kInvalidHashInformation));
     CHECK(r.error().find("pre-shared key") != std::string::npos);
+  }
+  SECTION("a forged message 5 does not end the exchange: the real one still completes it") {
+    v1::MainMode i(true, config({"aes128-sha256-modp2048"}, "k-k-k-k", "gw-a.example", nullptr));
+    v1::MainMode r(false, config({"aes128-sha256-modp2048"}, "k-k-k-k", "gw-b.example", nullptr));
+    for (int n = 0; n < 2; ++n) {
+      auto m = i.build();
+      REQUIRE(m);
+      REQUIRE(r.process(*m));
+      m = r.build();
+      REQUIRE(m);
+      REQUIRE(i.process(*m));
+    }
+    auto m5 = i.build();
+    REQUIRE(m5);
+    auto forged = *m5;
+    forged[forged.size() - 20] ^= 0x40;  // somebody with the cookies, not the keys
+    CHECK_FALSE(r.process(forged));
+    CHECK_FALSE(r.failed());
+    REQUIRE(r.process(*m5));
+    auto m6 = r.build();
+    REQUIRE(m6);
+    REQUIRE(i.process(*m6));
+    CHECK(i.done());
+    CHECK(r.done());
   }
   SECTION("no suite in common: NO-PROPOSAL-CHOSEN on message 1") {
     v1::MainMode i(true, config({"3des-md5-modp1024"}, "k", "gw-a.example", nullptr));

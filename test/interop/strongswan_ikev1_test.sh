@@ -312,7 +312,9 @@ for who in strongswan ipsecgw; do
   if [ "$who" = strongswan ]; then
     timeout 20 swanctl --initiate --ike gw-a --child lan --uri "unix://$WORK/charon.vici" > /dev/null 2>&1
   else
-    wait_for "$WORK/a.log" "Main Mode with .* failed" 100
+    # ipsecgw's message 5 cannot be read; strongSwan's encrypted answer
+    # cannot be read either; ipsecgw runs out its retransmissions (~22 s).
+    wait_for "$WORK/a.log" "no answer to Main Mode" 300
   fi
   sleep 1
   if [ "$who" = strongswan ]; then
@@ -329,7 +331,10 @@ for who in strongswan ipsecgw; do
   fi
   check "wrong PSK ($who): no IPsec SA in ipsecgw" no_match 'IPsec SA .* installed' "$WORK/a.log"
   check "wrong PSK ($who): no SA in strongSwan" test "$(sas_count ESTABLISHED)" = 0
-  check "wrong PSK ($who): counted as a failed Main Mode" bash -c "sleep 1.2; test \$($PY -c \"import json; print(json.load(open('$WORK/a.json'))['ike']['ikev1_main_mode_failed'])\") -ge 1"
+  check "wrong PSK ($who): counted as an authentication failure" bash -c "sleep 1.2; test \$($PY -c \"import json; print(json.load(open('$WORK/a.json'))['ike']['auth_failed'])\") -ge 1"
+  if [ "$who" = ipsecgw ]; then
+    check "wrong PSK ($who): and as a failed Main Mode" bash -c "test \$($PY -c \"import json; print(json.load(open('$WORK/a.json'))['ike']['ikev1_main_mode_failed'])\") -ge 1"
+  fi
   stop_all
 done
 
