@@ -51,6 +51,17 @@ Header MainMode::header() const {
   return h;
 }
 
+// What the peer speaks, from the vendor IDs of its first message.
+void MainMode::note_vendor_ids(const Message& m) {
+  for (const auto& v : m.vendor_ids) {
+    const auto name = vendor_name(v);
+    peer_natt_ |= name == "RFC 3947";
+    peer_natt_draft_ |= name == "draft-ietf-ipsec-nat-t-ike-02" || name == "draft-ietf-ipsec-nat-t-ike-02\\n" ||
+                        name == "draft-ietf-ipsec-nat-t-ike-03";
+    peer_dpd_ |= name == "DPD";
+  }
+}
+
 std::vector<RawPayload> MainMode::vendor_ids() const {
   std::vector<RawPayload> v{raw(Payload::kVendor, hex(kVidNatT))};
   for (const char* d : kVidNatTDraft) v.push_back(raw(Payload::kVendor, hex(d)));
@@ -195,13 +206,7 @@ bool MainMode::process(ByteSpan datagram) {
       return fail(err.notify, err.detail);
   }
   if (step_ < 2)
-    for (const auto& v : m.vendor_ids) {
-      const auto name = vendor_name(v);
-      peer_natt_ |= name == "RFC 3947";
-      peer_natt_draft_ |= name == "draft-ietf-ipsec-nat-t-ike-02" || name == "draft-ietf-ipsec-nat-t-ike-02\\n" ||
-                          name == "draft-ietf-ipsec-nat-t-ike-03";
-      peer_dpd_ |= vendor_name(v) == "DPD";
-    }
+    note_vendor_ids(m);
   switch (step_) {
     case 0: {  // (1) at the responder
       if (h->cky_r != 0) return fail(Notify::kInvalidCookie, "message 1 with a responder cookie");
@@ -392,13 +397,7 @@ bool MainMode::process_aggressive(ByteSpan datagram, const Header& h) {
       return fail(err.notify, err.detail);
   }
   if (step_ < 2)
-    for (const auto& v : m.vendor_ids) {
-      const auto name = vendor_name(v);
-      peer_natt_ |= name == "RFC 3947";
-      peer_natt_draft_ |= name == "draft-ietf-ipsec-nat-t-ike-02" || name == "draft-ietf-ipsec-nat-t-ike-02\\n" ||
-                          name == "draft-ietf-ipsec-nat-t-ike-03";
-      peer_dpd_ |= vendor_name(v) == "DPD";
-    }
+    note_vendor_ids(m);
   switch (step_) {
     case 0: {  // (1) at the responder
       if (h.cky_r != 0) return fail(Notify::kInvalidCookie, "message 1 with a responder cookie");

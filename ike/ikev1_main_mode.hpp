@@ -111,6 +111,7 @@ class MainMode {
   bool choose(const Message& m);             // the responder picks a suite from message 1's SA
   bool accept_choice(const Message& m);      // the initiator checks the responder's choice
   std::vector<RawPayload> vendor_ids() const;
+  void note_vendor_ids(const Message& m);
   void random(core::MutByteSpan out);
   Header header() const;
   bool derive_keys();

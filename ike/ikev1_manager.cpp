@@ -7,14 +7,6 @@
 
 namespace ipsecgw::ike::v1 {
 
-using core::log::debug;
-using core::log::info;
-using core::log::warn;
-
-namespace {
-constexpr const char* kTag = "ikev1";
-}
-
 Manager::Manager(Host host) : host_(std::move(host)) {}
 
 void Manager::half_open_changed(const IsakmpSa& sa, int delta) {

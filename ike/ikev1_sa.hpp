@@ -5,6 +5,11 @@
 // out ("flight"): a repeated peer message is answered with our last one
 // (RFC 2408 5: retransmission is the receiver's cue), and the side that
 // waits resends on the engine's retransmission schedule.
+//
+//   ikev1_sa.cpp                state, dispatch by exchange, timers, status
+//   ikev1_sa_phase1.cpp         driving Main/Aggressive Mode, NAT-T float, what establishing sets off
+//   ikev1_sa_quick.cpp          Quick Mode tasks by message ID, IPsec SA install
+//   ikev1_sa_informational.cpp  DPD, notifies, DELETE
 #pragma once
 
 #include <deque>
@@ -18,8 +23,45 @@
 #include "ike/ikev1_main_mode.hpp"
 #include "ike/ikev1_manager.hpp"
 #include "ike/ikev1_quick_mode.hpp"
+#include "core/log.hpp"
 
 namespace ipsecgw::ike::v1 {
+
+using core::log::debug;
+using core::log::error;
+using core::log::info;
+using core::log::warn;
+
+inline constexpr const char* kTag = "ikev1";
+// A finished Quick Mode is kept this long to answer a repeated message 2
+// (its message 3 was lost); a half-open Main Mode responder this long.
+inline constexpr auto kQuickLinger = std::chrono::seconds(30);
+inline constexpr auto kHalfOpenLife = std::chrono::seconds(30);
+// Quick Modes of one ISAKMP SA under way at once (both roles): beyond it a
+// new one from the peer is dropped and counted (each holds a DH key with PFS).
+inline constexpr std::size_t kMaxQuickModes = 32;
+// The peer's message IDs remembered against replays (RFC 2408 5: unique).
+inline constexpr std::size_t kRememberedMids = 256;
+// After a rekey that did not happen, the next try.
+inline constexpr auto kRekeyRetry = std::chrono::seconds(10);
+
+inline IdPayload id_from(const std::string& s, const Endpoint& fallback) {
+  IdPayload id;
+  id.protocol = 17;
+  id.port = 500;
+  const std::string v = s.empty() ? fallback.addr.to_string() : s;
+  if (auto a = core::IpAddress::parse(v)) {
+    id.type = a->is_v4() ? IdType::kIpv4 : IdType::kIpv6;
+    auto b = a->bytes();
+    id.data.assign(b.begin(), b.end());
+    return id;
+  }
+  id.type = v.find('@') != std::string::npos ? IdType::kUserFqdn : IdType::kFqdn;
+  id.data.assign(v.begin(), v.end());
+  return id;
+}
+
+inline TimePoint after(TimePoint now, std::uint32_t s) { return now + std::chrono::seconds(s); }
 
 // The last message each way of one exchange.
 struct Flight {
@@ -137,6 +179,7 @@ class IsakmpSa {
   void update_endpoint(const Datagram& d);
 
   std::map<std::uint32_t, QuickTask> quick_;  // by message ID
+  void remember_peer_mid(std::uint32_t mid);  // RFC 2408 5: the peer's message IDs are unique
   std::set<std::uint32_t> peer_mids_;        // the peer's message IDs seen (replay check)
   std::deque<std::uint32_t> peer_mid_order_;  // ... oldest first, to bound them
   std::uint32_t dpd_acked_ = 0;               // the last R-U-THERE sequence number acknowledged
