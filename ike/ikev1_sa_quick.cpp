@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "ike/ikev1_informational.hpp"
+#include "ike/child_sa.hpp"
 #include "ike/ikev1_message_rules.hpp"
 
 namespace ipsecgw::ike::v1 {
@@ -185,23 +186,10 @@ void IsakmpSa::quick_done(QuickTask& t, TimePoint now) {
 bool IsakmpSa::install(const QuickTask& t, TimePoint now) {
   const auto& r = t.qm->result();
   const ChildConfig& cc = *t.child;
-  core::SaParams sp;
-  sp.name = conn_.name + "/" + cc.name + "/" + core::hex32(r.spi_in);
-  sp.protocol = core::IpsecProtocol::kEsp;
-  sp.mode = cc.mode;
-  sp.transform = r.suite.esp;
-  sp.local_addr = local_.addr;
-  sp.remote_addr = remote_.addr;
   const bool udp = nat() || r.suite.mode == EncapMode::kUdpTunnel || r.suite.mode == EncapMode::kUdpTunnelDraft;
-  sp.encap = udp ? core::Encap::kUdp : core::Encap::kNone;
-  sp.remote_port = udp ? remote_.port : core::kNattPort;
-  sp.selectors.local.push_back({r.local_ts.lo, r.local_ts.hi});
-  sp.selectors.remote.push_back({r.remote_ts.lo, r.remote_ts.hi});
-  sp.replay_window = cc.replay_window;
-  sp.in.spi = r.spi_in;
-  sp.out.spi = r.spi_out;
-  sp.in.keymat = core::SecureBytes(r.keymat_in.span());
-  sp.out.keymat = core::SecureBytes(r.keymat_out.span());
+  core::SaParams sp = child_sa_params(conn_.name, cc, r.suite.esp, local_, remote_, udp, {r.local_ts}, {r.remote_ts},
+                                      r.spi_in, r.spi_out, core::SecureBytes(r.keymat_in.span()),
+                                      core::SecureBytes(r.keymat_out.span()));
   const std::string name = sp.name;
   std::string why;
   if (!mgr_.host_.installer.install(std::move(sp), why)) {
@@ -218,17 +206,10 @@ bool IsakmpSa::install(const QuickTask& t, TimePoint now) {
   ch.remote_ts = r.remote_ts;
   ch.established = now;
   ch.pfs = r.pfs;
-  // Our lifetime, or the shorter one the peer's transform carried.
-  std::uint32_t life = cc.life_time ? cc.life_time : cc.rekey_time + cc.rekey_time / 10;
-  if (r.suite.life_seconds && (life == 0 || r.suite.life_seconds < life)) life = r.suite.life_seconds;
-  std::uint32_t rekey = cc.rekey_time;
-  if (life && rekey >= life) rekey = life - std::max<std::uint32_t>(1, life / 10);
-  if (rekey) {
-    std::uint32_t rnd = 0;
-    mgr_.host_.random({reinterpret_cast<std::uint8_t*>(&rnd), sizeof rnd});
-    ch.rekey_at = now + std::chrono::seconds(rekey) - std::chrono::milliseconds(rnd % (rekey * 100 + 1));
-  }
-  if (life) ch.expire_at = after(now, life);
+  // Our lifetime, or the shorter one the peer's transform (or RESPONDER-LIFETIME) carried.
+  const auto timers = child_timers(cc, now, r.suite.life_seconds, mgr_.host_.random);
+  ch.rekey_at = timers.rekey_at;
+  ch.expire_at = timers.expire_at;
   children_.push_back(ch);
   ++mgr_.host_.counters.child_installed;
   mgr_.host_.child_up(conn_.name + "/" + cc.name);

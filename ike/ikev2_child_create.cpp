@@ -3,6 +3,8 @@
 // install into the data plane.
 #include "ike/ikev2_sa.hpp"
 
+#include "ike/child_sa.hpp"
+
 namespace ipsecgw::ike {
 
 void IkeSa::child_from_response(const Pending& ctx, const Parsed& p, TimePoint now, const SecureBytes* pfs) {
@@ -37,22 +39,12 @@ bool IkeSa::install_child(const ChildConfig& cc, const core::EspTransform& t, st
   const std::size_t half = t.keymat_len();
   SecureBytes km = prf_plus(t_.prf, keys_.d.span(), seed, 2 * half);
   core::secure_wipe(seed.data(), seed.size());
-  core::SaParams sp;
-  sp.name = conn_.name + "/" + cc.name + "/" + core::hex32(spi_in);
-  sp.protocol = core::IpsecProtocol::kEsp;
-  sp.mode = cc.mode;
-  sp.transform = t;
-  sp.local_addr = local_.addr;
-  sp.remote_addr = remote_.addr;
-  sp.encap = encap() ? core::Encap::kUdp : core::Encap::kNone;
-  sp.remote_port = encap() ? remote_.port : core::kNattPort;
-  for (const auto& x : lts) sp.selectors.local.push_back({x.start, x.end});
-  for (const auto& x : rts) sp.selectors.remote.push_back({x.start, x.end});
-  sp.replay_window = cc.replay_window;
-  sp.in.spi = spi_in;
-  sp.out.spi = spi_out;
-  sp.out.keymat = SecureBytes(km.subspan(exchange_initiator ? 0 : half, half));
-  sp.in.keymat = SecureBytes(km.subspan(exchange_initiator ? half : 0, half));
+  std::vector<core::IpRange> lr, rr;
+  for (const auto& x : lts) lr.push_back({x.start, x.end});
+  for (const auto& x : rts) rr.push_back({x.start, x.end});
+  core::SaParams sp = child_sa_params(conn_.name, cc, t, local_, remote_, encap(), lr, rr, spi_in, spi_out,
+                                      SecureBytes(km.subspan(exchange_initiator ? half : 0, half)),
+                                      SecureBytes(km.subspan(exchange_initiator ? 0 : half, half)));
   std::string why;
   const std::string name = sp.name;
   if (!eng_.installer_.install(std::move(sp), why)) {
@@ -69,17 +61,9 @@ bool IkeSa::install_child(const ChildConfig& cc, const core::EspTransform& t, st
   ch.remote_ts = rts;
   ch.established = now;
   ch.pfs = pfs != nullptr;
-  if (cc.rekey_time) {
-    // Soft lifetime with up to 10% jitter, so both ends do not rekey at once.
-    std::uint32_t r = 0;
-    eng_.random_bytes({reinterpret_cast<std::uint8_t*>(&r), sizeof r});
-    const auto jitter = std::chrono::milliseconds(r % (cc.rekey_time * 100 + 1));
-    ch.rekey_at = now + std::chrono::seconds(cc.rekey_time) - jitter;
-  }
-  // The hard lifetime holds whatever the soft one is: life_time when set
-  // (also with rekey_time 0), else rekey_time + 10%.
-  if (const std::uint32_t life = cc.life_time ? cc.life_time : cc.rekey_time + cc.rekey_time / 10)
-    ch.expire_at = now + std::chrono::seconds(life);
+  const auto timers = child_timers(cc, now, 0, [this](core::MutByteSpan out) { eng_.random_bytes(out); });
+  ch.rekey_at = timers.rekey_at;
+  ch.expire_at = timers.expire_at;
   children_.push_back(ch);
   eng_.acquiring_.erase(conn_.name + "/" + cc.name);
   ++eng_.counters_.child_installed;
