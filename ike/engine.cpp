@@ -87,6 +87,10 @@ bool Engine::initiate(const std::string& name, const std::string& child, TimePoi
     why = "initiating needs local_addrs and remote_addrs";
     return false;
   }
+  if (c->proposals.empty() || c->proposals[0].dh.empty()) {
+    why = "no IKE proposal with a DH group";
+    return false;
+  }
   auto sa = std::make_unique<IkeSa>(*this, *c, true);
   sa->spi_i_ = new_spi();
   sa->local_ = {c->local_addrs[0], c->local_port};
@@ -96,12 +100,18 @@ bool Engine::initiate(const std::string& name, const std::string& child, TimePoi
     sa->remote_.port = core::kNattPort;
   }
   sa->created_ = now;
+  const ChildConfig* first = nullptr;
   for (const auto& ch : c->children)
     if (child.empty() || ch.name == child) {
-      sa->first_child_ = &ch;
+      first = &ch;
       break;
     }
-  if (!sa->start_init(now, why)) return false;
+  sa->tasks_.queue_ike(first);
+  sa->tasks_.initiate(now);
+  if (sa->state_ == IkeSa::State::kDead) {
+    why = "IKE_SA_INIT could not be built (see the log)";
+    return false;
+  }
   const auto spi = sa->spi_i_;
   add_sa(std::move(sa), spi);
   return true;
@@ -187,6 +197,104 @@ void Engine::bytes_used(const std::string& sa_name, std::uint64_t bytes, TimePoi
   }
 }
 
+Bytes Engine::cookie_for(const Datagram& d, std::uint64_t spi_i, ByteSpan ni) const {
+  // RFC 7296 2.6: Cookie = <VersionIDofSecret> | Hash(Ni | IPi | SPIi | <secret>)
+  Bytes in(ni.begin(), ni.end());
+  core::ByteAppender a{in};
+  a.bytes(d.remote.addr.bytes());
+  a.u64(spi_i);
+  Bytes c{0};
+  Bytes mac = prf(core::PrfAlg::kHmacSha256, cookie_secret_.span(), in);
+  c.insert(c.end(), mac.begin(), mac.end());
+  return c;
+}
+
+void Engine::handle_sa_init_request(const Datagram& d, const Header& h, TimePoint now) {
+  // Half-open SAs, pruned of those that moved on; a retransmitted
+  // IKE_SA_INIT is answered from its half-open SA.
+  for (auto it = half_open_.begin(); it != half_open_.end();) {
+    auto sa = sas_.find(it->second);
+    if (sa == sas_.end() || sa->second->state_ != IkeSa::State::kInitDone) it = half_open_.erase(it);
+    else ++it;
+  }
+  if (auto it = half_open_.find(h.spi_i); it != half_open_.end()) {
+    const auto& sa = sas_.at(it->second);
+    if (sa->remote_ == d.remote) {
+      sa->tasks_.resend_response();
+      return;
+    }
+  }
+  Parsed p;
+  std::vector<Payload> pl;
+  std::string why;
+  auto reply_plain = [&](std::vector<Payload> payloads) {
+    Header r;
+    r.spi_i = h.spi_i;
+    r.spi_r = 0;
+    r.exchange = Exchange::kSaInit;
+    r.flags = kFlagResponse;
+    send(d.local, d.remote, encode_plain(r, payloads));
+  };
+  RuleViolation v;
+  if (!parse_chain(ByteSpan(d.data).subspan(kHeaderLen), h.next, pl, why) ||
+      !check_payload_rules(Exchange::kSaInit, false, pl, {}, v) || !decode_all(pl, p, why)) {
+    if (why.empty()) why = v.detail;
+    ++counters_.invalid_messages;
+    warn(kTag, "bad IKE_SA_INIT from ", d.remote.to_string(), ": ", why);
+    return;
+  }
+  if (!p.sa || !p.ke || p.nonce.empty()) {
+    ++counters_.invalid_messages;
+    warn(kTag, "IKE_SA_INIT from ", d.remote.to_string(), " without SA, KE or Nonce");
+    return;
+  }
+  const ConnectionConfig* c = find_connection_for(d.local, d.remote, 2);
+  if (!c) {
+    warn(kTag, "IKE_SA_INIT from ", d.remote.to_string(), ": no connection configured for it");
+    reply_plain({notify(Notify::kNoProposalChosen)});
+    ++counters_.ike_failed;
+    return;
+  }
+  // Cookies when too many SAs are half open (RFC 7296 2.6).
+  if (half_open_.size() >= opt_.cookie_threshold) {
+    const Bytes want = cookie_for(d, h.spi_i, p.nonce);
+    const auto* ck = p.find(Notify::kCookie);
+    if (!ck || !core::ct_equal(ck->data, want)) {
+      ++counters_.cookies_sent;
+      reply_plain({notify(Notify::kCookie, want)});
+      return;
+    }
+  }
+  auto choice = select_ike(c->proposals, *p.sa);
+  if (!choice) {
+    warn(kTag, c->name, ": no acceptable IKE proposal from ", d.remote.to_string());
+    reply_plain({notify(Notify::kNoProposalChosen)});
+    ++counters_.ike_failed;
+    return;
+  }
+  if (static_cast<core::DhGroup>(p.ke->group) != choice->t.dh) {
+    Bytes g;
+    core::ByteAppender{g}.u16(static_cast<std::uint16_t>(choice->t.dh));
+    info(kTag, c->name, ": KE for group ", p.ke->group, " from ", d.remote.to_string(),
+         ", asking for group ", static_cast<int>(choice->t.dh));
+    reply_plain({notify(Notify::kInvalidKePayload, g)});
+    return;
+  }
+  auto sa = std::make_unique<IkeSa>(*this, *c, false);
+  sa->spi_i_ = h.spi_i;
+  sa->spi_r_ = new_spi();
+  sa->local_ = d.local;
+  sa->remote_ = d.remote;
+  sa->created_ = now;
+  sa->tasks_.process_request(InMessage{h, p, d.data, now});
+  if (sa->state_ != IkeSa::State::kDead) {
+    half_open_[sa->spi_i_] = sa->spi_r_;
+    const auto spi = sa->spi_r_;
+    add_sa(std::move(sa), spi);
+  }
+}
+
+
 bool same_connection(const ConnectionConfig& a, const ConnectionConfig& b) {
   return a.name == b.name && a.version == b.version && a.local_addrs == b.local_addrs &&
          a.remote_addrs == b.remote_addrs && a.local_id == b.local_id && a.remote_id == b.remote_id &&
@@ -263,7 +371,8 @@ void Engine::acquire(const std::string& conn, const std::string& child, TimePoin
     if (sa->state_ == IkeSa::State::kEstablished) {
       for (const auto& c : sa->children_)
         if (c.cfg == cc) return;  // already up
-      if (!sa->create_child(*cc, now)) acquiring_.erase(key);  // busy: the next packet retries
+      sa->tasks_.queue_child(*cc);  // after the exchange under way, if any
+      sa->tasks_.initiate(now);
       note_deadline(sa->deadline());
       return;
     }
@@ -376,12 +485,8 @@ bool Engine::terminate(const std::string& conn, const std::string& child, TimePo
     }
     for (const auto& c : sa->children_) {
       if (c.cfg->name != child) continue;
-      if (sa->pending_) {
-        why = "the IKE SA is busy with another exchange; try again";
-        return false;
-      }
-      sa->send_informational({make(PayloadType::kDelete, encode_delete({ProtocolId::kEsp, {c.spi_in}}))}, now,
-                             false, false, {c.spi_in});
+      sa->tasks_.queue_child_delete({c.spi_in});  // now, or after the exchange under way
+      sa->tasks_.initiate(now);
       info(kTag, sa->tag(), ": deleting Child SA ", c.name, " (requested)");
       note_deadline(sa->deadline());
       return true;

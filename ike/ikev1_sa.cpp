@@ -133,11 +133,11 @@ void IsakmpSa::peer_dead(const std::string& why, TimePoint now) {
 TimePoint IsakmpSa::deadline() const {
   TimePoint t = TimePoint::max();
   if (state_ == State::kDead) return t;
-  t = std::min(t, mm_flight_.next_send);
+  t = std::min(t, mm_flight_.schedule.next());
   // The half-open limit is the responder's; the initiator's retransmissions end its attempt.
   if (state_ == State::kMainMode) return initiator_ ? t : std::min(t, created_ + kHalfOpenLife);
   for (const auto& [mid, q] : quick_) {
-    t = std::min(t, q.flight.next_send);
+    t = std::min(t, q.flight.schedule.next());
     if (q.done_at != TimePoint::max()) t = std::min(t, q.done_at + kQuickLinger);
   }
   for (const auto& c : children_) t = std::min({t, c.rekeying ? TimePoint::max() : c.rekey_at, c.expire_at});
@@ -152,18 +152,13 @@ TimePoint IsakmpSa::deadline() const {
 void IsakmpSa::tick(TimePoint now) {
   const auto& o = mgr_.host_.opt;
   auto resend = [&](Flight& f, const std::string& what) -> bool {
-    if (!f.awaiting || now < f.next_send) return true;
-    if (f.tries + 1 >= o.retransmit_tries) {
-      f.awaiting = false;
-      f.next_send = TimePoint::max();
-      (void)what;
-      return false;
+    switch (f.schedule.poll(now, o)) {
+      case RetransmitSchedule::Due::kNotYet: return true;
+      case RetransmitSchedule::Due::kGiveUp: return false;
+      case RetransmitSchedule::Due::kResend: break;
     }
-    ++f.tries;
     ++mgr_.host_.counters.retransmits;
-    const double k = std::pow(o.retransmit_factor, f.tries);
-    f.next_send = now + std::chrono::duration_cast<Clock::duration>(o.retransmit_base * k);
-    debug(kTag, tag(), ": retransmitting ", what, " (", f.tries, ")");
+    debug(kTag, tag(), ": retransmitting ", what, " (", f.schedule.tries(), ")");
     send(f.last_out);
     return true;
   };
@@ -185,8 +180,7 @@ void IsakmpSa::tick(TimePoint now) {
   }
   if (state_ != State::kEstablished) return;
   // Main Mode's last message may still need resending until the first Quick Mode shows the peer has it.
-  mm_flight_.awaiting = false;
-  mm_flight_.next_send = TimePoint::max();
+  mm_flight_.schedule.stop();
   for (auto it = quick_.begin(); it != quick_.end();) {
     auto& q = it->second;
     if (q.done_at != TimePoint::max()) {

@@ -23,6 +23,7 @@
 #include "ike/ikev1_main_mode.hpp"
 #include "ike/ikev1_manager.hpp"
 #include "ike/ikev1_quick_mode.hpp"
+#include "ike/retransmit.hpp"
 #include "core/log.hpp"
 
 namespace ipsecgw::ike::v1 {
@@ -65,17 +66,15 @@ inline TimePoint after(TimePoint now, std::uint32_t s) { return now + std::chron
 
 // The last message each way of one exchange.
 struct Flight {
-  Bytes last_in;           // the peer's last message, as received
-  Bytes last_out;          // ours
-  bool awaiting = false;   // we wait for the peer: resend last_out on the schedule
-  TimePoint next_send = TimePoint::max();
-  unsigned tries = 0;
+  Bytes last_in;                // the peer's last message, as received
+  Bytes last_out;               // ours
+  RetransmitSchedule schedule;  // running while we wait for the peer: resend last_out
   void sent(Bytes m, bool await, TimePoint now, const EngineOptions& o) {
     last_out = std::move(m);
-    awaiting = await;
-    tries = 0;
-    next_send = await ? now + o.retransmit_base : TimePoint::max();
+    if (await) schedule.start(now, o);
+    else schedule.stop();
   }
+  [[nodiscard]] bool awaiting() const { return schedule.running(); }
 };
 
 struct Child {

@@ -88,7 +88,7 @@ void IsakmpSa::on_informational(const Datagram& d, const Header& h, TimePoint no
           n.spi.size() == 4 ? std::optional<std::uint32_t>(core::load_be32(n.spi.data())) : std::nullopt;
       for (auto it = quick_.begin(); it != quick_.end();) {
         const auto& q = it->second;
-        if (q.done_at == TimePoint::max() && q.flight.awaiting && q.qm->initiator() &&
+        if (q.done_at == TimePoint::max() && q.flight.awaiting() && q.qm->initiator() &&
             (!about || *about == q.qm->result().spi_in)) {
           warn(kTag, tag(), ": Quick Mode for ", q.child->name, " refused by the peer: ", notify_name(n.type));
           ++mgr_.host_.counters.ikev1_quick_mode_failed;

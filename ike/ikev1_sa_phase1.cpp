@@ -41,7 +41,7 @@ void IsakmpSa::suspect_auth(const std::string& why, TimePoint now) {
 void IsakmpSa::on_main_mode(const Datagram& d, const Header& h, TimePoint now) {
   if (d.data == mm_flight_.last_in) {
     // The peer repeats itself: our answer was lost (RFC 2408 5).
-    if (!mm_flight_.last_out.empty() && !mm_flight_.awaiting) {
+    if (!mm_flight_.last_out.empty() && !mm_flight_.awaiting()) {
       ++mgr_.host_.counters.retransmits;
       debug(kTag, tag(), ": repeated Main Mode message, answer resent");
       send(mm_flight_.last_out);
@@ -81,8 +81,7 @@ void IsakmpSa::on_main_mode(const Datagram& d, const Header& h, TimePoint now) {
     return;
   }
   mm_flight_.last_in = d.data;
-  mm_flight_.awaiting = false;
-  mm_flight_.next_send = TimePoint::max();
+  mm_flight_.schedule.stop();
   last_heard_ = now;
   if (cky_r_ == 0) cky_r_ = mm_->cky_r();
   // Message 5 may come from port 4500 and from a port the NAT chose (RFC 3947
@@ -148,7 +147,7 @@ void IsakmpSa::established(TimePoint now) {
   p1_ = mm_->take_sa();
   aggressive_ = mm_->aggressive();
   mm_.reset();  // its DH private key and PSK copy are not needed any more
-  mm_flight_.awaiting = false;
+  mm_flight_.schedule.stop();
   if (mgr_.host_.opt.ikev1_key_logger) {
     const auto key = encryption_key(p1_.suite.hash, p1_.keys.e.span(), p1_.suite.enc.key_bytes);
     mgr_.host_.opt.ikev1_key_logger(p1_.cky_i, key.span());

@@ -129,8 +129,7 @@ void IsakmpSa::on_quick_mode(const Datagram& d, const Header& h, TimePoint now) 
   }
   last_heard_ = now;
   t.flight.last_in = d.data;
-  t.flight.awaiting = false;
-  t.flight.next_send = TimePoint::max();
+  t.flight.schedule.stop();
   if (t.qm->done()) return quick_done(t, now);  // the responder, after message 3
   auto m = t.qm->build();                        // the initiator's message 3
   if (!m) {

@@ -1,25 +1,38 @@
-// Liveness (RFC 7296 2.4): what follows when the peer is found dead.
+// ike_dpd: liveness check (RFC 7296 2.4), both roles: an empty INFORMATIONAL
+// request and its empty answer. Ours must be answered within dpd_timeout;
+// what a dead peer means is the SA's (IkeSa::peer_gone, dpd_action).
 #include "ike/ikev2_sa.hpp"
+#include "ike/ikev2_tasks.hpp"
 
 namespace ipsecgw::ike {
+namespace {
 
-void IkeSa::peer_gone(const std::string& why, TimePoint now) {
-  (void)now;
-  if (state_ == State::kRekeyed || state_ == State::kDeleting) {
-    // Its DELETE went unanswered: it was on its way out anyway. Neither a
-    // failure nor a reason to restart (a rekeyed SA's successor is up).
-    info(kTag, tag(), ": ", why, "; ", state_name(state_), " IKE SA removed");
-    remove_children();
-    set_state(State::kDead);
-    return;
+class IkeDpd final : public Task {
+ public:
+  explicit IkeDpd(IkeSa& sa) : sa_(sa) {}
+  [[nodiscard]] TaskType type() const override { return TaskType::kIkeDpd; }
+  [[nodiscard]] Exchange exchange() const override { return Exchange::kInformational; }
+  [[nodiscard]] Clock::duration answer_within() const override {
+    return std::chrono::seconds(sa_.conn_.dpd_timeout);
   }
-  warn(kTag, tag(), ": ", why, "; peer considered dead");
-  // An SA that was up is restarted when a child says dpd_action "restart";
-  // one that never came up has failed, like one keying try in swanctl.
-  restart_wanted_ = state_ == State::kEstablished;
-  if (!restart_wanted_) ++eng_.counters_.ike_failed;
-  remove_children();
-  set_state(State::kDead);
+
+  TaskStatus build_i(OutMessage&) override { return TaskStatus::kNeedMore; }
+  TaskStatus process_i(const InMessage&) override { return TaskStatus::kSuccess; }
+  TaskStatus process_r(const InMessage& m) override {
+    if (!m.payloads.all.empty())
+      debug(kTag, sa_.tag(), ": INFORMATIONAL carried ", payload_list(m.payloads.all), ", answered empty");
+    return TaskStatus::kSuccess;
+  }
+  TaskStatus build_r(OutMessage&) override { return TaskStatus::kSuccess; }
+
+ private:
+  IkeSa& sa_;
+};
+
+}  // namespace
+
+std::unique_ptr<Task> ike_dpd_create(IkeSa& sa, bool /*initiator: the methods called tell*/) {
+  return std::make_unique<IkeDpd>(sa);
 }
 
 }  // namespace ipsecgw::ike

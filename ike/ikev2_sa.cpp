@@ -1,4 +1,5 @@
-// One IKEv2 SA: sending, receiving and dispatching messages, retransmission, timers.
+// One IKEv2 SA: reading its messages, its state, its timers, and what a dead
+// peer means. The exchanges are tasks run by its task manager.
 #include "ike/ikev2_sa.hpp"
 
 namespace ipsecgw::ike {
@@ -18,31 +19,143 @@ void IkeSa::send_raw(const std::vector<Bytes>& ms) {
   for (const auto& m : ms) eng_.send(local_, remote_, m);
 }
 
-void IkeSa::send_request(Pending p, TimePoint now) {
-  p.next_send = now + eng_.opt_.retransmit_base;
-  p.tries = 0;
-  send_raw(p.message);
-  pending_ = std::move(p);
-}
-
 std::vector<Bytes> IkeSa::sealed(Exchange x, bool response, std::uint32_t id, const std::vector<Payload>& inner) {
   if (peer_frag_ && conn_.fragment_size)
     return out_->seal_fragmented(header(x, response, id), inner, conn_.fragment_size);
   return {out_->seal(header(x, response, id), inner)};
 }
 
-void IkeSa::send_response(Exchange x, std::uint32_t id, const std::vector<Payload>& inner) {
-  last_response_ = sealed(x, true, id, inner);
-  last_response_id_ = id;
-  send_raw(last_response_);
+// ---- keys -----------------------------------------------------------------------------
+
+void IkeSa::check_natd(const Parsed& p, std::uint64_t spi_i, std::uint64_t spi_r) {
+  bool have_src = false, have_dst = false, src_match = false, dst_match = false;
+  const Bytes src = natd_hash(spi_i, spi_r, remote_.addr, remote_.port);
+  const Bytes dst = natd_hash(spi_i, spi_r, local_.addr, local_.port);
+  for (const auto& n : p.notifies) {
+    if (n.type == static_cast<std::uint16_t>(Notify::kNatDetectionSourceIp)) {
+      have_src = true;
+      src_match |= n.data == src;
+    } else if (n.type == static_cast<std::uint16_t>(Notify::kNatDetectionDestinationIp)) {
+      have_dst = true;
+      dst_match |= n.data == dst;
+    }
+  }
+  if (have_src && have_dst) {
+    nat_remote_ = !src_match;
+    nat_local_ = !dst_match;
+    if (nat_local_ || nat_remote_)
+      info(kTag, tag(), ": NAT detected (", nat_local_ ? "local" : "", nat_local_ && nat_remote_ ? " and " : "",
+           nat_remote_ ? "remote" : "", "), using UDP encapsulation");
+  }
+}
+
+bool IkeSa::derive(const DhKey& dh, ByteSpan peer_ke) {
+  std::string why;
+  auto shared = dh.shared_secret(peer_ke, why);
+  if (!shared) {
+    fail("Diffie-Hellman: " + why);
+    return false;
+  }
+  keys_ = derive_ike_keys(t_, shared->span(), ni_, nr_, spi_i_, spi_r_);
+  return make_ciphers();
+}
+
+bool IkeSa::make_ciphers() {
+  if (eng_.opt_.key_logger)
+    eng_.opt_.key_logger({spi_i_, spi_r_, t_, keys_.ei.span(), keys_.er.span(), keys_.ai.span(), keys_.ar.span()});
+  const auto& e_out = initiator_ ? keys_.ei : keys_.er;
+  const auto& a_out = initiator_ ? keys_.ai : keys_.ar;
+  const auto& e_in = initiator_ ? keys_.er : keys_.ei;
+  const auto& a_in = initiator_ ? keys_.ar : keys_.ai;
+  out_ = SkCipher::create(t_, e_out.span(), a_out.span(), core::CipherDir::kEncrypt);
+  in_ = SkCipher::create(t_, e_in.span(), a_in.span(), core::CipherDir::kDecrypt);
+  if (!out_ || !in_) {
+    fail("cannot set up IKE SA ciphers");
+    return false;
+  }
+  return true;
+}
+
+void IkeSa::established(TimePoint now) {
+  set_state(State::kEstablished);
+  last_heard_ = now;
+  ++eng_.counters_.ike_established;
+  if (conn_.rekey_time) rekey_at_ = now + std::chrono::seconds(conn_.rekey_time);
+  info(kTag, tag(), ": IKE SA established with '", peer_id_, "' at ", remote_.to_string(), ", ",
+       t_.name(), encap() ? ", UDP-encapsulated" : "");
+}
+
+// ---- messages -------------------------------------------------------------------------
+
+bool IkeSa::open(const Datagram& d, const Header& h, std::vector<Payload>& outer, Bytes& plain, PayloadType& first) {
+  const bool response = h.is_response();
+  std::string why;
+  if (!parse_chain(ByteSpan(d.data).subspan(kHeaderLen), h.next, outer, why) || outer.empty() ||
+      (outer.back().type != PayloadType::kSk && outer.back().type != PayloadType::kSkf)) {
+    ++eng_.counters_.invalid_messages;
+    warn(kTag, tag(), ": bad ", to_string(h.exchange), ": ", why.empty() ? "no encrypted payload" : why);
+    return false;
+  }
+  const bool fragment = outer.back().type == PayloadType::kSkf;
+  std::size_t sk_body = d.data.size() - outer.back().body.size();
+  std::uint16_t frag_num = 0, frag_total = 0;
+  if (fragment) {
+    const auto& b = outer.back().body;
+    if (b.size() < 4) {
+      ++eng_.counters_.invalid_messages;
+      return false;
+    }
+    frag_num = static_cast<std::uint16_t>(b[0] << 8 | b[1]);
+    frag_total = static_cast<std::uint16_t>(b[2] << 8 | b[3]);
+    if (frag_num == 0 || frag_num > frag_total || frag_total > kMaxFragments) {
+      ++eng_.counters_.invalid_messages;
+      warn(kTag, tag(), ": bad fragment ", frag_num, "/", frag_total);
+      return false;
+    }
+    sk_body += 4;
+  }
+  auto opened = in_->open(d.data, sk_body, why);
+  if (!opened) {
+    ++eng_.counters_.invalid_messages;
+    warn(kTag, tag(), ": ", to_string(h.exchange), " ", response ? "response" : "request", " dropped: ", why);
+    return false;
+  }
+  first = outer.back().inner_first;
+  if (!fragment) {
+    plain = std::move(*opened);
+    return true;
+  }
+  if (!frags_ || frags_->message_id != h.message_id || frags_->response != response ||
+      frags_->parts.size() != frag_total) {
+    frags_ = Reassembly{h.message_id, response, PayloadType::kNone, {}, 0, 0};
+    frags_->parts.resize(frag_total);
+  }
+  auto& slot = frags_->parts[frag_num - 1];
+  if (!slot) {
+    frags_->bytes += opened->size();
+    if (frags_->bytes > kMaxMessage * 4) {
+      warn(kTag, tag(), ": reassembled message too large, dropped");
+      frags_.reset();
+      return false;
+    }
+    slot = std::move(*opened);
+    ++frags_->have;
+    if (frag_num == 1) frags_->first = first;
+  }
+  if (frags_->have < frag_total) return false;  // wait for the rest
+  plain.clear();
+  for (auto& part : frags_->parts) plain.insert(plain.end(), part->begin(), part->end());
+  first = frags_->first;
+  frags_.reset();
+  debug(kTag, tag(), ": reassembled ", frag_total, " fragments");
+  return true;
 }
 
 void IkeSa::on_message(const Datagram& d, const Header& h, TimePoint now) {
-  // Follow the peer to port 4500 or to a new NAT mapping (RFC 7296 2.23),
-  // only for authenticated messages (checked below before use).
   const bool response = h.is_response();
   if (h.exchange == Exchange::kSaInit) {
-    if (!response || !pending_ || pending_->exchange != Exchange::kSaInit) return;
+    // Only the response to our IKE_SA_INIT comes here (requests make new SAs).
+    if (!response || !tasks_.admit(d, h)) return;
     Parsed p;
     std::vector<Payload> pl;
     std::string why;
@@ -53,103 +166,25 @@ void IkeSa::on_message(const Datagram& d, const Header& h, TimePoint now) {
       warn(kTag, tag(), ": bad IKE_SA_INIT response: ", why.empty() ? v.detail : why);
       return;
     }
-    on_init_response(d.data, h, p, now);
+    tasks_.process_response(InMessage{h, p, d.data, now});
     return;
   }
-  if (!in_) return;
-  if (response) {
-    if (!pending_ || h.message_id != pending_->message_id) {
-      ++eng_.counters_.dropped_messages;
-      debug(kTag, tag(), ": response with unexpected message ID ", h.message_id);
-      return;
-    }
-  } else {
-    if (h.message_id + 1 == next_in_id_ && last_response_id_ == h.message_id && !last_response_.empty()) {
-      // For a fragmented request, answer once (on its first fragment).
-      if (h.next == PayloadType::kSkf && d.data.size() >= kHeaderLen + 8 &&
-          (d.data[kHeaderLen + 4] << 8 | d.data[kHeaderLen + 5]) != 1)
-        return;
-      debug(kTag, tag(), ": retransmitted request ", h.message_id, ", resending our response");
-      send_raw(last_response_);
-      return;
-    }
-    if (h.message_id != next_in_id_) {
-      ++eng_.counters_.dropped_messages;
-      debug(kTag, tag(), ": request with message ID ", h.message_id, ", expected ", next_in_id_);
-      return;
-    }
-  }
-  std::vector<Payload> outer;
-  std::string why;
-  if (!parse_chain(ByteSpan(d.data).subspan(kHeaderLen), h.next, outer, why) || outer.empty() ||
-      (outer.back().type != PayloadType::kSk && outer.back().type != PayloadType::kSkf)) {
-    ++eng_.counters_.invalid_messages;
-    warn(kTag, tag(), ": bad ", to_string(h.exchange), ": ", why.empty() ? "no encrypted payload" : why);
-    return;
-  }
-  const bool fragment = outer.back().type == PayloadType::kSkf;
-  std::size_t sk_body = d.data.size() - outer.back().body.size();
-  std::uint16_t frag_num = 0, frag_total = 0;
-  if (fragment) {
-    const auto& b = outer.back().body;
-    if (b.size() < 4) {
-      ++eng_.counters_.invalid_messages;
-      return;
-    }
-    frag_num = static_cast<std::uint16_t>(b[0] << 8 | b[1]);
-    frag_total = static_cast<std::uint16_t>(b[2] << 8 | b[3]);
-    if (frag_num == 0 || frag_num > frag_total || frag_total > kMaxFragments) {
-      ++eng_.counters_.invalid_messages;
-      warn(kTag, tag(), ": bad fragment ", frag_num, "/", frag_total);
-      return;
-    }
-    sk_body += 4;
-  }
-  auto plain = in_->open(d.data, sk_body, why);
-  if (!plain) {
-    ++eng_.counters_.invalid_messages;
-    warn(kTag, tag(), ": ", to_string(h.exchange), " ", response ? "response" : "request", " dropped: ", why);
-    return;
-  }
-  PayloadType first = outer.back().inner_first;
-  if (fragment) {
-    if (!frags_ || frags_->message_id != h.message_id || frags_->response != response ||
-        frags_->parts.size() != frag_total) {
-      frags_ = Reassembly{h.message_id, response, PayloadType::kNone, {}, 0, 0};
-      frags_->parts.resize(frag_total);
-    }
-    auto& slot = frags_->parts[frag_num - 1];
-    if (!slot) {
-      frags_->bytes += plain->size();
-      if (frags_->bytes > kMaxMessage * 4) {
-        warn(kTag, tag(), ": reassembled message too large, dropped");
-        frags_.reset();
-        return;
-      }
-      slot = std::move(*plain);
-      ++frags_->have;
-      if (frag_num == 1) frags_->first = first;
-    }
-    if (frags_->have < frag_total) return;  // wait for the rest
-    Bytes whole;
-    for (auto& part : frags_->parts) whole.insert(whole.end(), part->begin(), part->end());
-    first = frags_->first;
-    frags_.reset();
-    plain = std::move(whole);
-    debug(kTag, tag(), ": reassembled ", frag_total, " fragments");
-  }
-  std::vector<Payload> inner;
+  if (!keyed() || !tasks_.admit(d, h)) return;
+  std::vector<Payload> outer, inner;
+  Bytes plain;
+  PayloadType first = PayloadType::kNone;
+  if (!open(d, h, outer, plain, first)) return;
   Parsed p;
   RuleViolation v;
+  std::string why;
   // Structure, then the exchange's payload rules, then each payload's own.
-  if (!parse_chain(*plain, first, inner, why) || !check_payload_rules(h.exchange, response, outer, inner, v) ||
+  if (!parse_chain(plain, first, inner, why) || !check_payload_rules(h.exchange, response, outer, inner, v) ||
       !decode_all(inner, p, why)) {
     if (why.empty()) why = v.detail;
     ++eng_.counters_.invalid_messages;
     warn(kTag, tag(), ": malformed ", to_string(h.exchange), ": ", why);
     if (!response) {
-      next_in_id_ = h.message_id + 1;
-      send_response(h.exchange, h.message_id, {notify(Notify::kInvalidSyntax)});
+      tasks_.reject_request(h, Notify::kInvalidSyntax);
       // An IKE_AUTH that cannot be read ends the half-open SA now (RFC 7296
       // 2.21.2: the IKE SA is not created), not after its timeout.
       if (state_ == State::kInitDone) fail("malformed IKE_AUTH request: the half-open IKE SA is removed");
@@ -164,92 +199,46 @@ void IkeSa::on_message(const Datagram& d, const Header& h, TimePoint now) {
          " before IKE_AUTH completed, dropped; it carried ", payload_list(inner));
     return;
   }
+  // Follow the peer to port 4500 or to a new NAT mapping (RFC 7296 2.23),
+  // on authenticated messages only.
   last_heard_ = now;
   if (d.remote != remote_ || d.local.port != local_.port) {
     info(kTag, tag(), ": peer moved from ", remote_.to_string(), " to ", d.remote.to_string());
     remote_ = d.remote;
     local_ = d.local;
   }
-  if (response) {
-    switch (pending_->exchange) {
-      case Exchange::kAuth: on_auth_response(p, now); break;
-      case Exchange::kCreateChildSa: on_create_child_response(p, now); break;
-      case Exchange::kInformational: on_informational_response(p, now); break;
-      default: break;
-    }
-    send_queued_delete(now);
-    return;
-  }
-  next_in_id_ = h.message_id + 1;
-  switch (h.exchange) {
-    case Exchange::kAuth:
-      if (initiator_ || state_ != State::kInitDone) {
-        send_response(h.exchange, h.message_id, {notify(Notify::kInvalidSyntax)});
-        return;
-      }
-      on_auth_request(h, p, now);
-      break;
-    case Exchange::kCreateChildSa:
-      if (state_ != State::kEstablished) {
-        send_response(h.exchange, h.message_id, {notify(Notify::kTemporaryFailure)});
-        return;
-      }
-      on_create_child_request(h, p, now);
-      break;
-    case Exchange::kInformational:
-      on_informational_request(h, p, now);
-      break;
-    default:
-      send_response(h.exchange, h.message_id, {notify(Notify::kInvalidSyntax)});
-      break;
-  }
+  const InMessage m{h, p, d.data, now};
+  if (response) tasks_.process_response(m);
+  else tasks_.process_request(m);
 }
 
+// ---- timers -------------------------------------------------------------------------
+
 TimePoint IkeSa::deadline() const {
-  TimePoint t = TimePoint::max();
-  if (pending_) t = std::min({t, pending_->next_send, pending_->give_up});
+  TimePoint t = tasks_.deadline();
+  const bool idle = tasks_.idle();
   if (state_ == State::kEstablished) {
-    if (conn_.dpd_delay && !pending_) t = std::min(t, last_heard_ + std::chrono::seconds(conn_.dpd_delay));
-    if (!pending_) t = std::min(t, rekey_at_);
+    if (conn_.dpd_delay && idle) t = std::min(t, last_heard_ + std::chrono::seconds(conn_.dpd_delay));
+    if (idle) t = std::min(t, rekey_at_);
     for (const auto& c : children_) {
       if (!c.rekeying) t = std::min(t, c.rekey_at);
       t = std::min(t, c.expire_at);
     }
   }
   if (state_ == State::kInitDone) t = std::min(t, created_ + std::chrono::seconds(30));
-  if (state_ == State::kRekeyed && !pending_) t = std::min(t, rekeyed_at_ + kRekeyedLinger);
+  if (state_ == State::kRekeyed && idle) t = std::min(t, rekeyed_at_ + kRekeyedLinger);
   return t;
 }
 
 void IkeSa::tick(TimePoint now) {
-  if (pending_ && now >= pending_->give_up) {
-    pending_.reset();
-    peer_gone("no answer to the liveness check within dpd_timeout " +
-                  std::to_string(conn_.dpd_timeout) + " s",
-              now);
-    return;
-  }
-  if (pending_ && now >= pending_->next_send) {
-    if (pending_->tries + 1 >= eng_.opt_.retransmit_tries) {
-      const auto x = pending_->exchange;
-      pending_.reset();
-      peer_gone(std::string("no response to ") + to_string(x) + " after " +
-                    std::to_string(eng_.opt_.retransmit_tries) + " transmissions",
-                now);
-      return;
-    }
-    ++pending_->tries;
-    ++eng_.counters_.retransmits;
-    const double f = std::pow(eng_.opt_.retransmit_factor, pending_->tries);
-    pending_->next_send = now + std::chrono::duration_cast<Clock::duration>(eng_.opt_.retransmit_base * f);
-    debug(kTag, tag(), ": retransmitting ", to_string(pending_->exchange), " (", pending_->tries, ")");
-    send_raw(pending_->message);
-  }
+  if (state_ == State::kDead) return;  // removed by the engine next
+  tasks_.tick(now);
+  if (state_ == State::kDead) return;
   if (state_ == State::kInitDone && now >= created_ + std::chrono::seconds(30)) {
     fail("half-open IKE SA timed out");
     return;
   }
-  if (state_ == State::kRekeyed && !pending_ && now >= rekeyed_at_ + kRekeyedLinger) {
+  if (state_ == State::kRekeyed && tasks_.idle() && now >= rekeyed_at_ + kRekeyedLinger) {
     info(kTag, tag(), ": the peer did not delete the rekeyed IKE SA; removed");
     remove_children();
     set_state(State::kDead);
@@ -264,27 +253,45 @@ void IkeSa::tick(TimePoint now) {
       const std::uint32_t spi = it->spi_in;
       eng_.installer_.remove(it->name);
       it = children_.erase(it);
-      if (!pending_)
-        send_informational({make(PayloadType::kDelete, encode_delete({ProtocolId::kEsp, {spi}}))}, now, false, false);
+      if (tasks_.idle()) tasks_.queue_child_delete({spi});
     } else {
       ++it;
     }
   }
-  if (pending_) return;
-  if (now >= rekey_at_) {
-    rekey_ike(now);
-    return;
-  }
-  for (auto& c : children_) {
-    if (!c.rekeying && now >= c.rekey_at) {
-      rekey_child(c, now);
-      return;
+  if (tasks_.idle()) {
+    if (now >= rekey_at_) {
+      rekey_at_ = TimePoint::max();
+      tasks_.queue_ike_rekey();
+    } else if (auto c = std::find_if(children_.begin(), children_.end(),
+                                     [&](const ChildSa& x) { return !x.rekeying && now >= x.rekey_at; });
+               c != children_.end()) {
+      c->rekeying = true;
+      tasks_.queue_child_rekey(c->spi_in);
+    } else if (conn_.dpd_delay && now >= last_heard_ + std::chrono::seconds(conn_.dpd_delay)) {
+      debug(kTag, tag(), ": liveness check");
+      tasks_.queue_dpd();
     }
   }
-  if (conn_.dpd_delay && now >= last_heard_ + std::chrono::seconds(conn_.dpd_delay)) {
-    debug(kTag, tag(), ": liveness check");
-    send_informational({}, now, true, false);
+  tasks_.initiate(now);
+}
+
+void IkeSa::peer_gone(const std::string& why, TimePoint now) {
+  (void)now;
+  if (state_ == State::kRekeyed || state_ == State::kDeleting) {
+    // Its DELETE went unanswered: it was on its way out anyway. Neither a
+    // failure nor a reason to restart (a rekeyed SA's successor is up).
+    info(kTag, tag(), ": ", why, "; ", state_name(state_), " IKE SA removed");
+    remove_children();
+    set_state(State::kDead);
+    return;
   }
+  warn(kTag, tag(), ": ", why, "; peer considered dead");
+  // An SA that was up is restarted when a child says dpd_action "restart";
+  // one that never came up has failed, like one keying try in swanctl.
+  restart_wanted_ = state_ == State::kEstablished;
+  if (!restart_wanted_) ++eng_.counters_.ike_failed;
+  remove_children();
+  set_state(State::kDead);
 }
 
 void IkeSa::remove_children() {
@@ -297,6 +304,33 @@ void IkeSa::fail(const std::string& why) {
   ++eng_.counters_.ike_failed;
   remove_children();
   set_state(State::kDead);
+}
+
+void IkeSa::request_delete(TimePoint now) {
+  if (state_ != State::kEstablished || !keyed()) {
+    remove_children();
+    set_state(State::kDead);
+    return;
+  }
+  if (auto x = tasks_.outstanding()) debug(kTag, tag(), ": DELETE waits for the outstanding ", to_string(*x));
+  tasks_.queue_ike_delete();
+  tasks_.initiate(now);
+}
+
+void IkeSa::delete_now(TimePoint now) {
+  (void)now;
+  if (state_ == State::kEstablished && keyed()) {
+    if (auto x = tasks_.outstanding()) {
+      info(kTag, tag(), ": DELETE not sent, a ", to_string(*x),
+           " request is outstanding (RFC 7296 2.3); the peer finds out by its liveness checks");
+    } else if (tasks_.send_unanswered(Exchange::kInformational,
+                                      {make(PayloadType::kDelete, encode_delete({ProtocolId::kIke, {}}))})) {
+      info(kTag, tag(), ": IKE SA deleted (DELETE sent)");
+    }
+  }
+  remove_children();
+  set_state(State::kDead);
+  tasks_.flush();
 }
 
 }  // namespace ipsecgw::ike

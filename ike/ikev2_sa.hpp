@@ -1,19 +1,13 @@
 // The IKEv2 side of the engine, inside: one IKE SA (RFC 7296) and what its
-// exchanges share. `IkeSa` is the per-SA manager: it owns the state (changed
-// only through set_state), the message IDs and window of one (RFC 7296 2.3),
-// the outstanding request with its retransmission, the cached response, the
-// RFC 7383 reassembly, and dispatches each checked message (message_rules)
-// to the exchange it belongs to. The exchanges live one per file, after
-// strongSwan's sa/ikev2/tasks:
+// tasks share. `IkeSa` owns the SA's state (changed only through set_state),
+// its keys, endpoints and Child SAs, and reads each encrypted message (SK
+// and RFC 7383 SKF, checked against its exchange's payload rules) before
+// handing it to its task manager (ikev2_task_manager.hpp), which runs the
+// exchanges as tasks (ikev2_tasks.hpp, one per file). The SA names no task:
+// it asks the manager to queue_ike, queue_child_rekey, queue_dpd, ...
 //
-//   ikev2_ike_init.cpp      IKE_SA_INIT, both roles, NAT detection, COOKIE, INVALID_KE
-//   ikev2_ike_auth.cpp      IKE_AUTH with PSK, both roles, the first Child SA
-//   ikev2_child_create.cpp  CREATE_CHILD_SA for a new Child SA, KEYMAT and install
-//   ikev2_child_rekey.cpp   Child SA rekey (REKEY_SA), make-before-break
-//   ikev2_ike_rekey.cpp     IKE SA rekey, both roles, collisions (2.8.2)
-//   ikev2_ike_delete.cpp    INFORMATIONAL: DELETE of Child and IKE SAs
-//   ikev2_ike_dpd.cpp       liveness checks and what a dead peer means
-//   ikev2_sa.cpp            the SA itself: send/receive, retransmission, timers
+//   ikev2_sa.cpp        the SA: reading messages, state, timers, dead peers
+//   ikev2_child_sa.cpp  Child SA install, KEYMAT, selection for a request
 //
 // Internal to ike/: the Engine (engine.hpp) is the public face.
 #pragma once
@@ -29,6 +23,7 @@
 
 #include "core/log.hpp"
 #include "ike/engine.hpp"
+#include "ike/ikev2_task_manager.hpp"
 #include "ike/message_rules.hpp"
 #include "ike/proposals.hpp"
 
@@ -245,25 +240,10 @@ struct ChildSa {
   bool pfs = false;  // its keys include a fresh DH shared secret (RFC 7296 2.17)
 };
 
-// What an outstanding request of ours is about.
-struct Pending {
-  Exchange exchange = Exchange::kInformational;
-  std::uint32_t message_id = 0;
-  std::vector<Bytes> message;  // one datagram, or its RFC 7383 fragments
-  TimePoint next_send;
-  unsigned tries = 0;
-  // CREATE_CHILD_SA context.
-  const ChildConfig* child = nullptr;
-  std::uint32_t new_spi_in = 0;
-  std::uint32_t rekeyed_spi_in = 0;  // child being rekeyed, or 0
-  Bytes nonce;
-  std::unique_ptr<DhKey> dh;
-  std::vector<std::uint32_t> deleting;  // our inbound SPIs announced in a DELETE
-  bool delete_ike = false;
-  bool dpd = false;
-  TimePoint give_up = TimePoint::max();  // dpd_timeout for liveness checks
-  std::uint64_t new_ike_spi = 0;  // IKE SA rekey: our SPI of the new SA
-};
+// The lowest of two nonces decides a simultaneous rekey (RFC 7296 2.8.1, 2.8.2).
+inline bool nonce_less(const Bytes& a, const Bytes& b) {
+  return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end());
+}
 
 class IkeSa {
  public:
@@ -295,8 +275,9 @@ class IkeSa {
     state_ = State::kEstablished;
   }
 
-  // An initiator starts by sending IKE_SA_INIT, a responder by answering it.
-  IkeSa(Engine& e, const ConnectionConfig& c, bool initiator) : eng_(e), conn_(c), initiator_(initiator) {
+  // An initiator starts by queueing IKE_SA_INIT (tasks_.queue_ike), a
+  // responder by answering it (tasks_.process_request).
+  IkeSa(Engine& e, const ConnectionConfig& c, bool initiator) : eng_(e), conn_(c), initiator_(initiator), tasks_(*this) {
     if (!initiator) state_ = State::kInitDone;
   }
 
@@ -307,17 +288,10 @@ class IkeSa {
   std::uint64_t spi_i_ = 0, spi_r_ = 0;
   Endpoint local_, remote_;
   IkeTransform t_;
-  std::unique_ptr<DhKey> dh_;
-  Bytes ni_, nr_;
-  Bytes init_i_, init_r_;  // the IKE_SA_INIT messages, for AUTH
-  Bytes cookie_;
+  Bytes ni_, nr_;  // the IKE_SA_INIT nonces (AUTH, the first Child SA's KEYMAT)
   IkeKeys keys_;
   std::unique_ptr<SkCipher> out_, in_;
   bool nat_local_ = false, nat_remote_ = false;
-  std::uint32_t next_out_id_ = 0;   // our next request
-  std::uint32_t next_in_id_ = 0;    // the peer's next request
-  std::vector<Bytes> last_response_;
-  std::uint32_t last_response_id_ = 0xffffffff;
   bool peer_frag_ = false;  // peer sent IKEV2_FRAGMENTATION_SUPPORTED
   // RFC 7383 reassembly of the message being received.
   struct Reassembly {
@@ -329,8 +303,9 @@ class IkeSa {
     std::size_t bytes = 0;
   };
   std::optional<Reassembly> frags_;
-  // Child SA rekey collisions (RFC 7296 2.8.1): for a child we are rekeying,
-  // the nonces of the peer's simultaneous rekey and the SA it created.
+  // Rekey collisions (RFC 7296 2.8.1), noted by the peer's rekey (passive
+  // task) and settled by ours when its response arrives: for a child we are
+  // rekeying, the nonces of the peer's simultaneous rekey and the SA it made.
   struct Collision {
     Bytes peer_ni, our_nr;
     std::uint32_t new_spi_in = 0;
@@ -338,17 +313,19 @@ class IkeSa {
   std::map<std::uint32_t, Collision> collisions_;  // by the old SA's inbound SPI
   std::optional<Collision> ike_collision_;          // IKE SA rekey collision (2.8.2)
   std::uint64_t ike_collision_spi_ = 0;             // our SPI of the peer's new IKE SA
-  std::optional<Pending> pending_;
   std::vector<ChildSa> children_;
-  const ChildConfig* first_child_ = nullptr;
-  std::uint32_t first_child_spi_ = 0;
   TimePoint created_, last_heard_;
   TimePoint rekey_at_ = TimePoint::max();
-  unsigned invalid_ke_retries_ = 0;
   std::string peer_id_;
+  TimePoint rekeyed_at_ = TimePoint::max();
+  bool restart_wanted_ = false;
+  TaskManager tasks_;
+
+  // ---- what the tasks share, below them -------------------------------------------
 
   [[nodiscard]] std::uint64_t our_spi() const { return initiator_ ? spi_i_ : spi_r_; }
   [[nodiscard]] bool encap() const { return nat_local_ || nat_remote_ || conn_.encap; }
+  [[nodiscard]] bool keyed() const { return in_ && out_; }
   [[nodiscard]] std::string tag() const { return conn_.name + "[" + core::hex64(our_spi()) + "]"; }
 
   Header header(Exchange x, bool response, std::uint32_t id) const {
@@ -360,109 +337,68 @@ class IkeSa {
     h.message_id = id;
     return h;
   }
-
   void send_raw(Bytes m) { eng_.send(local_, remote_, std::move(m)); }
   void send_raw(const std::vector<Bytes>& ms);
-
-  // Sends a request of ours and keeps it for retransmission.
-  void send_request(Pending p, TimePoint now);
-
+  // Encrypted (SK), or RFC 7383 fragments (SKF) when both ends allow them.
   std::vector<Bytes> sealed(Exchange x, bool response, std::uint32_t id, const std::vector<Payload>& inner);
 
-  void send_response(Exchange x, std::uint32_t id, const std::vector<Payload>& inner);
+  // The engine, as the tasks need it.
+  EngineCounters& counters() { return eng_.counters_; }
+  [[nodiscard]] const EngineOptions& opt() const { return eng_.opt_; }
+  void random_bytes(core::MutByteSpan out) { eng_.random_bytes(out); }
+  Bytes random_nonce() {
+    Bytes n(eng_.opt_.nonce_len);
+    eng_.random_bytes(n);
+    return n;
+  }
+  std::uint32_t new_child_spi() { return eng_.new_child_spi(); }
+  std::uint64_t new_spi() { return eng_.new_spi(); }
+  [[nodiscard]] std::map<std::uint64_t, std::unique_ptr<IkeSa>>& all_sas() { return eng_.sas_; }
+  IkeSa* find_sa(std::uint64_t our_spi) {
+    auto it = eng_.sas_.find(our_spi);
+    return it == eng_.sas_.end() ? nullptr : it->second.get();
+  }
+  void add_sa(std::unique_ptr<IkeSa> sa, std::uint64_t our_spi) { eng_.add_sa(std::move(sa), our_spi); }
+  void note_deadline(TimePoint t) { eng_.note_deadline(t); }
 
-  // ---- initiator: IKE_SA_INIT ----------------------------------------------------
-
-  bool start_init(TimePoint now, std::string& why);
-
-  void on_init_response(ByteSpan msg, const Header& h, const Parsed& p, TimePoint now);
-
+  // NAT detection (RFC 7296 2.23) from the peer's NAT_DETECTION_* notifies.
   void check_natd(const Parsed& p, std::uint64_t spi_i, std::uint64_t spi_r);
-
-  bool derive(ByteSpan peer_ke);
-
+  // SKEYSEED and the SK keys from our DH key and the peer's KE (RFC 7296 2.14).
+  bool derive(const DhKey& dh, ByteSpan peer_ke);
   bool make_ciphers();
-
   IdPayload local_id() const {
     return id_from_string(conn_.local_id.empty() ? local_.addr.to_string() : conn_.local_id);
   }
-
-  // ---- initiator: IKE_AUTH ------------------------------------------------------
-
-  void send_auth(TimePoint now);
-
-  bool verify_peer(const Parsed& p, const IdPayload& id, ByteSpan id_body, ByteSpan first_msg,
-                   ByteSpan my_nonce, const SecureBytes& sk_p);
-
-  void on_auth_response(const Parsed& p, TimePoint now);
-
   void established(TimePoint now);
 
-  // Installs a Child SA negotiated with us as the exchange's initiator.
-  void child_from_response(const Pending& ctx, const Parsed& p, TimePoint now, const SecureBytes* pfs);
-
-  // KEYMAT = prf+(SK_d, [g^ir |] Ni | Nr); the exchange initiator's outbound keys first.
+  // Child SAs (ikev2_child_sa.cpp): KEYMAT = prf+(SK_d, [g^ir |] Ni | Nr),
+  // the exchange initiator's outbound keys first (RFC 7296 2.17).
   bool install_child(const ChildConfig& cc, const core::EspTransform& t, std::uint32_t spi_in,
                      std::uint32_t spi_out, const std::vector<TrafficSelector>& lts,
                      const std::vector<TrafficSelector>& rts, ByteSpan ni, ByteSpan nr,
                      bool exchange_initiator, const SecureBytes* pfs, TimePoint now);
-
-  // ---- responder -------------------------------------------------------------------
-
-  // IKE_SA_INIT request; `p` already checked for proposal and KE group.
-  void respond_init(ByteSpan msg, const Parsed& p, const IkeChoice& choice, TimePoint now);
-
-  void on_auth_request(const Header& h, const Parsed& p, TimePoint now);
-
-  // Picks the child config, proposal and selectors for a child request;
-  // returns the response payloads (or an error notify).
-  std::vector<Payload> respond_child(const Parsed& p, ByteSpan ni, ByteSpan nr, const DhKey* dh_for_ke,
-                                     TimePoint now, std::uint32_t rekeyed_out = 0,
+  // Installs the Child SA of `cc` the peer answered our request with; false
+  // (logged) when the answer does not fit what we offered.
+  bool child_from_response(const ChildConfig& cc, std::uint32_t spi_in, ByteSpan ni, ByteSpan nr,
+                           const Parsed& p, TimePoint now, const SecureBytes* pfs);
+  // Picks the child config, proposal and selectors for the peer's request,
+  // installs the Child SA and returns the response payloads (or one error
+  // notify); `spi_in_out` gets the new inbound SPI.
+  std::vector<Payload> respond_child(const Parsed& p, ByteSpan ni, ByteSpan nr, TimePoint now,
                                      std::optional<std::uint32_t>* spi_in_out = nullptr);
+  ChildSa* child_by_spi_in(std::uint32_t spi);
+  // Removes our Child SA with this inbound SPI from the data plane, logged
+  // with `why` unless null; false if none.
+  bool remove_child(std::uint32_t spi_in, const char* why);
 
-  // ---- CREATE_CHILD_SA and INFORMATIONAL, as responder ---------------------
-
-  void on_create_child_request(const Header& h, const Parsed& p, TimePoint now);
-
-  void respond_ike_rekey(const Header& h, const Parsed& p, const Bytes& nr, TimePoint now);
-
-  void on_informational_request(const Header& h, const Parsed& p, TimePoint now);
-
-  // ---- requests of ours after establishment ----------------------------------------
-
-  void send_informational(std::vector<Payload> pl, TimePoint now, bool dpd, bool delete_ike,
-                          std::vector<std::uint32_t> deleting = {});
-
-  // A further Child SA on this IKE SA (CREATE_CHILD_SA without REKEY_SA).
-  bool create_child(const ChildConfig& cc, TimePoint now);
-
-  void rekey_child(ChildSa& ch, TimePoint now);
-
-  // IKE SA rekey as initiator (RFC 7296 2.18): new SPI, nonce and KE in a
-  // CREATE_CHILD_SA; the Child SAs move to the new SA, then the old one is
-  // deleted.
-  void rekey_ike(TimePoint now);
-
-  void on_ike_rekey_response(Pending& ctx, const Parsed& p, TimePoint now);
-
-  void on_create_child_response(const Parsed& p, TimePoint now);
-
-  void on_informational_response(const Parsed& p, TimePoint now);
-
-  // ---- message entry -------------------------------------------------------------
+  // ---- message entry and timers ----------------------------------------------------
 
   void on_message(const Datagram& d, const Header& h, TimePoint now);
-
-  // ---- timers ---------------------------------------------------------------------
-
   [[nodiscard]] TimePoint deadline() const;
-
   void tick(TimePoint now);
 
   void peer_gone(const std::string& why, TimePoint now);
-
   void remove_children();
-
   void fail(const std::string& why);
 
   // Deletes this IKE SA with an INFORMATIONAL DELETE (RFC 7296 1.4.1) as
@@ -472,15 +408,13 @@ class IkeSa {
   // Ends this SA at once (its configuration is going away): a DELETE is
   // sent, unwaited, when the window is free; never a second request.
   void delete_now(TimePoint now);
-  void send_queued_delete(TimePoint now);
   // Still busy with a DELETE: queued, or sent and not answered.
-  [[nodiscard]] bool deleting() const {
-    return state_ != State::kDead && (delete_queued_ || (state_ == State::kDeleting && pending_));
-  }
+  [[nodiscard]] bool deleting() const { return state_ != State::kDead && tasks_.has(TaskType::kIkeDelete); }
 
-  bool delete_queued_ = false;
-  TimePoint rekeyed_at_ = TimePoint::max();
-  bool restart_wanted_ = false;
+ private:
+  // Reads an encrypted message (SK or SKF, reassembling fragments); false
+  // when it is not (yet) to be processed.
+  bool open(const Datagram& d, const Header& h, std::vector<Payload>& outer, Bytes& plain, PayloadType& first);
 };
 
 }  // namespace ipsecgw::ike

@@ -1,0 +1,134 @@
+// Child SAs of an IKEv2 SA, below the tasks that negotiate them (IKE_AUTH,
+// CREATE_CHILD_SA, rekeys): selection for a request, KEYMAT (RFC 7296 2.17),
+// the install into the data plane and removal.
+#include "ike/child_sa.hpp"
+#include "ike/ikev2_sa.hpp"
+
+namespace ipsecgw::ike {
+
+bool IkeSa::child_from_response(const ChildConfig& cc, std::uint32_t spi_in, ByteSpan ni, ByteSpan nr,
+                                const Parsed& p, TimePoint now, const SecureBytes* pfs) {
+  if (!p.sa || !p.tsi || !p.tsr) {
+    warn(kTag, tag(), ": Child SA response without SA or TS");
+    return false;
+  }
+  auto c = select_esp(cc.esp_proposals, *p.sa, pfs != nullptr);
+  if (!c || p.sa->proposals.size() != 1) {
+    warn(kTag, tag(), ": Child SA response chose a proposal we did not offer");
+    return false;
+  }
+  auto lts = narrow(*p.tsi, cc.local_ts);
+  auto rts = narrow(*p.tsr, cc.remote_ts);
+  if (lts.empty() || rts.empty()) {
+    warn(kTag, tag(), ": Child SA response has selectors outside ours");
+    return false;
+  }
+  return install_child(cc, c->t, spi_in, c->peer_spi, lts, rts, ni, nr, true, pfs, now);
+}
+
+bool IkeSa::install_child(const ChildConfig& cc, const core::EspTransform& t, std::uint32_t spi_in,
+                          std::uint32_t spi_out, const std::vector<TrafficSelector>& lts,
+                          const std::vector<TrafficSelector>& rts, ByteSpan ni, ByteSpan nr,
+                          bool exchange_initiator, const SecureBytes* pfs, TimePoint now) {
+  Bytes seed;
+  if (pfs) seed.assign(pfs->span().begin(), pfs->span().end());
+  seed.insert(seed.end(), ni.begin(), ni.end());
+  seed.insert(seed.end(), nr.begin(), nr.end());
+  const std::size_t half = t.keymat_len();
+  SecureBytes km = prf_plus(t_.prf, keys_.d.span(), seed, 2 * half);
+  core::secure_wipe(seed.data(), seed.size());
+  std::vector<core::IpRange> lr, rr;
+  for (const auto& x : lts) lr.push_back({x.start, x.end});
+  for (const auto& x : rts) rr.push_back({x.start, x.end});
+  core::SaParams sp = child_sa_params(conn_.name, cc, t, local_, remote_, encap(), lr, rr, spi_in, spi_out,
+                                      SecureBytes(km.subspan(exchange_initiator ? half : 0, half)),
+                                      SecureBytes(km.subspan(exchange_initiator ? 0 : half, half)));
+  std::string why;
+  const std::string name = sp.name;
+  if (!eng_.installer_.install(std::move(sp), why)) {
+    error(kTag, tag(), ": installing Child SA ", name, " failed: ", why);
+    return false;
+  }
+  ChildSa ch;
+  ch.cfg = &cc;
+  ch.name = name;
+  ch.spi_in = spi_in;
+  ch.spi_out = spi_out;
+  ch.transform = t;
+  ch.local_ts = lts;
+  ch.remote_ts = rts;
+  ch.established = now;
+  ch.pfs = pfs != nullptr;
+  const auto timers = child_timers(cc, now, 0, [this](core::MutByteSpan out) { eng_.random_bytes(out); });
+  ch.rekey_at = timers.rekey_at;
+  ch.expire_at = timers.expire_at;
+  children_.push_back(ch);
+  eng_.acquiring_.erase(conn_.name + "/" + cc.name);
+  ++eng_.counters_.child_installed;
+  info(kTag, tag(), ": Child SA ", name, " installed: ", t.name(), ", SPIs in ", core::hex32(spi_in),
+       " out ", core::hex32(spi_out), ", ", ts_string(lts), " === ", ts_string(rts), pfs ? ", PFS" : "");
+  return true;
+}
+
+std::vector<Payload> IkeSa::respond_child(const Parsed& p, ByteSpan ni, ByteSpan nr, TimePoint now,
+                                          std::optional<std::uint32_t>* spi_in_out) {
+  const bool transport = p.find(Notify::kUseTransportMode) != nullptr;
+  for (const auto& cc : conn_.children) {
+    if ((cc.mode == core::SaMode::kTransport) != transport) continue;
+    auto lts = narrow(*p.tsr, cc.local_ts);
+    auto rts = narrow(*p.tsi, cc.remote_ts);
+    if (lts.empty() || rts.empty()) continue;
+    auto choice = select_esp(cc.esp_proposals, *p.sa, p.ke.has_value());
+    if (!choice) {
+      warn(kTag, tag(), ": no acceptable ESP proposal for child ", cc.name);
+      return {notify(Notify::kNoProposalChosen)};
+    }
+    std::unique_ptr<DhKey> dh;
+    std::optional<SecureBytes> shared;
+    if (p.ke) {
+      if (!choice->dh || static_cast<core::DhGroup>(p.ke->group) != *choice->dh) {
+        Bytes g;
+        core::ByteAppender{g}.u16(static_cast<std::uint16_t>(choice->dh ? *choice->dh : t_.dh));
+        return {notify(Notify::kInvalidKePayload, g)};
+      }
+      std::string why;
+      dh = DhKey::generate(*choice->dh, why);
+      if (dh) shared = dh->shared_secret(p.ke->data, why);
+      if (!shared) return {notify(Notify::kNoProposalChosen)};
+    }
+    const std::uint32_t spi_in = eng_.new_child_spi();
+    std::vector<Payload> pl;
+    if (transport) pl.push_back(notify(Notify::kUseTransportMode));
+    Proposal reply = choice->reply;
+    reply.spi = u32_bytes(spi_in);
+    SaPayload sa;
+    sa.proposals.push_back(reply);
+    if (!install_child(cc, choice->t, spi_in, choice->peer_spi, lts, rts, ni, nr, false,
+                       shared ? &*shared : nullptr, now))
+      return {notify(Notify::kNoProposalChosen)};
+    if (spi_in_out) *spi_in_out = spi_in;
+    pl.push_back(make(PayloadType::kSa, encode_sa(sa)));
+    if (p.ke) pl.push_back(make(PayloadType::kKe, encode_ke({p.ke->group, dh->public_value()})));
+    pl.push_back(make(PayloadType::kTsi, encode_ts(rts)));
+    pl.push_back(make(PayloadType::kTsr, encode_ts(lts)));
+    return pl;
+  }
+  warn(kTag, tag(), ": no child matches the proposed selectors ", ts_string(*p.tsi), " === ", ts_string(*p.tsr));
+  return {notify(Notify::kTsUnacceptable)};
+}
+
+ChildSa* IkeSa::child_by_spi_in(std::uint32_t spi) {
+  auto it = std::find_if(children_.begin(), children_.end(), [&](const ChildSa& c) { return c.spi_in == spi; });
+  return it == children_.end() ? nullptr : &*it;
+}
+
+bool IkeSa::remove_child(std::uint32_t spi_in, const char* why) {
+  auto it = std::find_if(children_.begin(), children_.end(), [&](const ChildSa& c) { return c.spi_in == spi_in; });
+  if (it == children_.end()) return false;
+  if (why) info(kTag, tag(), ": Child SA ", it->name, " ", why);
+  eng_.installer_.remove(it->name);
+  children_.erase(it);
+  return true;
+}
+
+}  // namespace ipsecgw::ike
