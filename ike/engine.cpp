@@ -13,9 +13,10 @@ std::string Endpoint::to_string() const {
 }
 
 Engine::Engine(std::vector<ConnectionConfig> conns, core::SaInstaller& installer, EngineOptions opt)
-    : installer_(installer), opt_(opt), cookie_secret_(32) {
+    : installer_(installer), opt_(opt), cookie_secret_(32), cookie_secret_prev_(32) {
   for (auto& c : conns) conns_.push_back(std::make_unique<ConnectionConfig>(std::move(c)));
   random_bytes(cookie_secret_.mut_span());
+  random_bytes(cookie_secret_prev_.mut_span());
   v1_ = std::make_unique<v1::Manager>(v1::Host{
       installer_, opt_, counters_,
       [this](const Endpoint& l, const Endpoint& r, Bytes b) { send(l, r, std::move(b)); },
@@ -135,6 +136,7 @@ const ConnectionConfig* Engine::find_connection_for(const Endpoint& local, const
 
 
 void Engine::receive(const Datagram& d, TimePoint now) {
+  now_ = now;
   std::string why;
   auto h = parse_header(d.data, why);
   if (!h) {
@@ -166,6 +168,7 @@ void Engine::receive(const Datagram& d, TimePoint now) {
       return;
     }
     it->second->on_message(d, *h, now);
+    settle_half_open(*it->second);
     // Only the SA that got the message can have died of it.
     if (it->second->state_ == IkeSa::State::kDead) sas_.erase(it);
     else note_deadline(it->second->deadline());
@@ -197,32 +200,69 @@ void Engine::bytes_used(const std::string& sa_name, std::uint64_t bytes, TimePoi
   }
 }
 
-Bytes Engine::cookie_for(const Datagram& d, std::uint64_t spi_i, ByteSpan ni) const {
-  // RFC 7296 2.6: Cookie = <VersionIDofSecret> | Hash(Ni | IPi | SPIi | <secret>)
+Bytes Engine::cookie_for(const Datagram& d, std::uint64_t spi_i, ByteSpan ni, std::uint8_t version) const {
+  // RFC 7296 2.6: Cookie = <VersionIDofSecret> | Hash(Ni | IPi | SPIi | <secret>),
+  // here with the initiator's port too (one address, many ports, one SPIi
+  // must not share a cookie).
   Bytes in(ni.begin(), ni.end());
   core::ByteAppender a{in};
   a.bytes(d.remote.addr.bytes());
+  a.u16(d.remote.port);
   a.u64(spi_i);
-  Bytes c{0};
-  Bytes mac = prf(core::PrfAlg::kHmacSha256, cookie_secret_.span(), in);
+  const auto& secret = version == cookie_version_ ? cookie_secret_ : cookie_secret_prev_;
+  Bytes c{version};
+  Bytes mac = prf(core::PrfAlg::kHmacSha256, secret.span(), in);
   c.insert(c.end(), mac.begin(), mac.end());
   return c;
 }
 
-void Engine::handle_sa_init_request(const Datagram& d, const Header& h, TimePoint now) {
-  // Half-open SAs, pruned of those that moved on; a retransmitted
-  // IKE_SA_INIT is answered from its half-open SA.
-  for (auto it = half_open_.begin(); it != half_open_.end();) {
-    auto sa = sas_.find(it->second);
-    if (sa == sas_.end() || sa->second->state_ != IkeSa::State::kInitDone) it = half_open_.erase(it);
-    else ++it;
+bool Engine::cookie_valid(const Datagram& d, std::uint64_t spi_i, ByteSpan ni, ByteSpan cookie) const {
+  if (cookie.size() != 33) return false;
+  const std::uint8_t v = cookie[0];
+  if (v != cookie_version_ && v != static_cast<std::uint8_t>(cookie_version_ - 1)) return false;
+  return core::ct_equal(cookie_for(d, spi_i, ni, v), cookie);
+}
+
+void Engine::rotate_cookie_secret(TimePoint now) {
+  if (cookie_rotated_ == TimePoint{}) cookie_rotated_ = now;
+  if (now - cookie_rotated_ < opt_.cookie_secret_life) return;
+  cookie_rotated_ = now;
+  std::swap(cookie_secret_, cookie_secret_prev_);
+  random_bytes(cookie_secret_.mut_span());
+  ++cookie_version_;
+  debug(kTag, "COOKIE secret rotated (version ", static_cast<int>(cookie_version_), ")");
+}
+
+bool Engine::log_allowed(TimePoint now) {
+  if (now - log_window_ >= std::chrono::seconds(1)) {
+    log_window_ = now;
+    log_budget_ = opt_.log_lines_per_second;
   }
-  if (auto it = half_open_.find(h.spi_i); it != half_open_.end()) {
-    const auto& sa = sas_.at(it->second);
-    if (sa->remote_ == d.remote) {
-      sa->tasks_.resend_response();
-      return;
-    }
+  if (log_budget_ == 0) {
+    ++counters_.log_suppressed;
+    return false;
+  }
+  --log_budget_;
+  return true;
+}
+
+void Engine::settle_half_open(IkeSa& sa) {
+  if (!sa.half_open_ || sa.state_ == IkeSa::State::kInitDone) return;
+  sa.half_open_ = false;
+  half_open_.erase({sa.spi_i_, sa.remote_addr_at_init_, sa.remote_port_at_init_});
+  if (auto it = half_open_by_addr_.find(sa.remote_addr_at_init_); it != half_open_by_addr_.end() && --it->second == 0)
+    half_open_by_addr_.erase(it);
+}
+
+// Admission of a new IKE SA (RFC 7296 1.2, 2.6), before any state or
+// Diffie-Hellman work: a connection for the peer, the COOKIE once too many
+// SAs are half open, the half-open budgets, then the proposal and KE group.
+// Everything refused here is counted; its log lines are rate-limited.
+void Engine::handle_sa_init_request(const Datagram& d, const Header& h, TimePoint now) {
+  // A retransmitted IKE_SA_INIT is answered from its half-open SA.
+  if (auto it = half_open_.find({h.spi_i, d.remote.addr, d.remote.port}); it != half_open_.end()) {
+    if (auto sa = sas_.find(it->second); sa != sas_.end()) sa->second->tasks_.resend_response();
+    return;
   }
   Parsed p;
   std::vector<Payload> pl;
@@ -240,34 +280,44 @@ void Engine::handle_sa_init_request(const Datagram& d, const Header& h, TimePoin
       !check_payload_rules(Exchange::kSaInit, false, pl, {}, v) || !decode_all(pl, p, why)) {
     if (why.empty()) why = v.detail;
     ++counters_.invalid_messages;
-    warn(kTag, "bad IKE_SA_INIT from ", d.remote.to_string(), ": ", why);
+    if (log_allowed(now)) warn(kTag, "bad IKE_SA_INIT from ", d.remote.to_string(), ": ", why);
     return;
   }
   if (!p.sa || !p.ke || p.nonce.empty()) {
     ++counters_.invalid_messages;
-    warn(kTag, "IKE_SA_INIT from ", d.remote.to_string(), " without SA, KE or Nonce");
+    if (log_allowed(now)) warn(kTag, "IKE_SA_INIT from ", d.remote.to_string(), " without SA, KE or Nonce");
     return;
   }
   const ConnectionConfig* c = find_connection_for(d.local, d.remote, 2);
   if (!c) {
-    warn(kTag, "IKE_SA_INIT from ", d.remote.to_string(), ": no connection configured for it");
+    if (log_allowed(now)) warn(kTag, "IKE_SA_INIT from ", d.remote.to_string(), ": no connection configured for it");
     reply_plain({notify(Notify::kNoProposalChosen)});
     ++counters_.ike_failed;
     return;
   }
   // Cookies when too many SAs are half open (RFC 7296 2.6).
+  rotate_cookie_secret(now);
   if (half_open_.size() >= opt_.cookie_threshold) {
-    const Bytes want = cookie_for(d, h.spi_i, p.nonce);
     const auto* ck = p.find(Notify::kCookie);
-    if (!ck || !core::ct_equal(ck->data, want)) {
+    if (!ck || !cookie_valid(d, h.spi_i, p.nonce, ck->data)) {
+      if (ck) ++counters_.cookies_rejected;
       ++counters_.cookies_sent;
-      reply_plain({notify(Notify::kCookie, want)});
+      reply_plain({notify(Notify::kCookie, cookie_for(d, h.spi_i, p.nonce, cookie_version_))});
       return;
     }
   }
+  const auto by_addr = half_open_by_addr_.find(d.remote.addr);
+  if (half_open_.size() >= opt_.max_half_open ||
+      (by_addr != half_open_by_addr_.end() && by_addr->second >= opt_.max_half_open_per_source)) {
+    ++counters_.half_open_refused;
+    if (log_allowed(now))
+      warn(kTag, "IKE_SA_INIT from ", d.remote.to_string(), " dropped: ", half_open_.size(), " SAs half open (",
+           by_addr == half_open_by_addr_.end() ? 0 : by_addr->second, " from this address)");
+    return;
+  }
   auto choice = select_ike(c->proposals, *p.sa);
   if (!choice) {
-    warn(kTag, c->name, ": no acceptable IKE proposal from ", d.remote.to_string());
+    if (log_allowed(now)) warn(kTag, c->name, ": no acceptable IKE proposal from ", d.remote.to_string());
     reply_plain({notify(Notify::kNoProposalChosen)});
     ++counters_.ike_failed;
     return;
@@ -275,8 +325,9 @@ void Engine::handle_sa_init_request(const Datagram& d, const Header& h, TimePoin
   if (static_cast<core::DhGroup>(p.ke->group) != choice->t.dh) {
     Bytes g;
     core::ByteAppender{g}.u16(static_cast<std::uint16_t>(choice->t.dh));
-    info(kTag, c->name, ": KE for group ", p.ke->group, " from ", d.remote.to_string(),
-         ", asking for group ", static_cast<int>(choice->t.dh));
+    if (log_allowed(now))
+      info(kTag, c->name, ": KE for group ", p.ke->group, " from ", d.remote.to_string(), ", asking for group ",
+           static_cast<int>(choice->t.dh));
     reply_plain({notify(Notify::kInvalidKePayload, g)});
     return;
   }
@@ -287,13 +338,15 @@ void Engine::handle_sa_init_request(const Datagram& d, const Header& h, TimePoin
   sa->remote_ = d.remote;
   sa->created_ = now;
   sa->tasks_.process_request(InMessage{h, p, d.data, now});
-  if (sa->state_ != IkeSa::State::kDead) {
-    half_open_[sa->spi_i_] = sa->spi_r_;
-    const auto spi = sa->spi_r_;
-    add_sa(std::move(sa), spi);
-  }
+  if (sa->state_ == IkeSa::State::kDead) return;
+  sa->half_open_ = true;
+  sa->remote_addr_at_init_ = d.remote.addr;
+  sa->remote_port_at_init_ = d.remote.port;
+  half_open_[{h.spi_i, d.remote.addr, d.remote.port}] = sa->spi_r_;
+  ++half_open_by_addr_[d.remote.addr];
+  const auto spi = sa->spi_r_;
+  add_sa(std::move(sa), spi);
 }
-
 
 bool same_connection(const ConnectionConfig& a, const ConnectionConfig& b) {
   return a.name == b.name && a.version == b.version && a.local_addrs == b.local_addrs &&
@@ -391,11 +444,15 @@ void Engine::add_sa(std::unique_ptr<IkeSa> sa, std::uint64_t our_spi) {
 }
 
 void Engine::tick(TimePoint now) {
+  now_ = now;
   v1_->tick(now);
   std::vector<IkeSa*> due;
   for (auto& [spi, sa] : sas_)
     if (sa->deadline() <= now) due.push_back(sa.get());
-  for (auto* sa : due) sa->tick(now);
+  for (auto* sa : due) {
+    sa->tick(now);
+    settle_half_open(*sa);
+  }
   // Restart connections whose peer went away, when configured to.
   std::vector<std::pair<std::string, std::string>> restart;
   for (auto& [spi, sa] : sas_) {
@@ -442,6 +499,7 @@ void Engine::finish_shutdown() {
 
 void Engine::remove_dead() {
   for (auto it = sas_.begin(); it != sas_.end();) {
+    settle_half_open(*it->second);
     if (it->second->state_ == IkeSa::State::kDead) it = sas_.erase(it);
     else ++it;
   }
@@ -485,7 +543,7 @@ bool Engine::terminate(const std::string& conn, const std::string& child, TimePo
     }
     for (const auto& c : sa->children_) {
       if (c.cfg->name != child) continue;
-      sa->tasks_.queue_child_delete({c.spi_in});  // now, or after the exchange under way
+      sa->tasks_.queue_child_delete(*c.cfg);  // now, or after the exchange under way
       sa->tasks_.initiate(now);
       info(kTag, sa->tag(), ": deleting Child SA ", c.name, " (requested)");
       note_deadline(sa->deadline());

@@ -15,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/sa.hpp"
@@ -63,6 +64,12 @@ struct EngineCounters {
   std::uint64_t ikev1_quick_mode_done = 0;   // Quick Mode negotiations completed, either role
   std::uint64_t ikev1_quick_mode_failed = 0;
   std::uint64_t state_bugs = 0;     // illegal IKE SA state changes (a bug if ever non-zero)
+  // Budgets biting (EngineOptions): what unauthenticated peers were refused.
+  std::uint64_t half_open_refused = 0;   // IKE_SA_INIT dropped: half-open SAs in total or from its address
+  std::uint64_t cookies_rejected = 0;    // IKE_SA_INIT with a COOKIE that does not verify (stale, other address or port)
+  std::uint64_t reassembly_refused = 0;  // IKE fragments dropped: reassembly budget
+  std::uint64_t children_refused = 0;    // Child SA requests refused: max_children_per_ike_sa
+  std::uint64_t log_suppressed = 0;      // log lines about unauthenticated input not written (rate limit)
 };
 
 // Keys of a new IKE SA, for a Wireshark key log (off unless set).
@@ -80,6 +87,14 @@ struct EngineOptions {
   double retransmit_factor = 1.8;
   unsigned retransmit_tries = 5;
   std::size_t cookie_threshold = 64;  // half-open SAs before cookies are required
+  // Budgets for what peers that have not authenticated can make the engine
+  // hold or do; each is counted when it bites (EngineCounters).
+  std::size_t max_half_open = 4096;            // half-open IKEv2 SAs in total
+  std::size_t max_half_open_per_source = 64;   // ... from one IP address
+  std::size_t max_reassembly_bytes = 1 << 20;  // RFC 7383 fragments held by SAs not yet authenticated
+  std::size_t max_children_per_ike_sa = 64;    // Child SAs of one IKE SA, rekeys' new ones included
+  std::chrono::seconds cookie_secret_life{300};  // COOKIE secrets rotate (RFC 7296 2.6)
+  unsigned log_lines_per_second = 10;          // about unauthenticated input; the rest only counted
   std::size_t nonce_len = 32;
   bool initial_contact = true;  // send INITIAL_CONTACT in IKE_AUTH
   // Where SPIs, nonces, cookie secrets and rekey jitter come from; empty:
@@ -166,6 +181,10 @@ class Engine {
   [[nodiscard]] const EngineCounters& counters() const noexcept { return counters_; }
   [[nodiscard]] std::size_t ike_sa_count() const noexcept;
   [[nodiscard]] std::size_t child_sa_count() const noexcept;
+  // Half-open IKEv2 SAs (responder, IKE_SA_INIT answered, IKE_AUTH not yet).
+  [[nodiscard]] std::size_t half_open_count() const noexcept { return half_open_.size(); }
+  // Bytes of IKE fragments held by SAs that have not authenticated.
+  [[nodiscard]] std::size_t reassembly_bytes() const noexcept { return reassembly_bytes_; }
   // One line per IKE SA and Child SA, for logs and tests.
   [[nodiscard]] std::vector<std::string> describe() const;
   [[nodiscard]] bool established(const std::string& conn) const;
@@ -192,21 +211,39 @@ class Engine {
   void remove_dead();
   void add_sa(std::unique_ptr<IkeSa> sa, std::uint64_t our_spi);
   void note_deadline(TimePoint t) { cached_deadline_ = std::min(cached_deadline_, t); }
-  Bytes cookie_for(const Datagram& d, std::uint64_t spi_i, ByteSpan ni) const;
+  // RFC 7296 2.6: <version> | HMAC(secret of that version, Ni | IPi | port | SPIi);
+  // the secret rotates every cookie_secret_life, the one before stays valid.
+  Bytes cookie_for(const Datagram& d, std::uint64_t spi_i, ByteSpan ni, std::uint8_t version) const;
+  bool cookie_valid(const Datagram& d, std::uint64_t spi_i, ByteSpan ni, ByteSpan cookie) const;
+  void rotate_cookie_secret(TimePoint now);
+  // Unauthenticated input is logged at most log_lines_per_second.
+  bool log_allowed(TimePoint now);
+  // Forgets the half-open bookkeeping of an SA that left INIT_DONE.
+  void settle_half_open(IkeSa& sa);
 
   void start_connection(const ConnectionConfig& c, TimePoint now);
   std::vector<std::unique_ptr<ConnectionConfig>> conns_;  // stable addresses: SAs point into them
   core::SaInstaller& installer_;
   EngineOptions opt_;
   std::map<std::uint64_t, std::unique_ptr<IkeSa>> sas_;  // by our SPI
-  std::map<std::uint64_t, std::uint64_t> half_open_;     // responder: peer SPIi -> our SPI
+  // Responder: half-open SAs by the peer's SPIi, address and port (a flood
+  // reusing one SPIi from many ports counts each), and how many per address.
+  using HalfOpenKey = std::tuple<std::uint64_t, core::IpAddress, std::uint16_t>;
+  std::map<HalfOpenKey, std::uint64_t> half_open_;  // -> our SPI
+  std::map<core::IpAddress, std::size_t> half_open_by_addr_;
+  std::size_t reassembly_bytes_ = 0;  // kept by the IKE SAs (IkeSa::open)
+  TimePoint log_window_{};
+  TimePoint now_{};  // of the receive() or tick() under way
+  unsigned log_budget_ = 0;
   // A lower bound of the next SA deadline: exact after tick(), lowered by
   // every SA a message touches in between (an early wake-up only recomputes).
   TimePoint cached_deadline_ = TimePoint::max();
   std::map<std::string, TimePoint> acquiring_;  // "conn/child" -> when asked
   std::vector<Datagram> out_;
   EngineCounters counters_;
-  core::SecureBytes cookie_secret_;
+  core::SecureBytes cookie_secret_, cookie_secret_prev_;
+  std::uint8_t cookie_version_ = 0;
+  TimePoint cookie_rotated_{};
   std::unique_ptr<v1::Manager> v1_;  // IKEv1: ISAKMP SAs and their exchanges
   const ConnectionConfig* find_connection(const std::string& name) const;
 };

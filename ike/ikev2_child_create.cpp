@@ -13,6 +13,11 @@ class ChildCreate final : public Task {
   ChildCreate(IkeSa& sa, const ChildConfig* cc) : sa_(sa), cc_(cc) {}
   [[nodiscard]] TaskType type() const override { return TaskType::kChildCreate; }
   [[nodiscard]] Exchange exchange() const override { return Exchange::kCreateChildSa; }
+  [[nodiscard]] const ChildConfig* child_config() const override { return cc_; }
+  [[nodiscard]] std::unique_ptr<Task> adopt(IkeSa& successor) const override {
+    if (!cc_) return nullptr;
+    return std::make_unique<ChildCreate>(successor, cc_);
+  }
 
   TaskStatus build_i(OutMessage& m) override {
     if (m.exchange == Exchange::kSaInit) return TaskStatus::kNeedMore;
@@ -26,6 +31,8 @@ class ChildCreate final : public Task {
       pl.push_back(make(PayloadType::kSa, offer(false)));
     } else {
       if (sa_.state_ != IkeSa::State::kEstablished) return TaskStatus::kFailed;
+      for (const auto& c : sa_.children_)
+        if (c.cfg == cc_) return TaskStatus::kFailed;  // up meanwhile (the peer, or an earlier request)
       const bool pfs = !cc_->esp_proposals.empty() && !cc_->esp_proposals[0].dh.empty();
       nonce_ = sa_.random_nonce();
       pl.push_back(make(PayloadType::kSa, offer(pfs)));
@@ -84,12 +91,12 @@ class ChildCreate final : public Task {
     if (m.exchange == Exchange::kAuth) {
       // After ike_auth: only for an authenticated peer that asked for one.
       if (sa_.state_ != IkeSa::State::kEstablished || !p.sa || !p.tsi || !p.tsr) return TaskStatus::kSuccess;
-      auto pl = sa_.respond_child(p, sa_.ni_, sa_.nr_, m.now);
+      auto pl = sa_.respond_child(p, sa_.ni_, sa_.nr_, m.now, nullptr, IkeSa::ChildRequest::kAuth);
       m.payloads.insert(m.payloads.end(), pl.begin(), pl.end());
       return TaskStatus::kSuccess;
     }
     const Bytes nr = sa_.random_nonce();
-    auto pl = sa_.respond_child(p, p.nonce, nr, m.now);
+    auto pl = sa_.respond_child(p, p.nonce, nr, m.now, nullptr, IkeSa::ChildRequest::kCreate);
     if (pl.size() == 1 && pl[0].type == PayloadType::kNotify) {
       m.payloads = std::move(pl);
       return TaskStatus::kFailed;

@@ -11,11 +11,23 @@ namespace {
 
 class ChildDelete final : public Task {
  public:
-  ChildDelete(IkeSa& sa, std::vector<std::uint32_t> spis) : sa_(sa), spis_(std::move(spis)) {}
+  ChildDelete(IkeSa& sa, std::vector<std::uint32_t> spis, bool already_removed, const ChildConfig* cc)
+      : sa_(sa), spis_(std::move(spis)), already_removed_(already_removed), cc_(cc) {}
   [[nodiscard]] TaskType type() const override { return TaskType::kChildDelete; }
   [[nodiscard]] Exchange exchange() const override { return Exchange::kInformational; }
+  [[nodiscard]] std::unique_ptr<Task> adopt(IkeSa& successor) const override {
+    return std::make_unique<ChildDelete>(successor, spis_, already_removed_, cc_);
+  }
 
   TaskStatus build_i(OutMessage& m) override {
+    // What is still there now: a rekey or the peer may have been first.
+    if (cc_) {
+      for (const auto& c : sa_.children_)
+        if (c.cfg == cc_) spis_.push_back(c.spi_in);
+    } else if (!already_removed_) {
+      std::erase_if(spis_, [&](std::uint32_t spi) { return !sa_.child_by_spi_in(spi); });
+    }
+    if (spis_.empty()) return TaskStatus::kFailed;  // nothing left to delete
     m.payloads.push_back(make(PayloadType::kDelete, encode_delete({ProtocolId::kEsp, spis_})));
     return TaskStatus::kNeedMore;
   }
@@ -50,13 +62,16 @@ class ChildDelete final : public Task {
  private:
   IkeSa& sa_;
   std::vector<std::uint32_t> spis_;  // initiator: our inbound SPIs
+  bool already_removed_ = false;
+  const ChildConfig* cc_ = nullptr;
   std::vector<Payload> answer_;
 };
 
 }  // namespace
 
-std::unique_ptr<Task> child_delete_create(IkeSa& sa, std::vector<std::uint32_t> spis_in, bool /*initiator*/) {
-  return std::make_unique<ChildDelete>(sa, std::move(spis_in));
+std::unique_ptr<Task> child_delete_create(IkeSa& sa, std::vector<std::uint32_t> spis_in, bool already_removed,
+                                          const ChildConfig* cc) {
+  return std::make_unique<ChildDelete>(sa, std::move(spis_in), already_removed, cc);
 }
 
 }  // namespace ipsecgw::ike

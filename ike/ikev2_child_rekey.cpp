@@ -14,6 +14,9 @@ class ChildRekey final : public Task {
   ChildRekey(IkeSa& sa, std::uint32_t spi_in) : sa_(sa), old_spi_in_(spi_in) {}
   [[nodiscard]] TaskType type() const override { return TaskType::kChildRekey; }
   [[nodiscard]] Exchange exchange() const override { return Exchange::kCreateChildSa; }
+  [[nodiscard]] std::unique_ptr<Task> adopt(IkeSa& successor) const override {
+    return std::make_unique<ChildRekey>(successor, old_spi_in_);
+  }
 
   TaskStatus build_i(OutMessage& m) override {
     ChildSa* ch = sa_.child_by_spi_in(old_spi_in_);
@@ -50,20 +53,21 @@ class ChildRekey final : public Task {
     const Parsed& p = m.payloads;
     if (ChildSa* old = sa_.child_by_spi_in(old_spi_in_)) old->rekeying = false;
     if (const auto* err = p.first_error()) {
-      warn(kTag, sa_.tag(), ": CREATE_CHILD_SA refused: ", notify_name(err->type));
-      return TaskStatus::kFailed;
+      warn(kTag, sa_.tag(), ": CREATE_CHILD_SA refused: ", notify_name(err->type), "; retrying in ",
+           kRetry.count(), " s");
+      return retry_later(m.now);
     }
-    if (p.nonce.empty()) return TaskStatus::kFailed;
+    if (p.nonce.empty()) return retry_later(m.now);
     std::optional<SecureBytes> shared;
     if (dh_) {
       std::string why;
       if (!p.ke || !(shared = dh_->shared_secret(p.ke->data, why))) {
         warn(kTag, sa_.tag(), ": CREATE_CHILD_SA response without a usable KE");
-        return TaskStatus::kFailed;
+        return retry_later(m.now);
       }
     }
     if (!sa_.child_from_response(*cc_, new_spi_in_, nonce_, p.nonce, p, m.now, shared ? &*shared : nullptr))
-      return TaskStatus::kFailed;
+      return retry_later(m.now);
     ++sa_.counters().child_rekeyed;
     if (settle_collision(p.nonce)) return TaskStatus::kSuccess;
     // Make-before-break: the new SA is installed; now delete the old one.
@@ -97,7 +101,7 @@ class ChildRekey final : public Task {
     info(kTag, sa_.tag(), ": peer rekeys Child SA ", it->name, collision ? " while we rekey it too (collision)" : "");
     const Bytes nr = sa_.random_nonce();
     std::optional<std::uint32_t> new_in;
-    auto pl = sa_.respond_child(p, p.nonce, nr, m.now, &new_in);
+    auto pl = sa_.respond_child(p, p.nonce, nr, m.now, &new_in, IkeSa::ChildRequest::kRekey);
     if (pl.size() == 1 && pl[0].type == PayloadType::kNotify) {
       m.payloads = std::move(pl);
       return TaskStatus::kFailed;
@@ -113,6 +117,16 @@ class ChildRekey final : public Task {
   }
 
  private:
+  static constexpr std::chrono::seconds kRetry{30};
+
+  // A failed rekey is tried again later, not at the next tick (the old SA
+  // still works until its hard lifetime).
+  TaskStatus retry_later(TimePoint now) {
+    sa_.collisions_.erase(old_spi_in_);
+    if (ChildSa* old = sa_.child_by_spi_in(old_spi_in_)) old->rekey_at = std::min(old->expire_at, now + kRetry);
+    return TaskStatus::kFailed;
+  }
+
   // Both ends rekeyed this child at once (RFC 7296 2.8.1). The SA made by
   // the exchange with the lowest of the four nonces is redundant, and the
   // end that initiated that exchange deletes it; the other end deletes the

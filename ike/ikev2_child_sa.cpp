@@ -71,13 +71,26 @@ bool IkeSa::install_child(const ChildConfig& cc, const core::EspTransform& t, st
 }
 
 std::vector<Payload> IkeSa::respond_child(const Parsed& p, ByteSpan ni, ByteSpan nr, TimePoint now,
-                                          std::optional<std::uint32_t>* spi_in_out) {
+                                          std::optional<std::uint32_t>* spi_in_out, ChildRequest kind) {
+  // A rekey makes its new SA before the old one goes: room for one each.
+  const std::size_t cap = eng_.opt_.max_children_per_ike_sa * (kind == ChildRequest::kRekey ? 2 : 1);
+  if (children_.size() >= cap) {
+    ++eng_.counters_.children_refused;
+    warn(kTag, tag(), ": Child SA refused: ", children_.size(), " already (max_children_per_ike_sa)");
+    return {notify(Notify::kNoAdditionalSas)};
+  }
   const bool transport = p.find(Notify::kUseTransportMode) != nullptr;
   for (const auto& cc : conn_.children) {
     if ((cc.mode == core::SaMode::kTransport) != transport) continue;
     auto lts = narrow(*p.tsr, cc.local_ts);
     auto rts = narrow(*p.tsi, cc.remote_ts);
     if (lts.empty() || rts.empty()) continue;
+    // A child whose proposals name a DH group demands PFS in every
+    // CREATE_CHILD_SA (the one in IKE_AUTH has none by design, RFC 7296 1.2).
+    if (kind != ChildRequest::kAuth && !p.ke && !cc.esp_proposals.empty() && !cc.esp_proposals[0].dh.empty()) {
+      warn(kTag, tag(), ": Child SA ", cc.name, " requested without KE, but its proposals demand PFS");
+      return {notify(Notify::kNoProposalChosen)};
+    }
     auto choice = select_esp(cc.esp_proposals, *p.sa, p.ke.has_value());
     if (!choice) {
       warn(kTag, tag(), ": no acceptable ESP proposal for child ", cc.name);

@@ -135,12 +135,16 @@ class IkeAuth final : public Task {
   }
 
   // The peer starts afresh (RFC 7296 2.4): its older IKE SAs with us are
-  // stale; removed without DELETE.
+  // stale; removed without DELETE. Only those of the same connection and
+  // authenticated identity.
   void drop_stale_sas(TimePoint now) {
     for (auto& [spi, other] : sa_.all_sas()) {
       if (other.get() == &sa_ || &other->conn_ != &sa_.conn_ || other->peer_id_ != sa_.peer_id_ ||
           other->state_ != IkeSa::State::kEstablished)
         continue;
+      // Where the connection takes any identity that knows the PSK, the
+      // identity proves little: only SAs from the same address are stale.
+      if (sa_.conn_.remote_id.empty() && !(other->remote_.addr == sa_.remote_.addr)) continue;
       info(kTag, sa_.tag(), ": INITIAL_CONTACT from '", sa_.peer_id_, "': removing stale ", other->tag());
       other->remove_children();
       other->set_state(IkeSa::State::kDead);

@@ -45,10 +45,13 @@ class IkeInit final : public Task {
   TaskStatus process_i(const InMessage& m) override {
     const Parsed& p = m.payloads;
     if (const auto* ck = p.find(Notify::kCookie)) {
-      if (!ck->data.empty() && ck->data.size() <= 64) {
-        info(kTag, sa_.tag(), ": responder asks for a COOKIE, retrying");
-        cookie_ = ck->data;
+      if (ck->data.empty() || ck->data.size() > 64) return TaskStatus::kIgnore;  // RFC 7296 2.6: 1 to 64 octets
+      if (++cookie_rounds_ > 3) {
+        sa_.fail("responder keeps asking for a COOKIE");
+        return TaskStatus::kFailed;
       }
+      info(kTag, sa_.tag(), ": responder asks for a COOKIE, retrying");
+      cookie_ = ck->data;
       return TaskStatus::kNeedMore;  // IKE_SA_INIT again
     }
     if (const auto* ike = p.find(Notify::kInvalidKePayload)) return retry_group(*ike);
@@ -158,6 +161,7 @@ class IkeInit final : public Task {
   std::unique_ptr<DhKey> dh_;
   Bytes cookie_;
   unsigned invalid_ke_retries_ = 0;
+  unsigned cookie_rounds_ = 0;
   // Responder.
   bool refused_ = false;
   Proposal reply_;

@@ -49,28 +49,31 @@ class IkeRekey final : public Task {
     const Parsed& p = m.payloads;
     if (const auto* err = p.first_error()) {
       warn(kTag, sa_.tag(), ": IKE SA rekey refused: ", notify_name(err->type), "; retrying in 60 s");
-      sa_.rekey_at_ = m.now + std::chrono::seconds(60);
-      return TaskStatus::kFailed;
+      return retry_later(m.now);
     }
     std::string why;
     if (!p.sa || p.sa->proposals.size() != 1 || p.sa->proposals[0].spi.size() != 8 || !p.ke || p.nonce.empty()) {
-      warn(kTag, sa_.tag(), ": IKE SA rekey response incomplete");
-      return TaskStatus::kFailed;
+      warn(kTag, sa_.tag(), ": IKE SA rekey response incomplete; retrying in 60 s");
+      return retry_later(m.now);
     }
     auto choice = select_ike(sa_.conn_.proposals, *p.sa);
     std::optional<SecureBytes> shared;
     if (!choice || choice->t.dh != dh_->group() || !(shared = dh_->shared_secret(p.ke->data, why))) {
-      warn(kTag, sa_.tag(), ": IKE SA rekey response unusable ", why);
-      return TaskStatus::kFailed;
+      warn(kTag, sa_.tag(), ": IKE SA rekey response unusable ", why, "; retrying in 60 s");
+      return retry_later(m.now);
     }
     auto sa = successor(true, new_spi_, spi_of(p.sa->proposals[0]), choice->t, nonce_, p.nonce, *shared, m.now);
     if (!sa) return TaskStatus::kFailed;
     if (sa_.ike_collision_ && lost_collision(sa, p.nonce, m.now)) return TaskStatus::kSuccess;
     sa->children_ = std::move(sa_.children_);
     sa_.children_.clear();
+    sa->tasks_.adopt_queued(sa_.tasks_);
     info(kTag, sa_.tag(), ": IKE SA rekeyed, now ", sa->tag(), " (", sa->children_.size(), " Child SAs moved)");
     ++sa_.counters().ike_rekeyed;
+    IkeSa* next = sa.get();
     sa_.add_sa(std::move(sa), new_spi_);
+    next->tasks_.initiate(m.now);
+    sa_.note_deadline(next->deadline());
     retire(m.now);
     sa_.tasks_.queue_ike_delete();
     return TaskStatus::kSuccess;
@@ -121,16 +124,26 @@ class IkeRekey final : public Task {
     } else {
       sa->children_ = std::move(sa_.children_);
       sa_.children_.clear();
+      sa->tasks_.adopt_queued(sa_.tasks_);
       info(kTag, sa_.tag(), ": IKE SA rekeyed by the peer, now ", sa->tag(), " (", sa->children_.size(),
            " Child SAs moved)");
       ++sa_.counters().ike_rekeyed;
       retire(m.now);  // it stays until the peer deletes it, no longer established
     }
+    IkeSa* next = sa.get();
     sa_.add_sa(std::move(sa), our_spi);
+    next->tasks_.initiate(m.now);
+    sa_.note_deadline(next->deadline());
     return TaskStatus::kSuccess;
   }
 
  private:
+  TaskStatus retry_later(TimePoint now) {
+    sa_.rekey_at_ = now + std::chrono::seconds(60);
+    sa_.ike_collision_.reset();
+    return TaskStatus::kFailed;
+  }
+
   static std::uint64_t spi_of(const Proposal& p) {
     std::uint64_t spi = 0;
     for (auto b : p.spi) spi = spi << 8 | b;
@@ -182,6 +195,8 @@ class IkeRekey final : public Task {
       ++sa_.counters().rekey_collisions_lost;
       peers->children_ = std::move(sa_.children_);
       sa_.children_.clear();
+      peers->tasks_.adopt_queued(sa_.tasks_);
+      peers->tasks_.initiate(now);
       peers->rekey_at_ = sa_.conn_.rekey_time ? now + std::chrono::seconds(sa_.conn_.rekey_time) : TimePoint::max();
       sa_.note_deadline(peers->deadline());
       mine->rekey_at_ = TimePoint::max();

@@ -87,13 +87,14 @@ void IkeSa::established(TimePoint now) {
 
 // ---- messages -------------------------------------------------------------------------
 
-bool IkeSa::open(const Datagram& d, const Header& h, std::vector<Payload>& outer, Bytes& plain, PayloadType& first) {
+bool IkeSa::open(const Datagram& d, const Header& h, TimePoint now, std::vector<Payload>& outer, Bytes& plain,
+                 PayloadType& first) {
   const bool response = h.is_response();
   std::string why;
   if (!parse_chain(ByteSpan(d.data).subspan(kHeaderLen), h.next, outer, why) || outer.empty() ||
       (outer.back().type != PayloadType::kSk && outer.back().type != PayloadType::kSkf)) {
     ++eng_.counters_.invalid_messages;
-    warn(kTag, tag(), ": bad ", to_string(h.exchange), ": ", why.empty() ? "no encrypted payload" : why);
+    if (may_log(now)) warn(kTag, tag(), ": bad ", to_string(h.exchange), ": ", why.empty() ? "no encrypted payload" : why);
     return false;
   }
   const bool fragment = outer.back().type == PayloadType::kSkf;
@@ -109,7 +110,7 @@ bool IkeSa::open(const Datagram& d, const Header& h, std::vector<Payload>& outer
     frag_total = static_cast<std::uint16_t>(b[2] << 8 | b[3]);
     if (frag_num == 0 || frag_num > frag_total || frag_total > kMaxFragments) {
       ++eng_.counters_.invalid_messages;
-      warn(kTag, tag(), ": bad fragment ", frag_num, "/", frag_total);
+      if (may_log(now)) warn(kTag, tag(), ": bad fragment ", frag_num, "/", frag_total);
       return false;
     }
     sk_body += 4;
@@ -117,7 +118,8 @@ bool IkeSa::open(const Datagram& d, const Header& h, std::vector<Payload>& outer
   auto opened = in_->open(d.data, sk_body, why);
   if (!opened) {
     ++eng_.counters_.invalid_messages;
-    warn(kTag, tag(), ": ", to_string(h.exchange), " ", response ? "response" : "request", " dropped: ", why);
+    if (may_log(now))
+      warn(kTag, tag(), ": ", to_string(h.exchange), " ", response ? "response" : "request", " dropped: ", why);
     return false;
   }
   first = outer.back().inner_first;
@@ -127,17 +129,33 @@ bool IkeSa::open(const Datagram& d, const Header& h, std::vector<Payload>& outer
   }
   if (!frags_ || frags_->message_id != h.message_id || frags_->response != response ||
       frags_->parts.size() != frag_total) {
+    drop_fragments();
     frags_ = Reassembly{h.message_id, response, PayloadType::kNone, {}, 0, 0};
     frags_->parts.resize(frag_total);
   }
   auto& slot = frags_->parts[frag_num - 1];
   if (!slot) {
-    frags_->bytes += opened->size();
-    if (frags_->bytes > kMaxMessage * 4) {
-      warn(kTag, tag(), ": reassembled message too large, dropped");
-      frags_.reset();
+    // Before authentication a peer may park one message's worth, and all
+    // such peers together max_reassembly_bytes (RFC 7383 leaves it to us).
+    const bool authed = authenticated();
+    const std::size_t cap = authed ? kMaxMessage * 4 : kMaxMessage;
+    if (frags_->bytes + opened->size() > cap) {
+      if (may_log(now)) warn(kTag, tag(), ": reassembled message too large, dropped");
+      drop_fragments();
       return false;
     }
+    if (!authed) {
+      if (eng_.reassembly_bytes_ + opened->size() > eng_.opt_.max_reassembly_bytes) {
+        ++eng_.counters_.reassembly_refused;
+        if (eng_.log_allowed(now))
+          warn(kTag, tag(), ": IKE fragment dropped: ", eng_.reassembly_bytes_,
+               " bytes of fragments held for peers not yet authenticated");
+        return false;
+      }
+      eng_.reassembly_bytes_ += opened->size();
+      held_fragment_bytes_ += opened->size();
+    }
+    frags_->bytes += opened->size();
     slot = std::move(*opened);
     ++frags_->have;
     if (frag_num == 1) frags_->first = first;
@@ -146,12 +164,27 @@ bool IkeSa::open(const Datagram& d, const Header& h, std::vector<Payload>& outer
   plain.clear();
   for (auto& part : frags_->parts) plain.insert(plain.end(), part->begin(), part->end());
   first = frags_->first;
-  frags_.reset();
+  drop_fragments();
   debug(kTag, tag(), ": reassembled ", frag_total, " fragments");
   return true;
 }
 
+bool IkeSa::authenticated() const {
+  return state_ == State::kEstablished || state_ == State::kRekeyed || state_ == State::kDeleting;
+}
+
+bool IkeSa::may_log(TimePoint now) { return authenticated() || eng_.log_allowed(now); }
+
+void IkeSa::drop_fragments() {
+  eng_.reassembly_bytes_ -= held_fragment_bytes_;
+  held_fragment_bytes_ = 0;
+  frags_.reset();
+}
+
+IkeSa::~IkeSa() { drop_fragments(); }
+
 void IkeSa::on_message(const Datagram& d, const Header& h, TimePoint now) {
+  if (state_ == State::kDead) return;  // ended meanwhile (INITIAL_CONTACT); removed next
   const bool response = h.is_response();
   if (h.exchange == Exchange::kSaInit) {
     // Only the response to our IKE_SA_INIT comes here (requests make new SAs).
@@ -163,7 +196,7 @@ void IkeSa::on_message(const Datagram& d, const Header& h, TimePoint now) {
     if (!parse_chain(ByteSpan(d.data).subspan(kHeaderLen), h.next, pl, why) ||
         !check_payload_rules(h.exchange, true, pl, {}, v) || !decode_all(pl, p, why)) {
       ++eng_.counters_.invalid_messages;
-      warn(kTag, tag(), ": bad IKE_SA_INIT response: ", why.empty() ? v.detail : why);
+      if (may_log(now)) warn(kTag, tag(), ": bad IKE_SA_INIT response: ", why.empty() ? v.detail : why);
       return;
     }
     tasks_.process_response(InMessage{h, p, d.data, now});
@@ -173,7 +206,7 @@ void IkeSa::on_message(const Datagram& d, const Header& h, TimePoint now) {
   std::vector<Payload> outer, inner;
   Bytes plain;
   PayloadType first = PayloadType::kNone;
-  if (!open(d, h, outer, plain, first)) return;
+  if (!open(d, h, now, outer, plain, first)) return;
   Parsed p;
   RuleViolation v;
   std::string why;
@@ -182,7 +215,7 @@ void IkeSa::on_message(const Datagram& d, const Header& h, TimePoint now) {
       !decode_all(inner, p, why)) {
     if (why.empty()) why = v.detail;
     ++eng_.counters_.invalid_messages;
-    warn(kTag, tag(), ": malformed ", to_string(h.exchange), ": ", why);
+    if (may_log(now)) warn(kTag, tag(), ": malformed ", to_string(h.exchange), ": ", why);
     if (!response) {
       tasks_.reject_request(h, Notify::kInvalidSyntax);
       // An IKE_AUTH that cannot be read ends the half-open SA now (RFC 7296
@@ -195,7 +228,8 @@ void IkeSa::on_message(const Datagram& d, const Header& h, TimePoint now) {
       (state_ == State::kInitDone || state_ == State::kInitSent || state_ == State::kAuthSent)) {
     // RFC 7296 1.4: nothing but IKE_AUTH before the initial exchanges end.
     ++eng_.counters_.dropped_messages;
-    warn(kTag, tag(), ": ", to_string(h.exchange), " request ", h.message_id,
+    if (may_log(now))
+      warn(kTag, tag(), ": ", to_string(h.exchange), " request ", h.message_id,
          " before IKE_AUTH completed, dropped; it carried ", payload_list(inner));
     return;
   }
@@ -253,7 +287,7 @@ void IkeSa::tick(TimePoint now) {
       const std::uint32_t spi = it->spi_in;
       eng_.installer_.remove(it->name);
       it = children_.erase(it);
-      if (tasks_.idle()) tasks_.queue_child_delete({spi});
+      if (tasks_.idle()) tasks_.queue_child_delete({spi}, true);
     } else {
       ++it;
     }
@@ -300,7 +334,7 @@ void IkeSa::remove_children() {
 }
 
 void IkeSa::fail(const std::string& why) {
-  warn(kTag, tag(), ": ", why);
+  if (may_log(eng_.now_)) warn(kTag, tag(), ": ", why);
   ++eng_.counters_.ike_failed;
   remove_children();
   set_state(State::kDead);

@@ -216,12 +216,15 @@ inline std::string ts_string(const std::vector<TrafficSelector>& ts) {
 inline Bytes psk_auth(core::PrfAlg prf_alg, ByteSpan psk, ByteSpan first_msg, ByteSpan peer_nonce,
                ByteSpan sk_p, ByteSpan id_body) {
   static const char kPad[] = "Key Pad for IKEv2";
-  const Bytes key = prf(prf_alg, psk, ByteSpan(reinterpret_cast<const std::uint8_t*>(kPad), 17));
+  // prf(PSK, "Key Pad for IKEv2") is as good as the PSK: wiped after use.
+  Bytes key = prf(prf_alg, psk, ByteSpan(reinterpret_cast<const std::uint8_t*>(kPad), 17));
   Bytes octets(first_msg.begin(), first_msg.end());
   octets.insert(octets.end(), peer_nonce.begin(), peer_nonce.end());
   const Bytes maced = prf(prf_alg, sk_p, id_body);
   octets.insert(octets.end(), maced.begin(), maced.end());
-  return prf(prf_alg, key, octets);
+  Bytes auth = prf(prf_alg, key, octets);
+  core::secure_wipe(key.data(), key.size());
+  return auth;
 }
 
 // ---------------------------------------------------------------------------
@@ -280,6 +283,9 @@ class IkeSa {
   IkeSa(Engine& e, const ConnectionConfig& c, bool initiator) : eng_(e), conn_(c), initiator_(initiator), tasks_(*this) {
     if (!initiator) state_ = State::kInitDone;
   }
+  ~IkeSa();
+  IkeSa(const IkeSa&) = delete;
+  IkeSa& operator=(const IkeSa&) = delete;
 
   Engine& eng_;
   const ConnectionConfig& conn_;
@@ -319,6 +325,12 @@ class IkeSa {
   std::string peer_id_;
   TimePoint rekeyed_at_ = TimePoint::max();
   bool restart_wanted_ = false;
+  // Responder: counted as half open by the engine, under the peer's address
+  // and port of its IKE_SA_INIT, until it leaves INIT_DONE.
+  bool half_open_ = false;
+  core::IpAddress remote_addr_at_init_;
+  std::uint16_t remote_port_at_init_ = 0;
+  std::size_t held_fragment_bytes_ = 0;  // of frags_, counted in the engine's reassembly budget before auth
   TaskManager tasks_;
 
   // ---- what the tasks share, below them -------------------------------------------
@@ -384,8 +396,11 @@ class IkeSa {
   // Picks the child config, proposal and selectors for the peer's request,
   // installs the Child SA and returns the response payloads (or one error
   // notify); `spi_in_out` gets the new inbound SPI.
+  // kAuth: the first Child SA, in IKE_AUTH (no KE there); kRekey: one that
+  // replaces an SA (REKEY_SA).
+  enum class ChildRequest { kAuth, kCreate, kRekey };
   std::vector<Payload> respond_child(const Parsed& p, ByteSpan ni, ByteSpan nr, TimePoint now,
-                                     std::optional<std::uint32_t>* spi_in_out = nullptr);
+                                     std::optional<std::uint32_t>* spi_in_out, ChildRequest kind);
   ChildSa* child_by_spi_in(std::uint32_t spi);
   // Removes our Child SA with this inbound SPI from the data plane, logged
   // with `why` unless null; false if none.
@@ -411,10 +426,17 @@ class IkeSa {
   // Still busy with a DELETE: queued, or sent and not answered.
   [[nodiscard]] bool deleting() const { return state_ != State::kDead && tasks_.has(TaskType::kIkeDelete); }
 
+  // The peer has authenticated (IKE_AUTH done, or born of a rekey).
+  [[nodiscard]] bool authenticated() const;
+
  private:
   // Reads an encrypted message (SK or SKF, reassembling fragments); false
   // when it is not (yet) to be processed.
-  bool open(const Datagram& d, const Header& h, std::vector<Payload>& outer, Bytes& plain, PayloadType& first);
+  bool open(const Datagram& d, const Header& h, TimePoint now, std::vector<Payload>& outer, Bytes& plain,
+            PayloadType& first);
+  void drop_fragments();
+  // Lines about what an unauthenticated peer sent are rate-limited.
+  bool may_log(TimePoint now);
 };
 
 }  // namespace ipsecgw::ike

@@ -17,8 +17,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
+#include "ike/connection.hpp"
 #include "ike/message.hpp"
 
 namespace ipsecgw::ike {
@@ -27,6 +29,7 @@ using Clock = std::chrono::steady_clock;
 using TimePoint = Clock::time_point;
 
 struct Parsed;
+class IkeSa;
 
 enum class TaskType { kIkeInit, kIkeAuth, kChildCreate, kChildRekey, kChildDelete, kIkeRekey, kIkeDelete, kIkeDpd };
 
@@ -36,7 +39,9 @@ inline const char* task_name(TaskType t) noexcept {
   return names[static_cast<int>(t)];
 }
 
-enum class TaskStatus { kNeedMore, kSuccess, kFailed };
+// kIgnore (process_i only): the response is not one this task can use (a
+// malformed COOKIE); the request stays outstanding on its schedule.
+enum class TaskStatus { kNeedMore, kSuccess, kFailed, kIgnore };
 
 // A message that arrived for the IKE SA, decrypted, reassembled and checked
 // against its exchange's payload rules (message_rules) before any task sees it.
@@ -70,6 +75,11 @@ class Task {
   // The message this task took part in, as encoded for the wire (one
   // datagram, or its RFC 7383 fragments).
   virtual void sent(Exchange, const std::vector<Bytes>&) {}
+  // A task of the IKE SA being replaced (RFC 7296 2.18), recreated for its
+  // successor, which takes over the Child SAs; null: it ends with the old SA.
+  [[nodiscard]] virtual std::unique_ptr<Task> adopt(IkeSa&) const { return nullptr; }
+  // The child config this task is about, if any.
+  [[nodiscard]] virtual const ChildConfig* child_config() const { return nullptr; }
   // How long the peer has to answer this task's request before it counts as
   // dead; zero leaves it to the retransmission schedule (a liveness check
   // uses dpd_timeout).

@@ -20,14 +20,35 @@ void TaskManager::queue_ike(const ChildConfig* first_child) {
   if (first_child) active_.push_back(child_create_create(sa_, first_child, true));
 }
 
-void TaskManager::queue_child(const ChildConfig& cc) { queued_.push_back(child_create_create(sa_, &cc, true)); }
+void TaskManager::queue_child(const ChildConfig& cc) {
+  auto same = [&](const std::unique_ptr<Task>& t) { return t->type() == TaskType::kChildCreate && t->child_config() == &cc; };
+  if (std::any_of(queued_.begin(), queued_.end(), same) || std::any_of(active_.begin(), active_.end(), same)) return;
+  queued_.push_back(child_create_create(sa_, &cc, true));
+}
+
+void TaskManager::adopt_queued(TaskManager& from) {
+  // An operator's DELETE of the old SA was meant for the IKE SA as such.
+  if (from.has(TaskType::kIkeDelete)) queue_ike_delete();
+  for (auto it = from.queued_.begin(); it != from.queued_.end();) {
+    if (auto t = (*it)->adopt(sa_)) {
+      queued_.push_back(std::move(t));
+      it = from.queued_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
 
 void TaskManager::queue_child_rekey(std::uint32_t spi_in) {
   queued_.push_back(child_rekey_create(sa_, spi_in, true));
 }
 
-void TaskManager::queue_child_delete(std::vector<std::uint32_t> spis_in) {
-  queued_.push_back(child_delete_create(sa_, std::move(spis_in), true));
+void TaskManager::queue_child_delete(std::vector<std::uint32_t> spis_in, bool already_removed) {
+  queued_.push_back(child_delete_create(sa_, std::move(spis_in), already_removed, nullptr));
+}
+
+void TaskManager::queue_child_delete(const ChildConfig& cc) {
+  queued_.push_back(child_delete_create(sa_, {}, false, &cc));
 }
 
 void TaskManager::queue_ike_rekey() { queued_.push_back(ike_rekey_create(sa_, true)); }
@@ -124,11 +145,17 @@ bool TaskManager::send_unanswered(Exchange x, const std::vector<Payload>& pl) {
 }
 
 void TaskManager::process_response(const InMessage& m) {
+  auto waiting = std::move(outstanding_);
   outstanding_.reset();
-  for (auto it = active_.begin(); it != active_.end();) {
+  bool first = true;
+  for (auto it = active_.begin(); it != active_.end(); first = false) {
     const TaskStatus st = (*it)->process_i(m);
     if (sa_.state_ == IkeSa::State::kDead) {
       flush();
+      return;
+    }
+    if (st == TaskStatus::kIgnore && first) {
+      outstanding_ = std::move(waiting);  // still waiting for the real answer
       return;
     }
     it = st == TaskStatus::kNeedMore ? std::next(it) : active_.erase(it);
@@ -140,20 +167,23 @@ void TaskManager::process_response(const InMessage& m) {
 
 bool TaskManager::admit(const Datagram& d, const Header& h) {
   if (h.is_response()) {
-    const bool init = h.exchange == Exchange::kSaInit;
-    if (!outstanding_ || h.message_id != outstanding_->message_id ||
-        init != (outstanding_->exchange == Exchange::kSaInit)) {
+    if (!outstanding_ || h.message_id != outstanding_->message_id || h.exchange != outstanding_->exchange) {
       ++sa_.counters().dropped_messages;
       debug(kTag, sa_.tag(), ": response with unexpected message ID ", h.message_id);
       return false;
     }
     return true;
   }
+  // For a fragmented request, its first fragment stands for it.
+  const bool later_fragment = h.next == PayloadType::kSkf && d.data.size() >= kHeaderLen + 8 &&
+                              (d.data[kHeaderLen + 4] << 8 | d.data[kHeaderLen + 5]) != 1;
   if (h.message_id + 1 == next_in_id_ && last_response_id_ == h.message_id && !last_response_.empty()) {
-    // For a fragmented request, answer once (on its first fragment).
-    if (h.next == PayloadType::kSkf && d.data.size() >= kHeaderLen + 8 &&
-        (d.data[kHeaderLen + 4] << 8 | d.data[kHeaderLen + 5]) != 1)
+    if (later_fragment) return false;
+    if (!core::ct_equal(request_digest(d.data), last_request_digest_)) {
+      ++sa_.counters().dropped_messages;
+      debug(kTag, sa_.tag(), ": message ID ", h.message_id, " again, but not a repeat of that request; dropped");
       return false;
+    }
     debug(kTag, sa_.tag(), ": retransmitted request ", h.message_id, ", resending our response");
     sa_.send_raw(last_response_);
     return false;
@@ -163,10 +193,17 @@ bool TaskManager::admit(const Datagram& d, const Header& h) {
     debug(kTag, sa_.tag(), ": request with message ID ", h.message_id, ", expected ", next_in_id_);
     return false;
   }
+  if (!later_fragment) current_request_digest_ = request_digest(d.data);
   return true;
 }
 
+Bytes TaskManager::request_digest(ByteSpan datagram) {
+  static const std::uint8_t kLabel[] = {'r', 'e', 'q'};
+  return prf(core::PrfAlg::kHmacSha256, kLabel, datagram);
+}
+
 void TaskManager::respond(Exchange x, std::uint32_t id, const std::vector<Payload>& pl) {
+  last_request_digest_ = current_request_digest_;
   last_response_ = encode(x, true, id, pl);
   last_response_id_ = id;
   sa_.send_raw(last_response_);
@@ -209,7 +246,7 @@ bool TaskManager::create_passive(const InMessage& m, Notify& refuse) {
     case Exchange::kInformational: {
       bool ike = false, child = false;
       for (const auto& d : p.deletes) (d.protocol == ProtocolId::kIke ? ike : child) = true;
-      if (child) passive_.push_back(child_delete_create(sa_, {}, false));
+      if (child) passive_.push_back(child_delete_create(sa_, {}, false, nullptr));
       if (ike) passive_.push_back(ike_delete_create(sa_, false));
       if (!ike && !child) passive_.push_back(ike_dpd_create(sa_, false));
       return true;

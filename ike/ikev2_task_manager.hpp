@@ -40,15 +40,23 @@ class TaskManager {
   // ---- what the IKE SA asks for ------------------------------------------------
   // IKE_SA_INIT and IKE_AUTH, with the first Child SA if `first_child`.
   void queue_ike(const ChildConfig* first_child);
+  // Not twice for one config while one is queued or under way.
   void queue_child(const ChildConfig& cc);
   void queue_child_rekey(std::uint32_t spi_in);
-  // Tells the peer our inbound SAs `spis_in` are gone (they are removed when
-  // it answers, if not already).
-  void queue_child_delete(std::vector<std::uint32_t> spis_in);
+  // Deletes our Child SAs with inbound SPIs `spis_in` (those still there
+  // when the request is built; removed when the peer answers), or tells the
+  // peer of SAs `already_removed` (past their hard lifetime).
+  void queue_child_delete(std::vector<std::uint32_t> spis_in, bool already_removed = false);
+  // Deletes every Child SA of `cc` there is when the request is built (an
+  // operator's `down conn/child`: a rekey under way may have replaced it).
+  void queue_child_delete(const ChildConfig& cc);
   void queue_ike_rekey();
   // Jumps ahead of other queued tasks; a second one is not queued.
   void queue_ike_delete();
   void queue_dpd();
+  // Takes over what the old IKE SA had queued for its Child SAs, now ours
+  // (RFC 7296 2.18; strongSwan's adopt_child_tasks), and a DELETE asked for.
+  void adopt_queued(TaskManager& from);
   // Starts the next exchange if the window is free and a task waits.
   void initiate(TimePoint now);
 
@@ -97,6 +105,7 @@ class TaskManager {
   bool create_passive(const InMessage& m, Notify& refuse);
   std::vector<Bytes> encode(Exchange x, bool response, std::uint32_t id, const std::vector<Payload>& pl);
   void respond(Exchange x, std::uint32_t id, const std::vector<Payload>& pl);
+  static Bytes request_digest(ByteSpan datagram);
 
   IkeSa& sa_;
   std::deque<std::unique_ptr<Task>> queued_;
@@ -106,6 +115,10 @@ class TaskManager {
   std::uint32_t next_in_id_ = 0;   // the peer's next request
   std::vector<Bytes> last_response_;
   std::uint32_t last_response_id_ = 0xffffffff;
+  // Digests of the request the cached response answers, and of the one
+  // being read (its first datagram or fragment): only a true repeat of the
+  // request gets the response again.
+  Bytes last_request_digest_, current_request_digest_;
 };
 
 }  // namespace ipsecgw::ike

@@ -29,7 +29,10 @@ std::unique_ptr<Task> ike_auth_create(IkeSa& sa, bool initiator);
 std::unique_ptr<Task> child_create_create(IkeSa& sa, const ChildConfig* cc, bool initiator);
 // Initiator: rekeys our Child SA with inbound SPI `spi_in`.
 std::unique_ptr<Task> child_rekey_create(IkeSa& sa, std::uint32_t spi_in, bool initiator);
-std::unique_ptr<Task> child_delete_create(IkeSa& sa, std::vector<std::uint32_t> spis_in, bool initiator);
+// Initiator: our Child SAs `spis_in` (see TaskManager::queue_child_delete),
+// or all of `cc`; responder: no SPIs, no config.
+std::unique_ptr<Task> child_delete_create(IkeSa& sa, std::vector<std::uint32_t> spis_in, bool already_removed,
+                                          const ChildConfig* cc);
 std::unique_ptr<Task> ike_rekey_create(IkeSa& sa, bool initiator);
 std::unique_ptr<Task> ike_delete_create(IkeSa& sa, bool initiator);
 std::unique_ptr<Task> ike_dpd_create(IkeSa& sa, bool initiator);

@@ -606,6 +606,84 @@ TEST_CASE("IKEv2 defect: a DELETE waits for the outstanding request (RFC 7296 2.
   }
 }
 
+TEST_CASE("IKEv2 tasks: down of a Child SA while its rekey is outstanding waits, then deletes what the rekey left", "[ike][engine][tasks]") {
+  auto ca = conn(true, "k");
+  ca.children[0].rekey_bytes = 1000;
+  Pair p(std::move(ca), conn(false, "k"));
+  p.a->start(p.now);
+  p.pump();
+  REQUIRE(p.a->established("site-b"));
+  // A -> B  CREATE_CHILD_SA request 2 (REKEY_SA for "lan", its bytes used up): lost.
+  bool drop = true;
+  p.filter = [&](std::size_t, const ike::Datagram& d) {
+    return !(drop && header_of(d).exchange == ike::Exchange::kCreateChildSa);
+  };
+  p.a->bytes_used(p.ia.installed[0].name, 5000, p.now);
+  p.a->tick(p.now);
+  p.pump();
+  // The operator takes "lan" down meanwhile: accepted (queued), nothing sent yet.
+  std::string why;
+  REQUIRE(p.a->terminate("site-b", "lan", p.now, why));
+  for (const auto& d : p.a->take_output()) CHECK(header_of(d).message_id <= 2);
+  // Request 2 gets through on its retransmission: B answers with the new
+  // Child SA. A -> B  INFORMATIONAL request 3 deletes "lan" as it is now:
+  // old and new SA both (the rekey's own DELETE of the old one then finds
+  // nothing left to delete and is not sent).
+  drop = false;
+  std::uint32_t answered = 1;
+  std::vector<std::uint32_t> a_requests;
+  p.filter = [&](std::size_t, const ike::Datagram& d) {
+    const auto h = header_of(d);
+    if (!h.from_initiator() && h.is_response()) answered = std::max(answered, h.message_id);
+    if (h.from_initiator() && !h.is_response()) {
+      CHECK(h.message_id <= answered + 1);  // window of one
+      if (a_requests.empty() || a_requests.back() != h.message_id) a_requests.push_back(h.message_id);
+    }
+    return true;
+  };
+  p.advance(3s);
+  CHECK(p.ia.installed.size() == 2);  // the rekey completed first
+  CHECK(p.ia.active() == 0);
+  CHECK(p.ib.active() == 0);
+  CHECK(p.a->established("site-b"));  // the IKE SA stays
+  CHECK(p.b->established("site-a"));
+  CHECK(a_requests.back() == 3);      // one DELETE after the rekey, no empty one
+  CHECK(p.a->counters().state_bugs == 0);
+  CHECK(p.b->counters().state_bugs == 0);
+}
+
+TEST_CASE("IKEv2 tasks: what waits behind an IKE SA rekey moves to the new IKE SA", "[ike][engine][tasks]") {
+  auto ca = conn(true, "k");
+  ca.rekey_time = 100;
+  Pair p(std::move(ca), conn(false, "k"));
+  p.a->start(p.now);
+  p.pump();
+  REQUIRE(p.a->established("site-b"));
+  // A -> B  CREATE_CHILD_SA request 2 (IKE SA rekey): lost the first time.
+  bool drop = true;
+  p.filter = [&](std::size_t, const ike::Datagram& d) {
+    const auto h = header_of(d);
+    const bool lose = drop && h.exchange == ike::Exchange::kCreateChildSa && !h.is_response();
+    if (lose) drop = false;
+    return !lose;
+  };
+  p.advance(100500ms);  // the retransmission is due at 101 s
+  REQUIRE(p.a->counters().ike_rekeyed == 0);
+  // The rekey is outstanding; the operator takes "lan" down: queued.
+  std::string why;
+  REQUIRE(p.a->terminate("site-b", "lan", p.now, why));
+  // The rekey completes on its retransmission; the new IKE SA takes over the
+  // Child SA and the queued DELETE of it; the old IKE SA is deleted.
+  p.advance(5s);
+  CHECK(p.a->ike_sa_count() == 1);
+  CHECK(p.b->ike_sa_count() == 1);
+  CHECK(p.a->counters().ike_rekeyed == 1);
+  CHECK(p.ia.active() == 0);
+  CHECK(p.ib.active() == 0);
+  CHECK(p.a->established("site-b"));
+  CHECK(p.a->counters().state_bugs == 0);
+}
+
 TEST_CASE("IKEv2 defect: after an IKE SA rekey the old SA is not ESTABLISHED, and an unanswered DELETE does not restart it", "[ike][engine][defects]") {
   auto ca = conn(true, "k");
   ca.rekey_time = 100;
