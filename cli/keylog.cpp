@@ -1,6 +1,9 @@
 #include "cli/keylog.hpp"
 
 #include <fcntl.h>
+
+#include <cerrno>
+#include <cstring>
 #include <unistd.h>
 
 #include <cstdio>
@@ -65,9 +68,10 @@ const char* ike_integ_name(core::IntegAlg a) {
 
 void KeyLog::append(const std::string& path, const std::string& lines) {
   std::lock_guard<std::mutex> lock(mutex_);
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  // Never through a symlink (someone else's file would get our keys).
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) {
-    core::log::warn("keylog", "cannot write ", path);
+    core::log::warn("keylog", "cannot write ", path, ": ", std::strerror(errno));
     return;
   }
   const ssize_t n = ::write(fd, lines.data(), lines.size());

@@ -188,6 +188,7 @@ bool parse_direction(Walker& w, const json& sa, const std::string& path, const c
   auto key_hex = w.string(*it, p, "key", true);
   if (!spi || !key_hex) return false;
   auto raw = core::from_hex(*key_hex);
+  core::secure_wipe(key_hex->data(), key_hex->size());
   if (!raw) {
     w.error(p + ".key", "is not hex");
     return false;
@@ -672,16 +673,53 @@ void parse_secrets(Walker& w, const json* sj, std::vector<ike::ConnectionConfig>
 
 }  // namespace
 
+namespace {
+
+// "at line L, column C" of byte offset `byte` (nlohmann counts from 1, past the error).
+std::string where(std::string_view text, std::size_t byte) {
+  const std::size_t at = std::min(text.size(), byte == 0 ? 0 : byte - 1);
+  std::size_t line = 1, col = 1;
+  for (std::size_t i = 0; i < at; ++i) {
+    if (text[i] == '\n') {
+      ++line;
+      col = 1;
+    } else {
+      ++col;
+    }
+  }
+  return "at line " + std::to_string(line) + ", column " + std::to_string(col);
+}
+
+void wipe_strings(json& j) {
+  if (j.is_string()) {
+    auto& s = j.get_ref<std::string&>();
+    core::secure_wipe(s.data(), s.size());
+  } else if (j.is_structured()) {
+    for (auto& x : j) wipe_strings(x);
+  }
+}
+
+}  // namespace
+
 LoadResult parse_config(std::string_view text) {
   LoadResult r;
   json doc;
   try {
     doc = json::parse(text.begin(), text.end());
-  } catch (const json::exception& e) {
-    // parse_error, and out_of_range for numbers that do not fit a double.
-    r.errors.push_back({"$", std::string("invalid JSON: ") + e.what()});
+  } catch (const json::parse_error& e) {
+    // Where, never what: the text there may be a secret (nlohmann's own
+    // message quotes the last token read).
+    r.errors.push_back({"$", "invalid JSON " + where(text, e.byte) + " (the text there is not shown: it may be secret)"});
+    return r;
+  } catch (const json::exception&) {
+    r.errors.push_back({"$", "invalid JSON: a number out of range"});
     return r;
   }
+  // The document's strings (secrets among them) are wiped when it goes.
+  struct Wipe {
+    json& j;
+    ~Wipe() { wipe_strings(j); }
+  } wipe{doc};
   Walker w(r.errors);
   if (!w.is_object(doc, "$")) return r;
   w.only_keys(doc, "$", {"tun", "udp_encap", "manual", "policies", "connections", "secrets", "log_level",
@@ -782,9 +820,25 @@ LoadResult load_config_file(const std::string& path) {
     r.errors.push_back({path, "cannot be read"});
     return r;
   }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return parse_config(ss.str());
+  // Read into one buffer of the file's size, wiped after parsing: it holds
+  // the PSKs and manual keys.
+  std::string text;
+  in.seekg(0, std::ios::end);
+  const auto size = in.tellg();
+  in.seekg(0, std::ios::beg);
+  if (size > 0) {
+    if (size > 16 * 1024 * 1024) {
+      LoadResult r;
+      r.errors.push_back({path, "larger than 16 MiB"});
+      return r;
+    }
+    text.resize(static_cast<std::size_t>(size));
+    in.read(text.data(), size);
+    text.resize(static_cast<std::size_t>(in.gcount()));
+  }
+  auto r = parse_config(text);
+  core::secure_wipe(text.data(), text.size());
+  return r;
 }
 
 std::vector<core::Prefix> protected_routes(const Config& c) {

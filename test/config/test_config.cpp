@@ -335,3 +335,25 @@ TEST_CASE("keys ipsecgw does not do yet are refused, naming the path and saying 
   doc["connections"]["x"]["reauth_time"] = 0;
   CHECK(config::parse_config(doc.dump()).config);
 }
+
+TEST_CASE("a JSON syntax error says where, never what: the text may be a secret", "[config][secrets]") {
+  // An unterminated string that holds a PSK, and a stray comma after a key.
+  const char* broken[] = {
+      "{\"secrets\": {\"s\": {\"type\": \"psk\", \"secret\": \"hunter2-very-secret\n\"}}}",
+      "{\"secrets\": {\"s\": {\"secret\": \"0x00112233445566778899\" ,, }}}",
+      "{\"manual\": {\"m\": {\"out\": {\"key\": \"deadbeefcafe0123456789\" \"spi\": 1}}}}",
+  };
+  for (const char* text : broken) {
+    INFO(text);
+    auto r = config::parse_config(text);
+    REQUIRE(r.errors.size() == 1);
+    const std::string msg = r.errors[0].to_string();
+    CHECK(msg.find("invalid JSON at line") != std::string::npos);
+    CHECK(msg.find("hunter2") == std::string::npos);
+    CHECK(msg.find("00112233") == std::string::npos);
+    CHECK(msg.find("deadbeef") == std::string::npos);
+  }
+  auto r = config::parse_config("{\n  \"tun\": {\n    \"name\": \"x\",,\n  }\n}");
+  REQUIRE(r.errors.size() == 1);
+  CHECK(r.errors[0].message.find("line 3") != std::string::npos);
+}
