@@ -21,9 +21,17 @@ nlohmann::json error_reply(const std::string& why) { return {{"ok", false}, {"er
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(local::socket s, const ControlServer::Handler& h) : sock_(std::move(s)), buf_(kMaxRequest), handler_(h) {}
-  void start() {
+  Session(local::socket s, const ControlServer::Handler& h, SessionTicket ticket)
+      : sock_(std::move(s)), buf_(kMaxRequest), handler_(h), timer_(sock_.get_executor()), ticket_(std::move(ticket)) {}
+  // A client that sends nothing (or never reads the reply) for `idle` is cut off.
+  void start(std::chrono::seconds idle) {
     auto self = shared_from_this();
+    timer_.expires_after(idle);
+    timer_.async_wait([self](const boost::system::error_code& ec) {
+      if (ec) return;
+      boost::system::error_code ignored;
+      self->sock_.close(ignored);
+    });
     asio::async_read_until(sock_, buf_, '\n', [self](const boost::system::error_code& ec, std::size_t n) {
       self->on_read(ec, n);
     });
@@ -63,6 +71,7 @@ class Session : public std::enable_shared_from_this<Session> {
       boost::system::error_code ignored;
       self->sock_.shutdown(local::socket::shutdown_both, ignored);
       self->sock_.close(ignored);
+      self->timer_.cancel();
     });
   }
 
@@ -70,26 +79,32 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::streambuf buf_;
   const ControlServer::Handler& handler_;
   std::string out_;
+  asio::steady_timer timer_;
+  SessionTicket ticket_;
 };
 
 }  // namespace
 
 struct ControlServer::Impl {
-  Impl(asio::io_context& io, Handler h) : acceptor(io), handler(std::move(h)) {}
+  Impl(asio::io_context& io, Handler h, SessionLimits l)
+      : acceptor(io), handler(std::move(h)), limits(l), backoff(std::make_shared<asio::steady_timer>(io)) {}
   void accept() {
-    acceptor.async_accept([this](const boost::system::error_code& ec, local::socket s) {
-      if (ec) return;  // closed
-      std::make_shared<Session>(std::move(s), handler)->start();
-      accept();
-    });
+    accept_sessions(acceptor, limits, live, backoff, std::chrono::milliseconds(50),
+                    [this](local::socket s, SessionTicket t) {
+                      std::make_shared<Session>(std::move(s), handler, std::move(t))->start(limits.idle);
+                    });
   }
   local::acceptor acceptor;
   Handler handler;
+  SessionLimits limits;
+  std::shared_ptr<std::size_t> live = std::make_shared<std::size_t>(0);
+  std::shared_ptr<asio::steady_timer> backoff;
   unsigned mode = 0600;
 };
 
-ControlServer::ControlServer(asio::io_context& io, std::string path, unsigned mode, Handler handler)
-    : impl_(std::make_unique<Impl>(io, std::move(handler))), path_(std::move(path)) {
+ControlServer::ControlServer(asio::io_context& io, std::string path, unsigned mode, Handler handler,
+                             SessionLimits limits)
+    : impl_(std::make_unique<Impl>(io, std::move(handler), limits)), path_(std::move(path)) {
   impl_->mode = mode;
 }
 
@@ -130,6 +145,7 @@ void ControlServer::close() {
   if (!impl_ || !impl_->acceptor.is_open()) return;
   boost::system::error_code ec;
   impl_->acceptor.close(ec);
+  impl_->backoff->cancel();
   ::unlink(path_.c_str());
 }
 

@@ -9,24 +9,77 @@
 // reply and the connection is closed; the gateway goes on.
 #pragma once
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <memory>
+
 #include <functional>
 #include <memory>
 #include <string>
 
+#include <utility>
+
+#include <boost/asio.hpp>
 #include <nlohmann/json.hpp>
 
-namespace boost::asio {
-class io_context;
-}
+#include "core/log.hpp"
+
+
 
 namespace ipsecgw::cli {
 
 inline constexpr std::size_t kMaxRequest = 64 * 1024;
 
+// What a local interface (control socket, metrics endpoint) lets its
+// clients hold: sessions at once, and how long one may sit idle. A session
+// over the budget is accepted and closed at once (counted); an accept error
+// (EMFILE...) is counted and accepting resumes after a back-off, never stops.
+struct SessionLimits {
+  std::size_t max_sessions = 16;
+  std::chrono::seconds idle{30};
+  std::atomic<std::uint64_t>* refused = nullptr;
+  std::atomic<std::uint64_t>* accept_errors = nullptr;
+};
+
+// Held by a session for its lifetime; releases its place in the budget.
+using SessionTicket = std::shared_ptr<void>;
+
+template <class Acceptor, class OnSession>
+void accept_sessions(Acceptor& acc, SessionLimits lim, std::shared_ptr<std::size_t> live,
+                     std::shared_ptr<boost::asio::steady_timer> backoff, std::chrono::milliseconds delay,
+                     OnSession on) {
+  acc.async_accept([&acc, lim, live, backoff, delay, on](const boost::system::error_code& ec, auto sock) {
+    if (ec == boost::asio::error::operation_aborted || !acc.is_open()) return;
+    if (ec) {
+      if (lim.accept_errors) lim.accept_errors->fetch_add(1, std::memory_order_relaxed);
+      static core::log::RateLimited limit(std::chrono::seconds(10));
+      std::uint64_t suppressed = 0;
+      if (limit.allow(suppressed)) core::log::warn("control", "accept failed: ", ec.message(), "; retrying");
+      const auto next = std::min(delay * 2, std::chrono::milliseconds(2000));
+      backoff->expires_after(delay);
+      backoff->async_wait([&acc, lim, live, backoff, next, on](const boost::system::error_code& e) {
+        if (!e) accept_sessions(acc, lim, live, backoff, next, on);
+      });
+      return;
+    }
+    if (*live >= lim.max_sessions) {
+      if (lim.refused) lim.refused->fetch_add(1, std::memory_order_relaxed);
+      boost::system::error_code ignored;
+      sock.close(ignored);
+    } else {
+      ++*live;
+      on(std::move(sock), SessionTicket(nullptr, [live](void*) { --*live; }));
+    }
+    accept_sessions(acc, lim, live, backoff, std::chrono::milliseconds(50), on);
+  });
+}
+
 class ControlServer {
  public:
   using Handler = std::function<nlohmann::json(const nlohmann::json& request)>;
-  ControlServer(boost::asio::io_context& io, std::string path, unsigned mode, Handler handler);
+  ControlServer(boost::asio::io_context& io, std::string path, unsigned mode, Handler handler,
+                SessionLimits limits = {});
   ~ControlServer();
   bool open(std::string& err);
   void close();

@@ -161,7 +161,9 @@ bool Gateway::setup(std::string& err) {
   if (!cfg_.connections.empty()) {
     if (auto traps = trap_policies(cfg_.connections); !traps.empty()) dp_->set_trap_policies(std::move(traps));
     installer_ = std::make_unique<RecordingInstaller>(*dp_, keylog_.get());
-    ike::EngineOptions opt;
+    ike::EngineOptions opt = engine_options(cfg_.limits);
+    ike_queue_cap_ = cfg_.limits.ike_queue;
+    ike_queue_new_cap_ = cfg_.limits.ike_queue_new;
     if (keylog_ && keylog_->ike_enabled()) opt.key_logger = [this](const ike::IkeKeyLog& k) { keylog_->ike(k); };
     if (keylog_ && keylog_->ikev1_enabled())
       opt.ikev1_key_logger = [this](std::uint64_t cky_i, core::ByteSpan key) { keylog_->ikev1(cky_i, key); };
@@ -207,8 +209,11 @@ int Gateway::run() {
                   dp_->snapshot()->outbound.size() == 1 ? "" : "s");
   io_ = std::make_unique<boost::asio::io_context>();
   boost::asio::io_context& io = *io_;
-  control_ = std::make_unique<ControlServer>(io, cfg_.control.socket, cfg_.control.mode,
-                                             [this](const nlohmann::json& r) { return handle_control(r); });
+  SessionLimits control_limits{cfg_.limits.control_sessions, std::chrono::seconds(cfg_.limits.control_idle_s),
+                               &gw_.control_sessions_refused, &gw_.accept_errors};
+  control_ = std::make_unique<ControlServer>(
+      io, cfg_.control.socket, cfg_.control.mode, [this](const nlohmann::json& r) { return handle_control(r); },
+      control_limits);
   if (std::string cerr; !control_->open(cerr)) {
     core::log::warn("gateway", "no control socket: ", cerr);
     control_.reset();
@@ -600,14 +605,44 @@ nlohmann::json Gateway::stats() {
   return j;
 }
 
+namespace {
+// A datagram that would start a new IKE SA: IKEv2 IKE_SA_INIT request with
+// no responder SPI, or IKEv1 with no responder cookie (Main or Aggressive
+// Mode message 1). Anything else names an SA (or is garbage that the engine
+// drops after a map lookup).
+bool starts_new_sa(const core::Bytes& m) {
+  if (m.size() < 28) return false;
+  bool zero_r = true;
+  for (std::size_t i = 8; i < 16; ++i) zero_r = zero_r && m[i] == 0;
+  if (!zero_r) return false;
+  if ((m[17] >> 4) == 1) return true;
+  return m[18] == 34 && !(m[19] & 0x20);
+}
+}  // namespace
+
+ike::EngineOptions Gateway::engine_options(const config::LimitsConfig& l) {
+  ike::EngineOptions o;
+  o.cookie_threshold = l.cookie_threshold;
+  o.max_half_open = l.half_open;
+  o.max_half_open_per_source = l.half_open_per_source;
+  o.max_reassembly_bytes = l.reassembly_bytes;
+  o.max_children_per_ike_sa = l.children_per_ike_sa;
+  o.log_lines_per_second = l.log_lines_per_second;
+  return o;
+}
+
 void Gateway::queue_ike(ike::Datagram d) {
+  const bool fresh = starts_new_sa(d.data);
   {
     std::lock_guard<std::mutex> lock(ike_mutex_);
-    if (ike_queue_.size() >= 1024) {
-      gw_.ike_ignored.fetch_add(1, std::memory_order_relaxed);  // overload: shed
+    auto& q = fresh ? ike_queue_new_ : ike_queue_;
+    if (q.size() >= (fresh ? ike_queue_new_cap_ : ike_queue_cap_).load(std::memory_order_relaxed)) {
+      (fresh ? gw_.ike_queue_new_full : gw_.ike_queue_full).fetch_add(1, std::memory_order_relaxed);
       return;
     }
-    ike_queue_.push_back(std::move(d));
+    q.push_back(std::move(d));
+    if (ike_drain_posted_) return;  // one drain at a time takes all there is
+    ike_drain_posted_ = true;
   }
   boost::asio::post(*io_, [this] {
     drain_ike();
@@ -616,14 +651,32 @@ void Gateway::queue_ike(ike::Datagram d) {
 }
 
 void Gateway::drain_ike() {
-  std::deque<ike::Datagram> q;
+  // Everything for existing SAs; then a bounded number of new ones, the
+  // rest in a later turn of the control thread (timers and control
+  // requests run in between).
+  static constexpr std::size_t kNewPerTurn = 32;
+  std::deque<ike::Datagram> known, fresh;
+  bool more = false;
   {
     std::lock_guard<std::mutex> lock(ike_mutex_);
-    q.swap(ike_queue_);
+    known.swap(ike_queue_);
+    for (std::size_t i = 0; i < kNewPerTurn && !ike_queue_new_.empty(); ++i) {
+      fresh.push_back(std::move(ike_queue_new_.front()));
+      ike_queue_new_.pop_front();
+    }
+    more = !ike_queue_new_.empty();
+    ike_drain_posted_ = more;
   }
   dp_->begin_batch();
-  for (auto& d : q) engine_->receive(d, ike::Clock::now());
+  const auto now = ike::Clock::now();
+  for (auto& d : known) engine_->receive(d, now);
+  for (auto& d : fresh) engine_->receive(d, ike::Clock::now());
   dp_->end_batch();
+  if (more)
+    boost::asio::post(*io_, [this] {
+      drain_ike();
+      after_engine();
+    });
 }
 
 void Gateway::flush_ike() {
@@ -663,6 +716,13 @@ void Gateway::flush_ike() {
   j["ikev1_quick_mode_done"] = c.ikev1_quick_mode_done;
   j["ikev1_quick_mode_failed"] = c.ikev1_quick_mode_failed;
   j["state_bugs"] = c.state_bugs;
+  j["half_open"] = engine_->half_open_count();
+  j["reassembly_bytes"] = engine_->reassembly_bytes();
+  j["half_open_refused"] = c.half_open_refused;
+  j["cookies_rejected"] = c.cookies_rejected;
+  j["reassembly_refused"] = c.reassembly_refused;
+  j["children_refused"] = c.children_refused;
+  j["log_suppressed"] = c.log_suppressed;
   std::lock_guard<std::mutex> lock(ike_stats_mutex_);
   ike_stats_ = std::move(j);
 }
@@ -881,6 +941,19 @@ nlohmann::json Gateway::control_stats() {
   j["ikev1_quick_modes"] = k.ikev1_quick_mode_done;
   j["ikev1_quick_modes_failed"] = k.ikev1_quick_mode_failed;
   j["ike_state_bugs"] = k.state_bugs;
+  // Budgets (limits): what is held now, and what was refused when one bit.
+  j["ike_half_open"] = engine_ ? engine_->half_open_count() : 0;
+  j["ike_reassembly_bytes"] = engine_ ? engine_->reassembly_bytes() : 0;
+  j["ike_half_open_refused"] = k.half_open_refused;
+  j["ike_cookies_rejected"] = k.cookies_rejected;
+  j["ike_reassembly_refused"] = k.reassembly_refused;
+  j["ike_children_refused"] = k.children_refused;
+  j["ike_log_suppressed"] = k.log_suppressed;
+  j["ike_queue_full"] = gw_.ike_queue_full.load();
+  j["ike_queue_new_full"] = gw_.ike_queue_new_full.load();
+  j["control_sessions_refused"] = gw_.control_sessions_refused.load();
+  j["metrics_sessions_refused"] = gw_.metrics_sessions_refused.load();
+  j["accept_errors"] = gw_.accept_errors.load();
   return j;
 }
 
@@ -892,9 +965,16 @@ namespace {
 // One HTTP/1.0-style exchange per connection: read the request head (at most
 // 8 KiB), answer GET /metrics, close.
 struct MetricsSession : std::enable_shared_from_this<MetricsSession> {
-  MetricsSession(boost::asio::ip::tcp::socket s, Gateway& g) : sock(std::move(s)), buf(8192), gw(g) {}
-  void start() {
+  MetricsSession(boost::asio::ip::tcp::socket s, Gateway& g, SessionTicket t)
+      : sock(std::move(s)), buf(8192), gw(g), timer(sock.get_executor()), ticket(std::move(t)) {}
+  void start(std::chrono::seconds idle) {
     auto self = shared_from_this();
+    timer.expires_after(idle);
+    timer.async_wait([self](const boost::system::error_code& ec) {
+      if (ec) return;
+      boost::system::error_code ignored;
+      self->sock.close(ignored);
+    });
     boost::asio::async_read_until(sock, buf, "\r\n\r\n", [self](const boost::system::error_code& ec, std::size_t) {
       std::string head(boost::asio::buffers_begin(self->buf.data()), boost::asio::buffers_end(self->buf.data()));
       std::string status = "200 OK", body;
@@ -913,6 +993,8 @@ struct MetricsSession : std::enable_shared_from_this<MetricsSession> {
                                [self](const boost::system::error_code&, std::size_t) {
                                  boost::system::error_code ignored;
                                  self->sock.shutdown(boost::asio::ip::tcp::socket::shutdown_both, ignored);
+                                 self->sock.close(ignored);
+                                 self->timer.cancel();
                                });
     });
   }
@@ -920,15 +1002,19 @@ struct MetricsSession : std::enable_shared_from_this<MetricsSession> {
   boost::asio::streambuf buf;
   Gateway& gw;
   std::string out;
+  boost::asio::steady_timer timer;
+  SessionTicket ticket;
 };
 }  // namespace
 
 void Gateway::serve_metrics(boost::asio::ip::tcp::acceptor& acc) {
-  acc.async_accept([this, &acc](const boost::system::error_code& ec, boost::asio::ip::tcp::socket s) {
-    if (ec) return;
-    std::make_shared<MetricsSession>(std::move(s), *this)->start();
-    serve_metrics(acc);
-  });
+  const SessionLimits lim{cfg_.limits.metrics_sessions, std::chrono::seconds(cfg_.limits.control_idle_s),
+                          &gw_.metrics_sessions_refused, &gw_.accept_errors};
+  accept_sessions(acc, lim, std::make_shared<std::size_t>(0),
+                  std::make_shared<boost::asio::steady_timer>(acc.get_executor()), std::chrono::milliseconds(50),
+                  [this, idle = lim.idle](boost::asio::ip::tcp::socket s, SessionTicket t) {
+                    std::make_shared<MetricsSession>(std::move(s), *this, std::move(t))->start(idle);
+                  });
 }
 
 std::string Gateway::prometheus() {
@@ -956,11 +1042,18 @@ std::string Gateway::prometheus() {
   for (const char* k : {"sas_installed", "ike_established", "ike_failed", "auth_failures", "retransmissions",
                         "cookies_sent", "invalid_ike_messages", "ike_rekeys", "child_rekeys",
                         "rekey_collisions", "ikev1_dropped", "ikev1_main_modes", "ikev1_main_modes_failed",
-                        "ikev1_quick_modes", "ikev1_quick_modes_failed", "ike_state_bugs"}) {
+                        "ikev1_quick_modes", "ikev1_quick_modes_failed", "ike_state_bugs",
+                        "ike_half_open_refused", "ike_cookies_rejected", "ike_reassembly_refused",
+                        "ike_children_refused", "ike_log_suppressed", "ike_queue_full", "ike_queue_new_full",
+                        "control_sessions_refused", "metrics_sessions_refused", "accept_errors"}) {
     const std::string name = std::string("ipsecgw_") + k + "_total";
     metric(name.c_str(), "counter", k);
     o << name << " " << st[k] << "\n";
   }
+  metric("ipsecgw_ike_half_open", "gauge", "Half-open IKE SAs (IKE_SA_INIT answered, IKE_AUTH not yet).");
+  o << "ipsecgw_ike_half_open " << st["ike_half_open"] << "\n";
+  metric("ipsecgw_ike_reassembly_bytes", "gauge", "Bytes of IKE fragments held for peers not yet authenticated.");
+  o << "ipsecgw_ike_reassembly_bytes " << st["ike_reassembly_bytes"] << "\n";
   if (engine_) {
     metric("ipsecgw_connection_up", "gauge", "1 when the connection has an established IKE SA.");
     for (const auto* c : engine_->connections())
@@ -1016,7 +1109,15 @@ nlohmann::json Gateway::reload() {
   auto routes = config::protected_routes(next);
   if (!link_->set_routes(routes, err)) notes.push_back("routes: " + err);
   nlohmann::json result;
+  if (next.limits.control_sessions != cfg_.limits.control_sessions ||
+      next.limits.metrics_sessions != cfg_.limits.metrics_sessions ||
+      next.limits.control_idle_s != cfg_.limits.control_idle_s)
+    notes.push_back("limits.control_sessions, metrics_sessions and control_idle_s take effect at the next restart");
+  cfg_.limits = next.limits;  // queues and the engine's budgets now
+  ike_queue_cap_ = cfg_.limits.ike_queue;
+  ike_queue_new_cap_ = cfg_.limits.ike_queue_new;
   if (engine_) {
+    engine_->set_budgets(engine_options(cfg_.limits));
     dp_->set_trap_policies(trap_policies(next.connections));
     const auto r = engine_->reload(std::move(next.connections), ike::Clock::now());
     after_engine();

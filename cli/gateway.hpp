@@ -46,6 +46,11 @@ struct GatewayCounters {
   std::atomic<std::uint64_t> keepalives_received{0};
   std::atomic<std::uint64_t> keepalives_sent{0};
   std::atomic<std::uint64_t> ike_ignored{0};
+  std::atomic<std::uint64_t> ike_queue_full{0};      // dropped: queue for existing SAs full
+  std::atomic<std::uint64_t> ike_queue_new_full{0};  // dropped: queue for new SAs full
+  std::atomic<std::uint64_t> control_sessions_refused{0};  // control_sessions reached
+  std::atomic<std::uint64_t> metrics_sessions_refused{0};  // metrics_sessions reached
+  std::atomic<std::uint64_t> accept_errors{0};             // accept() failed (EMFILE...); retried with back-off
   std::atomic<std::uint64_t> bypassed{0};
   std::atomic<std::uint64_t> tun_write_failed{0};
 };
@@ -84,6 +89,7 @@ class Gateway {
   // thread, which owns the engine; output goes out through the sockets.
   void queue_ike(ike::Datagram d);
   void drain_ike();
+  static ike::EngineOptions engine_options(const config::LimitsConfig& l);
   void flush_ike();
   void arm_ike_timer();
   void after_engine();  // flush IKE output, release held packets, re-arm the timer
@@ -126,8 +132,16 @@ class Gateway {
   std::deque<core::Bytes> reinject_;
   std::unique_ptr<boost::asio::io_context> io_;
   std::function<void()> rearm_ike_;
+  // IKE datagrams from the RX worker for the engine (control thread). Those
+  // for existing SAs go first and have their own budget; those that would
+  // start a new SA (IKE_SA_INIT, Main/Aggressive Mode message 1) are taken
+  // a bounded number per turn, so a flood of them never delays the DPD,
+  // rekey and DELETE messages of established SAs.
   std::mutex ike_mutex_;
-  std::deque<ike::Datagram> ike_queue_;
+  std::deque<ike::Datagram> ike_queue_;      // for existing SAs
+  std::deque<ike::Datagram> ike_queue_new_;  // that would make a new SA
+  bool ike_drain_posted_ = false;            // under ike_mutex_
+  std::atomic<std::size_t> ike_queue_cap_{4096}, ike_queue_new_cap_{256};  // limits, set at start and reload
   std::mutex ike_stats_mutex_;
   nlohmann::json ike_stats_;
   std::atomic<bool> stop_{false};

@@ -1,6 +1,8 @@
 // ipsecgw: a userspace IPsec gateway on a TUN device.
 #include <CLI/CLI.hpp>
+#include <sys/resource.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <iomanip>
 #include <iostream>
@@ -180,6 +182,15 @@ int main(int argc, char** argv) {
   log::parse_level(log_level.empty() ? loaded.config->log_level : log_level, level);
   log::set_level(level);
   if (!socket_path.empty()) loaded.config->control.socket = socket_path;
+  // As many file descriptors as the hard limit allows (up to 65536): a
+  // burst of control or metrics clients must not starve the gateway.
+  if (rlimit rl{}; ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536) {
+    const rlim_t want = rl.rlim_max == RLIM_INFINITY ? 65536 : std::min<rlim_t>(rl.rlim_max, 65536);
+    if (want > rl.rlim_cur) {
+      rl.rlim_cur = want;
+      if (::setrlimit(RLIMIT_NOFILE, &rl) == 0) log::debug("gateway", "file descriptor limit raised to ", want);
+    }
+  }
   try {
     ipsecgw::cli::Gateway gw(std::move(*loaded.config), stats_file);
     gw.set_config_path(config_file);

@@ -723,7 +723,7 @@ LoadResult parse_config(std::string_view text) {
   Walker w(r.errors);
   if (!w.is_object(doc, "$")) return r;
   w.only_keys(doc, "$", {"tun", "udp_encap", "manual", "policies", "connections", "secrets", "log_level",
-                         "control", "keylog", "metrics"});
+                         "control", "keylog", "metrics", "limits"});
   Config c;
   if (auto it = doc.find("tun"); it != doc.end()) parse_tun(w, *it, c.tun);
   if (auto it = doc.find("udp_encap"); it != doc.end() && w.is_object(*it, "$.udp_encap")) {
@@ -763,6 +763,27 @@ LoadResult parse_config(std::string_view text) {
         parse_policy(w, (*it)[i], "$.policies[" + std::to_string(i) + "]", sa_names, c.policies);
       }
     }
+  }
+  if (auto it = doc.find("limits"); it != doc.end() && w.is_object(*it, "$.limits")) {
+    const std::string p = "$.limits";
+    w.only_keys(*it, p, {"half_open", "half_open_per_source", "cookie_threshold", "reassembly_bytes",
+                         "children_per_ike_sa", "ike_queue", "ike_queue_new", "log_lines_per_second",
+                         "control_sessions", "control_idle_s", "metrics_sessions"});
+    auto& l = c.limits;
+    auto size = [&](const char* key, std::size_t& v, std::size_t lo, std::size_t hi) {
+      v = w.integer<std::size_t>(*it, p, key, lo, hi).value_or(v);
+    };
+    size("half_open", l.half_open, 1, 1u << 20);
+    size("half_open_per_source", l.half_open_per_source, 1, 1u << 20);
+    size("cookie_threshold", l.cookie_threshold, 0, 1u << 20);
+    size("reassembly_bytes", l.reassembly_bytes, 65536, std::size_t{1} << 30);
+    size("children_per_ike_sa", l.children_per_ike_sa, 1, 1u << 16);
+    size("ike_queue", l.ike_queue, 16, 1u << 20);
+    size("ike_queue_new", l.ike_queue_new, 1, 1u << 20);
+    size("control_sessions", l.control_sessions, 1, 4096);
+    size("metrics_sessions", l.metrics_sessions, 1, 4096);
+    l.log_lines_per_second = w.integer<unsigned>(*it, p, "log_lines_per_second", 1, 100000).value_or(l.log_lines_per_second);
+    l.control_idle_s = w.integer<unsigned>(*it, p, "control_idle_s", 1, 86400).value_or(l.control_idle_s);
   }
   if (auto it = doc.find("metrics"); it != doc.end() && w.is_object(*it, "$.metrics")) {
     w.only_keys(*it, "$.metrics", {"listen"});

@@ -46,7 +46,24 @@ struct MetricsConfig {
   std::string listen;  // "127.0.0.1:9750"; empty = off. Loopback addresses only.
 };
 
+// Budgets for what others can make the gateway hold or do ("limits"); each
+// is counted when it bites (stats, metrics).
+struct LimitsConfig {
+  std::size_t half_open = 4096;             // half-open IKE SAs in total
+  std::size_t half_open_per_source = 64;    // ... from one IP address
+  std::size_t cookie_threshold = 64;        // half-open IKE SAs before COOKIE is required (RFC 7296 2.6)
+  std::size_t reassembly_bytes = 1 << 20;   // IKE fragments held for peers not yet authenticated
+  std::size_t children_per_ike_sa = 64;     // Child SAs of one IKE SA
+  std::size_t ike_queue = 4096;             // IKE datagrams for existing SAs waiting for the engine
+  std::size_t ike_queue_new = 256;          // ... that would start a new SA (served after the others)
+  unsigned log_lines_per_second = 10;       // about unauthenticated input
+  std::size_t control_sessions = 16;        // open control socket connections
+  unsigned control_idle_s = 30;             // a control or metrics connection idle this long is closed
+  std::size_t metrics_sessions = 16;        // open metrics connections
+};
+
 struct Config {
+  LimitsConfig limits;
   ControlConfig control;
   MetricsConfig metrics;
   KeyLogConfig keylog;

@@ -348,6 +348,15 @@ void Engine::handle_sa_init_request(const Datagram& d, const Header& h, TimePoin
   add_sa(std::move(sa), spi);
 }
 
+void Engine::set_budgets(const EngineOptions& o) {
+  opt_.cookie_threshold = o.cookie_threshold;
+  opt_.max_half_open = o.max_half_open;
+  opt_.max_half_open_per_source = o.max_half_open_per_source;
+  opt_.max_reassembly_bytes = o.max_reassembly_bytes;
+  opt_.max_children_per_ike_sa = o.max_children_per_ike_sa;
+  opt_.log_lines_per_second = o.log_lines_per_second;
+}
+
 bool same_connection(const ConnectionConfig& a, const ConnectionConfig& b) {
   return a.name == b.name && a.version == b.version && a.local_addrs == b.local_addrs &&
          a.remote_addrs == b.remote_addrs && a.local_id == b.local_id && a.remote_id == b.remote_id &&

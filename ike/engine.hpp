@@ -194,6 +194,8 @@ class Engine {
     for (const auto& c : conns_) v.push_back(c.get());
     return v;
   }
+  // Takes the budgets of `o` (not its callbacks): a reload's new limits.
+  void set_budgets(const EngineOptions& o);
   // Applies a new set of connections: removed and changed ones lose their
   // SAs (DELETE sent), changed and new ones start per their start_action,
   // untouched ones keep their SAs.

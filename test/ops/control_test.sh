@@ -39,6 +39,7 @@ for f in gw-a gw-b; do
 $PY - "$WORK/$f.json" <<'PYEOF'
 import json, sys
 c = json.load(open(sys.argv[1])); c["metrics"] = {"listen": "127.0.0.1:9750"}
+c["limits"] = {"control_sessions": 8, "metrics_sessions": 8, "control_idle_s": 3}
 json.dump(c, open(sys.argv[1], "w"), indent=2)
 PYEOF
 done
@@ -159,6 +160,49 @@ check "a request without a verb: error reply" bash -c "printf '[1,2]\n' | $PY $W
 check "the socket is mode 0600, owner root" test "$(stat -c '%a %U' "$A")" = "600 root"
 check "the gateway kept running: status answers" ctl status --socket "$A"
 check "the gateway kept running: traffic flows" ip netns exec "$NS-ha" ping -c 2 -i 0.2 -W 2 -q 10.2.0.2
+
+echo "== local interfaces: 1400 idle clients silence neither the control socket nor the metrics"
+cat > "$WORK/hog.py" <<'PYEOF'
+import resource, socket, sys, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
+kind, where, n, hold = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+conns = []
+for i in range(n):
+    try:
+        if kind == "unix":
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(2)
+            s.connect(where)
+        else:
+            s = socket.create_connection(("127.0.0.1", int(where)), timeout=2)
+        conns.append(s)
+    except OSError:
+        pass
+print(len(conns), flush=True)
+time.sleep(hold)
+PYEOF
+ip netns exec "$NS-ga" $PY "$WORK/hog.py" unix "$A" 1100 20 > "$WORK/hog-control.out" &
+HOG1=$!
+ip netns exec "$NS-ga" $PY "$WORK/hog.py" tcp 9750 300 20 > "$WORK/hog-metrics.out" &
+HOG2=$!
+# Over the budget (8) a connection is closed at once; within it, one idle
+# for control_idle_s (3 s) is cut. Before, each was kept forever, and past
+# the file descriptor limit accepting stopped for good.
+wait_for "$WORK/hog-control.out" "^[0-9]" 300
+wait_for "$WORK/hog-metrics.out" "^[0-9]" 300
+sleep 4
+echo "   (clients connected: control $(cat "$WORK/hog-control.out"), metrics $(cat "$WORK/hog-metrics.out"))"
+ctl stats --socket "$A" --json > "$WORK/stats-limits.json" 2>&1
+check "control: status answers while 1100 idle clients hold their connections (more than the default fd limit)" ctl status --socket "$A"
+check "metrics: served while 300 more idle clients hold their connections" \
+  bash -c "$(declare -f metrics); PY=$PY; metrics $NS-ga | grep -q '^ipsecgw_ike_sas'"
+check "stats: control sessions over the budget counted" \
+  test "$(jq_py "$A" stats "r['control_sessions_refused']")" -ge 1000
+check "stats: metrics sessions over the budget counted" \
+  test "$(jq_py "$A" stats "r['metrics_sessions_refused']")" -ge 250
+check "metrics: the refusals are a metric too" \
+  bash -c "$(declare -f metrics); PY=$PY; metrics $NS-ga | grep -qE '^ipsecgw_control_sessions_refused_total [1-9]'"
+kill "$HOG1" "$HOG2" 2>/dev/null; wait "$HOG1" "$HOG2" 2>/dev/null
 stop_all
 
 echo "== a wrong PSK moves the authentication failure counters"
