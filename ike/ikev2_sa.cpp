@@ -233,17 +233,27 @@ void IkeSa::on_message(const Datagram& d, const Header& h, TimePoint now) {
          " before IKE_AUTH completed, dropped; it carried ", payload_list(inner));
     return;
   }
-  // Follow the peer to port 4500 or to a new NAT mapping (RFC 7296 2.23),
-  // on authenticated messages only.
   last_heard_ = now;
-  if (d.remote != remote_ || d.local.port != local_.port) {
-    info(kTag, tag(), ": peer moved from ", remote_.to_string(), " to ", d.remote.to_string());
-    remote_ = d.remote;
-    local_ = d.local;
-  }
+  if (d.remote != remote_ || d.local.port != local_.port) follow_peer(d, h);
   const InMessage m{h, p, d.data, now};
   if (response) tasks_.process_response(m);
   else tasks_.process_request(m);
+}
+
+// RFC 7296 2.23: the move to port 4500 happens with IKE_AUTH; after that a
+// new address or port is followed only when the peer is behind a NAT and we
+// are not (a NAT mapping that changed), and only on an authenticated message
+// that is new (replays never get here: message IDs).
+void IkeSa::follow_peer(const Datagram& d, const Header& h) {
+  if (h.exchange != Exchange::kAuth && !(nat_remote_ && !nat_local_)) {
+    if (may_log(eng_.now_))
+      info(kTag, tag(), ": authenticated message from ", d.remote.to_string(), ", not ", remote_.to_string(),
+           "; not followed (no NAT in front of the peer)");
+    return;
+  }
+  info(kTag, tag(), ": peer moved from ", remote_.to_string(), " to ", d.remote.to_string());
+  remote_ = d.remote;
+  local_ = d.local;
 }
 
 // ---- timers -------------------------------------------------------------------------

@@ -435,6 +435,7 @@ class IkeSa {
   bool open(const Datagram& d, const Header& h, TimePoint now, std::vector<Payload>& outer, Bytes& plain,
             PayloadType& first);
   void drop_fragments();
+  void follow_peer(const Datagram& d, const Header& h);
   // Lines about what an unauthenticated peer sent are rate-limited.
   bool may_log(TimePoint now);
 };

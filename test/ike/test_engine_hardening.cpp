@@ -421,3 +421,20 @@ TEST_CASE("IKEv2 hardening: with any remote identity allowed, INITIAL_CONTACT re
   p.a = nullptr;
   real_a = nullptr;
 }
+
+TEST_CASE("IKEv2 hardening: without a NAT in front of the peer, an authenticated message from elsewhere does not move the SA", "[ike][hardening]") {
+  Pair p(conn(true), conn(false));
+  p.a->start(p.now);
+  p.pump();
+  REQUIRE(p.a->established("site-b"));
+  REQUIRE(p.b->status(p.now)[0].remote == "198.51.100.1:500");
+  // A -> B  INFORMATIONAL request 2, as if from another port (a copy an
+  // on-path attacker re-sent from elsewhere before the original arrived).
+  std::string why;
+  REQUIRE(p.a->terminate("site-b", "lan", p.now, why));
+  auto out = p.a->take_output();
+  REQUIRE(out.size() == 1);
+  p.b->receive({out[0].remote, {out[0].local.addr, 40000}, out[0].data}, p.now);
+  p.b->take_output();
+  CHECK(p.b->status(p.now)[0].remote == "198.51.100.1:500");
+}
