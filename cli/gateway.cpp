@@ -693,7 +693,16 @@ void Gateway::flush_ike() {
       for (const auto& s : ike_sockets_)
         if (s->local() == d.local.addr) sent = s->send_to(d.data, d.remote.addr, d.remote.port);
     }
-    if (!sent) core::log::warn("gateway", "IKE message to ", d.remote.to_string(), " not sent");
+    if (!sent) {
+      // A COOKIE or refusal to a spoofed, unroutable source fails at packet
+      // rate under a flood: counted, logged now and then.
+      gw_.ike_send_failed.fetch_add(1, std::memory_order_relaxed);
+      static core::log::RateLimited limit(std::chrono::seconds(10));
+      std::uint64_t suppressed = 0;
+      if (limit.allow(suppressed))
+        core::log::warn("gateway", "IKE message to ", d.remote.to_string(), " not sent",
+                        suppressed ? " (and " + std::to_string(suppressed) + " more)" : std::string());
+    }
   }
   const auto& c = engine_->counters();
   nlohmann::json j;
@@ -954,6 +963,7 @@ nlohmann::json Gateway::control_stats() {
   j["control_sessions_refused"] = gw_.control_sessions_refused.load();
   j["metrics_sessions_refused"] = gw_.metrics_sessions_refused.load();
   j["accept_errors"] = gw_.accept_errors.load();
+  j["ike_send_failed"] = gw_.ike_send_failed.load();
   return j;
 }
 
@@ -1045,7 +1055,7 @@ std::string Gateway::prometheus() {
                         "ikev1_quick_modes", "ikev1_quick_modes_failed", "ike_state_bugs",
                         "ike_half_open_refused", "ike_cookies_rejected", "ike_reassembly_refused",
                         "ike_children_refused", "ike_log_suppressed", "ike_queue_full", "ike_queue_new_full",
-                        "control_sessions_refused", "metrics_sessions_refused", "accept_errors"}) {
+                        "control_sessions_refused", "metrics_sessions_refused", "accept_errors", "ike_send_failed"}) {
     const std::string name = std::string("ipsecgw_") + k + "_total";
     metric(name.c_str(), "counter", k);
     o << name << " " << st[k] << "\n";

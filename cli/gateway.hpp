@@ -50,7 +50,8 @@ struct GatewayCounters {
   std::atomic<std::uint64_t> ike_queue_new_full{0};  // dropped: queue for new SAs full
   std::atomic<std::uint64_t> control_sessions_refused{0};  // control_sessions reached
   std::atomic<std::uint64_t> metrics_sessions_refused{0};  // metrics_sessions reached
-  std::atomic<std::uint64_t> accept_errors{0};             // accept() failed (EMFILE...); retried with back-off
+  std::atomic<std::uint64_t> accept_errors{0};
+  std::atomic<std::uint64_t> ike_send_failed{0};  // IKE datagrams the socket would not send             // accept() failed (EMFILE...); retried with back-off
   std::atomic<std::uint64_t> bypassed{0};
   std::atomic<std::uint64_t> tun_write_failed{0};
 };

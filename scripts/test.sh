@@ -102,7 +102,13 @@ fi
 fuzz_run() {  # fuzz_run TARGET
   local t=$1 corpus="build-fuzz/corpus/$1" dict=()
   mkdir -p "$corpus"
-  [ -d "fuzz/seeds/$t" ] && cp -n fuzz/seeds/"$t"/* "$corpus"/ 2>/dev/null
+  # Every input that once crashed a target (scripts/fuzz.sh keeps them in
+  # fuzz/regressions) is replayed first; then the seeds and the kept corpus.
+  if [ -d "fuzz/regressions/$t" ] && [ -n "$(ls "fuzz/regressions/$t")" ]; then
+    ./build-fuzz/fuzz/"$t" fuzz/regressions/"$t"/* > "build-fuzz/$t.regressions.log" 2>&1 ||
+      { echo "$t: a regression input fails again"; tail -20 "build-fuzz/$t.regressions.log"; return 1; }
+  fi
+  for d in "fuzz/seeds/$t" "fuzz/corpus/$t"; do [ -d "$d" ] && cp -n "$d"/* "$corpus"/ 2>/dev/null; done
   [ -f "fuzz/$t.dict" ] && dict=(-dict="$root/fuzz/$t.dict")
   (cd build-fuzz && ./fuzz/"$t" -max_total_time="$fuzz_seconds" -timeout=10 \
       -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}" \

@@ -191,4 +191,80 @@ check "the new peer connected within 5 s during the flood" \
 check "G's memory stayed under ${MEM_BOUND_KB} KiB" test "$MAX_RSS" -le "$MEM_BOUND_KB"
 check "after: ping through the new peer's tunnel" ip netns exec "$NS-ha" ping -c 2 -i 0.2 -W 2 -q 10.4.0.1
 check "after: G answers status" "$IPSECGW" status --socket "$WORK/g.sock"
+
+echo "== 30 s of garbage: random and malformed IKE to 500 and 4500, then ESP with unknown SPIs and bad ICVs"
+d_stat() { "$IPSECGW" stats --socket "$WORK/g.sock" --json | $PY -c "import json,sys; r=json.load(sys.stdin)['result']; print($1)"; }
+SW_SPI=$("$IPSECGW" sa --socket "$WORK/g.sock" --json | $PY -c "
+import json,sys
+r=json.load(sys.stdin)['result']
+print(next(s['spi_in'] for s in r['sas'] if s['name'].startswith('sw/')))")
+INVALID0=$(d_stat "r['invalid_ike_messages']")
+BADSPI0=$(d_stat "r['bad_spi']")
+NOAUTH0=$(d_stat "r['not_authenticated']")
+ip netns exec "$NS-ha" ping -c 600 -i 0.05 -W 1 -q 10.2.0.2 > "$WORK/ping-sw2.txt" 2>&1 &
+PING1=$!
+ip netns exec "$NS-ha" ping -c 600 -i 0.05 -W 1 -q 10.3.0.1 > "$WORK/ping-p2.txt" 2>&1 &
+PING2=$!
+( ip netns exec "$NS-mid" "$FLOOD" garbage 198.51.100.1 15 > "$WORK/garbage-ike.txt" 2>&1
+  ip netns exec "$NS-mid" "$FLOOD" esp 198.51.100.1 15 "$SW_SPI" > "$WORK/garbage-esp.txt" 2>&1 ) &
+FLOODER=$!
+: > "$WORK/rss2.txt"
+( for _ in $(seq 32); do grep VmRSS "/proc/$G/status" | awk '{print $2}' >> "$WORK/rss2.txt"; sleep 1; done ) &
+SAMPLER=$!
+wait "$FLOODER" "$PING1" "$PING2" "$SAMPLER" 2>/dev/null
+MAX_RSS2=$(sort -n "$WORK/rss2.txt" | tail -1)
+echo "   sent: $(tail -1 "$WORK/garbage-ike.txt") IKE garbage, $(tail -1 "$WORK/garbage-esp.txt") ESP (half of it with SA $SW_SPI's SPI)"
+echo "   ping loss: strongSwan $(grep -o '[0-9.]*% packet loss' "$WORK/ping-sw2.txt"), P $(grep -o '[0-9.]*% packet loss' "$WORK/ping-p2.txt"); max VmRSS ${MAX_RSS2} KiB"
+echo "   G's counters: invalid IKE +$(( $(d_stat "r['invalid_ike_messages']") - INVALID0 )), bad SPI +$(( $(d_stat "r['bad_spi']") - BADSPI0 )), ICV failed +$(( $(d_stat "r['not_authenticated']") - NOAUTH0 ))"
+check "garbage: malformed IKE counted" test "$(d_stat "r['invalid_ike_messages']")" -gt $((INVALID0 + 10000))
+check "garbage: ESP with unknown SPIs counted (bad_spi)" test "$(d_stat "r['bad_spi']")" -gt $((BADSPI0 + 10000))
+check "garbage: ESP with a real SPI and a bad ICV counted" test "$(d_stat "r['not_authenticated']")" -gt $((NOAUTH0 + 10000))
+check "garbage: ping through strongSwan, at most 1% lost" $PY -c "import sys; sys.exit(0 if float('$(loss "$WORK/ping-sw2.txt")') <= 1.0 else 1)"
+check "garbage: ping through P, at most 1% lost" $PY -c "import sys; sys.exit(0 if float('$(loss "$WORK/ping-p2.txt")') <= 1.0 else 1)"
+check "garbage: no SA lost" test "$(ike_spis)" = "$SPIS_BEFORE"
+check "garbage: G's memory stayed under ${MEM_BOUND_KB} KiB" test "$MAX_RSS2" -le "$MEM_BOUND_KB"
+
+echo "== restart: kill -9 G during traffic, start it again"
+# The peers keep their stale SAs; G comes back with INITIAL_CONTACT, and
+# both (strongSwan and ipsecgw) replace them. Traffic resumes within 10 s.
+ip netns exec "$NS-ha" ping -c 400 -i 0.05 -W 1 10.2.0.2 > "$WORK/ping-sw3.txt" 2>&1 &
+PING1=$!
+ip netns exec "$NS-ha" ping -c 400 -i 0.05 -W 1 10.3.0.1 > "$WORK/ping-p3.txt" 2>&1 &
+PING2=$!
+sleep 2
+kill -9 "$G"
+wait "$G" 2>/dev/null
+keep=(); for p in "${PIDS[@]}"; do [ "$p" = "$G" ] || keep+=("$p"); done; PIDS=("${keep[@]}")
+keep=(); for g in "${GATEWAYS[@]}"; do [ "${g%%:*}" = "$G" ] || keep+=("$g"); done; GATEWAYS=("${keep[@]}")
+KILLED_AT=$(date +%s.%N)
+ip netns exec "$NS-ga" "$IPSECGW" run -c "$WORK/g.json" --socket "$WORK/g.sock" > "$WORK/g2.log" 2>&1 &
+G=$!
+track_gw "$G" "$WORK/g2.log"
+wait_for "$WORK/g2.log" "gateway: up" 50
+wait "$PING1" "$PING2" 2>/dev/null
+# How long the replies stopped: from the first missing sequence number to
+# the next reply (pings 50 ms apart; the kill is about 2 s in).
+resumed() {  # resumed PINGLOG -> seconds without replies, or "never"
+  $PY - "$1" <<'PYEOF'
+import re, sys
+seqs = set(int(m) for m in re.findall(r"icmp_seq=(\d+)", open(sys.argv[1]).read()))
+gap = next((q for q in range(20, 400) if q not in seqs), None)
+if gap is None:
+    print(0.0)
+else:
+    back = next((q for q in range(gap, 401) if q in seqs), None)
+    print(round((back - gap) * 0.05, 2) if back else "never")
+PYEOF
+}
+R_SW=$(resumed "$WORK/ping-sw3.txt")
+R_P=$(resumed "$WORK/ping-p3.txt")
+echo "   traffic back after: strongSwan ${R_SW} s, P ${R_P} s (ping interval 50 ms)"
+check "restart: traffic through strongSwan resumes within 10 s" \
+  $PY -c "import sys; sys.exit(0 if '$R_SW' != 'never' and float('$R_SW') <= 10 else 1)"
+check "restart: traffic through P resumes within 10 s" \
+  $PY -c "import sys; sys.exit(0 if '$R_P' != 'never' and float('$R_P') <= 10 else 1)"
+check "restart: strongSwan replaced its stale IKE SA (one left)" \
+  test "$(swan --list-sas 2>/dev/null | grep -c ESTABLISHED)" = 1
+check "restart: P replaced its stale IKE SA (one left)" \
+  test "$("$IPSECGW" status --socket "$WORK/p.sock" --json | $PY -c "import json,sys; print(len(json.load(sys.stdin)['result']['ike_sas']))")" = 1
 test_finish

@@ -7,7 +7,12 @@
 //   ports   from this host's address, one SPIi, every source port in turn
 //           (no spoofing needed; the finding that made COOKIE never engage)
 //
-// usage: ike_flood spoof|ports DST_ADDR SECONDS [SRC_ADDR]
+//   garbage random bytes (1 to 1500) to UDP 500 and 4500, IKE headers cut
+//           short or claiming more than they carry, oversized messages
+//   esp      ESP in UDP 4500 with random SPIs, and with SPI (if given as
+//           SRC_ADDR: "0x..."): a real SA's, so its ICV check fails
+//
+// usage: ike_flood spoof|ports|garbage|esp DST_ADDR SECONDS [SRC_ADDR|SPI]
 // Prints the number of datagrams sent.
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -16,6 +21,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <iostream>
@@ -61,6 +67,61 @@ std::uint16_t checksum(const std::uint8_t* p, std::size_t n) {
   return static_cast<std::uint16_t>(~s);
 }
 
+// UDP from this host (an ordinary socket): garbage IKE, or ESP in UDP.
+int garbage(const std::string& mode, const core::IpAddress& dst, double seconds, const std::string& spi_hex) {
+  const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+  if (fd < 0) return 1;
+  std::mt19937_64 rng(7);
+  const std::uint32_t real_spi = spi_hex.empty() ? 0 : static_cast<std::uint32_t>(std::stoul(spi_hex, nullptr, 16));
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  std::memcpy(&to.sin_addr, dst.bytes().data(), 4);
+  std::vector<std::uint8_t> buf(9000);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  std::uint64_t sent = 0;
+  for (std::uint64_t i = 0;; ++i) {
+    if ((i & 255) == 0 && std::chrono::steady_clock::now() >= until) break;
+    std::size_t len = 1 + rng() % 1500;
+    for (std::size_t k = 0; k < 1500; k += 8) {  // 8 random bytes at a time
+      const std::uint64_t r = rng();
+      std::memcpy(buf.data() + k, &r, 8);
+    }
+    std::uint16_t port = 500;
+    if (mode == "garbage") {
+      switch (i % 5) {
+        case 0: break;                          // random bytes to 500
+        case 1: port = 4500; buf[0] = buf[1] = buf[2] = buf[3] = 0; break;  // "IKE" on 4500, random
+        case 2: {                               // an IKEv2 header claiming more than it carries
+          buf[17] = 0x20;
+          buf[18] = 34;
+          const std::uint32_t claimed = static_cast<std::uint32_t>(len + 100 + rng() % 60000);
+          buf[24] = static_cast<std::uint8_t>(claimed >> 24);
+          buf[25] = static_cast<std::uint8_t>(claimed >> 16);
+          buf[26] = static_cast<std::uint8_t>(claimed >> 8);
+          buf[27] = static_cast<std::uint8_t>(claimed);
+          len = std::max<std::size_t>(len, 28);
+          break;
+        }
+        case 3: len = 1 + rng() % 27; break;    // shorter than any header
+        case 4: len = 8000 + rng() % 1000; buf[17] = 0x20; break;  // oversized
+      }
+    } else {
+      port = 4500;
+      len = 64 + rng() % 1300;
+      std::uint32_t spi = (i & 1) && real_spi ? real_spi : static_cast<std::uint32_t>(rng() | 0x100);
+      buf[0] = static_cast<std::uint8_t>(spi >> 24);
+      buf[1] = static_cast<std::uint8_t>(spi >> 16);
+      buf[2] = static_cast<std::uint8_t>(spi >> 8);
+      buf[3] = static_cast<std::uint8_t>(spi);
+    }
+    to.sin_port = htons(port);
+    if (::sendto(fd, buf.data(), len, 0, reinterpret_cast<sockaddr*>(&to), sizeof to) > 0) ++sent;
+  }
+  ::close(fd);
+  std::cout << sent << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -72,6 +133,7 @@ int main(int argc, char** argv) {
   const std::string mode = argv[1];
   const auto dst = core::IpAddress::parse(argv[2]);
   const double seconds = std::stod(argv[3]);
+  if (mode == "garbage" || mode == "esp") return garbage(mode, *dst, seconds, argc > 4 ? argv[4] : "");
   const auto src = core::IpAddress::parse(argc > 4 ? argv[4] : "100.64.0.1");
   if (!dst || !dst->is_v4() || !src) return 2;
   const core::Bytes ike = template_request(*src, *dst);
