@@ -86,10 +86,9 @@ class Session : public std::enable_shared_from_this<Session> {
 }  // namespace
 
 struct ControlServer::Impl {
-  Impl(asio::io_context& io, Handler h, SessionLimits l)
-      : acceptor(io), handler(std::move(h)), limits(l), backoff(std::make_shared<asio::steady_timer>(io)) {}
+  Impl(asio::io_context& io, Handler h, SessionLimits l) : acceptor(io), handler(std::move(h)), limits(l) {}
   void accept() {
-    accept_sessions(acceptor, limits, live, backoff, std::chrono::milliseconds(50),
+    accept_sessions(acceptor, limits, live, std::chrono::milliseconds(50),
                     [this](local::socket s, SessionTicket t) {
                       std::make_shared<Session>(std::move(s), handler, std::move(t))->start(limits.idle);
                     });
@@ -98,7 +97,6 @@ struct ControlServer::Impl {
   Handler handler;
   SessionLimits limits;
   std::shared_ptr<std::size_t> live = std::make_shared<std::size_t>(0);
-  std::shared_ptr<asio::steady_timer> backoff;
   unsigned mode = 0600;
 };
 
@@ -145,7 +143,6 @@ void ControlServer::close() {
   if (!impl_ || !impl_->acceptor.is_open()) return;
   boost::system::error_code ec;
   impl_->acceptor.close(ec);
-  impl_->backoff->cancel();
   ::unlink(path_.c_str());
 }
 

@@ -47,19 +47,21 @@ using SessionTicket = std::shared_ptr<void>;
 
 template <class Acceptor, class OnSession>
 void accept_sessions(Acceptor& acc, SessionLimits lim, std::shared_ptr<std::size_t> live,
-                     std::shared_ptr<boost::asio::steady_timer> backoff, std::chrono::milliseconds delay,
-                     OnSession on) {
-  acc.async_accept([&acc, lim, live, backoff, delay, on](const boost::system::error_code& ec, auto sock) {
+                     std::chrono::milliseconds delay, OnSession on) {
+  acc.async_accept([&acc, lim, live, delay, on](const boost::system::error_code& ec, auto sock) {
     if (ec == boost::asio::error::operation_aborted || !acc.is_open()) return;
     if (ec) {
       if (lim.accept_errors) lim.accept_errors->fetch_add(1, std::memory_order_relaxed);
       static core::log::RateLimited limit(std::chrono::seconds(10));
       std::uint64_t suppressed = 0;
       if (limit.allow(suppressed)) core::log::warn("control", "accept failed: ", ec.message(), "; retrying");
+      // The timer owns itself through its handler only, so that it never
+      // outlives the io_context.
       const auto next = std::min(delay * 2, std::chrono::milliseconds(2000));
-      backoff->expires_after(delay);
-      backoff->async_wait([&acc, lim, live, backoff, next, on](const boost::system::error_code& e) {
-        if (!e) accept_sessions(acc, lim, live, backoff, next, on);
+      auto t = std::make_shared<boost::asio::steady_timer>(acc.get_executor());
+      t->expires_after(delay);
+      t->async_wait([&acc, lim, live, t, next, on](const boost::system::error_code& e) {
+        if (!e && acc.is_open()) accept_sessions(acc, lim, live, next, on);
       });
       return;
     }
@@ -71,7 +73,7 @@ void accept_sessions(Acceptor& acc, SessionLimits lim, std::shared_ptr<std::size
       ++*live;
       on(std::move(sock), SessionTicket(nullptr, [live](void*) { --*live; }));
     }
-    accept_sessions(acc, lim, live, backoff, std::chrono::milliseconds(50), on);
+    accept_sessions(acc, lim, live, std::chrono::milliseconds(50), on);
   });
 }
 

@@ -348,8 +348,11 @@ int Gateway::run() {
   if (cfg_.udp_encap.keepalive > 0) on_keepalive({});
 
   io.run();
+  // Every io object goes before the io_context does.
   if (control_) control_->close();
+  control_.reset();
   if (metrics) metrics->close();
+  metrics.reset();
   stop_ = true;
   for (auto& t : workers_) t.join();
   workers_.clear();
@@ -1020,8 +1023,7 @@ struct MetricsSession : std::enable_shared_from_this<MetricsSession> {
 void Gateway::serve_metrics(boost::asio::ip::tcp::acceptor& acc) {
   const SessionLimits lim{cfg_.limits.metrics_sessions, std::chrono::seconds(cfg_.limits.control_idle_s),
                           &gw_.metrics_sessions_refused, &gw_.accept_errors};
-  accept_sessions(acc, lim, std::make_shared<std::size_t>(0),
-                  std::make_shared<boost::asio::steady_timer>(acc.get_executor()), std::chrono::milliseconds(50),
+  accept_sessions(acc, lim, std::make_shared<std::size_t>(0), std::chrono::milliseconds(50),
                   [this, idle = lim.idle](boost::asio::ip::tcp::socket s, SessionTicket t) {
                     std::make_shared<MetricsSession>(std::move(s), *this, std::move(t))->start(idle);
                   });

@@ -42,6 +42,13 @@ struct SaParams {
   std::uint32_t replay_window = kDefaultReplayWindow;  // 0 disables anti-replay
   SaDirection out;
   SaDirection in;
+  // Where SAs protect the same traffic (make-before-break during a rekey),
+  // which one sends: the newest SA that is not on standby, else the oldest
+  // on standby. A rekey's responder installs its new SA on standby, so it
+  // goes on sending on the old one until that is deleted: the initiator may
+  // not have the new one yet (RFC 7296 2.8; strongSwan delays installing
+  // that outbound SA in the same way).
+  bool standby = false;
 
   // A copy with the key material left out, for what outlives key setup.
   [[nodiscard]] SaParams without_keys() const {
@@ -58,6 +65,7 @@ struct SaParams {
     c.replay_window = replay_window;
     c.out.spi = out.spi;
     c.in.spi = in.spi;
+    c.standby = standby;
     return c;
   }
 };

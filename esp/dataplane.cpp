@@ -1,5 +1,7 @@
 #include "esp/dataplane.hpp"
 
+#include <algorithm>
+
 #include <cstdio>
 
 namespace ipsecgw::esp {
@@ -41,7 +43,7 @@ bool DataPlane::install(core::SaParams params, std::string& why) {
     retire(std::move(it->second));
   }
   spi_owner_[params.in.spi] = params.name;
-  sas_[params.name] = Installed{std::move(out), std::move(in)};
+  sas_[params.name] = Installed{std::move(out), std::move(in), ++installs_, params.standby};
   publish();
   core::log::info("esp", "installed SA ", params.name, " ", params.transform.name(), " out ",
                   core::spi_hex(params.out.spi), " in ", core::spi_hex(params.in.spi), " ",
@@ -128,8 +130,17 @@ void DataPlane::publish_now() {
     }
     s->spd.add(std::move(p));
   }
-  // Each SA protects its own selectors, after the explicit policies.
-  for (const auto& [name, sa] : sas_) {
+  // Each SA protects its own selectors, after the explicit policies; where
+  // several protect the same traffic the first found sends: the newest not
+  // on standby, then those on standby, oldest first (SaParams::standby).
+  std::vector<const std::pair<const std::string, Installed>*> order;
+  for (const auto& e : sas_) order.push_back(&e);
+  std::stable_sort(order.begin(), order.end(), [](const auto* a, const auto* b) {
+    if (a->second.standby != b->second.standby) return !a->second.standby;
+    return a->second.standby ? a->second.order < b->second.order : a->second.order > b->second.order;
+  });
+  for (const auto* e : order) {
+    const auto& [name, sa] = *e;
     core::Policy p;
     p.name = name;
     p.sel = sa.out->params().selectors;

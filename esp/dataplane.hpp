@@ -91,7 +91,10 @@ class DataPlane : public core::SaInstaller {
   struct Installed {
     std::shared_ptr<OutboundSa> out;
     std::shared_ptr<InboundSa> in;
+    std::uint64_t order = 0;  // install sequence
+    bool standby = false;     // SaParams::standby
   };
+  std::uint64_t installs_ = 0;
   std::map<std::string, Installed> sas_;
   std::vector<Installed> retiring_;
   void retire(Installed sa);     // with mutex_ held

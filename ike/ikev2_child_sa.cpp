@@ -43,6 +43,9 @@ bool IkeSa::install_child(const ChildConfig& cc, const core::EspTransform& t, st
   core::SaParams sp = child_sa_params(conn_.name, cc, t, local_, remote_, encap(), lr, rr, spi_in, spi_out,
                                       SecureBytes(km.subspan(exchange_initiator ? half : 0, half)),
                                       SecureBytes(km.subspan(exchange_initiator ? 0 : half, half)));
+  // The exchange's responder sends on the old SA until the initiator, who
+  // has the new one once our answer arrives, deletes it (make-before-break).
+  sp.standby = !exchange_initiator;
   std::string why;
   const std::string name = sp.name;
   if (!eng_.installer_.install(std::move(sp), why)) {

@@ -102,3 +102,40 @@ TEST_CASE("data plane refuses a second SA with the same inbound SPI", "[esp][dat
   CHECK_FALSE(a.install(std::move(other), why));
   CHECK(why.find("already used") != std::string::npos);
 }
+
+TEST_CASE("data plane: during a rekey the newest SA sends, a responder's new SA only once the old one is gone", "[esp][dataplane][rekey]") {
+  // Names chosen so that name order would pick the other SA.
+  auto sa = [](const char* name, std::uint32_t spi_out, std::uint32_t spi_in, bool standby) {
+    auto p = side(true);
+    p.name = name;
+    p.out.spi = spi_out;
+    p.in.spi = spi_in;
+    p.standby = standby;
+    return p;
+  };
+  auto sender = [](esp::DataPlane& dp) {
+    core::Packet p;
+    p.assign(hex(kIcmp));
+    auto d = dp.process_outbound(*dp.snapshot(), p);
+    REQUIRE(d.action == esp::OutAction::kSend);
+    return d.sa->params().out.spi;
+  };
+  std::string why;
+  // Rekey initiator: the new SA (installed when the answer came) sends at once.
+  esp::DataPlane i;
+  REQUIRE(i.install(sa("lan/b-old", 0x1001, 0x2001, false), why));
+  REQUIRE(i.install(sa("lan/a-new", 0x1002, 0x2002, false), why));
+  CHECK(sender(i) == 0x1002);
+  // Rekey responder: its new SA waits on standby; the old one sends until
+  // the initiator deletes it.
+  esp::DataPlane r;
+  REQUIRE(r.install(sa("lan/z-old", 0x3001, 0x4001, false), why));
+  REQUIRE(r.install(sa("lan/a-new", 0x3002, 0x4002, true), why));
+  CHECK(sender(r) == 0x3001);
+  REQUIRE(r.remove("lan/z-old"));
+  CHECK(sender(r) == 0x3002);
+  // Responder again at the next rekey: the current standby SA (older) still
+  // sends, not the newer one on standby.
+  REQUIRE(r.install(sa("lan/0-newer", 0x3003, 0x4003, true), why));
+  CHECK(sender(r) == 0x3002);
+}

@@ -7,13 +7,13 @@
 # one goes, and the old one still decrypts what was in flight), TCP never
 # stalls (no 1 s interval without data), the rekeys happened.
 #
-# Not in the test command yet: it fails today. Measured here (the CPU shared
-# with a build): 25 of 60001 datagrams lost between two ipsecgw gateways
-# over 12 Child SA rekeys (one round trip's worth each: the responder sends
-# on its new SA before the initiator has installed it), 1663 with
-# strongSwan. The fix (the responder switches its outbound SA only once the
-# initiator has shown it has the new one, as strongSwan delays installing
-# the outbound SA) is the next step of issue 11.
+# Not in the test command yet: it fails with strongSwan. Measured here (the
+# CPU shared with a build): between two ipsecgw gateways 0 of 60001
+# datagrams lost over 12 Child SA rekeys since a rekey's responder keeps
+# sending on the old SA until it is deleted (SaParams::standby; before: 25
+# lost, one round trip's worth per rekey). With strongSwan as the
+# responder 285 of 60001 are still lost (1663 before); where (libipsec's
+# switch of its outbound SA, or ours) is the next step of issue 11.
 #
 # usage: rekey_load_test.sh path/to/ipsecgw. Needs root.
 set -uo pipefail
