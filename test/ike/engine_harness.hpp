@@ -5,7 +5,9 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <array>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -103,6 +105,71 @@ struct Pair {
     now = until;
   }
 };
+
+// A site-to-site IKEv2 connection between 198.51.100.1 ("site-b", the
+// initiator when `a`) and 198.51.100.2, 10.1.0.0/24 === 10.2.0.0/24.
+inline ike::ConnectionConfig conn(bool a, const char* psk, std::vector<const char*> ike_props = {"aes256gcm16-prfsha384-x25519"},
+                           std::vector<const char*> esp_props = {"aes256gcm16"}) {
+  ike::ConnectionConfig c;
+  c.name = a ? "site-b" : "site-a";
+  c.local_addrs = {*core::IpAddress::parse(a ? "198.51.100.1" : "198.51.100.2")};
+  c.remote_addrs = {*core::IpAddress::parse(a ? "198.51.100.2" : "198.51.100.1")};
+  c.local_id = a ? "gw-a.example" : "gw-b.example";
+  c.remote_id = a ? "gw-b.example" : "gw-a.example";
+  for (auto* s : ike_props) c.proposals.push_back(prop(s));
+  std::string pskstr = psk;
+  c.psk = core::SecureBytes(core::ByteSpan(reinterpret_cast<const std::uint8_t*>(pskstr.data()), pskstr.size()));
+  ike::ChildConfig ch;
+  ch.name = "lan";
+  ch.local_ts = {*core::IpRange::parse(a ? "10.1.0.0/24" : "10.2.0.0/24")};
+  ch.remote_ts = {*core::IpRange::parse(a ? "10.2.0.0/24" : "10.1.0.0/24")};
+  for (auto* s : esp_props) ch.esp_proposals.push_back(prop(s));
+  ch.start_action = a ? ike::StartAction::kStart : ike::StartAction::kNone;
+  c.children.push_back(std::move(ch));
+  return c;
+}
+
+// The plain header of a datagram (it is never encrypted).
+inline ike::Header header_of(const ike::Datagram& d) {
+  std::string why;
+  auto h = ike::parse_header(d.data, why);
+  REQUIRE(h);
+  return *h;
+}
+
+// Keys an engine derived, by initiator SPI (from its key logger).
+struct KeyBook {
+  std::map<std::uint64_t, std::pair<ike::IkeTransform, std::array<core::Bytes, 4>>> keys;  // ei, er, ai, ar
+  std::function<void(const ike::IkeKeyLog&)> logger() {
+    return [this](const ike::IkeKeyLog& k) {
+      keys[k.spi_i] = {k.transform, {core::Bytes(k.sk_ei.begin(), k.sk_ei.end()), core::Bytes(k.sk_er.begin(), k.sk_er.end()),
+                                     core::Bytes(k.sk_ai.begin(), k.sk_ai.end()), core::Bytes(k.sk_ar.begin(), k.sk_ar.end())}};
+    };
+  }
+  // The initiator's direction of an IKE SA (SK_ei, SK_ai).
+  std::unique_ptr<ike::SkCipher> initiator(std::uint64_t spi_i, core::CipherDir dir) {
+    REQUIRE(keys.count(spi_i));
+    const auto& [t, k] = keys[spi_i];
+    return ike::SkCipher::create(t, k[0], k[2], dir);
+  }
+};
+
+// Decrypts a request the initiator of an IKE SA sent; returns its payloads.
+inline std::vector<ike::Payload> open_request(KeyBook& kb, const ike::Datagram& d) {
+  const auto h = header_of(d);
+  auto c = kb.initiator(h.spi_i, core::CipherDir::kDecrypt);
+  REQUIRE(c);
+  std::string why;
+  std::vector<ike::Payload> outer;
+  REQUIRE(ike::parse_chain(core::ByteSpan(d.data).subspan(ike::kHeaderLen), h.next, outer, why));
+  REQUIRE(outer.back().type == ike::PayloadType::kSk);
+  auto plain = c->open(d.data, d.data.size() - outer.back().body.size(), why);
+  INFO(why);
+  REQUIRE(plain);
+  std::vector<ike::Payload> inner;
+  REQUIRE(ike::parse_chain(*plain, outer.back().inner_first, inner, why));
+  return inner;
+}
 
 inline void check_keys_cross(const FakeInstaller& x, const FakeInstaller& y) {
   REQUIRE(!x.installed.empty());
