@@ -27,6 +27,7 @@ struct CountingInstaller : core::SaInstaller {
     return true;
   }
   bool remove(const std::string&) override { return true; }
+  bool update_path(const std::string&, const core::SaPath&) override { return true; }
 };
 
 int udp_socket(const core::IpAddress& a, std::uint16_t port) {

@@ -108,6 +108,7 @@ class Gateway {
       return true;
     }
     bool remove(const std::string& name) override { return dp.remove(name); }
+    bool update_path(const std::string& name, const core::SaPath& path) override { return dp.update_path(name, path); }
     esp::DataPlane& dp;
     KeyLog* keylog;
     std::vector<std::string> installed;

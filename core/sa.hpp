@@ -28,6 +28,15 @@ struct SaDirection {
   SecureBytes keymat;  // encryption key (+ salt), then integrity key
 };
 
+// Where an SA's packets go: which may change while the SA lives (a NAT in
+// front of the peer that picked a new address or port, RFC 7296 2.23).
+struct SaPath {
+  IpAddress local_addr;
+  IpAddress remote_addr;
+  Encap encap = Encap::kNone;
+  std::uint16_t remote_port = kNattPort;
+};
+
 // A pair of SAs (inbound and outbound) with the selectors they protect.
 struct SaParams {
   std::string name;
@@ -77,6 +86,9 @@ class SaInstaller {
   // length, SPI in use).
   virtual bool install(SaParams params, std::string& why) = 0;
   virtual bool remove(const std::string& name) = 0;
+  // Sends an installed SA's packets along a new path, keeping its sequence
+  // numbers, replay window and counters; false when no SA has that name.
+  virtual bool update_path(const std::string& name, const SaPath& path) = 0;
 };
 
 }  // namespace ipsecgw::core

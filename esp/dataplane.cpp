@@ -1,6 +1,7 @@
 #include "esp/dataplane.hpp"
 
 #include <algorithm>
+#include <utility>
 
 #include <cstdio>
 
@@ -64,13 +65,32 @@ bool DataPlane::remove(const std::string& name) {
   return true;
 }
 
+bool DataPlane::update_path(const std::string& name, const core::SaPath& path) {
+  std::lock_guard lock(mutex_);
+  auto it = sas_.find(name);
+  if (it == sas_.end()) return false;
+  const auto& old = it->second.out->params();
+  if (old.local_addr == path.local_addr && old.remote_addr == path.remote_addr && old.encap == path.encap &&
+      old.remote_port == path.remote_port)
+    return true;
+  std::shared_ptr<OutboundSa> moved = OutboundSa::moved(*it->second.out, path);
+  superseded_.push_back(std::exchange(it->second.out, std::move(moved)));
+  fold_retired();  // bounds superseded_: paths no worker holds any more go
+  publish();
+  core::log::info("esp", "SA ", name, " now sends to ", path.remote_addr.to_string(),
+                  path.encap == core::Encap::kUdp ? " port " + std::to_string(path.remote_port) : std::string(),
+                  " from ", path.local_addr.to_string());
+  return true;
+}
+
 void DataPlane::retire(Installed sa) { retiring_.push_back(std::move(sa)); }
 
 void DataPlane::fold_retired() {
   // Workers drop their snapshot reference after each batch; once only this
   // list holds an SA, its counters are final.
+  std::erase_if(superseded_, [](const auto& out) { return out.use_count() == 1; });
   std::erase_if(retiring_, [this](const Installed& sa) {
-    if (sa.in.use_count() > 1 || sa.out.use_count() > 1) return false;
+    if (sa.in.use_count() > 1 || sa.out.use_count() > 1 || !sa.out->sole_holder()) return false;
     add_counters(retired_, sa.in->counters());
     add_counters(retired_, sa.out->counters());
     return true;

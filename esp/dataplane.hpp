@@ -51,6 +51,7 @@ class DataPlane : public core::SaInstaller {
 
   bool install(core::SaParams params, std::string& why) override;
   bool remove(const std::string& name) override;
+  bool update_path(const std::string& name, const core::SaPath& path) override;
 
   // Between begin_batch() and end_batch() installs and removals are not
   // published one by one; end_batch() publishes one snapshot for all of
@@ -97,6 +98,9 @@ class DataPlane : public core::SaInstaller {
   std::uint64_t installs_ = 0;
   std::map<std::string, Installed> sas_;
   std::vector<Installed> retiring_;
+  // Outbound SAs replaced by update_path(): a worker may still send on one
+  // from an older snapshot; dropped once only this list holds them.
+  std::vector<std::shared_ptr<OutboundSa>> superseded_;
   void retire(Installed sa);     // with mutex_ held
   void fold_retired();           // with mutex_ held
   std::atomic<std::shared_ptr<const Snapshot>> current_;

@@ -121,34 +121,49 @@ std::unique_ptr<OutboundSa> OutboundSa::create(const core::SaParams& p, std::str
     return nullptr;
   }
   std::unique_ptr<OutboundSa> sa(new OutboundSa());
-  sa->crypto_ = EspCrypto::create(p.transform, p.out.keymat.span(), core::CipherDir::kEncrypt, why);
-  if (!sa->crypto_) return nullptr;
+  sa->state_ = std::make_shared<State>();
+  auto& st = *sa->state_;
+  st.crypto = EspCrypto::create(p.transform, p.out.keymat.span(), core::CipherDir::kEncrypt, why);
+  if (!st.crypto) return nullptr;
   if (p.transform.enc.alg == core::EncAlg::kAesCbc ||
       p.transform.enc.alg == core::EncAlg::kTripleDesCbc) {
-    sa->ivgen_ = core::IvGenerator::create();
-    if (!sa->ivgen_) {
+    st.ivgen = core::IvGenerator::create();
+    if (!st.ivgen) {
       why = "cannot set up the IV generator";
       return nullptr;
     }
   }
   sa->spi_ = p.out.spi;
-  sa->max_seq_ = p.transform.esn ? ~std::uint64_t{0} : 0xffffffffu;
+  st.max_seq = p.transform.esn ? ~std::uint64_t{0} : 0xffffffffu;
   sa->params_ = p.without_keys();
   return sa;
 }
 
+std::unique_ptr<OutboundSa> OutboundSa::moved(const OutboundSa& sa, const core::SaPath& path) {
+  std::unique_ptr<OutboundSa> m(new OutboundSa());
+  m->state_ = sa.state_;
+  m->spi_ = sa.spi_;
+  m->params_ = sa.params_.without_keys();
+  m->params_.local_addr = path.local_addr;
+  m->params_.remote_addr = path.remote_addr;
+  m->params_.encap = path.encap;
+  m->params_.remote_port = path.remote_port;
+  return m;
+}
+
 Drop OutboundSa::encapsulate(core::Packet& pkt) noexcept {
-  const std::uint64_t seq = next_seq_.fetch_add(1, std::memory_order_relaxed);
-  if (seq > max_seq_ || seq == 0) {
+  auto& st = *state_;
+  const std::uint64_t seq = st.next_seq.fetch_add(1, std::memory_order_relaxed);
+  if (seq > st.max_seq || seq == 0) {
     // Never wrap (RFC 4303 3.3.3): the SA must be rekeyed.
-    next_seq_.store(max_seq_ + (max_seq_ == ~std::uint64_t{0} ? 0 : 1));
-    counters_.drop(Drop::kSeqExhausted);
+    st.next_seq.store(st.max_seq + (st.max_seq == ~std::uint64_t{0} ? 0 : 1));
+    st.counters.drop(Drop::kSeqExhausted);
     return Drop::kSeqExhausted;
   }
   std::uint8_t iv[16];
   const std::size_t iv_len = core::iv_len(params_.transform.enc.alg);
-  if (ivgen_) {
-    if (!ivgen_->next(seq, core::MutByteSpan(iv, iv_len))) return Drop::kMalformed;
+  if (st.ivgen) {
+    if (!st.ivgen->next(seq, core::MutByteSpan(iv, iv_len))) return Drop::kMalformed;
   } else if (iv_len == 8) {
     core::store_be64(iv, seq);  // counter modes: the IV must only be unique
   }
@@ -156,10 +171,11 @@ Drop OutboundSa::encapsulate(core::Packet& pkt) noexcept {
 }
 
 Drop OutboundSa::encapsulate_with(core::Packet& pkt, std::uint64_t seq, ByteSpan iv) noexcept {
+  auto& ctr = state_->counters;
   const auto& t = params_.transform;
   const std::size_t iv_len = core::iv_len(t.enc.alg);
   if (iv.size() != iv_len || pkt.len == 0) {
-    counters_.drop(Drop::kMalformed);
+    ctr.drop(Drop::kMalformed);
     return Drop::kMalformed;
   }
   const std::uint8_t next_header = (pkt.data()[0] >> 4) == 6 ? core::ipproto::kIpv6
@@ -170,7 +186,7 @@ Drop OutboundSa::encapsulate_with(core::Packet& pkt, std::uint64_t seq, ByteSpan
   const std::size_t icv = t.icv_len();
   const std::size_t head = kEspHeaderLen + iv_len;
   if (pkt.headroom() < head || pkt.tailroom() < pad + 2 + icv) {
-    counters_.drop(Drop::kTooBig);
+    ctr.drop(Drop::kTooBig);
     return Drop::kTooBig;
   }
   std::uint8_t* trailer = pkt.data() + inner_len;
@@ -183,11 +199,11 @@ Drop OutboundSa::encapsulate_with(core::Packet& pkt, std::uint64_t seq, ByteSpan
   core::store_be32(hdr, spi_);
   core::store_be32(hdr + 4, static_cast<std::uint32_t>(seq));
   if (iv_len) std::memcpy(hdr + kEspHeaderLen, iv.data(), iv_len);
-  if (!crypto_->protect(pkt.span(), iv_len, static_cast<std::uint32_t>(seq >> 32))) {
-    counters_.drop(Drop::kMalformed);
+  if (!state_->crypto->protect(pkt.span(), iv_len, static_cast<std::uint32_t>(seq >> 32))) {
+    ctr.drop(Drop::kMalformed);
     return Drop::kMalformed;
   }
-  counters_.out.add(inner_len);
+  ctr.out.add(inner_len);
   return Drop::kNone;
 }
 

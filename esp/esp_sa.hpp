@@ -51,6 +51,11 @@ class EspCrypto {
 class OutboundSa {
  public:
   static std::unique_ptr<OutboundSa> create(const core::SaParams& p, std::string& why);
+  // The same SA sent along another path (the peer's NAT mapping changed,
+  // RFC 7296 2.23): the copy shares the keys, the sequence number and the
+  // counters with `sa`, so a worker still holding `sa` in an older snapshot
+  // and one holding the copy never send two packets with one sequence number.
+  static std::unique_ptr<OutboundSa> moved(const OutboundSa& sa, const core::SaPath& path);
 
   // Turns the inner IP packet in `pkt` into an ESP packet (SPI..ICV).
   core::Drop encapsulate(core::Packet& pkt) noexcept;
@@ -60,20 +65,27 @@ class OutboundSa {
 
   [[nodiscard]] std::uint32_t spi() const noexcept { return spi_; }
   [[nodiscard]] const core::SaParams& params() const noexcept { return params_; }
-  [[nodiscard]] core::TrafficCounters& counters() noexcept { return counters_; }
-  [[nodiscard]] const core::TrafficCounters& counters() const noexcept { return counters_; }
-  [[nodiscard]] std::uint64_t next_seq() const noexcept { return next_seq_.load(); }
-  void set_next_seq(std::uint64_t s) noexcept { next_seq_.store(s); }
+  [[nodiscard]] core::TrafficCounters& counters() noexcept { return state_->counters; }
+  [[nodiscard]] const core::TrafficCounters& counters() const noexcept { return state_->counters; }
+  [[nodiscard]] std::uint64_t next_seq() const noexcept { return state_->next_seq.load(); }
+  void set_next_seq(std::uint64_t s) noexcept { state_->next_seq.store(s); }
+  // True when no other OutboundSa (an earlier path of this SA) shares the
+  // state: its counters are final once this object is unreferenced.
+  [[nodiscard]] bool sole_holder() const noexcept { return state_.use_count() == 1; }
 
  private:
   OutboundSa() = default;
+  // What every path of the SA shares.
+  struct State {
+    std::uint64_t max_seq = 0;
+    std::atomic<std::uint64_t> next_seq{1};
+    std::unique_ptr<EspCrypto> crypto;
+    std::unique_ptr<core::IvGenerator> ivgen;
+    core::TrafficCounters counters;
+  };
   core::SaParams params_;  // keymat cleared after the crypto is set up
   std::uint32_t spi_ = 0;
-  std::uint64_t max_seq_ = 0;
-  std::atomic<std::uint64_t> next_seq_{1};
-  std::unique_ptr<EspCrypto> crypto_;
-  std::unique_ptr<core::IvGenerator> ivgen_;
-  core::TrafficCounters counters_;
+  std::shared_ptr<State> state_;
 };
 
 class InboundSa {

@@ -15,6 +15,7 @@ namespace {
 struct NullInstaller : core::SaInstaller {
   bool install(core::SaParams, std::string&) override { return true; }
   bool remove(const std::string&) override { return true; }
+  bool update_path(const std::string&, const core::SaPath&) override { return true; }
 };
 
 std::unique_ptr<ike::Engine> make_engine(NullInstaller& inst) {

@@ -21,6 +21,7 @@ namespace {
 struct NullInstaller : core::SaInstaller {
   bool install(core::SaParams, std::string&) override { return true; }
   bool remove(const std::string&) override { return true; }
+  bool update_path(const std::string&, const core::SaPath&) override { return true; }
 };
 
 ike::ConnectionConfig conn(bool a) {

@@ -13,6 +13,11 @@
 
 namespace ipsecgw::ike {
 
+// Where a Child SA's packets go: UDP-encapsulated to the peer's port when `udp`.
+inline core::SaPath child_sa_path(const Endpoint& local, const Endpoint& remote, bool udp) {
+  return {local.addr, remote.addr, udp ? core::Encap::kUdp : core::Encap::kNone, udp ? remote.port : core::kNattPort};
+}
+
 // An ESP SA pair named conn/child/spi_in, UDP-encapsulated to the peer's
 // port when `udp`, keyed with each direction's KEYMAT.
 inline core::SaParams child_sa_params(const std::string& conn, const ChildConfig& cc, const core::EspTransform& t,
@@ -25,10 +30,11 @@ inline core::SaParams child_sa_params(const std::string& conn, const ChildConfig
   sp.protocol = core::IpsecProtocol::kEsp;
   sp.mode = cc.mode;
   sp.transform = t;
-  sp.local_addr = local.addr;
-  sp.remote_addr = remote.addr;
-  sp.encap = udp ? core::Encap::kUdp : core::Encap::kNone;
-  sp.remote_port = udp ? remote.port : core::kNattPort;
+  const core::SaPath path = child_sa_path(local, remote, udp);
+  sp.local_addr = path.local_addr;
+  sp.remote_addr = path.remote_addr;
+  sp.encap = path.encap;
+  sp.remote_port = path.remote_port;
   for (const auto& r : local_ts) sp.selectors.local.push_back({r.lo, r.hi});
   for (const auto& r : remote_ts) sp.selectors.remote.push_back({r.lo, r.hi});
   sp.replay_window = cc.replay_window;

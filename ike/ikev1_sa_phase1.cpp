@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "ike/child_sa.hpp"
 #include "ike/ikev1_informational.hpp"
 #include "ike/ikev1_message_rules.hpp"
 
@@ -114,6 +115,7 @@ void IsakmpSa::update_endpoint(const Datagram& d) {
   debug(kTag, tag(), ": peer now at ", d.remote.to_string());
   local_ = d.local;
   remote_ = d.remote;
+  for (const auto& c : children_) mgr_.host_.installer.update_path(c.name, child_sa_path(local_, remote_, true));
 }
 
 void IsakmpSa::phase1_failed(const std::string& why, Notify n, bool tell_peer, TimePoint now) {

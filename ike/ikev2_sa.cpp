@@ -2,6 +2,8 @@
 // peer means. The exchanges are tasks run by its task manager.
 #include "ike/ikev2_sa.hpp"
 
+#include "ike/child_sa.hpp"
+
 namespace ipsecgw::ike {
 
 void IkeSa::set_state(State to) {
@@ -254,6 +256,10 @@ void IkeSa::follow_peer(const Datagram& d, const Header& h) {
   info(kTag, tag(), ": peer moved from ", remote_.to_string(), " to ", d.remote.to_string());
   remote_ = d.remote;
   local_ = d.local;
+  // The installed Child SAs follow, keeping their sequence numbers.
+  const core::SaPath path = child_sa_path(local_, remote_, encap());
+  for (const auto& c : children_)
+    if (!eng_.installer_.update_path(c.name, path)) warn(kTag, tag(), ": Child SA ", c.name, " not in the data plane");
 }
 
 // ---- timers -------------------------------------------------------------------------

@@ -139,3 +139,57 @@ TEST_CASE("data plane: during a rekey the newest SA sends, a responder's new SA 
   REQUIRE(r.install(sa("lan/0-newer", 0x3003, 0x4003, true), why));
   CHECK(sender(r) == 0x3002);
 }
+
+TEST_CASE("data plane: an SA moved to a new path keeps its sequence numbers, counters and replay window", "[esp][dataplane][nat]") {
+  esp::DataPlane a, b;
+  std::string why;
+  auto pa = side(true);
+  pa.encap = core::Encap::kUdp;
+  pa.remote_port = 4500;
+  REQUIRE(a.install(std::move(pa), why));
+  REQUIRE(b.install(side(false), why));
+  auto send = [&](const std::shared_ptr<const esp::Snapshot>& snap, core::Packet& p) {
+    p.assign(hex(kIcmp));
+    auto d = a.process_outbound(*snap, p);
+    REQUIRE(d.action == esp::OutAction::kSend);
+    return d.sa;
+  };
+  core::Packet p1, p2, p3;
+  auto before = a.snapshot();
+  const esp::OutboundSa* sa1 = send(before, p1);
+  CHECK(sa1->params().remote_port == 4500);
+
+  // The peer's NAT picked a new address and port.
+  const core::SaPath moved{*core::IpAddress::parse("198.51.100.1"), *core::IpAddress::parse("203.0.113.9"),
+                           core::Encap::kUdp, 31337};
+  REQUIRE(a.update_path("lan", moved));
+  CHECK_FALSE(a.update_path("no-such-sa", moved));
+  const esp::OutboundSa* sa2 = send(a.snapshot(), p2);
+  CHECK(sa2->params().remote_addr.to_string() == "203.0.113.9");
+  CHECK(sa2->params().remote_port == 31337);
+  CHECK(sa2->spi() == sa1->spi());
+  // A worker still on the older snapshot sends on the old path, but with the
+  // shared sequence number: no number is used twice.
+  const esp::OutboundSa* sa3 = send(before, p3);
+  CHECK(sa3->params().remote_port == 4500);
+  auto seq = [](const core::Packet& p) { return core::load_be32(p.data() + 4); };
+  CHECK(seq(p1) == 1);
+  CHECK(seq(p2) == 2);
+  CHECK(seq(p3) == 3);
+  CHECK(sa2->next_seq() == 4);
+  CHECK(sa2->counters().out.packets == 3);
+
+  // The peer decrypts all three, in any order, and a replay is still caught.
+  core::Packet again;
+  again.assign(core::ByteSpan(p1.data(), p1.len));
+  auto snap_b = b.snapshot();
+  CHECK(b.process_inbound(*snap_b, p3) == Drop::kNone);
+  CHECK(b.process_inbound(*snap_b, p1) == Drop::kNone);
+  CHECK(b.process_inbound(*snap_b, p2) == Drop::kNone);
+  CHECK(b.process_inbound(*snap_b, again) == Drop::kReplay);
+
+  // Counted once when the SA goes, though two objects carried its packets.
+  before.reset();
+  REQUIRE(a.remove("lan"));
+  CHECK(a.retired().out.packets == 3);
+}

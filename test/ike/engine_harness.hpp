@@ -29,6 +29,7 @@ struct FakeInstaller : core::SaInstaller {
   };
   std::vector<Entry> installed;
   std::vector<std::string> removed;
+  std::vector<std::pair<std::string, core::SaPath>> moved;  // update_path() calls
   std::vector<std::string> events;  // "+name" and "-name", in the order they happened
   bool install(core::SaParams p, std::string&) override {
     installed.push_back({p.name, p.in.spi, p.out.spi,
@@ -40,6 +41,11 @@ struct FakeInstaller : core::SaInstaller {
   bool remove(const std::string& name) override {
     removed.push_back(name);
     events.push_back("-" + name);
+    return true;
+  }
+  bool update_path(const std::string& name, const core::SaPath& path) override {
+    moved.emplace_back(name, path);
+    events.push_back(">" + name);
     return true;
   }
   // Position of an event, or -1.

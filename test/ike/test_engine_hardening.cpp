@@ -438,3 +438,52 @@ TEST_CASE("IKEv2 hardening: without a NAT in front of the peer, an authenticated
   p.b->take_output();
   CHECK(p.b->status(p.now)[0].remote == "198.51.100.1:500");
 }
+
+TEST_CASE("IKEv2 hardening: behind a NAT whose mapping changes, the IKE SA and its installed Child SAs follow the peer", "[ike][hardening][nat]") {
+  // A sits behind a NAT (public 203.0.113.5); B accepts it from any address.
+  auto ca = conn(true);
+  ca.dpd_delay = 10;
+  auto cb = conn(false);
+  cb.remote_addrs.clear();
+  Pair p(std::move(ca), std::move(cb));
+  const auto a_addr = *core::IpAddress::parse("198.51.100.1");
+  const auto nat_addr = *core::IpAddress::parse("203.0.113.5");
+  std::uint16_t nat_500 = 39500, nat_4500 = 40000;  // the NAT's mappings of A's ports 500 and 4500
+  auto pump_nat = [&] {
+    for (int round = 0; round < 50; ++round) {
+      auto fa = p.a->take_output();
+      auto fb = p.b->take_output();
+      if (fa.empty() && fb.empty()) return;
+      for (auto& d : fa)
+        p.b->receive({d.remote, {nat_addr, d.local.port == 500 ? nat_500 : nat_4500}, d.data}, p.now);
+      for (auto& d : fb) {
+        REQUIRE(d.remote.addr == nat_addr);
+        const std::uint16_t port = d.remote.port == nat_500 ? 500 : d.remote.port == nat_4500 ? 4500 : 0;
+        if (port) p.a->receive({{a_addr, port}, d.local, d.data}, p.now);  // else: no mapping, the NAT drops it
+      }
+    }
+  };
+  p.a->start(p.now);
+  pump_nat();
+  REQUIRE(p.a->established("site-b"));
+  REQUIRE(p.ib.installed.size() == 1);
+  CHECK(p.ib.installed[0].encap == core::Encap::kUdp);
+  CHECK(p.ib.installed[0].remote_port == 40000);
+  CHECK(p.b->status(p.now)[0].remote == "203.0.113.5:40000");
+
+  // The NAT forgets A and maps its port 4500 anew; A's next message (DPD)
+  // comes from there. B's answers to the old port would be lost.
+  nat_4500 = 41000;
+  p.now += 11s;
+  p.a->tick(p.now);
+  pump_nat();
+  CHECK(p.b->status(p.now)[0].remote == "203.0.113.5:41000");
+  REQUIRE(p.ib.moved.size() == 1);
+  CHECK(p.ib.moved[0].first == p.ib.installed[0].name);
+  CHECK(p.ib.moved[0].second.remote_addr == nat_addr);
+  CHECK(p.ib.moved[0].second.remote_port == 41000);
+  CHECK(p.ib.moved[0].second.encap == core::Encap::kUdp);
+  // A is not behind a NAT from its own view of B: nothing of A's moves.
+  CHECK(p.ia.moved.empty());
+  CHECK(p.a->established("site-b"));
+}

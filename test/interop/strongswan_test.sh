@@ -12,14 +12,15 @@ source "$HERE/../../scripts/netns-lib.sh"
 PY=/usr/bin/python3
 CHARON=/usr/lib/ipsec/charon
 require_root
-require_tools "$CHARON" swanctl tshark tcpdump nft "$PY" nc
+require_tools "$CHARON" swanctl tshark tcpdump nft conntrack "$PY" nc
 
 test_init igws
 
 source "$HERE/strongswan-lib.sh"
 
 # write_swanctl IKE_PROPOSAL ESP_PROPOSAL START_ACTION PSK [child rekey_time] [IKE rekey_time] [child life_time]
-# SW_REMOTE overrides remote_addrs (e.g. %any behind a NAT).
+# SW_LOCAL and SW_REMOTE override local_addrs and remote_addrs (e.g. %any
+# behind a NAT), SW_DPD dpd_delay.
 write_swanctl() {
   cat > "$WORK/swanctl.conf" <<CONF
 connections {
@@ -29,6 +30,7 @@ connections {
     remote_addrs = ${SW_REMOTE:-198.51.100.1}
     proposals = $1
     rekey_time = ${6:-4h}
+    dpd_delay = ${SW_DPD:-0s}
     over_time = 20s
     rand_time = 0s
     local { auth = psk
@@ -282,6 +284,71 @@ ip netns exec "$NS-ha" ping -c 25 -i 0.2 -W 1 10.2.0.2 > "$WORK/ping.log" 2>&1
 check "NAT: ipsecgw rekeyed the IKE SA (every 3 s)" grep -q "IKE SA rekeyed, now" "$WORK/a.log"
 check "NAT: no ping lost across IKE rekeys" grep -q " 0% packet loss" "$WORK/ping.log"
 check "NAT: strongSwan has exactly one IKE SA" test "$(sas_count ESTABLISHED)" = 1
+stop_all
+
+# NAT rebinding: strongSwan behind a NAT initiates to ipsecgw; then the NAT
+# maps it anew (another public address, its old mappings flushed), as a home
+# router does after a reboot. ipsecgw must follow the peer (RFC 7296 2.23:
+# it is behind a NAT, ipsecgw is not), with its IKE SA and its installed
+# Child SA: until strongSwan's next IKE message (its DPD, since our answers
+# no longer reach it) ipsecgw's ESP goes to the dead mapping; after it,
+# traffic flows both ways again on the same Child SA.
+echo "== NAT rebinding: strongSwan behind a NAT that changes its mapping"
+netns_teardown "$NS"; netns_setup "$NS"
+ip netns add "$NS-mid"
+ip -n "$NS-ga" link del "$NS-w0"
+ip link add "$NS-n0" netns "$NS-ga" type veth peer name "$NS-n1" netns "$NS-mid"
+ip link add "$NS-m0" netns "$NS-mid" type veth peer name "$NS-m1" netns "$NS-gb"
+ip -n "$NS-ga" addr add 198.51.100.1/24 dev "$NS-n0"
+ip -n "$NS-mid" addr add 198.51.100.254/24 dev "$NS-n1"
+ip -n "$NS-mid" addr add 198.51.100.253/24 dev "$NS-n1"
+ip -n "$NS-mid" addr add 192.168.78.254/24 dev "$NS-m0"
+ip -n "$NS-gb" addr add 192.168.78.2/24 dev "$NS-m1"
+for l in "ga n0" "mid n1" "mid m0" "gb m1"; do set -- $l; ip -n "$NS-$1" link set "$NS-$2" up; done
+ip -n "$NS-mid" link set lo up
+ip -n "$NS-gb" route add default via 192.168.78.254
+ip netns exec "$NS-mid" sysctl -qw net.ipv4.ip_forward=1
+nat_rule() {  # nat_rule ACTION: the NAT's one rule, replaced
+  ip netns exec "$NS-mid" nft -f - <<NFT
+table ip nat
+delete table ip nat
+table ip nat {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "$NS-n1" $1
+  }
+}
+NFT
+}
+nat_rule "snat to 198.51.100.254"
+start_charon
+SW_LOCAL=192.168.78.2 SW_DPD=2s write_swanctl "aes256gcm16-prfsha384-x25519" "aes256gcm16" none "a long shared secret"
+GW_REMOTE=%any GW_DPD_DELAY=0 write_ipsecgw "aes256gcm16-prfsha384-x25519" "aes256gcm16" none "a long shared secret"
+start_ipsecgw
+timeout 20 swanctl --initiate --ike gw-a --child lan --uri "unix://$WORK/charon.vici" > /dev/null 2>&1
+check "NAT rebinding: IKE SA and Child SA up through the NAT" wait_installed
+check "NAT rebinding: ipsecgw sees the peer at the NAT's first address" \
+  grep -qE "IKE SA .*198\.51\.100\.254:4500|198\.51\.100\.254 \(UDP-encapsulated\)" "$WORK/a.log"
+check "NAT rebinding: ping B->A before" ip netns exec "$NS-hb" ping -c 3 -i 0.2 -W 2 -q 10.1.0.2
+nat_rule "snat to 198.51.100.253"
+ip netns exec "$NS-mid" conntrack -D -p udp > /dev/null 2>&1
+check "NAT rebinding: the NAT forgot the old mapping" \
+  bash -c "! ip netns exec '$NS-mid' conntrack -L -p udp 2>/dev/null | grep -q 198.51.100.254"
+# B -> A: the request reaches A from the new address at once; the reply goes
+# to the old one until strongSwan's DPD (2 s without an answer) arrives.
+ip netns exec "$NS-hb" ping -c 40 -i 0.2 -W 1 10.1.0.2 > "$WORK/ping-move.log" 2>&1
+check "NAT rebinding: ipsecgw followed the peer to the new address" \
+  grep -q "peer moved from 198.51.100.254:4500 to 198.51.100.253:4500" "$WORK/a.log"
+check "NAT rebinding: the installed Child SA followed (same SA, new path)" \
+  grep -qE "SA site-b/lan/[0-9a-f]+ now sends to 198\.51\.100\.253 port 4500" "$WORK/a.log"
+answered=$(sed -nE "s/.* ([0-9]+) received.*/\1/p" "$WORK/ping-move.log")
+echo "     pings answered across the move: ${answered:-?} of 40"
+check "NAT rebinding: traffic back within 5 s of the move (at least 15 of 40 pings, 0.2 s apart)" test "${answered:-0}" -ge 15
+check "NAT rebinding: ping B->A after the move, none lost" ip netns exec "$NS-hb" ping -c 10 -i 0.2 -W 2 -q 10.1.0.2
+check "NAT rebinding: ping A->B after the move, none lost" ip netns exec "$NS-ha" ping -c 10 -i 0.2 -W 2 -q 10.2.0.2
+check "NAT rebinding: still one IKE SA and one Child SA in strongSwan (nothing rebuilt)" \
+  bash -c "$(declare -f swan list_sas sas_count); WORK='$WORK'; [ \$(sas_count ESTABLISHED) = 1 ] && [ \$(sas_count INSTALLED) = 1 ]"
+check "NAT rebinding: no second Child SA in ipsecgw" test "$(grep -c 'Child SA .* installed' "$WORK/a.log")" = 1
 stop_all
 
 # Wrong PSK.

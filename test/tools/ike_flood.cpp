@@ -11,13 +11,19 @@
 //           short or claiming more than they carry, oversized messages
 //   esp      ESP in UDP 4500 with random SPIs, and with SPI (if given as
 //           SRC_ADDR: "0x..."): a real SA's, so its ICV check fails
+//   frags   from SRC_ADDR, rounds of 100 IKE SAs that complete IKE_SA_INIT
+//           (real DH, ipsecgw's engine as the initiator) and then send an
+//           IKE_AUTH of about 40 KB (a huge identity) in fragments (RFC
+//           7383), all but the last, so the gateway holds fragments that
+//           never complete; a new round every 5 s
 //
-// usage: ike_flood spoof|ports|garbage|esp DST_ADDR SECONDS [SRC_ADDR|SPI]
+// usage: ike_flood spoof|ports|garbage|esp|frags DST_ADDR SECONDS [SRC_ADDR|SPI]
 // Prints the number of datagrams sent.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
 #include <netinet/udp.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -38,6 +44,7 @@ namespace {
 struct NullInstaller : core::SaInstaller {
   bool install(core::SaParams, std::string&) override { return true; }
   bool remove(const std::string&) override { return true; }
+  bool update_path(const std::string&, const core::SaPath&) override { return true; }
 };
 
 // One IKE_SA_INIT request from an ipsecgw initiator (X25519, AES-GCM).
@@ -122,11 +129,97 @@ int garbage(const std::string& mode, const core::IpAddress& dst, double seconds,
   return 0;
 }
 
+// IKE_AUTH request fragment whose number is its total: the one held back.
+bool last_auth_fragment(const core::Bytes& d) {
+  if (d.size() < 36 || d[16] != 53 || d[18] != 35 || (d[19] & 0x20)) return false;  // SKF, IKE_AUTH, request
+  const unsigned num = static_cast<unsigned>(d[32] << 8 | d[33]), total = static_cast<unsigned>(d[34] << 8 | d[35]);
+  return num == total && total > 1;
+}
+
+int fragments(const core::IpAddress& dst, const core::IpAddress& src, double seconds) {
+  const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+  if (fd < 0) return 1;
+  const int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in me{};
+  me.sin_family = AF_INET;
+  me.sin_port = htons(500);
+  std::memcpy(&me.sin_addr, src.bytes().data(), 4);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&me), sizeof me) != 0) {
+    std::perror("bind");
+    return 1;
+  }
+  std::string bad;
+  const auto proposal = *core::parse_proposal("aes128gcm16-prfsha256-x25519", bad);
+  const auto esp = *core::parse_proposal("aes128gcm16", bad);
+  std::mt19937_64 rng(11);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  std::uint64_t sent = 0, held_back = 0;
+  std::vector<std::uint8_t> buf(65536);
+  while (std::chrono::steady_clock::now() < until) {
+    std::vector<ike::ConnectionConfig> conns;
+    for (int i = 0; i < 100; ++i) {
+      ike::ConnectionConfig c;
+      c.name = "f" + std::to_string(i);
+      c.local_addrs = {src};
+      c.remote_addrs = {dst};
+      c.local_id = std::string(40000, 'a') + ".road-warrior.example";
+      c.remote_id = "gw-a.example";
+      c.proposals.push_back(proposal);
+      std::string psk(32, '\0');
+      for (auto& ch : psk) ch = static_cast<char>(rng());
+      c.psk = core::SecureBytes(core::ByteSpan(reinterpret_cast<const std::uint8_t*>(psk.data()), psk.size()));
+      ike::ChildConfig ch;
+      ch.name = "lan";
+      ch.local_ts = {*core::IpRange::parse("10.9.0.0/16")};
+      ch.remote_ts = {*core::IpRange::parse("10.1.0.0/24")};
+      ch.esp_proposals.push_back(esp);
+      ch.start_action = ike::StartAction::kStart;
+      c.children.push_back(std::move(ch));
+      conns.push_back(std::move(c));
+    }
+    NullInstaller inst;
+    ike::Engine e(std::move(conns), inst);
+    e.start(ike::Clock::now());
+    const auto round_end = std::min<std::chrono::steady_clock::time_point>(
+        std::chrono::time_point_cast<std::chrono::steady_clock::duration>(until), std::chrono::steady_clock::now() + std::chrono::seconds(5));
+    while (std::chrono::steady_clock::now() < round_end) {
+      for (auto& d : e.take_output()) {
+        if (last_auth_fragment(d.data)) {
+          ++held_back;
+          continue;
+        }
+        sockaddr_in to{};
+        to.sin_family = AF_INET;
+        to.sin_port = htons(d.remote.port);
+        std::memcpy(&to.sin_addr, d.remote.addr.bytes().data(), 4);
+        if (::sendto(fd, d.data.data(), d.data.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to) > 0) ++sent;
+      }
+      pollfd pfd{fd, POLLIN, 0};
+      if (::poll(&pfd, 1, 5) > 0) {
+        sockaddr_in from{};
+        socklen_t fl = sizeof from;
+        const ssize_t n = ::recvfrom(fd, buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&from), &fl);
+        if (n > 0) {
+          const auto peer = core::IpAddress::v4(core::ByteSpan(reinterpret_cast<const std::uint8_t*>(&from.sin_addr), 4));
+          e.receive({{src, 500}, {peer, ntohs(from.sin_port)}, core::Bytes(buf.begin(), buf.begin() + n)},
+                    ike::Clock::now());
+        }
+      }
+      e.tick(ike::Clock::now());
+    }
+  }
+  ::close(fd);
+  std::cerr << "last fragments held back: " << held_back << "\n";
+  std::cout << sent << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 4) {
-    std::cerr << "usage: ike_flood spoof|ports DST_ADDR SECONDS [SRC_ADDR]\n";
+    std::cerr << "usage: ike_flood spoof|ports|garbage|esp|frags DST_ADDR SECONDS [SRC_ADDR|SPI]\n";
     return 2;
   }
   core::log::set_level(core::log::Level::kError);
@@ -136,6 +229,7 @@ int main(int argc, char** argv) {
   if (mode == "garbage" || mode == "esp") return garbage(mode, *dst, seconds, argc > 4 ? argv[4] : "");
   const auto src = core::IpAddress::parse(argc > 4 ? argv[4] : "100.64.0.1");
   if (!dst || !dst->is_v4() || !src) return 2;
+  if (mode == "frags") return fragments(*dst, *src, seconds);
   const core::Bytes ike = template_request(*src, *dst);
   std::mt19937_64 rng(42);
   sockaddr_in to{};
