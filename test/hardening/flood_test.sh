@@ -192,7 +192,8 @@ check "G's memory stayed under ${MEM_BOUND_KB} KiB" test "$MAX_RSS" -le "$MEM_BO
 check "after: ping through the new peer's tunnel" ip netns exec "$NS-ha" ping -c 2 -i 0.2 -W 2 -q 10.4.0.1
 check "after: G answers status" "$IPSECGW" status --socket "$WORK/g.sock"
 
-echo "== 30 s of garbage: random and malformed IKE to 500 and 4500, then ESP with unknown SPIs and bad ICVs"
+echo "== 30 s of garbage: random and malformed IKE to 500 and 4500, then ESP with unknown SPIs and bad ICVs;"
+echo "   meanwhile IKE SAs that send IKE_AUTH fragments that never complete"
 d_stat() { "$IPSECGW" stats --socket "$WORK/g.sock" --json | $PY -c "import json,sys; r=json.load(sys.stdin)['result']; print($1)"; }
 SW_SPI=$("$IPSECGW" sa --socket "$WORK/g.sock" --json | $PY -c "
 import json,sys
@@ -201,6 +202,7 @@ print(next(s['spi_in'] for s in r['sas'] if s['name'].startswith('sw/')))")
 INVALID0=$(d_stat "r['invalid_ike_messages']")
 BADSPI0=$(d_stat "r['bad_spi']")
 NOAUTH0=$(d_stat "r['not_authenticated']")
+REFUSED0=$(d_stat "r['ike_reassembly_refused']")
 ip netns exec "$NS-ha" ping -c 600 -i 0.05 -W 1 -q 10.2.0.2 > "$WORK/ping-sw2.txt" 2>&1 &
 PING1=$!
 ip netns exec "$NS-ha" ping -c 600 -i 0.05 -W 1 -q 10.3.0.1 > "$WORK/ping-p2.txt" 2>&1 &
@@ -208,19 +210,31 @@ PING2=$!
 ( ip netns exec "$NS-mid" "$FLOOD" garbage 198.51.100.1 15 > "$WORK/garbage-ike.txt" 2>&1
   ip netns exec "$NS-mid" "$FLOOD" esp 198.51.100.1 15 "$SW_SPI" > "$WORK/garbage-esp.txt" 2>&1 ) &
 FLOODER=$!
+# Real IKE SAs (from the attacker's own address, for the road-warrior
+# connection) whose IKE_AUTH of about 40 KB comes in fragments, never the last.
+ip netns exec "$NS-mid" "$FLOOD" frags 198.51.100.1 30 203.0.113.2 > "$WORK/garbage-frags.txt" 2>&1 &
+FRAGGER=$!
 : > "$WORK/rss2.txt"
-( for _ in $(seq 32); do grep VmRSS "/proc/$G/status" | awk '{print $2}' >> "$WORK/rss2.txt"; sleep 1; done ) &
+: > "$WORK/reasm.txt"
+( for _ in $(seq 32); do grep VmRSS "/proc/$G/status" | awk '{print $2}' >> "$WORK/rss2.txt"
+    d_stat "r['ike_reassembly_bytes']" >> "$WORK/reasm.txt"; sleep 1; done ) &
 SAMPLER=$!
-wait "$FLOODER" "$PING1" "$PING2" "$SAMPLER" 2>/dev/null
+wait "$FLOODER" "$FRAGGER" "$PING1" "$PING2" "$SAMPLER" 2>/dev/null
 MAX_RSS2=$(sort -n "$WORK/rss2.txt" | tail -1)
+MAX_REASM=$(sort -n "$WORK/reasm.txt" | tail -1)
 echo "   sent: $(tail -1 "$WORK/garbage-ike.txt") IKE garbage, $(tail -1 "$WORK/garbage-esp.txt") ESP (half of it with SA $SW_SPI's SPI)"
 echo "   ping loss: strongSwan $(grep -o '[0-9.]*% packet loss' "$WORK/ping-sw2.txt"), P $(grep -o '[0-9.]*% packet loss' "$WORK/ping-p2.txt"); max VmRSS ${MAX_RSS2} KiB"
 echo "   G's counters: invalid IKE +$(( $(d_stat "r['invalid_ike_messages']") - INVALID0 )), bad SPI +$(( $(d_stat "r['bad_spi']") - BADSPI0 )), ICV failed +$(( $(d_stat "r['not_authenticated']") - NOAUTH0 ))"
+echo "   fragments: $(tail -1 "$WORK/garbage-frags.txt") sent ($(grep -o 'held back: [0-9]*' "$WORK/garbage-frags.txt")), refused over budget +$(( $(d_stat "r['ike_reassembly_refused']") - REFUSED0 )), held at most ${MAX_REASM} bytes"
 check "garbage: malformed IKE counted" test "$(d_stat "r['invalid_ike_messages']")" -gt $((INVALID0 + 10000))
 check "garbage: ESP with unknown SPIs counted (bad_spi)" test "$(d_stat "r['bad_spi']")" -gt $((BADSPI0 + 10000))
 check "garbage: ESP with a real SPI and a bad ICV counted" test "$(d_stat "r['not_authenticated']")" -gt $((NOAUTH0 + 10000))
 check "garbage: ping through strongSwan, at most 1% lost" $PY -c "import sys; sys.exit(0 if float('$(loss "$WORK/ping-sw2.txt")') <= 1.0 else 1)"
 check "garbage: ping through P, at most 1% lost" $PY -c "import sys; sys.exit(0 if float('$(loss "$WORK/ping-p2.txt")') <= 1.0 else 1)"
+check "garbage: IKE_AUTH fragments were sent, the last ones held back" test "$(tail -1 "$WORK/garbage-frags.txt")" -gt 1000
+check "garbage: fragments over the reassembly budget refused and counted" \
+  test "$(d_stat "r['ike_reassembly_refused']")" -gt "$REFUSED0"
+check "garbage: fragments held stayed within the 1 MiB reassembly budget" test "${MAX_REASM:-99999999}" -le 1048576
 check "garbage: no SA lost" test "$(ike_spis)" = "$SPIS_BEFORE"
 check "garbage: G's memory stayed under ${MEM_BOUND_KB} KiB" test "$MAX_RSS2" -le "$MEM_BOUND_KB"
 
