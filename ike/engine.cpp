@@ -23,7 +23,8 @@ Engine::Engine(std::vector<ConnectionConfig> conns, core::SaInstaller& installer
       [this](core::MutByteSpan out) { random_bytes(out); },
       [this] { return new_child_spi(); },
       [this](const Endpoint& l, const Endpoint& r) { return find_connection_for(l, r, 1); },
-      [this](const std::string& key) { acquiring_.erase(key); }});
+      [this](const std::string& key) { acquiring_.erase(key); },
+      [this](TimePoint now) { return log_allowed(now); }});
 }
 
 const ConnectionConfig* Engine::find_connection(const std::string& name) const {

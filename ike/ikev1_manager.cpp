@@ -38,18 +38,10 @@ IsakmpSa* Manager::find(const Header& h, const Datagram& d) {
   return nullptr;
 }
 
-bool Manager::log_allowed(TimePoint now) {
-  if (now - log_window_ >= std::chrono::seconds(1)) {
-    log_window_ = now;
-    log_budget_ = 10;
-  }
-  if (log_budget_ == 0) return false;
-  --log_budget_;
-  return true;
-}
+bool Manager::log_allowed(TimePoint now) { return host_.log_allowed(now); }
 
 void Manager::refuse(const Datagram& d, const Header& h, Notify n, const std::string& why, TimePoint now) {
-  // Unauthenticated input: counted always, logged at most 10 times a second.
+  // Unauthenticated input: counted always, logged within the engine's rate limit.
   if (log_allowed(now)) warn(kTag, to_string(h.exchange), " from ", d.remote.to_string(), " refused: ", why);
   if (n == Notify{}) return;
   Header r;
@@ -107,16 +99,16 @@ void Manager::receive(const Datagram& d, TimePoint now) {
            now);
     return;
   }
-  if (half_open_ >= kMaxHalfOpenV1) {
-    ++host_.counters.dropped_messages;
-    refuse(d, *h, Notify{}, "too many Main Modes under way (" + std::to_string(kMaxHalfOpenV1) + ")", now);
+  if (half_open_ >= host_.opt.max_half_open) {
+    ++host_.counters.half_open_refused;
+    refuse(d, *h, Notify{}, "too many Main Modes under way (" + std::to_string(host_.opt.max_half_open) + ")", now);
     return;
   }
   if (auto it = half_open_by_source_.find(d.remote.addr);
-      it != half_open_by_source_.end() && it->second >= kMaxHalfOpenV1PerSource) {
-    ++host_.counters.dropped_messages;
+      it != half_open_by_source_.end() && it->second >= host_.opt.max_half_open_per_source) {
+    ++host_.counters.half_open_refused;
     refuse(d, *h, Notify{}, "too many Main Modes under way from this address (" +
-                                std::to_string(kMaxHalfOpenV1PerSource) + ")", now);
+                                std::to_string(host_.opt.max_half_open_per_source) + ")", now);
     return;
   }
   auto sa = std::make_unique<IsakmpSa>(*this, *c, false, d.local, d.remote, now);

@@ -35,13 +35,17 @@ struct Host {
   std::function<const ConnectionConfig*(const Endpoint& local, const Endpoint& remote)> find_connection;
   // A Child SA of conn/child is up: a pending acquire is satisfied.
   std::function<void(const std::string& conn_child)> child_up;
+  // The engine's rate limit for log lines about unauthenticated input
+  // (EngineOptions::log_lines_per_second, shared with IKEv2; the lines it
+  // refuses are counted in log_suppressed).
+  std::function<bool(TimePoint now)> log_allowed;
 };
 
-// Budget of ISAKMP SAs still in Main Mode, in total: a new Main Mode beyond
-// it is dropped and counted (each costs a DH key and ~2 KB).
-inline constexpr std::size_t kMaxHalfOpenV1 = 1024;
-// ... and from one source address: one host cannot take the whole budget.
-inline constexpr std::size_t kMaxHalfOpenV1PerSource = 64;
+// ISAKMP SAs still in Main or Aggressive Mode have the budgets of IKEv2's
+// half-open SAs (EngineOptions::max_half_open in total, and
+// max_half_open_per_source from one address, counted apart from IKEv2's):
+// a new one beyond them is dropped and counted in half_open_refused (each
+// costs a DH key and ~2 KB).
 
 class Manager {
  public:
@@ -87,8 +91,6 @@ class Manager {
   std::size_t half_open_ = 0;   // ISAKMP SAs in Main/Aggressive Mode (kept by IsakmpSa)
   std::map<core::IpAddress, std::size_t> half_open_by_source_;  // responders among them, by peer address
   void half_open_changed(const IsakmpSa& sa, int delta);
-  std::size_t log_budget_ = 0;  // rate limit for unauthenticated input
-  TimePoint log_window_{};
 };
 
 }  // namespace ipsecgw::ike::v1

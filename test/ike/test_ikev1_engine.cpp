@@ -451,15 +451,43 @@ TEST_CASE("IKEv1: half-open Main Modes have a budget per source address", "[ike]
     return p.b->take_output().size();
   };
   std::size_t answered = 0;
-  for (std::uint64_t c = 1; c <= ike::v1::kMaxHalfOpenV1PerSource + 10; ++c) answered += send_from("203.0.113.9", c);
-  CHECK(answered == ike::v1::kMaxHalfOpenV1PerSource);
-  CHECK(p.b->counters().dropped_messages == 10);
+  for (std::uint64_t c = 1; c <= 64 + 10; ++c) answered += send_from("203.0.113.9", c);
+  CHECK(answered == 64);  // limits.half_open_per_source, shared with IKEv2
+  CHECK(p.b->counters().half_open_refused == 10);
   // Another address is still answered.
   CHECK(send_from("203.0.113.10", 999) == 1);
   // Half-open SAs time out; then the first address is answered again.
   p.now += 31s;
   p.b->tick(p.now);
   CHECK(send_from("203.0.113.9", 5000) == 1);
+}
+
+TEST_CASE("IKEv1: Main Modes under way keep to the configured limits, and their log lines to the shared rate",
+          "[ike][ikev1][engine][budget]") {
+  auto cb = conn1(false, "k-k-k-k-k", "3des-sha1-modp1024");
+  cb.remote_addrs.clear();
+  ike::EngineOptions ob;
+  ob.max_half_open = 12;
+  ob.max_half_open_per_source = 5;
+  ob.log_lines_per_second = 3;
+  Pair p(conn1(true, "k-k-k-k-k"), std::move(cb), ob);
+  auto probe = *core::from_hex(test::kMainModeProbe);
+  const ike::Endpoint to{*core::IpAddress::parse("198.51.100.2"), 500};
+  std::uint64_t cookie = 1;
+  auto send_from = [&](const std::string& addr) {
+    ++cookie;
+    for (int i = 0; i < 8; ++i) probe[i] = static_cast<std::uint8_t>(cookie >> (56 - 8 * i));
+    p.b->receive({to, {*core::IpAddress::parse(addr), 500}, probe}, p.now);
+    return p.b->take_output().size();
+  };
+  std::size_t answered = 0;
+  for (int i = 0; i < 8; ++i) answered += send_from("203.0.113.9");
+  CHECK(answered == 5);  // half_open_per_source
+  for (int host = 20; host < 30; ++host) answered += send_from("203.0.113." + std::to_string(host));
+  CHECK(answered == 12);  // half_open in total
+  CHECK(p.b->counters().half_open_refused == 3 + 3);
+  // 6 refusals within one second: 3 logged, the rest counted.
+  CHECK(p.b->counters().log_suppressed == 3);
 }
 
 TEST_CASE("IKEv1: NAT-T with a peer that speaks only the drafts (02/02n/03): payload 130 and mode 61443", "[ike][ikev1][engine][nat]") {
