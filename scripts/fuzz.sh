@@ -18,7 +18,7 @@ shift
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 jobs=$(nproc)
-cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIPSECGW_FUZZ=ON >/dev/null &&
+CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIPSECGW_FUZZ=ON >/dev/null &&
   cmake --build build-fuzz -j"$jobs" >/dev/null || { echo "fuzz build failed"; exit 1; }
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
