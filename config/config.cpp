@@ -234,17 +234,36 @@ void parse_manual_sa(Walker& w, const std::string& name, const json& sa, const s
     w.error(path + ".remote_addr", "must be of the same IP version as local_addr");
     ok = false;
   }
-  p.selectors.local = w.ranges(sa, path, "local_ts", true);
-  p.selectors.remote = w.ranges(sa, path, "remote_ts", true);
-  ok &= !p.selectors.local.empty() && !p.selectors.remote.empty();
-
   const auto mode = w.string(sa, path, "mode", false).value_or("tunnel");
   if (mode == "transport") {
-    w.error(path + ".mode", "transport mode is not implemented yet; use \"tunnel\"");
-    ok = false;
+    p.mode = core::SaMode::kTransport;
   } else if (mode != "tunnel") {
     w.error(path + ".mode", "must be \"tunnel\" or \"transport\"");
     ok = false;
+  }
+  if (p.mode == core::SaMode::kTransport) {
+    // Transport mode protects traffic between the two addresses: all of it
+    // unless the selectors say less, never more.
+    p.selectors.local = w.ranges(sa, path, "local_ts", false);
+    p.selectors.remote = w.ranges(sa, path, "remote_ts", false);
+    if (ok) {
+      auto within = [&](const char* key, std::vector<core::IpRange>& ranges, const core::IpAddress& a) {
+        if (ranges.empty()) ranges = {core::IpRange{a, a}};
+        for (const auto& r : ranges) {
+          if (r.lo != a || r.hi != a) {
+            w.error(path + "." + key, "a transport-mode SA protects only traffic of its own addresses: '" +
+                                          r.to_string() + "' is not " + a.to_string());
+            ok = false;
+          }
+        }
+      };
+      within("local_ts", p.selectors.local, p.local_addr);
+      within("remote_ts", p.selectors.remote, p.remote_addr);
+    }
+  } else {
+    p.selectors.local = w.ranges(sa, path, "local_ts", true);
+    p.selectors.remote = w.ranges(sa, path, "remote_ts", true);
+    ok &= !p.selectors.local.empty() && !p.selectors.remote.empty();
   }
   const auto proto = w.string(sa, path, "protocol", false).value_or("esp");
   if (proto == "ah") {
@@ -255,7 +274,11 @@ void parse_manual_sa(Walker& w, const std::string& name, const json& sa, const s
     ok = false;
   }
   const auto encap = w.string(sa, path, "encap", false).value_or("none");
-  if (encap == "udp") {
+  if (encap == "udp" && p.mode == core::SaMode::kTransport) {
+    w.error(path + ".encap", "transport mode in UDP (RFC 3948 3.1.2, with its checksum fix-ups) is not "
+                             "implemented yet; use \"none\" or tunnel mode");
+    ok = false;
+  } else if (encap == "udp") {
     p.encap = core::Encap::kUdp;
   } else if (encap != "none") {
     w.error(path + ".encap", "must be \"udp\" (ESP in UDP, RFC 3948) or \"none\" (IP protocol 50)");
@@ -862,24 +885,28 @@ LoadResult load_config_file(const std::string& path) {
   return r;
 }
 
-std::vector<core::Prefix> protected_routes(const Config& c) {
-  std::vector<core::Prefix> out;
-  auto add = [&](const std::vector<core::IpRange>& ranges) {
+std::vector<core::Route> protected_routes(const Config& c) {
+  std::vector<core::Route> out;
+  auto add = [&](const std::vector<core::IpRange>& ranges, const std::optional<core::IpAddress>& src) {
     for (const auto& r : ranges) {
       for (const auto& p : r.to_prefixes()) {
         bool dup = false;
-        for (const auto& q : out) dup = dup || (q.addr == p.addr && q.len == p.len);
-        if (!dup) out.push_back(p);
+        for (const auto& q : out) dup = dup || (q.dst.addr == p.addr && q.dst.len == p.len);
+        if (!dup) out.push_back({p, src});
       }
     }
   };
-  for (const auto& sa : c.manual) add(sa.selectors.remote);
+  // A transport-mode SA's peer is routed into the TUN device with the SA's
+  // own address as the source, the address its packets must come from.
+  for (const auto& sa : c.manual)
+    if (sa.mode == core::SaMode::kTransport) add(sa.selectors.remote, sa.local_addr);
+  for (const auto& sa : c.manual) add(sa.selectors.remote, std::nullopt);
   for (const auto& conn : c.connections)
-    for (const auto& ch : conn.children) add(ch.remote_ts);
+    for (const auto& ch : conn.children) add(ch.remote_ts, std::nullopt);
   for (const auto& p : c.policies) {
     // Bypass and discard policies take effect on packets that reach the TUN
     // device, so their networks are routed there too.
-    add(p.policy.sel.remote);
+    add(p.policy.sel.remote, std::nullopt);
   }
   return out;
 }
@@ -894,7 +921,8 @@ std::string explain(const Config& c) {
   os << c.manual.size() << " manual SA" << (c.manual.size() == 1 ? "" : "s") << ":\n";
   for (const auto& sa : c.manual) {
     const std::string spis = "out " + core::spi_hex(sa.out.spi) + " in " + core::spi_hex(sa.in.spi);
-    os << "  " << sa.name << ": ESP tunnel " << sa.local_addr.to_string() << " <-> "
+    os << "  " << sa.name << ": ESP " << (sa.mode == core::SaMode::kTransport ? "transport " : "tunnel ")
+       << sa.local_addr.to_string() << " <-> "
        << sa.remote_addr.to_string()
        << (sa.encap == core::Encap::kUdp ? " in UDP port " + std::to_string(sa.remote_port)
                                          : std::string(" as IP protocol 50"))
@@ -937,7 +965,7 @@ std::string explain(const Config& c) {
   }
   os << "  *. discard anything else read from " << c.tun.name << "\n";
   os << "Routes via " << c.tun.name << ":";
-  for (const auto& r : protected_routes(c)) os << " " << r.to_string();
+  for (const auto& r : protected_routes(c)) os << " " << r.dst.to_string() << (r.src ? " (from " + r.src->to_string() + ")" : "");
   os << "\n";
   return os.str();
 }

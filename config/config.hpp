@@ -94,6 +94,6 @@ std::string explain(const Config& c);
 
 // Routes the TUN device needs: every remote selector of every SA and of every
 // protect policy, as prefixes.
-std::vector<core::Prefix> protected_routes(const Config& c);
+std::vector<core::Route> protected_routes(const Config& c);
 
 }  // namespace ipsecgw::config

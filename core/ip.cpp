@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstring>
 
 namespace ipsecgw::core {
 
@@ -218,6 +219,8 @@ IpParseError parse_v4(ByteSpan pkt, PacketInfo& info) {
   info.dst = IpAddress::v4(pkt.subspan(16, 4));
   std::uint16_t frag = load_be16(pkt.data() + 6);
   bool non_first_fragment = (frag & 0x1fff) != 0;
+  info.fragment = (frag & 0x3fff) != 0;  // MF or an offset
+  info.l4_off = ihl;
   info.has_ports = false;
   if (!non_first_fragment) read_ports(pkt.subspan(ihl, total - ihl), info);
   return IpParseError::kNone;
@@ -234,6 +237,7 @@ IpParseError parse_v6(ByteSpan pkt, PacketInfo& info) {
   std::uint8_t next = pkt[6];
   std::size_t off = 40;
   bool non_first_fragment = false;
+  info.fragment = false;
   // Walk the extension headers (RFC 8200 4), bounded.
   for (int i = 0;; ++i) {
     if (i >= 8) return IpParseError::kTooManyExtensions;
@@ -246,6 +250,7 @@ IpParseError parse_v6(ByteSpan pkt, PacketInfo& info) {
     } else if (next == 44) {  // fragment
       if (total - off < 8) return IpParseError::kTruncated;
       non_first_fragment = (load_be16(pkt.data() + off + 2) & 0xfff8) != 0;
+      info.fragment = true;
       next = pkt[off];
       off += 8;
     } else {
@@ -253,6 +258,7 @@ IpParseError parse_v6(ByteSpan pkt, PacketInfo& info) {
     }
   }
   info.proto = next;
+  info.l4_off = off;
   info.has_ports = false;
   if (!non_first_fragment) read_ports(pkt.subspan(off, total - off), info);
   return IpParseError::kNone;
@@ -267,6 +273,41 @@ IpParseError parse_ip_packet(ByteSpan packet, PacketInfo& info) noexcept {
     case 6: return parse_v6(packet, info);
     default: return IpParseError::kBadVersion;
   }
+}
+
+std::uint16_t ipv4_header_checksum(ByteSpan hdr) noexcept {
+  std::uint32_t sum = 0;
+  for (std::size_t i = 0; i + 1 < hdr.size(); i += 2) {
+    if (i == 10) continue;  // the checksum field itself
+    sum += load_be16(hdr.data() + i);
+  }
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<std::uint16_t>(~sum);
+}
+
+std::size_t write_ip_header(std::uint8_t* out, const IpAddress& src, const IpAddress& dst, std::uint8_t proto,
+                            std::size_t payload_len, const IpHeaderFields& f) noexcept {
+  if (src.is_v4()) {
+    out[0] = 0x45;
+    out[1] = f.tos;
+    store_be16(out + 2, static_cast<std::uint16_t>(20 + payload_len));
+    store_be16(out + 4, f.id);
+    store_be16(out + 6, f.df ? 0x4000 : 0);
+    out[8] = f.ttl;
+    out[9] = proto;
+    store_be16(out + 10, 0);
+    std::memcpy(out + 12, src.bytes().data(), 4);
+    std::memcpy(out + 16, dst.bytes().data(), 4);
+    store_be16(out + 10, ipv4_header_checksum(ByteSpan(out, 20)));
+    return 20;
+  }
+  store_be32(out, 0x60000000u | (std::uint32_t{f.tos} << 20));
+  store_be16(out + 4, static_cast<std::uint16_t>(payload_len));
+  out[6] = proto;
+  out[7] = f.ttl;
+  std::memcpy(out + 8, src.bytes().data(), 16);
+  std::memcpy(out + 24, dst.bytes().data(), 16);
+  return 40;
 }
 
 }  // namespace ipsecgw::core

@@ -43,6 +43,16 @@ struct Prefix {
   [[nodiscard]] std::string to_string() const;
 };
 
+// A route into the TUN device; `src` is the source address the kernel gives
+// packets it sends there (transport-mode SAs: the SA's local address).
+struct Route {
+  Prefix dst;
+  std::optional<IpAddress> src;
+  bool operator==(const Route& o) const noexcept {
+    return dst.addr == o.dst.addr && dst.len == o.dst.len && src == o.src;
+  }
+};
+
 // An inclusive range of addresses of one family; a prefix is a special case.
 struct IpRange {
   IpAddress lo;
@@ -109,11 +119,29 @@ struct PacketInfo {
   std::uint16_t src_port = 0;
   std::uint16_t dst_port = 0;
   std::size_t total_len = 0;  // from the header; <= the buffer's size
+  std::size_t l4_off = 0;     // where the upper-layer header starts (after extension headers)
+  bool fragment = false;      // any fragment, the first one too
 };
 
 // Validates the IP header(s) of `packet` and fills `info`. Never reads past
 // the span; a total length larger than the span is an error, a smaller one
 // is allowed (trailing bytes, e.g. TFC padding, are not part of the packet).
 IpParseError parse_ip_packet(ByteSpan packet, PacketInfo& info) noexcept;
+
+// The IPv4 header checksum (RFC 791) of `hdr`, whose checksum field is
+// taken as zero.
+std::uint16_t ipv4_header_checksum(ByteSpan hdr) noexcept;
+
+// Writes an IP header (20 bytes IPv4 with its checksum, or 40 bytes IPv6)
+// for `payload_len` bytes of protocol `proto` from `src` to `dst`; returns
+// its length. `out` must have room for it.
+struct IpHeaderFields {
+  std::uint8_t tos = 0;  // IPv4 TOS / IPv6 traffic class
+  std::uint16_t id = 0;  // IPv4 only
+  bool df = false;       // IPv4 only
+  std::uint8_t ttl = 64;
+};
+std::size_t write_ip_header(std::uint8_t* out, const IpAddress& src, const IpAddress& dst, std::uint8_t proto,
+                            std::size_t payload_len, const IpHeaderFields& f = {}) noexcept;
 
 }  // namespace ipsecgw::core

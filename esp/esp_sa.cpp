@@ -115,11 +115,39 @@ bool peek_spi(ByteSpan esp, std::uint32_t& spi) noexcept {
 
 // ---------------------------------------------------------------- outbound
 
-std::unique_ptr<OutboundSa> OutboundSa::create(const core::SaParams& p, std::string& why) {
-  if (p.protocol != core::IpsecProtocol::kEsp || p.mode != core::SaMode::kTunnel) {
-    why = "only ESP in tunnel mode is implemented in the data plane";
-    return nullptr;
+namespace {
+bool supported(const core::SaParams& p, std::string& why) {
+  if (p.protocol != core::IpsecProtocol::kEsp) {
+    why = "only ESP is implemented in the data plane";
+    return false;
   }
+  if (p.mode == core::SaMode::kTransport && p.encap != core::Encap::kNone) {
+    why = "transport mode in UDP (RFC 3948 3.1.2) is not implemented yet";
+    return false;
+  }
+  return true;
+}
+
+// Transport mode (RFC 4303 3.1.1): the ESP header goes between the IP header
+// and the upper-layer protocol. The kernel writes the outer header from the
+// raw ESP socket, so the packet from the TUN device gives up its IP header
+// here, and `next_header` is what followed it. A transport SA carries only
+// whole packets (no fragments, RFC 4301 7) between its two addresses, and
+// no IPv6 extension headers (they would be lost with the header).
+Drop strip_for_transport(const core::SaParams& p, core::Packet& pkt, std::uint8_t& next_header) noexcept {
+  core::PacketInfo info;
+  if (core::parse_ip_packet(pkt.span(), info) != core::IpParseError::kNone) return Drop::kMalformed;
+  if (info.src != p.local_addr || info.dst != p.remote_addr) return Drop::kPolicyMismatch;
+  if (info.fragment || (info.family == core::Family::V6 && info.l4_off != 40)) return Drop::kMalformed;
+  next_header = info.proto;
+  pkt.off += info.l4_off;
+  pkt.len = info.total_len - info.l4_off;
+  return Drop::kNone;
+}
+}  // namespace
+
+std::unique_ptr<OutboundSa> OutboundSa::create(const core::SaParams& p, std::string& why) {
+  if (!supported(p, why)) return nullptr;
   std::unique_ptr<OutboundSa> sa(new OutboundSa());
   sa->state_ = std::make_shared<State>();
   auto& st = *sa->state_;
@@ -178,8 +206,13 @@ Drop OutboundSa::encapsulate_with(core::Packet& pkt, std::uint64_t seq, ByteSpan
     ctr.drop(Drop::kMalformed);
     return Drop::kMalformed;
   }
-  const std::uint8_t next_header = (pkt.data()[0] >> 4) == 6 ? core::ipproto::kIpv6
-                                                              : core::ipproto::kIpIp;
+  std::uint8_t next_header = (pkt.data()[0] >> 4) == 6 ? core::ipproto::kIpv6 : core::ipproto::kIpIp;
+  if (params_.mode == core::SaMode::kTransport) {
+    if (const Drop d = strip_for_transport(params_, pkt, next_header); d != Drop::kNone) {
+      ctr.drop(d);
+      return d;
+    }
+  }
   const std::size_t inner_len = pkt.len;
   const std::size_t block = core::block_len(t.enc.alg);
   const std::size_t pad = (block - (inner_len + 2) % block) % block;
@@ -210,10 +243,7 @@ Drop OutboundSa::encapsulate_with(core::Packet& pkt, std::uint64_t seq, ByteSpan
 // ----------------------------------------------------------------- inbound
 
 std::unique_ptr<InboundSa> InboundSa::create(const core::SaParams& p, std::string& why) {
-  if (p.protocol != core::IpsecProtocol::kEsp || p.mode != core::SaMode::kTunnel) {
-    why = "only ESP in tunnel mode is implemented in the data plane";
-    return nullptr;
-  }
+  if (!supported(p, why)) return nullptr;
   if (p.replay_window > core::kMaxReplayWindow) {
     why = "replay window larger than " + std::to_string(core::kMaxReplayWindow);
     return nullptr;
@@ -260,8 +290,23 @@ Drop InboundSa::open(core::Packet& pkt) noexcept {
   if (!replay_.update(seq)) return Drop::kReplay;
   if (next_header == core::ipproto::kNoNext) return Drop::kDummy;
 
-  // Inner header sanity: tunnel mode carries a whole IP packet.
   core::PacketInfo info;
+  if (params_.mode == core::SaMode::kTransport) {
+    // Transport mode: the IP header the kernel took off on receipt is built
+    // again in front of the payload (from the SA's addresses; the payload's
+    // own TCP/UDP checksum covers them), then the selectors are checked.
+    const std::size_t start = pkt.off + kEspHeaderLen + iv_len;
+    const std::size_t hl = params_.local_addr.is_v4() ? 20 : 40;
+    if (start < hl || inner_len + hl > 0xffff + (hl == 40 ? 40 : 0)) return Drop::kMalformed;
+    pkt.off = start - hl;
+    pkt.len = hl + inner_len;
+    core::write_ip_header(pkt.data(), params_.remote_addr, params_.local_addr, next_header, inner_len);
+    if (core::parse_ip_packet(pkt.span(), info) != core::IpParseError::kNone) return Drop::kMalformed;
+    if (!params_.selectors.matches_inbound(info)) return Drop::kPolicyMismatch;
+    counters_.in.add(inner_len);
+    return Drop::kNone;
+  }
+  // Inner header sanity: tunnel mode carries a whole IP packet.
   if (next_header != core::ipproto::kIpIp && next_header != core::ipproto::kIpv6) {
     return Drop::kMalformed;
   }

@@ -1,5 +1,8 @@
-// ESP Security Associations (RFC 4303), tunnel mode: encapsulation of inner
-// IPv4/IPv6 packets and decapsulation with every check, in place.
+// ESP Security Associations (RFC 4303), tunnel and transport mode:
+// encapsulation of inner IPv4/IPv6 packets and decapsulation with every
+// check, in place. In transport mode the packet from the TUN device gives
+// up its IP header (the kernel writes the outer one) and decapsulation
+// builds it again from the SA's addresses.
 //
 // Outbound pipeline (encapsulate): sequence number (atomic, no wrap on a
 // non-ESN SA), IV (the sequence number for counter modes, an encrypted

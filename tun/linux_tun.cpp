@@ -122,6 +122,19 @@ bool link_ioctl(const std::string& dev, unsigned long req, ifreq& ifr, std::stri
 }
 }  // namespace
 
+namespace {
+// ip route ACTION DST dev DEV table T [src SRC]
+std::vector<std::string> route_args(const char* action, const core::Route& r, const std::string& dev,
+                                    const std::string& table) {
+  std::vector<std::string> a{"route", action, r.dst.to_string(), "dev", dev, "table", table};
+  if (r.src) {
+    a.push_back("src");
+    a.push_back(r.src->to_string());
+  }
+  return a;
+}
+}  // namespace
+
 bool LinkSetup::apply(std::string& err) {
   ifreq ifr{};
   ifr.ifr_mtu = o_.mtu;
@@ -146,31 +159,29 @@ bool LinkSetup::apply(std::string& err) {
   }
   rules_added_ = true;
   for (const auto& r : o_.routes) {
-    if (!run_ip({"route", "replace", r.to_string(), "dev", o_.dev, "table", table}, err)) {
-      return false;
-    }
+    if (!run_ip(route_args("replace", r, o_.dev, table), err)) return false;
     routes_added_.push_back(r);
   }
   return true;
 }
 
-bool LinkSetup::set_routes(const std::vector<core::Prefix>& routes, std::string& err) {
+bool LinkSetup::set_routes(const std::vector<core::Route>& routes, std::string& err) {
   const std::string table = std::to_string(o_.table);
-  auto same = [](const core::Prefix& a, const core::Prefix& b) { return a.addr == b.addr && a.len == b.len; };
+  auto same = [](const core::Route& a, const core::Route& b) { return a == b; };
   bool ok = true;
   for (auto it = routes_added_.begin(); it != routes_added_.end();) {
-    if (std::none_of(routes.begin(), routes.end(), [&](const core::Prefix& r) { return same(r, *it); })) {
+    if (std::none_of(routes.begin(), routes.end(), [&](const core::Route& r) { return same(r, *it); })) {
       std::string ignored;
-      run_ip({"route", "del", it->to_string(), "dev", o_.dev, "table", table}, ignored, true);
+      run_ip({"route", "del", it->dst.to_string(), "dev", o_.dev, "table", table}, ignored, true);
       it = routes_added_.erase(it);
     } else {
       ++it;
     }
   }
   for (const auto& r : routes) {
-    if (std::any_of(routes_added_.begin(), routes_added_.end(), [&](const core::Prefix& x) { return same(r, x); }))
+    if (std::any_of(routes_added_.begin(), routes_added_.end(), [&](const core::Route& x) { return same(r, x); }))
       continue;
-    if (!run_ip({"route", "replace", r.to_string(), "dev", o_.dev, "table", table}, err)) {
+    if (!run_ip(route_args("replace", r, o_.dev, table), err)) {
       ok = false;
       continue;
     }
@@ -183,7 +194,7 @@ void LinkSetup::cleanup() {
   std::string ignored;
   const std::string table = std::to_string(o_.table);
   for (const auto& r : routes_added_) {
-    run_ip({"route", "del", r.to_string(), "dev", o_.dev, "table", table}, ignored, true);
+    run_ip({"route", "del", r.dst.to_string(), "dev", o_.dev, "table", table}, ignored, true);
   }
   routes_added_.clear();
   if (rules_added_) {

@@ -43,7 +43,7 @@ class LinkSetup {
     std::string dev;
     int mtu = 1400;
     std::vector<std::string> addresses;  // "10.1.0.1/24"
-    std::vector<core::Prefix> routes;
+    std::vector<core::Route> routes;
     std::uint32_t table = 4500;
     std::uint32_t fwmark = 0x4500;
     std::uint32_t rule_priority = 10000;
@@ -57,12 +57,12 @@ class LinkSetup {
   void cleanup();
   // Makes the routes via the device exactly `routes` (reload): adds the new
   // ones, removes those no longer wanted.
-  bool set_routes(const std::vector<core::Prefix>& routes, std::string& err);
+  bool set_routes(const std::vector<core::Route>& routes, std::string& err);
 
  private:
   Options o_;
   bool rules_added_ = false;
-  std::vector<core::Prefix> routes_added_;
+  std::vector<core::Route> routes_added_;
 };
 
 // Runs `ip ARGS...` (iproute2) without a shell; false and a message on failure.

@@ -86,7 +86,8 @@ TEST_CASE("configuration errors name the JSON path and the problem", "[config]")
   CHECK(has_error(r, "$.manual.lan.replay_window", "between"));
   CHECK(has_error(r, "$.manual.lan.out.spi", "reserved"));
   CHECK(has_error(r, "$.manual.lan.in.spi", "not a number"));
-  CHECK(has_error(r, "$.manual.two.mode", "transport mode is not implemented"));
+  CHECK(has_error(r, "$.manual.two.local_ts", "protects only traffic of its own addresses"));
+  CHECK(has_error(r, "$.manual.two.remote_ts", "'10.3.0.0/24' is not 198.51.100.3"));
   CHECK(has_error(r, "$.manual.two.in.key", "is not hex"));
   CHECK(has_error(r, "$.policies[0].sa", "no manual SA"));
   CHECK(has_error(r, "$.policies[0].proto", "ports need a protocol"));
@@ -356,4 +357,44 @@ TEST_CASE("a JSON syntax error says where, never what: the text may be a secret"
   auto r = config::parse_config("{\n  \"tun\": {\n    \"name\": \"x\",,\n  }\n}");
   REQUIRE(r.errors.size() == 1);
   CHECK(r.errors[0].message.find("line 3") != std::string::npos);
+}
+
+TEST_CASE("a transport-mode manual SA protects its two addresses, routed from its own", "[config][transport]") {
+  auto r = config::parse_config(R"({ "manual": {
+    "host": { "local_addr": "198.51.100.1", "remote_addr": "198.51.100.2", "mode": "transport",
+              "esp": "aes128gcm16",
+              "out": { "spi": 4097, "key": "000102030405060708090a0b0c0d0e0f10111213" },
+              "in":  { "spi": 4098, "key": "000102030405060708090a0b0c0d0e0f10111214" } },
+    "lan": { "local_addr": "198.51.100.1", "remote_addr": "198.51.100.3",
+             "local_ts": ["10.1.0.0/24"], "remote_ts": ["10.3.0.0/24"], "esp": "aes128gcm16",
+             "out": { "spi": 4099, "key": "000102030405060708090a0b0c0d0e0f10111213" },
+             "in":  { "spi": 4100, "key": "000102030405060708090a0b0c0d0e0f10111214" } } } })");
+  INFO(dump(r));
+  REQUIRE(r.config);
+  const auto& host = r.config->manual[0].name == "host" ? r.config->manual[0] : r.config->manual[1];
+  CHECK(host.mode == core::SaMode::kTransport);
+  CHECK(host.selectors.to_string() == "198.51.100.1 <-> 198.51.100.2");
+  const auto routes = config::protected_routes(*r.config);
+  REQUIRE(routes.size() == 2);
+  bool saw_host = false;
+  for (const auto& rt : routes) {
+    if (rt.dst.to_string() == "198.51.100.2/32") {
+      saw_host = true;
+      REQUIRE(rt.src);
+      CHECK(rt.src->to_string() == "198.51.100.1");
+    } else {
+      CHECK(rt.dst.to_string() == "10.3.0.0/24");
+      CHECK_FALSE(rt.src);
+    }
+  }
+  CHECK(saw_host);
+  CHECK(config::explain(*r.config).find("host: ESP transport 198.51.100.1 <-> 198.51.100.2") != std::string::npos);
+
+  auto u = config::parse_config(R"({ "manual": {
+    "host": { "local_addr": "198.51.100.1", "remote_addr": "198.51.100.2", "mode": "transport",
+              "esp": "aes128gcm16", "encap": "udp",
+              "out": { "spi": 4097, "key": "000102030405060708090a0b0c0d0e0f10111213" },
+              "in":  { "spi": 4098, "key": "000102030405060708090a0b0c0d0e0f10111214" } } } })");
+  CHECK_FALSE(u.config);
+  CHECK(has_error(u, "$.manual.host.encap", "RFC 3948"));
 }

@@ -233,6 +233,128 @@ TEST_CASE("ESP SA creation refuses wrong key lengths and unsupported modes", "[e
   CHECK_FALSE(esp::OutboundSa::create(p, why));
   CHECK(why.find("36 bytes") != std::string::npos);
   auto q = make_sa("aes256gcm16");
-  q.mode = core::SaMode::kTransport;
+  q.protocol = core::IpsecProtocol::kAh;
   CHECK_FALSE(esp::InboundSa::create(q, why));
+  auto u = make_sa("aes256gcm16");
+  u.mode = core::SaMode::kTransport;
+  u.encap = core::Encap::kUdp;
+  CHECK_FALSE(esp::OutboundSa::create(u, why));
+  CHECK(why.find("RFC 3948") != std::string::npos);
+}
+
+namespace {
+// Transport mode between 198.51.100.1 (here) and 198.51.100.2 (the peer),
+// or 2001:db8::1 and ::2: this side's outbound SA and the peer's inbound one.
+struct TransportPair {
+  std::unique_ptr<esp::OutboundSa> out;
+  std::unique_ptr<esp::InboundSa> peer_in;
+};
+TransportPair transport_pair(const std::string& esp, bool v6) {
+  auto p = make_sa(esp);
+  p.mode = core::SaMode::kTransport;
+  if (v6) {
+    p.local_addr = *core::IpAddress::parse("2001:db8::1");
+    p.remote_addr = *core::IpAddress::parse("2001:db8::2");
+  }
+  p.selectors.local = {core::IpRange{p.local_addr, p.local_addr}};
+  p.selectors.remote = {core::IpRange{p.remote_addr, p.remote_addr}};
+  auto q = make_sa(esp);
+  q.mode = core::SaMode::kTransport;
+  q.local_addr = p.remote_addr;
+  q.remote_addr = p.local_addr;
+  q.selectors.local = p.selectors.remote;
+  q.selectors.remote = p.selectors.local;
+  std::string why;
+  TransportPair r{esp::OutboundSa::create(p, why), esp::InboundSa::create(q, why)};
+  INFO(why);
+  REQUIRE(r.out);
+  REQUIRE(r.peer_in);
+  return r;
+}
+// A UDP datagram with its checksum from `src` to `dst`, as the kernel would
+// write it (TTL/hop limit 64, no DF, ID 0, TOS 0): what transport-mode
+// decapsulation must give back byte for byte.
+core::Bytes udp_packet(const core::IpAddress& src, const core::IpAddress& dst, std::size_t payload) {
+  core::Bytes udp(8 + payload);
+  core::store_be16(udp.data(), 40000);
+  core::store_be16(udp.data() + 2, 1701);
+  core::store_be16(udp.data() + 4, static_cast<std::uint16_t>(udp.size()));
+  for (std::size_t i = 0; i < payload; ++i) udp[8 + i] = static_cast<std::uint8_t>(i * 13);
+  std::uint32_t sum = 17 + static_cast<std::uint32_t>(udp.size());  // pseudo-header
+  auto add = [&](core::ByteSpan b) {
+    for (std::size_t i = 0; i < b.size(); i += 2) sum += (b[i] << 8) | (i + 1 < b.size() ? b[i + 1] : 0);
+  };
+  add(src.bytes());
+  add(dst.bytes());
+  add(udp);
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  core::store_be16(udp.data() + 6, static_cast<std::uint16_t>(~sum));
+  core::Bytes pkt(src.is_v4() ? 20 : 40);
+  core::write_ip_header(pkt.data(), src, dst, 17, udp.size());
+  pkt.insert(pkt.end(), udp.begin(), udp.end());
+  return pkt;
+}
+}  // namespace
+
+TEST_CASE("ESP transport mode: the IP header leaves, and comes back built from the SA's addresses",
+          "[esp][transport]") {
+  for (const char* alg : {"aes128gcm16", "aes128-sha256", "chacha20poly1305", "null-sha256"}) {
+    for (bool v6 : {false, true}) {
+      INFO(alg << (v6 ? " IPv6" : " IPv4"));
+      auto tp = transport_pair(alg, v6);
+      const auto& a = tp.out->params();
+      const auto original = udp_packet(a.local_addr, a.remote_addr, 333);
+      core::Packet pkt;
+      pkt.assign(original);
+      REQUIRE(tp.out->encapsulate(pkt) == Drop::kNone);
+      // No IP header inside: the ESP payload is the UDP datagram, next header 17.
+      if (std::string(alg) == "null-sha256") {
+        const std::size_t hl = v6 ? 40 : 20;
+        CHECK(core::Bytes(pkt.data() + 8, pkt.data() + 8 + original.size() - hl) ==
+              core::Bytes(original.begin() + static_cast<std::ptrdiff_t>(hl), original.end()));
+        const std::size_t icv = 16;
+        CHECK(pkt.data()[pkt.len - icv - 1] == 17);
+      }
+      CHECK(pkt.len < original.size() + 40);
+      REQUIRE(tp.peer_in->decapsulate(pkt) == Drop::kNone);
+      CHECK(core::Bytes(pkt.span().begin(), pkt.span().end()) == original);
+      core::PacketInfo info;
+      REQUIRE(core::parse_ip_packet(pkt.span(), info) == core::IpParseError::kNone);
+      CHECK(info.dst_port == 1701);
+      if (!v6) CHECK(core::ipv4_header_checksum(pkt.span().first(20)) == core::load_be16(pkt.data() + 10));
+    }
+  }
+}
+
+TEST_CASE("ESP transport mode carries only whole packets between its own two addresses",
+          "[esp][transport]") {
+  auto tp = transport_pair("aes128gcm16", false);
+  const auto& a = tp.out->params();
+  core::Packet pkt;
+  // Another source address: not this SA's traffic.
+  pkt.assign(udp_packet(*core::IpAddress::parse("198.51.100.9"), a.remote_addr, 10));
+  CHECK(tp.out->encapsulate(pkt) == Drop::kPolicyMismatch);
+  // A fragment (MF set): transport SAs carry none (RFC 4301 7).
+  auto frag = udp_packet(a.local_addr, a.remote_addr, 10);
+  frag[6] = 0x20;
+  core::store_be16(frag.data() + 10, core::ipv4_header_checksum(core::ByteSpan(frag).first(20)));
+  pkt.assign(frag);
+  CHECK(tp.out->encapsulate(pkt) == Drop::kMalformed);
+  // An IPv6 packet with a destination options header would lose it.
+  auto tp6 = transport_pair("aes128gcm16", true);
+  auto v6 = udp_packet(tp6.out->params().local_addr, tp6.out->params().remote_addr, 10);
+  v6[6] = 60;  // next header: destination options, then UDP
+  const std::uint8_t dstopts[8] = {17, 0, 1, 4, 0, 0, 0, 0};  // PadN
+  v6.insert(v6.begin() + 40, dstopts, dstopts + 8);
+  core::store_be16(v6.data() + 4, static_cast<std::uint16_t>(v6.size() - 40));
+  pkt.assign(v6);
+  CHECK(tp6.out->encapsulate(pkt) == Drop::kMalformed);
+  CHECK(tp.out->counters().dropped(Drop::kPolicyMismatch) == 1);
+  CHECK(tp.out->counters().dropped(Drop::kMalformed) == 1);
+  CHECK(tp6.out->counters().dropped(Drop::kMalformed) == 1);
+  // Inbound: a payload the selectors refuse (another port is fine, another
+  // protocol too; a narrower selector would refuse them).
+  pkt.assign(udp_packet(a.local_addr, a.remote_addr, 10));
+  REQUIRE(tp.out->encapsulate(pkt) == Drop::kNone);
+  CHECK(tp.peer_in->decapsulate(pkt) == Drop::kNone);
 }
