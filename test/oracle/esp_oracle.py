@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from scapy.all import IP, IPv6, UDP, ICMP, Raw, AsyncSniffer, send, conf
+from scapy.all import IP, IPv6, TCP, UDP, ICMP, Raw, AsyncSniffer, send, conf
 from scapy.layers.ipsec import ESP, SecurityAssociation
 
 conf.verb = 0
@@ -60,9 +60,11 @@ ALGS = {
 }
 
 
-def scapy_sa(alg, spi, key, outer_v6, esn=False, esn_hi=0, seq=1, natt=False):
+def scapy_sa(alg, spi, key, outer_v6, esn=False, esn_hi=0, seq=1, natt=False, transport=False):
     crypt, auth, enc_len, integ_len = ALGS[alg]
-    if outer_v6:
+    if transport:
+        tunnel = None
+    elif outer_v6:
         tunnel = IPv6(src="2001:db8::2", dst="2001:db8::1")
     else:
         tunnel = IP(src="198.51.100.2", dst="198.51.100.1")
@@ -150,6 +152,59 @@ def offline(tool):
                 res = esp_tool(tool, {"op": "decap", "esp": name, "spi": 0x2002,
                                       "key": key.hex(), "packets": [bytes(bad).hex()]})
                 check(res["drops"][0] == "auth_failed", f"{name} {fam}: flipped bit refused")
+
+
+def checksums_ok(pkt):
+    """True when the IPv4 header checksum (if any) and the UDP/TCP checksum
+    of `pkt` are what scapy computes for it."""
+    cls = pkt.__class__
+    again = pkt.copy()
+    if IP in again:
+        del again[IP].chksum
+    l4 = UDP if UDP in again else TCP
+    del again[l4].chksum
+    again = cls(bytes(again))
+    return (IP not in pkt or again[IP].chksum == pkt[IP].chksum) and again[l4].chksum == pkt[l4].chksum
+
+
+def offline_transport(tool):
+    """ESP transport mode (RFC 4303 3.1.1): no inner IP header; ipsecgw builds
+    the header again on decapsulation, and the UDP checksum must still hold."""
+    for alg in ALGS:
+        enc_len, integ_len = ALGS[alg][2], ALGS[alg][3]
+        key = os.urandom(enc_len + integ_len)
+        for fam, (here, there) in (("v4", ("198.51.100.1", "198.51.100.2")),
+                                   ("v6", ("2001:db8::1", "2001:db8::2"))):
+            L3 = IPv6 if fam == "v6" else IP
+            tr = {"mode": "transport", "local": here, "remote": there}
+            # ipsecgw -> scapy
+            out = L3(bytes(L3(src=here, dst=there) / UDP(sport=40000, dport=1701) / Raw(b"l2tp?" * 9)))
+            res = esp_tool(tool, dict(tr, op="encap", esp=alg, spi=0x3001, key=key.hex(), seq=3,
+                                      packets=[bytes(out).hex()]))
+            ok = False
+            if res["drops"][0] == "none":
+                esp_bytes = bytes.fromhex(res["packets"][0])
+                hdr = IPv6(src=here, dst=there, nh=50) if fam == "v6" else IP(src=here, dst=there, proto=50)
+                sa = scapy_sa(alg, 0x3001, key, fam == "v6", seq=3, transport=True)
+                try:
+                    dec = sa.decrypt(L3(bytes(hdr / Raw(esp_bytes))))
+                    ok = UDP in dec and bytes(dec[UDP]) == bytes(out[UDP])
+                except Exception as e:
+                    print("  scapy:", e)
+            check(ok, f"{alg} transport {fam}: scapy decrypts ipsecgw's packet ({res['drops'][0]})")
+            # scapy -> ipsecgw
+            sa2 = scapy_sa(alg, 0x3002, key, fam == "v6", seq=4, transport=True)
+            inp = L3(bytes(L3(src=there, dst=here) / UDP(sport=1701, dport=40000) / Raw(b"from-peer" * 5)))
+            esp_only = bytes(sa2.encrypt(inp)[ESP])
+            res = esp_tool(tool, dict(tr, op="decap", esp=alg, spi=0x3002, key=key.hex(),
+                                      packets=[esp_only.hex()]))
+            ok = False
+            if res["drops"][0] == "none":
+                got = L3(bytes.fromhex(res["packets"][0]))
+                ok = (got.src == there and got.dst == here and UDP in got and
+                      bytes(got[UDP]) == bytes(inp[UDP]) and checksums_ok(got))
+            check(ok, f"{alg} transport {fam}: ipsecgw decrypts scapy's packet, header and checksums "
+                      f"rebuilt ({res['drops'][0]})")
 
 
 # Part 2 ---------------------------------------------------------------------
@@ -243,12 +298,71 @@ def wire(keys_file, gw_ns, peer_if):
               f"wire {name} ({alg}): ipsecgw decrypted scapy's packet ({out!r})")
 
 
+WIRE_TRANSPORT = [
+    # name, alg, here (the gateway), there (scapy)
+    ("v4tr", "aes128gcm16", "198.51.100.1", "198.51.100.2"),
+    ("v6tr", "aes128-sha256", "2001:db8::1", "2001:db8::2"),
+]
+
+
+def wire_transport(keys_file, gw_ns, peer_if):
+    """Transport-mode SAs between the gateway's own address and scapy's: a
+    socket on the gateway host talks to the peer's address itself."""
+    keys = json.load(open(keys_file))
+    for name, alg, here, there in WIRE_TRANSPORT:
+        k = keys[name]
+        v6 = ":" in here
+        L3 = IPv6 if v6 else IP
+        fam = "AF_INET6" if v6 else "AF_INET"
+        payload = f"to-peer-{name}".encode()
+        sniffer = AsyncSniffer(iface=peer_if, store=True, lfilter=lambda p: ESP in p or UDP in p)
+        sniffer.start()
+        time.sleep(0.3)
+        gw_exec(gw_ns, f"import socket; s=socket.socket(socket.{fam}, socket.SOCK_DGRAM); "
+                       f"s.sendto({payload!r}, ('{there}', 1701))")
+        time.sleep(0.5)
+        caught = sniffer.stop()
+        rx_sa = scapy_sa(alg, int(k["out_spi"], 16), bytes.fromhex(k["out"]), v6, transport=True)
+        found = clear = False
+        for p in caught:
+            if UDP in p and bytes(p[UDP].payload) == payload:
+                clear = True  # the datagram left unprotected
+            if ESP not in p or p[ESP].spi != int(k["out_spi"], 16):
+                continue
+            try:
+                inner = rx_sa.decrypt(p[L3])
+            except Exception as e:
+                print("  scapy:", e)
+                continue
+            found = found or (inner.src == here and UDP in inner and inner[UDP].dport == 1701 and
+                              bytes(inner[UDP].payload) == payload and checksums_ok(inner))
+        check(found and not clear, f"wire {name} ({alg}, transport): the host's own datagram to {there} left "
+                                   f"only in ESP, scapy decrypted it")
+        listener = gw_exec(gw_ns, f"import socket; s=socket.socket(socket.{fam}, socket.SOCK_DGRAM); "
+                                  f"s.bind(('{here}', 7777)); s.settimeout(5); "
+                                  f"d, a = s.recvfrom(2000); print(d.decode(), a[0], flush=True)", background=True)
+        time.sleep(0.4)
+        tx_sa = scapy_sa(alg, int(k["in_spi"], 16), bytes.fromhex(k["in"]), v6, transport=True)
+        send(tx_sa.encrypt(L3(bytes(L3(src=there, dst=here) / UDP(sport=1701, dport=7777) /
+                                    Raw(f"from-peer-{name}".encode())))))
+        try:
+            out, _ = listener.communicate(timeout=8)
+        except subprocess.TimeoutExpired:
+            listener.kill()
+            out = b""
+        check(out.decode().split() == [f"from-peer-{name}", there],
+              f"wire {name} ({alg}, transport): the gateway host's socket got scapy's datagram from {there} "
+              f"({out!r})")
+
+
 def main():
     mode = sys.argv[1]
     if mode == "offline":
         offline(sys.argv[2])
+        offline_transport(sys.argv[2])
     else:
         wire(sys.argv[2], sys.argv[3], sys.argv[4])
+        wire_transport(sys.argv[2], sys.argv[3], sys.argv[4])
     print(f"{PASSED} passed, {FAILED} failed")
     sys.exit(1 if FAILED else 0)
 

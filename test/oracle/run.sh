@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The scapy oracle test: offline matrix through esp_tool, then a running
 # ipsecgw in a namespace against scapy in another, over raw ESP and UDP 4500,
-# IPv4 and IPv6 outer. Needs root and Debian's python3-scapy.
+# IPv4 and IPv6 outer, tunnel and transport mode. Needs root and Debian's python3-scapy.
 set -euo pipefail
 IPSECGW=${1:?usage: run.sh path/to/ipsecgw}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -48,6 +48,8 @@ K[v4raw_o]=$(key 36); K[v4raw_i]=$(key 36)
 K[v4udp_o]=$(key 36); K[v4udp_i]=$(key 36)
 K[v6raw_o]=$(key 48); K[v6raw_i]=$(key 48)
 K[v6udp_o]=$(key 52); K[v6udp_i]=$(key 52)
+K[v4tr_o]=$(key 20); K[v4tr_i]=$(key 20)
+K[v6tr_o]=$(key 48); K[v6tr_i]=$(key 48)
 sa() {  # name esp local remote local_ts remote_ts encap out_spi in_spi
   cat <<JSON
     "$1": { "local_addr": "$3", "remote_addr": "$4", "local_ts": ["$5"], "remote_ts": ["$6"],
@@ -62,14 +64,20 @@ cat > "$WORK/gw.json" <<JSON
 $(sa v4raw aes256gcm16 198.51.100.1 198.51.100.2 10.1.0.0/24 10.2.1.0/24 none 0x1101 0x2101),
 $(sa v4udp chacha20poly1305 198.51.100.1 198.51.100.2 10.1.0.0/24 10.2.2.0/24 udp 0x1102 0x2102),
 $(sa v6raw aes128-sha256 2001:db8::1 2001:db8::2 fd01::/64 fd02:3::/64 none 0x1103 0x2103),
-$(sa v6udp aes128ctr-sha256 2001:db8::1 2001:db8::2 fd01::/64 fd02:4::/64 udp 0x1104 0x2104)
+$(sa v6udp aes128ctr-sha256 2001:db8::1 2001:db8::2 fd01::/64 fd02:4::/64 udp 0x1104 0x2104),
+    "v4tr": { "local_addr": "198.51.100.1", "remote_addr": "198.51.100.2", "mode": "transport",
+              "esp": "aes128gcm16", "out": { "spi": "0x1105", "key": "${K[v4tr_o]}" }, "in": { "spi": "0x2105", "key": "${K[v4tr_i]}" } },
+    "v6tr": { "local_addr": "2001:db8::1", "remote_addr": "2001:db8::2", "mode": "transport",
+              "esp": "aes128-sha256", "out": { "spi": "0x1106", "key": "${K[v6tr_o]}" }, "in": { "spi": "0x2106", "key": "${K[v6tr_i]}" } }
   } }
 JSON
 cat > "$WORK/keys.json" <<JSON
 { "v4raw": {"out": "${K[v4raw_o]}", "in": "${K[v4raw_i]}", "out_spi": "0x1101", "in_spi": "0x2101"},
   "v4udp": {"out": "${K[v4udp_o]}", "in": "${K[v4udp_i]}", "out_spi": "0x1102", "in_spi": "0x2102"},
   "v6raw": {"out": "${K[v6raw_o]}", "in": "${K[v6raw_i]}", "out_spi": "0x1103", "in_spi": "0x2103"},
-  "v6udp": {"out": "${K[v6udp_o]}", "in": "${K[v6udp_i]}", "out_spi": "0x1104", "in_spi": "0x2104"} }
+  "v6udp": {"out": "${K[v6udp_o]}", "in": "${K[v6udp_i]}", "out_spi": "0x1104", "in_spi": "0x2104"},
+  "v4tr": {"out": "${K[v4tr_o]}", "in": "${K[v4tr_i]}", "out_spi": "0x1105", "in_spi": "0x2105"},
+  "v6tr": {"out": "${K[v6tr_o]}", "in": "${K[v6tr_i]}", "out_spi": "0x1106", "in_spi": "0x2106"} }
 JSON
 "$IPSECGW" check -c "$WORK/gw.json" >/dev/null
 ip netns exec "$NS-gw" "$IPSECGW" run -c "$WORK/gw.json" --stats-file "$WORK/stats.json" > "$WORK/gw.log" 2>&1 &

@@ -2,7 +2,10 @@
 // oracle tests (scapy checks what ipsecgw writes and writes what ipsecgw
 // must read). Reads one JSON request on stdin, writes one JSON answer:
 //   {"op":"encap"|"decap", "esp":"aes128-sha256", "spi":4097, "key":"hex",
-//    "seq":1, "packets":["hex", ...]}
+//    "seq":1, "packets":["hex", ...],
+//    optional: "mode":"transport", "local":"198.51.100.1", "remote":"198.51.100.2"}
+// In transport mode encap takes whole IP packets from local to remote and
+// decap gives back whole IP packets from remote to local.
 //   -> {"packets":["hex", ...], "drops":["none"|reason, ...]}
 #include <iostream>
 #include <iterator>
@@ -27,6 +30,14 @@ int main() {
     p.selectors.local = {core::IpRange::any(core::Family::V4), core::IpRange::any(core::Family::V6)};
     p.selectors.remote = p.selectors.local;
     p.replay_window = req.value("replay_window", 64u);
+    if (req.value("mode", std::string("tunnel")) == "transport") p.mode = core::SaMode::kTransport;
+    auto addr = [&](const char* key, const char* dflt) {
+      auto a = core::IpAddress::parse(req.value(key, std::string(dflt)));
+      if (!a) throw std::runtime_error(std::string(key) + " is not an address");
+      return *a;
+    };
+    p.local_addr = addr("local", "198.51.100.1");
+    p.remote_addr = addr("remote", "198.51.100.2");
     p.out.spi = p.in.spi = req.at("spi").get<std::uint32_t>();
     auto key = core::from_hex(req.at("key").get<std::string>());
     if (!key) throw std::runtime_error("key is not hex");
