@@ -121,8 +121,7 @@ bool Gateway::setup(std::string& err) {
   bypass_ = tun::BypassSocket::open(cfg_.tun.fwmark, err);
   if (!bypass_) return false;
   for (auto& sa : cfg_.manual) {
-    const auto kind = sa.encap == core::Encap::kUdp ? tun::EspSocket::Kind::kUdp
-                                                    : tun::EspSocket::Kind::kRaw;
+    const auto kind = socket_kind(sa);
     if (!socket_for(sa)) {
       auto s = tun::EspSocket::open(kind, sa.local_addr, cfg_.udp_encap.port, cfg_.tun.fwmark, err);
       if (!s) return false;
@@ -188,9 +187,15 @@ bool Gateway::setup(std::string& err) {
   return true;
 }
 
+// AH: raw protocol 51 with the IP header included (the ICV covers it); ESP:
+// UDP 4500 or raw protocol 50.
+tun::EspSocket::Kind Gateway::socket_kind(const core::SaParams& p) {
+  if (p.protocol == core::IpsecProtocol::kAh) return tun::EspSocket::Kind::kAh;
+  return p.encap == core::Encap::kUdp ? tun::EspSocket::Kind::kUdp : tun::EspSocket::Kind::kRaw;
+}
+
 tun::EspSocket* Gateway::socket_for(const core::SaParams& p) const {
-  const auto kind = p.encap == core::Encap::kUdp ? tun::EspSocket::Kind::kUdp
-                                                 : tun::EspSocket::Kind::kRaw;
+  const auto kind = socket_kind(p);
   for (const auto& s : sockets_) {
     if (s->kind() == kind && s->local() == p.local_addr) return s.get();
   }
@@ -550,7 +555,9 @@ void Gateway::rx_loop() {
             continue;
           }
         }
-        if (dp_->process_inbound(*snap, *p) == core::Drop::kNone) to_tun.push_back(p);
+        const core::Drop d = sock.kind() == tun::EspSocket::Kind::kAh ? dp_->process_inbound_ah(*snap, *p)
+                                                                      : dp_->process_inbound(*snap, *p);
+        if (d == core::Drop::kNone) to_tun.push_back(p);
       }
       if (!to_tun.empty()) {
         const std::size_t w = tun_[0]->write_batch(to_tun);
@@ -574,7 +581,12 @@ nlohmann::json Gateway::stats() {
     s["name"] = p.name;
     s["spi_out"] = core::spi_hex(p.out.spi);
     s["spi_in"] = core::spi_hex(p.in.spi);
-    s["esp"] = p.transform.name();
+    if (p.protocol == core::IpsecProtocol::kAh) {
+      s["ah"] = p.ah.name();
+    } else {
+      s["esp"] = p.transform.name();
+    }
+    s["mode"] = p.mode == core::SaMode::kTunnel ? "tunnel" : "transport";
     s["encap"] = p.encap == core::Encap::kUdp ? "udp" : "none";
     s["local_addr"] = p.local_addr.to_string();
     s["remote_addr"] = p.remote_addr.to_string();
@@ -888,7 +900,7 @@ nlohmann::json Gateway::control_sa() {
     s["spi_out"] = core::spi_hex(p.out.spi);
     s["mode"] = p.mode == core::SaMode::kTunnel ? "tunnel" : "transport";
     s["protocol"] = p.protocol == core::IpsecProtocol::kEsp ? "esp" : "ah";
-    s["algorithms"] = p.transform.name();
+    s["algorithms"] = p.protocol == core::IpsecProtocol::kAh ? p.ah.name() : p.transform.name();
     s["encap"] = p.encap == core::Encap::kUdp ? "udp" : "none";
     s["local_addr"] = p.local_addr.to_string();
     s["remote_addr"] = p.remote_addr.to_string();

@@ -80,6 +80,7 @@ class Gateway {
   void tx_loop();
   void rx_loop();
   tun::EspSocket* socket_for(const core::SaParams& p) const;
+  static tun::EspSocket::Kind socket_kind(const core::SaParams& p);
   void write_stats();
   nlohmann::json control_status();
   nlohmann::json control_sa();

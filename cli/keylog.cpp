@@ -81,6 +81,7 @@ void KeyLog::append(const std::string& path, const std::string& lines) {
 
 void KeyLog::esp(const core::SaParams& p) {
   if (esp_.empty()) return;
+  if (p.protocol != core::IpsecProtocol::kEsp) return;  // AH is read without keys
   const char* enc = esp_enc_name(p.transform.enc);
   if (!enc) {
     core::log::info("keylog", "SA ", p.name, ": ", p.transform.name(), " is not decryptable by Wireshark 4.0; not logged");

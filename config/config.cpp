@@ -174,8 +174,22 @@ std::optional<std::uint32_t> parse_spi(Walker& w, const json& obj, const std::st
   return static_cast<std::uint32_t>(v);
 }
 
+// What a direction's key must be: its length and how to explain it; no
+// length when the algorithm itself was wrong (reported already).
+struct KeySpec {
+  std::optional<std::size_t> len;
+  std::string explain;
+};
+KeySpec esp_key_spec(const std::optional<core::EspTransform>& t) {
+  if (!t) return {};
+  return {t->keymat_len(), t->name() + " (" + std::to_string(t->enc.key_bytes) + " key" +
+                               (core::salt_len(t->enc.alg) ? " + 4 salt" : "") +
+                               (t->aead() ? "" : " + " + std::to_string(core::integ_key_len(t->integ)) +
+                                                     " integrity key") + ")"};
+}
+
 bool parse_direction(Walker& w, const json& sa, const std::string& path, const char* key,
-                     const std::optional<core::EspTransform>& t, core::SaDirection& out) {
+                     const KeySpec& want, core::SaDirection& out) {
   auto it = sa.find(key);
   const std::string p = path + "." + key;
   if (it == sa.end()) {
@@ -195,13 +209,9 @@ bool parse_direction(Walker& w, const json& sa, const std::string& path, const c
   }
   core::SecureBytes secure(*raw);
   core::secure_wipe(raw->data(), raw->size());
-  if (t && secure.size() != t->keymat_len()) {
-    w.error(p + ".key", "must be " + std::to_string(t->keymat_len()) + " bytes for " + t->name() +
-                            " (" + std::to_string(t->enc.key_bytes) + " key" +
-                            (core::salt_len(t->enc.alg) ? " + 4 salt" : "") +
-                            (t->aead() ? "" : " + " + std::to_string(core::integ_key_len(t->integ)) +
-                                                  " integrity key") +
-                            "), got " + std::to_string(secure.size()));
+  if (want.len && secure.size() != *want.len) {
+    w.error(p + ".key", "must be " + std::to_string(*want.len) + " bytes for " + want.explain + ", got " +
+                            std::to_string(secure.size()));
     return false;
   }
   out.spi = *spi;
@@ -213,7 +223,7 @@ void parse_manual_sa(Walker& w, const std::string& name, const json& sa, const s
                      const UdpEncapConfig& udp, std::vector<core::SaParams>& out) {
   if (!w.is_object(sa, path)) return;
   w.only_keys(sa, path, {"local_addr", "remote_addr", "local_ts", "remote_ts", "mode", "protocol",
-                         "encap", "esp", "replay_window", "remote_port", "out", "in"});
+                         "encap", "esp", "ah", "replay_window", "remote_port", "out", "in"});
   core::SaParams p;
   p.name = name;
   bool ok = true;
@@ -267,14 +277,20 @@ void parse_manual_sa(Walker& w, const std::string& name, const json& sa, const s
   }
   const auto proto = w.string(sa, path, "protocol", false).value_or("esp");
   if (proto == "ah") {
-    w.error(path + ".protocol", "AH is not implemented yet; use \"esp\"");
+    p.protocol = core::IpsecProtocol::kAh;
+  } else if (proto == "ah+esp") {
+    w.error(path + ".protocol", "AH+ESP bundles are not implemented yet; use \"esp\" or \"ah\"");
     ok = false;
   } else if (proto != "esp") {
     w.error(path + ".protocol", "must be \"esp\" or \"ah\"");
     ok = false;
   }
   const auto encap = w.string(sa, path, "encap", false).value_or("none");
-  if (encap == "udp" && p.mode == core::SaMode::kTransport) {
+  if (encap == "udp" && p.protocol == core::IpsecProtocol::kAh) {
+    w.error(path + ".encap", "AH cannot be UDP-encapsulated: its ICV covers the IP addresses a NAT rewrites "
+                             "(RFC 3948 covers ESP only); use \"none\"");
+    ok = false;
+  } else if (encap == "udp" && p.mode == core::SaMode::kTransport) {
     w.error(path + ".encap", "transport mode in UDP (RFC 3948 3.1.2, with its checksum fix-ups) is not "
                              "implemented yet; use \"none\" or tunnel mode");
     ok = false;
@@ -289,21 +305,47 @@ void parse_manual_sa(Walker& w, const std::string& name, const json& sa, const s
       w.integer<std::uint32_t>(sa, path, "replay_window", 0, core::kMaxReplayWindow)
           .value_or(core::kDefaultReplayWindow);
 
-  std::optional<core::EspTransform> t;
-  if (auto esp = w.string(sa, path, "esp", true)) {
-    std::string why;
-    t = core::single_esp_transform(*esp, why);
-    if (!t) {
-      w.error(path + ".esp", "'" + *esp + "': " + why);
+  KeySpec want;
+  if (p.protocol == core::IpsecProtocol::kAh) {
+    if (sa.contains("esp")) {
+      w.error(path + ".esp", "an AH SA has no encryption; name its integrity algorithm in \"ah\"");
       ok = false;
+    }
+    if (auto ah = w.string(sa, path, "ah", true)) {
+      std::string why;
+      auto t = core::single_ah_transform(*ah, why);
+      if (!t) {
+        w.error(path + ".ah", "'" + *ah + "': " + why);
+        ok = false;
+      } else {
+        p.ah = *t;
+        want = {t->keymat_len(), "AH " + t->name() + " (the integrity key alone)"};
+      }
     } else {
-      p.transform = *t;
+      ok = false;
     }
   } else {
-    ok = false;
+    if (sa.contains("ah")) {
+      w.error(path + ".ah", "only for \"protocol\": \"ah\"");
+      ok = false;
+    }
+    std::optional<core::EspTransform> t;
+    if (auto esp = w.string(sa, path, "esp", true)) {
+      std::string why;
+      t = core::single_esp_transform(*esp, why);
+      if (!t) {
+        w.error(path + ".esp", "'" + *esp + "': " + why);
+        ok = false;
+      } else {
+        p.transform = *t;
+      }
+    } else {
+      ok = false;
+    }
+    want = esp_key_spec(t);
   }
-  ok &= parse_direction(w, sa, path, "out", t, p.out);
-  ok &= parse_direction(w, sa, path, "in", t, p.in);
+  ok &= parse_direction(w, sa, path, "out", want, p.out);
+  ok &= parse_direction(w, sa, path, "in", want, p.in);
   if (ok) out.push_back(std::move(p));
 }
 
@@ -921,12 +963,13 @@ std::string explain(const Config& c) {
   os << c.manual.size() << " manual SA" << (c.manual.size() == 1 ? "" : "s") << ":\n";
   for (const auto& sa : c.manual) {
     const std::string spis = "out " + core::spi_hex(sa.out.spi) + " in " + core::spi_hex(sa.in.spi);
-    os << "  " << sa.name << ": ESP " << (sa.mode == core::SaMode::kTransport ? "transport " : "tunnel ")
+    const bool ah = sa.protocol == core::IpsecProtocol::kAh;
+    os << "  " << sa.name << (ah ? ": AH " : ": ESP ") << (sa.mode == core::SaMode::kTransport ? "transport " : "tunnel ")
        << sa.local_addr.to_string() << " <-> "
        << sa.remote_addr.to_string()
        << (sa.encap == core::Encap::kUdp ? " in UDP port " + std::to_string(sa.remote_port)
-                                         : std::string(" as IP protocol 50"))
-       << ", " << sa.transform.name() << ", " << spis << ", replay window "
+                                         : std::string(ah ? " as IP protocol 51" : " as IP protocol 50"))
+       << ", " << (ah ? sa.ah.name() : sa.transform.name()) << ", " << spis << ", replay window "
        << (sa.replay_window ? std::to_string(sa.replay_window) : "off") << "\n"
        << "      protects " << sa.selectors.to_string() << "\n";
   }

@@ -277,4 +277,44 @@ std::optional<EspTransform> single_esp_transform(std::string_view text, std::str
   return t;
 }
 
+std::string AhTransform::name() const {
+  std::string s;
+  for (const auto& e : kIntegNames) {
+    if (e.alg == integ && e.name != "sha" && e.name.find('_') == std::string_view::npos) {
+      s = std::string(e.name);
+      break;
+    }
+  }
+  return esn ? s + "-esn" : s;
+}
+
+std::optional<AhTransform> single_ah_transform(std::string_view text, std::string& why) {
+  std::string bad;
+  auto p = parse_proposal(text, bad);
+  if (!p) {
+    why = "unknown algorithm keyword '" + bad + "'";
+    return std::nullopt;
+  }
+  if (!p->enc.empty()) {
+    why = "AH has no encryption: name one integrity algorithm (sha256, sha384, sha512, sha1, md5)";
+    return std::nullopt;
+  }
+  if (!p->prf.empty() || !p->dh.empty()) {
+    why = "name one integrity algorithm, and esn at most";
+    return std::nullopt;
+  }
+  if (p->integ.size() != 1) {
+    why = "name exactly one integrity algorithm";
+    return std::nullopt;
+  }
+  if (p->esn.size() > 1) {
+    why = "name esn at most once";
+    return std::nullopt;
+  }
+  AhTransform t;
+  t.integ = p->integ[0];
+  t.esn = !p->esn.empty() && p->esn[0];
+  return t;
+}
+
 }  // namespace ipsecgw::core

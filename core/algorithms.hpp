@@ -81,6 +81,17 @@ struct EspTransform {
   bool operator==(const EspTransform&) const = default;
 };
 
+// A single AH transform (RFC 4302): the integrity algorithm alone.
+struct AhTransform {
+  IntegAlg integ = IntegAlg::kHmacSha256_128;
+  bool esn = false;
+
+  [[nodiscard]] std::size_t icv_len() const noexcept { return core::icv_len(integ); }
+  [[nodiscard]] std::size_t keymat_len() const noexcept { return integ_key_len(integ); }
+  [[nodiscard]] std::string name() const;  // strongSwan keyword ("sha256", "sha1-esn")
+  bool operator==(const AhTransform&) const = default;
+};
+
 // One proposal as written by the user: each list holds the alternatives.
 struct Proposal {
   std::vector<EncSpec> enc;
@@ -103,5 +114,7 @@ std::optional<Proposal> parse_proposal(std::string_view text, std::string& bad_t
 // Resolves a proposal that must name exactly one ESP transform (manual SAs).
 // On failure returns nullopt with a human-readable reason.
 std::optional<EspTransform> single_esp_transform(std::string_view text, std::string& why);
+// ... exactly one AH transform: "sha256", "sha512-esn", "md5".
+std::optional<AhTransform> single_ah_transform(std::string_view text, std::string& why);
 
 }  // namespace ipsecgw::core

@@ -42,7 +42,8 @@ struct SaParams {
   std::string name;
   IpsecProtocol protocol = IpsecProtocol::kEsp;
   SaMode mode = SaMode::kTunnel;
-  EspTransform transform;
+  EspTransform transform;  // ESP
+  AhTransform ah;          // AH (protocol kAh): `out`/`in` hold its SPIs and integrity keys
   IpAddress local_addr;
   IpAddress remote_addr;
   Encap encap = Encap::kNone;
@@ -66,6 +67,7 @@ struct SaParams {
     c.protocol = protocol;
     c.mode = mode;
     c.transform = transform;
+    c.ah = ah;
     c.local_addr = local_addr;
     c.remote_addr = remote_addr;
     c.encap = encap;

@@ -5,6 +5,8 @@
 
 #include <cstdio>
 
+#include "esp/ah.hpp"
+
 namespace ipsecgw::esp {
 
 using core::Drop;
@@ -213,13 +215,33 @@ Drop DataPlane::process_inbound(const Snapshot& s, core::Packet& pkt) noexcept {
     return Drop::kMalformed;
   }
   auto it = s.inbound.find(spi);
-  if (it == s.inbound.end()) {
+  if (it == s.inbound.end() || it->second->params().protocol != core::IpsecProtocol::kEsp) {
     global_.drop(Drop::kBadSpi);
     log_drop(Drop::kBadSpi, "inbound", spi, pkt.peer);
     return Drop::kBadSpi;
   }
   Drop d = it->second->decapsulate(pkt);
   if (d != Drop::kNone && d != Drop::kDummy) log_drop(d, "inbound", spi, pkt.peer);
+  return d;
+}
+
+Drop DataPlane::process_inbound_ah(const Snapshot& s, core::Packet& pkt) noexcept {
+  std::size_t total = 0, nh_pos = 0;
+  const std::size_t ah_off = find_ah(pkt.span(), total, nh_pos);
+  if (ah_off == 0 || total < ah_off + kAhHeaderLen) {
+    global_.drop(Drop::kMalformed);
+    log_drop(Drop::kMalformed, "inbound AH", 0, pkt.peer);
+    return Drop::kMalformed;
+  }
+  const std::uint32_t spi = core::load_be32(pkt.data() + ah_off + 4);
+  auto it = s.inbound.find(spi);
+  if (it == s.inbound.end() || it->second->params().protocol != core::IpsecProtocol::kAh) {
+    global_.drop(Drop::kBadSpi);
+    log_drop(Drop::kBadSpi, "inbound AH", spi, pkt.peer);
+    return Drop::kBadSpi;
+  }
+  Drop d = it->second->decapsulate(pkt);
+  if (d != Drop::kNone && d != Drop::kDummy) log_drop(d, "inbound AH", spi, pkt.peer);
   return d;
 }
 

@@ -6,6 +6,8 @@
 //   socket --recv--> (UDP: classify marker/keepalive/ESP) process_inbound:
 //         SPI lookup -> InboundSa::decapsulate (replay, ICV, padding,
 //         inner header, selectors) -> TUN
+//   AH socket --recv--> process_inbound_ah: the whole IP packet (the ICV
+//         covers its header), SPI lookup -> InboundSa::decapsulate -> TUN
 //
 // The control plane (manual keys now, IKE next) calls install()/remove() on
 // its own thread. Each change builds a new immutable Snapshot and publishes
@@ -69,6 +71,8 @@ class DataPlane : public core::SaInstaller {
   // Worker side; noexcept, never blocks.
   OutDecision process_outbound(const Snapshot& s, core::Packet& pkt) noexcept;
   core::Drop process_inbound(const Snapshot& s, core::Packet& pkt) noexcept;
+  // An AH packet as the AH socket delivers it: the whole IP packet.
+  core::Drop process_inbound_ah(const Snapshot& s, core::Packet& pkt) noexcept;
   // Counts a drop that belongs to no SA (bad SPI, malformed outer packet).
   void count_global(core::Drop d) noexcept { global_.drop(d); }
 

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "esp/ah.hpp"
+
 namespace ipsecgw::esp {
 
 using core::ByteSpan;
@@ -117,16 +119,31 @@ bool peek_spi(ByteSpan esp, std::uint32_t& spi) noexcept {
 
 namespace {
 bool supported(const core::SaParams& p, std::string& why) {
-  if (p.protocol != core::IpsecProtocol::kEsp) {
-    why = "only ESP is implemented in the data plane";
-    return false;
-  }
   if (p.mode == core::SaMode::kTransport && p.encap != core::Encap::kNone) {
     why = "transport mode in UDP (RFC 3948 3.1.2) is not implemented yet";
     return false;
   }
+  if (p.protocol == core::IpsecProtocol::kAh && p.encap != core::Encap::kNone) {
+    why = "AH cannot be UDP-encapsulated (its ICV covers the IP addresses a NAT rewrites)";
+    return false;
+  }
   return true;
 }
+
+std::unique_ptr<core::Hmac> ah_mac(const core::AhTransform& t, core::ByteSpan key, std::string& why) {
+  if (key.size() != t.keymat_len()) {
+    why = "key must be " + std::to_string(t.keymat_len()) + " bytes for AH " + t.name() + ", got " +
+          std::to_string(key.size());
+    return nullptr;
+  }
+  auto mac = core::Hmac::create(core::digest_name(t.integ), key);
+  if (!mac) why = "cannot set up HMAC for AH " + t.name();
+  return mac;
+}
+
+// An IPv4 identification for an AH packet: never 0, which the kernel would
+// replace on a header-included send (the ID is under the ICV).
+std::uint16_t ah_ip_id(std::uint64_t seq) noexcept { return static_cast<std::uint16_t>(1 + seq % 0xffff); }
 
 // Transport mode (RFC 4303 3.1.1): the ESP header goes between the IP header
 // and the upper-layer protocol. The kernel writes the outer header from the
@@ -151,6 +168,14 @@ std::unique_ptr<OutboundSa> OutboundSa::create(const core::SaParams& p, std::str
   std::unique_ptr<OutboundSa> sa(new OutboundSa());
   sa->state_ = std::make_shared<State>();
   auto& st = *sa->state_;
+  if (p.protocol == core::IpsecProtocol::kAh) {
+    st.ah_mac = ah_mac(p.ah, p.out.keymat.span(), why);
+    if (!st.ah_mac) return nullptr;
+    sa->spi_ = p.out.spi;
+    st.max_seq = p.ah.esn ? ~std::uint64_t{0} : 0xffffffffu;
+    sa->params_ = p.without_keys();
+    return sa;
+  }
   st.crypto = EspCrypto::create(p.transform, p.out.keymat.span(), core::CipherDir::kEncrypt, why);
   if (!st.crypto) return nullptr;
   if (p.transform.enc.alg == core::EncAlg::kAesCbc ||
@@ -188,6 +213,7 @@ Drop OutboundSa::encapsulate(core::Packet& pkt) noexcept {
     st.counters.drop(Drop::kSeqExhausted);
     return Drop::kSeqExhausted;
   }
+  if (st.ah_mac) return encapsulate_ah(pkt, seq);
   std::uint8_t iv[16];
   const std::size_t iv_len = core::iv_len(params_.transform.enc.alg);
   if (st.ivgen) {
@@ -240,6 +266,87 @@ Drop OutboundSa::encapsulate_with(core::Packet& pkt, std::uint64_t seq, ByteSpan
   return Drop::kNone;
 }
 
+Drop OutboundSa::encapsulate_ah(core::Packet& pkt, std::uint64_t seq) noexcept {
+  auto& ctr = state_->counters;
+  const auto& t = params_.ah;
+  const bool v6 = !params_.local_addr.is_v4();
+  const std::size_t al = ah_len(t, v6);
+  core::PacketInfo info;
+  if (pkt.len == 0 || core::parse_ip_packet(pkt.span(), info) != core::IpParseError::kNone) {
+    ctr.drop(Drop::kMalformed);
+    return Drop::kMalformed;
+  }
+  const std::size_t inner_len = info.total_len;
+  std::size_t ah_off = 0;
+  std::uint8_t next_header = 0;
+  if (params_.mode == core::SaMode::kTunnel) {
+    // New outer header: DSCP copied from the inner packet (RFC 4301 5.1.2.1).
+    const std::uint8_t* in = pkt.data();
+    const std::uint8_t tos = (in[0] >> 4) == 4 ? in[1] : static_cast<std::uint8_t>((in[0] << 4) | (in[1] >> 4));
+    const std::size_t hl = v6 ? 40 : 20;
+    if (pkt.headroom() < hl + al || inner_len + hl + al > 0xffff + (v6 ? 40 : 0)) {
+      ctr.drop(Drop::kTooBig);
+      return Drop::kTooBig;
+    }
+    next_header = info.family == core::Family::V4 ? core::ipproto::kIpIp : core::ipproto::kIpv6;
+    pkt.len = inner_len;
+    pkt.off -= hl + al;
+    pkt.len += hl + al;
+    core::IpHeaderFields f;
+    f.tos = tos & 0xfc;
+    f.id = ah_ip_id(seq);
+    core::write_ip_header(pkt.data(), params_.local_addr, params_.remote_addr, 51, al + inner_len, f);
+    ah_off = hl;
+  } else {
+    // Transport: AH goes after the IP header (IPv4 options stay in front).
+    if (info.src != params_.local_addr || info.dst != params_.remote_addr) {
+      ctr.drop(Drop::kPolicyMismatch);
+      return Drop::kPolicyMismatch;
+    }
+    if (info.fragment) {
+      ctr.drop(Drop::kMalformed);
+      return Drop::kMalformed;
+    }
+    if (pkt.headroom() < al || inner_len + al > 0xffff + (v6 ? 40 : 0)) {
+      ctr.drop(Drop::kTooBig);
+      return Drop::kTooBig;
+    }
+    // IPv6: after the extension headers (hop-by-hop and destination
+    // options are then under the ICV, RFC 4302 3.1.1).
+    ah_off = info.l4_off;
+    const std::size_t nh_pos = next_header_pos(pkt.span(), ah_off);
+    pkt.len = inner_len;
+    pkt.off -= al;
+    pkt.len += al;
+    std::memmove(pkt.data(), pkt.data() + al, ah_off);
+    std::uint8_t* h = pkt.data();
+    next_header = h[nh_pos];
+    h[nh_pos] = 51;
+    if (!v6) {
+      core::store_be16(h + 2, static_cast<std::uint16_t>(pkt.len));
+      if (core::load_be16(h + 4) == 0) core::store_be16(h + 4, ah_ip_id(seq));
+      core::store_be16(h + 10, core::ipv4_header_checksum(core::ByteSpan(h, ah_off)));
+    } else {
+      core::store_be16(h + 4, static_cast<std::uint16_t>(pkt.len - 40));
+    }
+  }
+  std::uint8_t* ah = pkt.data() + ah_off;
+  ah[0] = next_header;
+  ah[1] = static_cast<std::uint8_t>(al / 4 - 2);
+  ah[2] = ah[3] = 0;
+  core::store_be32(ah + 4, spi_);
+  core::store_be32(ah + 8, static_cast<std::uint32_t>(seq));
+  std::memset(ah + kAhHeaderLen, 0, al - kAhHeaderLen);  // ICV and its padding
+  std::uint8_t icv[64];
+  if (!ah_icv(*state_->ah_mac, pkt.span(), ah_off, t.icv_len(), t.esn, static_cast<std::uint32_t>(seq >> 32), icv)) {
+    ctr.drop(Drop::kMalformed);
+    return Drop::kMalformed;
+  }
+  std::memcpy(ah + kAhHeaderLen, icv, t.icv_len());
+  ctr.out.add(inner_len);
+  return Drop::kNone;
+}
+
 // ----------------------------------------------------------------- inbound
 
 std::unique_ptr<InboundSa> InboundSa::create(const core::SaParams& p, std::string& why) {
@@ -249,15 +356,20 @@ std::unique_ptr<InboundSa> InboundSa::create(const core::SaParams& p, std::strin
     return nullptr;
   }
   std::unique_ptr<InboundSa> sa(new InboundSa(p.replay_window));
-  sa->crypto_ = EspCrypto::create(p.transform, p.in.keymat.span(), core::CipherDir::kDecrypt, why);
-  if (!sa->crypto_) return nullptr;
+  if (p.protocol == core::IpsecProtocol::kAh) {
+    sa->ah_mac_ = ah_mac(p.ah, p.in.keymat.span(), why);
+    if (!sa->ah_mac_) return nullptr;
+  } else {
+    sa->crypto_ = EspCrypto::create(p.transform, p.in.keymat.span(), core::CipherDir::kDecrypt, why);
+    if (!sa->crypto_) return nullptr;
+  }
   sa->spi_ = p.in.spi;
   sa->params_ = p.without_keys();
   return sa;
 }
 
 Drop InboundSa::decapsulate(core::Packet& pkt) noexcept {
-  Drop d = open(pkt);
+  Drop d = ah_mac_ ? open_ah(pkt) : open(pkt);
   if (d != Drop::kNone) counters_.drop(d);
   return d;
 }
@@ -317,6 +429,63 @@ Drop InboundSa::open(core::Packet& pkt) noexcept {
   if (!params_.selectors.matches_inbound(info)) return Drop::kPolicyMismatch;
   pkt.off += kEspHeaderLen + iv_len;
   pkt.len = info.total_len;  // anything after it is TFC padding
+  counters_.in.add(pkt.len);
+  return Drop::kNone;
+}
+
+// AH inbound, in RFC 4302 3.4's order: sequence number (replay) check, ICV
+// (constant time), then the window update; then what the header carried.
+Drop InboundSa::open_ah(core::Packet& pkt) noexcept {
+  const auto& t = params_.ah;
+  std::size_t total = 0, nh_pos = 0;
+  const std::size_t ah_off = find_ah(pkt.span(), total, nh_pos);
+  if (ah_off == 0) return Drop::kMalformed;
+  const bool v6 = (pkt.data()[0] >> 4) == 6;
+  if (v6 == params_.local_addr.is_v4()) return Drop::kMalformed;
+  if (!v6 && (core::load_be16(pkt.data() + 6) & 0x3fff) != 0) return Drop::kMalformed;  // a fragment
+  const std::size_t al = ah_len(t, v6);
+  if (total < ah_off + kAhHeaderLen) return Drop::kMalformed;
+  std::uint8_t* ah = pkt.data() + ah_off;
+  if ((std::size_t{ah[1]} + 2) * 4 != al || total < ah_off + al) return Drop::kMalformed;
+  pkt.len = total;
+  const std::uint64_t seq = replay_.infer(core::load_be32(ah + 8), t.esn);
+  if (!replay_.check(seq)) return Drop::kReplay;
+  std::uint8_t icv[64];
+  if (!ah_icv(*ah_mac_, pkt.span(), ah_off, t.icv_len(), t.esn, static_cast<std::uint32_t>(seq >> 32), icv))
+    return Drop::kMalformed;
+  if (!core::ct_equal(core::ByteSpan(icv, t.icv_len()), core::ByteSpan(ah + kAhHeaderLen, t.icv_len())))
+    return Drop::kAuthFailed;
+  if (!replay_.update(seq)) return Drop::kReplay;
+  const std::uint8_t next_header = ah[0];
+  if (next_header == core::ipproto::kNoNext) return Drop::kDummy;
+  core::PacketInfo info;
+  if (params_.mode == core::SaMode::kTunnel) {
+    if (next_header != core::ipproto::kIpIp && next_header != core::ipproto::kIpv6) return Drop::kMalformed;
+    const core::ByteSpan inner = pkt.span().subspan(ah_off + al);
+    if (core::parse_ip_packet(inner, info) != core::IpParseError::kNone ||
+        (info.family == core::Family::V4) != (next_header == core::ipproto::kIpIp)) {
+      return Drop::kMalformed;
+    }
+    if (!params_.selectors.matches_inbound(info)) return Drop::kPolicyMismatch;
+    pkt.off += ah_off + al;
+    pkt.len = info.total_len;
+  } else {
+    // Transport: the IP header (and any options) moves up over AH and
+    // gets back the protocol AH carried.
+    std::memmove(pkt.data() + al, pkt.data(), ah_off);
+    pkt.off += al;
+    pkt.len = total - al;
+    std::uint8_t* h = pkt.data();
+    h[nh_pos] = next_header;
+    if (!v6) {
+      core::store_be16(h + 2, static_cast<std::uint16_t>(pkt.len));
+      core::store_be16(h + 10, core::ipv4_header_checksum(core::ByteSpan(h, ah_off)));
+    } else {
+      core::store_be16(h + 4, static_cast<std::uint16_t>(pkt.len - 40));
+    }
+    if (core::parse_ip_packet(pkt.span(), info) != core::IpParseError::kNone) return Drop::kMalformed;
+    if (!params_.selectors.matches_inbound(info)) return Drop::kPolicyMismatch;
+  }
   counters_.in.add(pkt.len);
   return Drop::kNone;
 }

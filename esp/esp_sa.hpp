@@ -60,7 +60,9 @@ class OutboundSa {
   // and one holding the copy never send two packets with one sequence number.
   static std::unique_ptr<OutboundSa> moved(const OutboundSa& sa, const core::SaPath& path);
 
-  // Turns the inner IP packet in `pkt` into an ESP packet (SPI..ICV).
+  // Turns the inner IP packet in `pkt` into an ESP packet (SPI..ICV), or
+  // for AH into a whole IP packet with its outer header (the AH socket
+  // sends it as it is).
   core::Drop encapsulate(core::Packet& pkt) noexcept;
   // As encapsulate, with the sequence number and IV given (known-answer
   // tests); does not touch the SA's counter.
@@ -78,11 +80,13 @@ class OutboundSa {
 
  private:
   OutboundSa() = default;
+  core::Drop encapsulate_ah(core::Packet& pkt, std::uint64_t seq) noexcept;
   // What every path of the SA shares.
   struct State {
     std::uint64_t max_seq = 0;
     std::atomic<std::uint64_t> next_seq{1};
-    std::unique_ptr<EspCrypto> crypto;
+    std::unique_ptr<EspCrypto> crypto;      // ESP
+    std::unique_ptr<core::Hmac> ah_mac;     // AH
     std::unique_ptr<core::IvGenerator> ivgen;
     core::TrafficCounters counters;
   };
@@ -95,8 +99,9 @@ class InboundSa {
  public:
   static std::unique_ptr<InboundSa> create(const core::SaParams& p, std::string& why);
 
-  // `pkt` holds an ESP packet whose SPI maps to this SA; on kNone it holds
-  // the inner IP packet.
+  // `pkt` holds an ESP packet whose SPI maps to this SA, or for AH the whole
+  // IP packet; on kNone it holds the inner IP packet (transport mode: the
+  // packet with its header rebuilt).
   core::Drop decapsulate(core::Packet& pkt) noexcept;
 
   [[nodiscard]] std::uint32_t spi() const noexcept { return spi_; }
@@ -108,9 +113,11 @@ class InboundSa {
  private:
   explicit InboundSa(std::uint32_t window) : replay_(window) {}
   core::Drop open(core::Packet& pkt) noexcept;
+  core::Drop open_ah(core::Packet& pkt) noexcept;
   core::SaParams params_;
   std::uint32_t spi_ = 0;
   std::unique_ptr<EspCrypto> crypto_;
+  std::unique_ptr<core::Hmac> ah_mac_;
   ReplayWindow replay_;
   core::TrafficCounters counters_;
 };

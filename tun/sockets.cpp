@@ -57,7 +57,7 @@ std::unique_ptr<EspSocket> EspSocket::open(Kind kind, const core::IpAddress& loc
                                            std::string& err) {
   const int family = local.is_v4() ? AF_INET : AF_INET6;
   const int type = kind == Kind::kUdp ? SOCK_DGRAM : SOCK_RAW;
-  const int proto = kind == Kind::kUdp ? IPPROTO_UDP : IPPROTO_ESP;
+  const int proto = kind == Kind::kUdp ? IPPROTO_UDP : kind == Kind::kAh ? IPPROTO_AH : IPPROTO_ESP;
   int fd = ::socket(family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, proto);
   if (fd < 0) {
     err = std::string("socket: ") + std::strerror(errno);
@@ -72,6 +72,18 @@ std::unique_ptr<EspSocket> EspSocket::open(Kind kind, const core::IpAddress& loc
   if (!set_mark(fd, fwmark, err)) {
     ::close(fd);
     return nullptr;
+  }
+  if (kind == Kind::kAh) {
+#ifndef IPV6_HDRINCL
+#define IPV6_HDRINCL 36  // Linux 4.5
+#endif
+    const int r = family == AF_INET ? setsockopt(fd, IPPROTO_IP, IP_HDRINCL, &one, sizeof one)
+                                    : setsockopt(fd, IPPROTO_IPV6, IPV6_HDRINCL, &one, sizeof one);
+    if (r < 0) {
+      err = std::string(family == AF_INET ? "IP_HDRINCL: " : "IPV6_HDRINCL: ") + std::strerror(errno);
+      ::close(fd);
+      return nullptr;
+    }
   }
   sockaddr_storage ss;
   socklen_t sl = to_sockaddr(local, kind == Kind::kUdp ? port : 0, ss);
@@ -109,6 +121,16 @@ std::size_t EspSocket::recv_batch(std::span<core::Packet*> pkts) {
     if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) continue;  // larger than any packet we take
     p->len = msgs[i].msg_len;
     from_sockaddr(from[i], p->peer, p->peer_port);
+    if (kind_ == Kind::kAh && !local_.is_v4()) {
+      // The kernel gives IPv6 raw sockets what follows the fixed header
+      // (and has taken any extension headers before AH away): build the
+      // header again from the addresses. Traffic class, flow label and hop
+      // limit are outside the ICV.
+      if (p->len > 0xffff || p->off < 40) continue;
+      p->off -= 40;
+      core::write_ip_header(p->data(), p->peer, local_, 51, p->len);
+      p->len += 40;
+    }
     if (kind_ == Kind::kRaw && local_.is_v4()) {
       // Raw IPv4 sockets deliver the IP header; IPv6 ones do not.
       if (p->len < 20) continue;

@@ -17,7 +17,11 @@ namespace ipsecgw::tun {
 
 class EspSocket {
  public:
-  enum class Kind : std::uint8_t { kUdp, kRaw };
+  // kAh: raw IP protocol 51 with the IP header included both ways (AH's ICV
+  // covers it): sends whole packets as built, receives whole packets (IPv6:
+  // the fixed header rebuilt from the addresses, since the kernel hands over
+  // only what follows it).
+  enum class Kind : std::uint8_t { kUdp, kRaw, kAh };
   static std::unique_ptr<EspSocket> open(Kind kind, const core::IpAddress& local,
                                          std::uint16_t port, std::uint32_t fwmark,
                                          std::string& err);

@@ -22,7 +22,9 @@ import sys
 import time
 
 from scapy.all import IP, IPv6, TCP, UDP, ICMP, Raw, AsyncSniffer, send, conf
-from scapy.layers.ipsec import ESP, SecurityAssociation
+from scapy.layers.inet import IPOption_RR, IPOption_Router_Alert
+from scapy.layers.inet6 import IPv6ExtHdrHopByHop, IPv6ExtHdrDestOpt, RouterAlert, HBHOptUnknown, PadN
+from scapy.layers.ipsec import AH, ESP, SecurityAssociation
 
 conf.verb = 0
 PASSED = 0
@@ -207,6 +209,128 @@ def offline_transport(tool):
                       f"rebuilt ({res['drops'][0]})")
 
 
+# AH keyword -> (scapy auth algo, key length)
+AH_ALGS = {"md5": ("HMAC-MD5-96", 16), "sha1": ("HMAC-SHA1-96", 20), "sha256": ("SHA2-256-128", 32),
+           "sha384": ("SHA2-384-192", 48), "sha512": ("SHA2-512-256", 64)}
+AH_ADDRS = {"v4": ("198.51.100.1", "198.51.100.2"), "v6": ("2001:db8::1", "2001:db8::2")}
+
+
+def ah_sa(alg, spi, key, fam, transport, esn=False, esn_hi=0, seq=1, sending_from_gw=False):
+    here, there = AH_ADDRS[fam]
+    L3 = IPv6 if fam == "v6" else IP
+    src, dst = (here, there) if sending_from_gw else (there, here)
+    return SecurityAssociation(AH, spi=spi, auth_algo=AH_ALGS[alg][0], auth_key=key, seq_num=seq,
+                               esn_en=esn, esn=esn_hi,
+                               tunnel_header=None if transport else L3(src=src, dst=dst))
+
+
+def ah_inner(fam, transport, to_peer, options=False):
+    """A UDP datagram: between the two addresses (transport) or two hosts
+    behind the gateways (tunnel); IPv4 with Record Route (mutable) and Router
+    Alert (immutable) options, IPv6 with hop-by-hop (Router Alert) and
+    destination options (one with the may-change bit) when `options`."""
+    here, there = AH_ADDRS[fam]
+    if transport:
+        src, dst = (here, there) if to_peer else (there, here)
+    else:
+        src, dst = ("10.1.0.2", "10.2.0.2") if fam == "v4" else ("fd01::2", "fd02::2")
+        if not to_peer:
+            src, dst = dst, src
+    if fam == "v4":
+        opts = [IPOption_RR(pointer=4, routers=["0.0.0.0", "0.0.0.0"]), IPOption_Router_Alert()] if options else []
+        l3 = IP(src=src, dst=dst, id=4242, options=opts)
+    else:
+        l3 = IPv6(src=src, dst=dst)
+        if options:
+            l3 = l3 / IPv6ExtHdrHopByHop(options=[RouterAlert()]) / \
+                IPv6ExtHdrDestOpt(options=[HBHOptUnknown(otype=0x3e, optdata=b"mutable!"), PadN(optdata=b"")])
+    L3 = IPv6 if fam == "v6" else IP
+    return L3(bytes(l3 / UDP(sport=40000, dport=1701) / Raw(b"ah-oracle" * 6)))
+
+
+def offline_ah(tool):
+    """AH (RFC 4302) both ways: every integrity algorithm, tunnel and
+    transport, IPv4 and IPv6, with and without ESN; with IPv4 options and
+    IPv6 extension headers in transport mode; the mutable fields may change
+    en route, nothing else may."""
+    for alg, (_, klen) in AH_ALGS.items():
+        key = os.urandom(klen)
+        for mode in ("tunnel", "transport"):
+            transport = mode == "transport"
+            for fam in ("v4", "v6"):
+                here, there = AH_ADDRS[fam]
+                L3 = IPv6 if fam == "v6" else IP
+                for esn in (False, True):
+                    name = alg + ("-esn" if esn else "")
+                    what = f"AH {name} {mode} {fam}"
+                    tr = {"ah": name, "mode": mode, "local": here, "remote": there, "key": key.hex()}
+                    # ipsecgw -> scapy
+                    seq = (1 << 32) + 7 if esn else 7
+                    for options in ((False, True) if transport else (False,)):
+                        inner = ah_inner(fam, transport, True, options)
+                        res = esp_tool(tool, dict(tr, op="encap", spi=0x5001, seq=seq, packets=[bytes(inner).hex()]))
+                        ok = False
+                        if res["drops"][0] == "none":
+                            sa = ah_sa(alg, 0x5001, key, fam, transport, esn, seq >> 32, seq, sending_from_gw=True)
+                            try:
+                                dec = sa.decrypt(L3(bytes.fromhex(res["packets"][0])))
+                                if transport:
+                                    dec = L3(bytes(dec))  # scapy leaves the payload undissected
+                                    ok = UDP in dec and bytes(dec[UDP]) == bytes(inner[UDP]) and dec.src == inner.src
+                                else:
+                                    ok = bytes(dec) == bytes(inner)
+                            except Exception as e:
+                                print("  scapy:", e)
+                        check(ok, f"{what}{' with options' if options else ''}: scapy verifies ipsecgw's packet "
+                                  f"({res['drops'][0]})")
+                    # scapy -> ipsecgw
+                    for options in ((False, True) if transport else (False,)):
+                        inner = ah_inner(fam, transport, False, options)
+                        sa2 = ah_sa(alg, 0x5002, key, fam, transport, esn, 0, 11)
+                        wire = L3(bytes(sa2.encrypt(inner)))
+                        res = esp_tool(tool, dict(tr, op="decap", spi=0x5002, packets=[bytes(wire).hex()]))
+                        got = bytes.fromhex(res["packets"][0]) if res["drops"][0] == "none" else b""
+                        check(got == bytes(inner), f"{what}{' with options' if options else ''}: ipsecgw verifies "
+                                                   f"scapy's packet and gives back the original ({res['drops'][0]})")
+                        if esn or alg != "sha256":
+                            continue
+                        # What routers may change (and RR's data, a mutable option) ...
+                        moved = wire.copy()
+                        if fam == "v4":
+                            moved.ttl -= 3
+                            moved.tos = 0x48
+                            moved.flags = "DF"
+                            if options:
+                                moved.options[0].routers = ["192.0.2.9", "0.0.0.0"]
+                            del moved.chksum
+                        else:
+                            moved.hlim -= 3
+                            moved.tc = 0x48
+                            moved.fl = 0x12345
+                        res = esp_tool(tool, dict(tr, op="decap", spi=0x5002, packets=[bytes(L3(bytes(moved))).hex()]))
+                        check(res["drops"][0] == "none", f"{what}{' with options' if options else ''}: mutable fields "
+                                                         f"changed en route still verify ({res['drops'][0]})")
+                        # ... and what they may not: the payload, the
+                        # source address, the IPv4 ID.
+                        raw = bytearray(bytes(wire))
+                        raw[-1] ^= 1
+                        bad = [bytes(raw)]
+                        other = wire.copy()
+                        other.src = "198.51.100.77" if fam == "v4" else "2001:db8::77"
+                        if fam == "v4":
+                            del other.chksum
+                            idc = wire.copy()
+                            idc.id ^= 1
+                            del idc.chksum
+                            bad.append(bytes(L3(bytes(idc))))
+                        bad.append(bytes(L3(bytes(other))))
+                        res = esp_tool(tool, dict(tr, op="decap", spi=0x5002, replay_window=0,
+                                                  packets=[b.hex() for b in bad]))
+                        check(res["drops"] == ["auth_failed"] * len(bad),
+                              f"{what}{' with options' if options else ''}: payload, source address and ID are under "
+                              f"the ICV ({res['drops']})")
+
+
 # Part 2 ---------------------------------------------------------------------
 
 WIRE_SAS = [
@@ -355,14 +479,71 @@ def wire_transport(keys_file, gw_ns, peer_if):
               f"({out!r})")
 
 
+WIRE_AH = [
+    # name, alg, outer v6, remote inner host
+    ("v4ah", "sha256", False, "10.2.5.5"),
+    ("v6ah", "sha512", True, "fd02:5::5"),
+]
+
+
+def wire_ah(keys_file, gw_ns, peer_if):
+    """AH tunnels on the wire: the gateway's AH (IP protocol 51, outer
+    header built by ipsecgw) verifies in scapy; scapy's AH reaches a socket
+    behind the gateway."""
+    keys = json.load(open(keys_file))
+    for name, alg, v6, remote_host in WIRE_AH:
+        k = keys[name]
+        fam = "v6" if v6 else "v4"
+        L3 = IPv6 if v6 else IP
+        local_host = "fd01::1" if v6 else "10.1.0.1"
+        sfam = "AF_INET6" if v6 else "AF_INET"
+        payload = f"to-peer-{name}".encode()
+        sniffer = AsyncSniffer(iface=peer_if, store=True, lfilter=lambda p: AH in p)
+        sniffer.start()
+        time.sleep(0.3)
+        gw_exec(gw_ns, f"import socket; s=socket.socket(socket.{sfam}, socket.SOCK_DGRAM); "
+                       f"s.bind(('{local_host}', 0)); s.sendto({payload!r}, ('{remote_host}', 9999))")
+        time.sleep(0.5)
+        caught = sniffer.stop()
+        rx_sa = ah_sa(alg, int(k["out_spi"], 16), bytes.fromhex(k["out"]), fam, False, sending_from_gw=True)
+        found = False
+        for p in caught:
+            if p[AH].spi != int(k["out_spi"], 16):
+                continue
+            try:
+                inner = rx_sa.decrypt(L3(bytes(p[L3])))
+            except Exception as e:
+                print("  scapy:", e)
+                continue
+            inner = L3(bytes(inner))
+            found = found or (UDP in inner and bytes(inner[UDP].payload) == payload)
+        check(found, f"wire {name} (AH {alg}): scapy captured and verified ipsecgw's packet")
+        listener = gw_exec(gw_ns, f"import socket; s=socket.socket(socket.{sfam}, socket.SOCK_DGRAM); "
+                                  f"s.bind(('{local_host}', 7777)); s.settimeout(5); "
+                                  f"print(s.recvfrom(2000)[0].decode(), flush=True)", background=True)
+        time.sleep(0.4)
+        tx_sa = ah_sa(alg, int(k["in_spi"], 16), bytes.fromhex(k["in"]), fam, False)
+        send(tx_sa.encrypt(L3(bytes(L3(src=remote_host, dst=local_host) / UDP(sport=9999, dport=7777) /
+                                    Raw(f"from-peer-{name}".encode())))))
+        try:
+            out, _ = listener.communicate(timeout=8)
+        except subprocess.TimeoutExpired:
+            listener.kill()
+            out = b""
+        check(out.decode().strip() == f"from-peer-{name}",
+              f"wire {name} (AH {alg}): ipsecgw verified scapy's packet ({out!r})")
+
+
 def main():
     mode = sys.argv[1]
     if mode == "offline":
         offline(sys.argv[2])
         offline_transport(sys.argv[2])
+        offline_ah(sys.argv[2])
     else:
         wire(sys.argv[2], sys.argv[3], sys.argv[4])
         wire_transport(sys.argv[2], sys.argv[3], sys.argv[4])
+        wire_ah(sys.argv[2], sys.argv[3], sys.argv[4])
     print(f"{PASSED} passed, {FAILED} failed")
     sys.exit(1 if FAILED else 0)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The scapy oracle test: offline matrix through esp_tool, then a running
 # ipsecgw in a namespace against scapy in another, over raw ESP and UDP 4500,
-# IPv4 and IPv6 outer, tunnel and transport mode. Needs root and Debian's python3-scapy.
+# IPv4 and IPv6 outer, tunnel and transport mode, ESP and AH. Needs root and Debian's python3-scapy.
 set -euo pipefail
 IPSECGW=${1:?usage: run.sh path/to/ipsecgw}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -50,6 +50,8 @@ K[v6raw_o]=$(key 48); K[v6raw_i]=$(key 48)
 K[v6udp_o]=$(key 52); K[v6udp_i]=$(key 52)
 K[v4tr_o]=$(key 20); K[v4tr_i]=$(key 20)
 K[v6tr_o]=$(key 48); K[v6tr_i]=$(key 48)
+K[v4ah_o]=$(key 32); K[v4ah_i]=$(key 32)
+K[v6ah_o]=$(key 64); K[v6ah_i]=$(key 64)
 sa() {  # name esp local remote local_ts remote_ts encap out_spi in_spi
   cat <<JSON
     "$1": { "local_addr": "$3", "remote_addr": "$4", "local_ts": ["$5"], "remote_ts": ["$6"],
@@ -68,7 +70,11 @@ $(sa v6udp aes128ctr-sha256 2001:db8::1 2001:db8::2 fd01::/64 fd02:4::/64 udp 0x
     "v4tr": { "local_addr": "198.51.100.1", "remote_addr": "198.51.100.2", "mode": "transport",
               "esp": "aes128gcm16", "out": { "spi": "0x1105", "key": "${K[v4tr_o]}" }, "in": { "spi": "0x2105", "key": "${K[v4tr_i]}" } },
     "v6tr": { "local_addr": "2001:db8::1", "remote_addr": "2001:db8::2", "mode": "transport",
-              "esp": "aes128-sha256", "out": { "spi": "0x1106", "key": "${K[v6tr_o]}" }, "in": { "spi": "0x2106", "key": "${K[v6tr_i]}" } }
+              "esp": "aes128-sha256", "out": { "spi": "0x1106", "key": "${K[v6tr_o]}" }, "in": { "spi": "0x2106", "key": "${K[v6tr_i]}" } },
+    "v4ah": { "local_addr": "198.51.100.1", "remote_addr": "198.51.100.2", "local_ts": ["10.1.0.0/24"], "remote_ts": ["10.2.5.0/24"],
+              "protocol": "ah", "ah": "sha256", "out": { "spi": "0x1107", "key": "${K[v4ah_o]}" }, "in": { "spi": "0x2107", "key": "${K[v4ah_i]}" } },
+    "v6ah": { "local_addr": "2001:db8::1", "remote_addr": "2001:db8::2", "local_ts": ["fd01::/64"], "remote_ts": ["fd02:5::/64"],
+              "protocol": "ah", "ah": "sha512", "out": { "spi": "0x1108", "key": "${K[v6ah_o]}" }, "in": { "spi": "0x2108", "key": "${K[v6ah_i]}" } }
   } }
 JSON
 cat > "$WORK/keys.json" <<JSON
@@ -77,7 +83,9 @@ cat > "$WORK/keys.json" <<JSON
   "v6raw": {"out": "${K[v6raw_o]}", "in": "${K[v6raw_i]}", "out_spi": "0x1103", "in_spi": "0x2103"},
   "v6udp": {"out": "${K[v6udp_o]}", "in": "${K[v6udp_i]}", "out_spi": "0x1104", "in_spi": "0x2104"},
   "v4tr": {"out": "${K[v4tr_o]}", "in": "${K[v4tr_i]}", "out_spi": "0x1105", "in_spi": "0x2105"},
-  "v6tr": {"out": "${K[v6tr_o]}", "in": "${K[v6tr_i]}", "out_spi": "0x1106", "in_spi": "0x2106"} }
+  "v6tr": {"out": "${K[v6tr_o]}", "in": "${K[v6tr_i]}", "out_spi": "0x1106", "in_spi": "0x2106"},
+  "v4ah": {"out": "${K[v4ah_o]}", "in": "${K[v4ah_i]}", "out_spi": "0x1107", "in_spi": "0x2107"},
+  "v6ah": {"out": "${K[v6ah_o]}", "in": "${K[v6ah_i]}", "out_spi": "0x1108", "in_spi": "0x2108"} }
 JSON
 "$IPSECGW" check -c "$WORK/gw.json" >/dev/null
 ip netns exec "$NS-gw" "$IPSECGW" run -c "$WORK/gw.json" --stats-file "$WORK/stats.json" > "$WORK/gw.log" 2>&1 &

@@ -4,6 +4,8 @@
 //   {"op":"encap"|"decap", "esp":"aes128-sha256", "spi":4097, "key":"hex",
 //    "seq":1, "packets":["hex", ...],
 //    optional: "mode":"transport", "local":"198.51.100.1", "remote":"198.51.100.2"}
+// With "ah":"sha256" instead of "esp", the SA is AH and packets are whole IP
+// packets both ways (the outer header is under the ICV).
 // In transport mode encap takes whole IP packets from local to remote and
 // decap gives back whole IP packets from remote to local.
 //   -> {"packets":["hex", ...], "drops":["none"|reason, ...]}
@@ -22,11 +24,19 @@ int main() {
     std::string input((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
     auto req = nlohmann::json::parse(input);
     std::string why;
-    auto t = core::single_esp_transform(req.at("esp").get<std::string>(), why);
-    if (!t) throw std::runtime_error(why);
     core::SaParams p;
     p.name = "oracle";
-    p.transform = *t;
+    if (req.contains("ah")) {
+      // AH: encap takes and gives whole IP packets (outer header included), decap too.
+      auto t = core::single_ah_transform(req.at("ah").get<std::string>(), why);
+      if (!t) throw std::runtime_error(why);
+      p.protocol = core::IpsecProtocol::kAh;
+      p.ah = *t;
+    } else {
+      auto t = core::single_esp_transform(req.at("esp").get<std::string>(), why);
+      if (!t) throw std::runtime_error(why);
+      p.transform = *t;
+    }
     p.selectors.local = {core::IpRange::any(core::Family::V4), core::IpRange::any(core::Family::V6)};
     p.selectors.remote = p.selectors.local;
     p.replay_window = req.value("replay_window", 64u);
