@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Two ipsecgw gateways in transport mode (RFC 4303 3.1.1) protecting their
-# own traffic: ping and checksummed TCP transfers both ways between the
-# gateways' own addresses, IPv4 and IPv6, with only ESP (IP protocol 50) on
-# the link; a replayed packet and a flipped bit are dropped and counted; a
-# packet from another address of the host does not go out in the SA. Needs
-# root; bounded by timeouts; cleans up after itself.
+# Two ipsecgw gateways in transport mode (ESP, RFC 4303 3.1.1, then AH,
+# RFC 4302 3.1.1) protecting their own traffic: ping and checksummed TCP
+# transfers both ways between the gateways' own addresses, IPv4 and IPv6,
+# with only ESP (IP protocol 50) or only AH (51) on the link; a replayed
+# packet and a flipped bit are dropped and counted; a packet from another
+# address of the host does not go out in the SA. Then an AH tunnel between
+# the hosts behind the gateways. Needs root; bounded by timeouts; cleans up
+# after itself.
 set -uo pipefail
 IPSECGW=${1:?usage: transport_test.sh path/to/ipsecgw}
 IPSECGW=$(readlink -f "$IPSECGW")
@@ -20,102 +22,130 @@ stat_of() {  # stat_of FILE KEY -> totals.drops.KEY
   $PY -c "import json,sys; print(json.load(open('$1'))['totals']['drops']['$2'])"
 }
 
-netns_setup "$NS"
-K4A=$(openssl rand -hex 20) K4B=$(openssl rand -hex 20)
-K6A=$(openssl rand -hex 96) K6B=$(openssl rand -hex 96)
-write_gw() {  # write_gw FILE ME4 PEER4 ME6 PEER6 OUT4 IN4 KOUT4 KIN4 OUT6 IN6 KOUT6 KIN6
-  cat > "$1" <<JSON
+run_transport() {
+  PROTO=$1
+  echo "== transport mode, ${PROTO^^}"
+  netns_teardown "$NS"
+  netns_setup "$NS"
+  if [ "$PROTO" = ah ]; then
+    ALG4='"protocol": "ah", "ah": "sha256"' ALG6='"protocol": "ah", "ah": "sha512"' KL4=32 KL6=64 PNUM=51
+  else
+    ALG4='"esp": "aes128gcm16"' ALG6='"esp": "aes256-sha512"' KL4=20 KL6=96 PNUM=50
+  fi
+  K4A=$(openssl rand -hex $KL4) K4B=$(openssl rand -hex $KL4)
+  K6A=$(openssl rand -hex $KL6) K6B=$(openssl rand -hex $KL6)
+  write_gw() {  # write_gw FILE ME4 PEER4 ME6 PEER6 OUT4 IN4 KOUT4 KIN4 OUT6 IN6 KOUT6 KIN6
+    cat > "$1" <<JSON
 {
   "tun": { "name": "ipsec0", "mtu": 1400 },
   "manual": {
-    "host4": { "local_addr": "$2", "remote_addr": "$3", "mode": "transport", "esp": "aes128gcm16",
+    "host4": { "local_addr": "$2", "remote_addr": "$3", "mode": "transport", $ALG4,
                "out": { "spi": "$6", "key": "$8" }, "in": { "spi": "$7", "key": "$9" } },
-    "host6": { "local_addr": "$4", "remote_addr": "$5", "mode": "transport", "esp": "aes256-sha512",
+    "host6": { "local_addr": "$4", "remote_addr": "$5", "mode": "transport", $ALG6,
                "out": { "spi": "${10}", "key": "${12}" }, "in": { "spi": "${11}", "key": "${13}" } }
   }
 }
 JSON
-}
-write_gw "$WORK/gw-a.json" 198.51.100.1 198.51.100.2 2001:db8::1 2001:db8::2 0x3001 0x4001 "$K4A" "$K4B" 0x3006 0x4006 "$K6A" "$K6B"
-write_gw "$WORK/gw-b.json" 198.51.100.2 198.51.100.1 2001:db8::2 2001:db8::1 0x4001 0x3001 "$K4B" "$K4A" 0x4006 0x3006 "$K6B" "$K6A"
-check "configuration accepted" "$IPSECGW" check -c "$WORK/gw-a.json"
-"$IPSECGW" check -c "$WORK/gw-a.json" | grep -E "transport|routes" | sed 's/^/     /'
+  }
+  write_gw "$WORK/gw-a.json" 198.51.100.1 198.51.100.2 2001:db8::1 2001:db8::2 0x3001 0x4001 "$K4A" "$K4B" 0x3006 0x4006 "$K6A" "$K6B"
+  write_gw "$WORK/gw-b.json" 198.51.100.2 198.51.100.1 2001:db8::2 2001:db8::1 0x4001 0x3001 "$K4B" "$K4A" 0x4006 0x3006 "$K6B" "$K6A"
+  check "configuration accepted" "$IPSECGW" check -c "$WORK/gw-a.json"
+  "$IPSECGW" check -c "$WORK/gw-a.json" | grep -E "transport|routes" | sed 's/^/     /'
 
-ip netns exec "$NS-ga" "$IPSECGW" run -c "$WORK/gw-a.json" --stats-file "$WORK/a.json" > "$WORK/a.log" 2>&1 &
-track_gw $! "$WORK/a.log"
-ip netns exec "$NS-gb" "$IPSECGW" run -c "$WORK/gw-b.json" --stats-file "$WORK/b.json" > "$WORK/b.log" 2>&1 &
-track_gw $! "$WORK/b.log"
-wait_for "$WORK/a.log" "gateway: up" && wait_for "$WORK/b.log" "gateway: up" && wait_for "$WORK/b.json" active_sas
-check "the peer's address is routed into the TUN device from the SA's own address" \
-  ip -n "$NS-ga" route get 198.51.100.2 | grep -q "dev ipsec0 .*src 198.51.100.1"
+  ip netns exec "$NS-ga" "$IPSECGW" run -c "$WORK/gw-a.json" --stats-file "$WORK/a.json" > "$WORK/a.log" 2>&1 &
+  track_gw $! "$WORK/a.log"
+  ip netns exec "$NS-gb" "$IPSECGW" run -c "$WORK/gw-b.json" --stats-file "$WORK/b.json" > "$WORK/b.log" 2>&1 &
+  track_gw $! "$WORK/b.log"
+  wait_for "$WORK/a.log" "gateway: up" && wait_for "$WORK/b.log" "gateway: up" && wait_for "$WORK/b.json" active_sas
+  check "the peer's address is routed into the TUN device from the SA's own address" \
+    ip -n "$NS-ga" route get 198.51.100.2 | grep -q "dev ipsec0 .*src 198.51.100.1"
 
-ip netns exec "$NS-gb" timeout 60 tcpdump -i "$NS-w1" -U --immediate-mode -w "$WORK/wan.pcap" not arp 2>/dev/null &
-DUMP=$!
-sleep 1
-check "ping gateway A -> gateway B (IPv4)" ip netns exec "$NS-ga" ping -c 3 -i 0.2 -W 2 -q 198.51.100.2
-check "ping gateway B -> gateway A (IPv4)" ip netns exec "$NS-gb" ping -c 3 -i 0.2 -W 2 -q 198.51.100.1
-check "ping gateway A -> gateway B (IPv6)" ip netns exec "$NS-ga" ping -6 -c 3 -i 0.2 -W 2 -q 2001:db8::2
-check "TCP 4 MB A -> B between the gateways' own addresses, SHA-256 matches" \
-  tcp_transfer "$NS-ga" 198.51.100.2 "$NS-gb" 4000000
-check "TCP 4 MB B -> A, SHA-256 matches" tcp_transfer "$NS-gb" 198.51.100.1 "$NS-ga" 4000000
-check "TCP 1 MB A -> B over IPv6, SHA-256 matches" tcp_transfer "$NS-ga" 2001:db8::2 "$NS-gb" 1000000
-sleep 0.5
-kill "$DUMP"; wait "$DUMP" 2>/dev/null
+  ip netns exec "$NS-gb" timeout 60 tcpdump -i "$NS-w1" -U --immediate-mode -w "$WORK/wan.pcap" not arp 2>/dev/null &
+  DUMP=$!
+  sleep 1
+  check "ping gateway A -> gateway B (IPv4)" ip netns exec "$NS-ga" ping -c 3 -i 0.2 -W 2 -q 198.51.100.2
+  check "ping gateway B -> gateway A (IPv4)" ip netns exec "$NS-gb" ping -c 3 -i 0.2 -W 2 -q 198.51.100.1
+  check "ping gateway A -> gateway B (IPv6)" ip netns exec "$NS-ga" ping -6 -c 3 -i 0.2 -W 2 -q 2001:db8::2
+  check "TCP 4 MB A -> B between the gateways' own addresses, SHA-256 matches" \
+    tcp_transfer "$NS-ga" 198.51.100.2 "$NS-gb" 4000000
+  check "TCP 4 MB B -> A, SHA-256 matches" tcp_transfer "$NS-gb" 198.51.100.1 "$NS-ga" 4000000
+  check "TCP 1 MB A -> B over IPv6, SHA-256 matches" tcp_transfer "$NS-ga" 2001:db8::2 "$NS-gb" 1000000
+  sleep 0.5
+  kill "$DUMP"; wait "$DUMP" 2>/dev/null
 
-TOTAL=$(tcpdump -r "$WORK/wan.pcap" 2>/dev/null | wc -l)
-ND=$(tcpdump -r "$WORK/wan.pcap" 'ip6 multicast or (icmp6 and ip6[40] >= 133 and ip6[40] <= 137)' 2>/dev/null | wc -l)
-ESP=$(tcpdump -r "$WORK/wan.pcap" 'ip proto 50 or ip6 proto 50' 2>/dev/null | wc -l)
-echo "     link capture: $TOTAL packets, $ESP ESP, $ND neighbour discovery/multicast"
-check "the link carried only ESP ($ESP of $TOTAL, $ND ND/MLD)" test "$TOTAL" -gt 1000 -a "$TOTAL" -eq "$((ESP + ND))"
-# scapy reads the capture: ESP from A carries no IP header inside (transport:
-# after the ESP header comes the TCP segment, which only the key would show),
-# and the outer addresses are the gateways' own.
-check "scapy: every ESP packet is between the two gateways' addresses" ip netns exec "$NS-ga" $PY - "$WORK/wan.pcap" <<'PYEOF'
+  TOTAL=$(tcpdump -r "$WORK/wan.pcap" 2>/dev/null | wc -l)
+  ND=$(tcpdump -r "$WORK/wan.pcap" 'ip6 multicast or (icmp6 and ip6[40] >= 133 and ip6[40] <= 137)' 2>/dev/null | wc -l)
+  ESP=$(tcpdump -r "$WORK/wan.pcap" "ip proto $PNUM or ip6 proto $PNUM" 2>/dev/null | wc -l)
+  echo "     link capture: $TOTAL packets, $ESP ${PROTO^^}, $ND neighbour discovery/multicast"
+  check "the link carried only ${PROTO^^} ($ESP of $TOTAL, $ND ND/MLD)" test "$TOTAL" -gt 1000 -a "$TOTAL" -eq "$((ESP + ND))"
+  # scapy reads the capture: ESP from A carries no IP header inside (transport:
+  # after the ESP header comes the TCP segment, which only the key would show),
+  # and the outer addresses are the gateways' own.
+  check "scapy: every ${PROTO^^} packet is between the two gateways' addresses$([ "$PROTO" = ah ] && echo ", and A's verify with A's keys")" \
+    ip netns exec "$NS-ga" $PY - "$WORK/wan.pcap" "$PROTO" "$K4A" "$K6A" <<'PYEOF'
 import sys
 from scapy.all import rdpcap, IP, IPv6
-from scapy.layers.ipsec import ESP
-n = 0
+from scapy.layers.ipsec import AH, ESP, SecurityAssociation
+ah = sys.argv[2] == "ah"
+layer = AH if ah else ESP
+sa4 = SecurityAssociation(AH, spi=0x3001, auth_algo="SHA2-256-128", auth_key=bytes.fromhex(sys.argv[3])) if ah else None
+sa6 = SecurityAssociation(AH, spi=0x3006, auth_algo="SHA2-512-256", auth_key=bytes.fromhex(sys.argv[4])) if ah else None
+n = verified = 0
 for p in rdpcap(sys.argv[1]):
-    if ESP not in p:
+    if layer not in p:
         continue
     l3 = p[IP] if IP in p else p[IPv6]
     assert {l3.src, l3.dst} in ({"198.51.100.1", "198.51.100.2"}, {"2001:db8::1", "2001:db8::2"}), l3.summary()
     n += 1
+    if ah and l3.src in ("198.51.100.1", "2001:db8::1"):
+        (sa4 if IP in p else sa6).decrypt(l3.__class__(bytes(l3)))  # raises on a bad ICV
+        verified += 1
 assert n > 1000, n
+assert not ah or verified > 500, verified
+print(f"     {n} packets, {verified} of A's verified by scapy")
 PYEOF
-
-# A replay and a flipped bit, sent to B as raw ESP from A's address.
-sleep 1.2
-R0=$(stat_of "$WORK/b.json" replay) A0=$(stat_of "$WORK/b.json" auth_failed)
-ip netns exec "$NS-ga" $PY - "$WORK/wan.pcap" <<'PYEOF'
+  # A replay and a flipped bit, sent to B from A's address.
+  sleep 1.2
+  R0=$(stat_of "$WORK/b.json" replay) A0=$(stat_of "$WORK/b.json" auth_failed)
+  ip netns exec "$NS-ga" $PY - "$WORK/wan.pcap" "$PROTO" <<'PYEOF'
 import socket, sys
 from scapy.all import rdpcap, IP
-from scapy.layers.ipsec import ESP
-esp = None
+from scapy.layers.ipsec import AH, ESP
+ah = sys.argv[2] == "ah"
+pkt = None
 for p in rdpcap(sys.argv[1]):
-    if IP in p and ESP in p and p[IP].src == "198.51.100.1":
-        esp = bytes(p[ESP])
-assert esp
-flipped = bytearray(esp); flipped[4] ^= 0x40
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 50)
+    if IP in p and p[IP].src == "198.51.100.1" and (AH if ah else ESP) in p:
+        pkt = bytes(p[IP]) if ah else bytes(p[ESP])
+assert pkt
+flipped = bytearray(pkt)
+if ah:
+    flipped[20 + 8] ^= 0x40   # AH sequence number, bit 30: ahead of the window, only the ICV can catch it
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+else:
+    flipped[4] ^= 0x40
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 50)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, 0x4500)
-for pkt in (esp, bytes(flipped)):
-    s.sendto(pkt, ("198.51.100.2", 0))
+for b in (pkt, bytes(flipped)):
+    s.sendto(b, ("198.51.100.2", 0))
 PYEOF
-sleep 1.5
-check "replayed packet dropped and counted" test "$(stat_of "$WORK/b.json" replay)" -eq $((R0 + 1))
-check "flipped bit dropped as failed authentication" test "$(stat_of "$WORK/b.json" auth_failed)" -eq $((A0 + 1))
+  sleep 1.5
+  check "replayed packet dropped and counted" test "$(stat_of "$WORK/b.json" replay)" -eq $((R0 + 1))
+  check "flipped bit dropped as failed authentication" test "$(stat_of "$WORK/b.json" auth_failed)" -eq $((A0 + 1))
 
-# Another of A's addresses (10.1.0.1) talking to B's: the transport SA is
-# only for 198.51.100.1, so the packet goes no further than the TUN device.
-M0=$(stat_of "$WORK/a.json" policy_mismatch)
-N0=$(stat_of "$WORK/a.json" no_policy)
-ip netns exec "$NS-ga" ping -c 1 -W 1 -I 10.1.0.1 198.51.100.2 >/dev/null 2>&1
-sleep 1.2
-check "a packet from another source address is not sent in the SA (counted)" \
-  test $(( $(stat_of "$WORK/a.json" policy_mismatch) + $(stat_of "$WORK/a.json" no_policy) )) -gt $((M0 + N0))
-check "traffic goes on" ip netns exec "$NS-ga" ping -c 2 -i 0.2 -W 2 -q 198.51.100.2
+  # Another of A's addresses (10.1.0.1) talking to B's: the transport SA is
+  # only for 198.51.100.1, so the packet goes no further than the TUN device.
+  M0=$(stat_of "$WORK/a.json" policy_mismatch)
+  N0=$(stat_of "$WORK/a.json" no_policy)
+  ip netns exec "$NS-ga" ping -c 1 -W 1 -I 10.1.0.1 198.51.100.2 >/dev/null 2>&1
+  sleep 1.2
+  check "a packet from another source address is not sent in the SA (counted)" \
+    test $(( $(stat_of "$WORK/a.json" policy_mismatch) + $(stat_of "$WORK/a.json" no_policy) )) -gt $((M0 + N0))
+  check "traffic goes on" ip netns exec "$NS-ga" ping -c 2 -i 0.2 -W 2 -q 198.51.100.2
 
-stop_all
-check "routes removed on exit" test -z "$(ip -n "$NS-ga" route show table 4500 2>/dev/null)"
+  stop_all
+  check "routes removed on exit" test -z "$(ip -n "$NS-ga" route show table 4500 2>/dev/null)"
+}
+
+run_transport esp
+run_transport ah
 test_finish
