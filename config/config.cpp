@@ -174,6 +174,108 @@ std::optional<std::uint32_t> parse_spi(Walker& w, const json& obj, const std::st
   return static_cast<std::uint32_t>(v);
 }
 
+// One traffic selector as strongSwan writes it: "10.2.0.0/24",
+// "10.2.0.0/24[tcp/443]", "198.51.100.2[udp/1701]", "[udp]" (the SA's own
+// address), "[17/%any]". The protocol and port ranges apply to every entry
+// of a side, so they must agree there.
+struct TsEntry {
+  std::optional<core::IpRange> range;  // none: the SA's address on that side
+  std::uint8_t proto = 0;              // 0: any
+  core::PortRange ports;
+};
+std::optional<TsEntry> parse_ts_entry(const std::string& text, std::string& why) {
+  TsEntry e;
+  std::string addr = text;
+  if (const auto open = text.find('['); open != std::string::npos) {
+    if (text.back() != ']') {
+      why = "a protocol/port selector ends with ']'";
+      return std::nullopt;
+    }
+    addr = text.substr(0, open);
+    const std::string inside = text.substr(open + 1, text.size() - open - 2);
+    const auto slash = inside.find('/');
+    const std::string proto = inside.substr(0, slash);
+    if (proto != "%any" && !proto.empty()) {
+      auto n = core::parse_ip_protocol(proto);
+      if (!n) {
+        why = "'" + proto + "' is not an IP protocol (a name such as tcp, udp, icmp, or a number)";
+        return std::nullopt;
+      }
+      e.proto = *n;
+    }
+    if (slash != std::string::npos) {
+      const std::string port = inside.substr(slash + 1);
+      if (port != "%any") {
+        unsigned lo = 0, hi = 0;
+        char dash = 0;
+        std::istringstream one(port), two(port);
+        if ((two >> lo >> dash >> hi) && dash == '-' && two.eof() && lo <= hi && hi <= 65535) {
+        } else if ((one >> lo) && one.eof() && lo <= 65535) {
+          hi = lo;
+        } else {
+          why = "'" + port + "' is not a port, a range LOW-HIGH or %any";
+          return std::nullopt;
+        }
+        if (e.proto != 6 && e.proto != 17 && e.proto != 132 && e.proto != 136 && e.proto != 1 && e.proto != 58) {
+          why = "ports need a protocol that has them (tcp, udp, sctp, udplite; icmp types)";
+          return std::nullopt;
+        }
+        e.ports = {static_cast<std::uint16_t>(lo), static_cast<std::uint16_t>(hi)};
+      }
+    }
+  }
+  if (!addr.empty()) {
+    e.range = core::IpRange::parse(addr);
+    if (!e.range) {
+      why = "'" + addr + "' is not an address, prefix or range";
+      return std::nullopt;
+    }
+  }
+  return e;
+}
+
+// A manual SA's local_ts or remote_ts: the ranges, and the protocol and
+// ports they share. `own` stands for an entry without an address.
+bool parse_ts_side(Walker& w, const json& sa, const std::string& path, const char* key, bool required,
+                   const core::IpAddress& own, std::vector<core::IpRange>& ranges, std::uint8_t& proto,
+                   core::PortRange& ports) {
+  auto it = sa.find(key);
+  const std::string p = path + "." + key;
+  if (it == sa.end()) {
+    if (required) w.error(p, "is required");
+    return !required;
+  }
+  if (!it->is_array() || it->empty()) {
+    w.error(p, "must be a non-empty list of traffic selectors (\"10.2.0.0/24\", \"10.2.0.0/24[tcp/443]\")");
+    return false;
+  }
+  bool ok = true;
+  for (std::size_t i = 0; i < it->size(); ++i) {
+    const std::string ep = p + "[" + std::to_string(i) + "]";
+    if (!(*it)[i].is_string()) {
+      w.error(ep, "must be a string");
+      ok = false;
+      continue;
+    }
+    std::string why;
+    auto e = parse_ts_entry((*it)[i].get<std::string>(), why);
+    if (!e) {
+      w.error(ep, why);
+      ok = false;
+      continue;
+    }
+    if (i > 0 && (e->proto != proto || !(e->ports == ports))) {
+      w.error(ep, "every selector of one side must name the same protocol and ports");
+      ok = false;
+      continue;
+    }
+    proto = e->proto;
+    ports = e->ports;
+    ranges.push_back(e->range ? *e->range : core::IpRange{own, own});
+  }
+  return ok;
+}
+
 // What a direction's key must be: its length and how to explain it; no
 // length when the algorithm itself was wrong (reported already).
 struct KeySpec {
@@ -251,29 +353,32 @@ void parse_manual_sa(Walker& w, const std::string& name, const json& sa, const s
     w.error(path + ".mode", "must be \"tunnel\" or \"transport\"");
     ok = false;
   }
-  if (p.mode == core::SaMode::kTransport) {
+  std::uint8_t lproto = 0, rproto = 0;
+  const bool transport = p.mode == core::SaMode::kTransport;
+  ok &= parse_ts_side(w, sa, path, "local_ts", !transport, p.local_addr, p.selectors.local, lproto,
+                      p.selectors.local_ports);
+  ok &= parse_ts_side(w, sa, path, "remote_ts", !transport, p.remote_addr, p.selectors.remote, rproto,
+                      p.selectors.remote_ports);
+  if (lproto && rproto && lproto != rproto) {
+    w.error(path + ".remote_ts", "names another protocol than local_ts");
+    ok = false;
+  }
+  p.selectors.proto = lproto ? lproto : rproto;
+  if (transport && ok) {
     // Transport mode protects traffic between the two addresses: all of it
     // unless the selectors say less, never more.
-    p.selectors.local = w.ranges(sa, path, "local_ts", false);
-    p.selectors.remote = w.ranges(sa, path, "remote_ts", false);
-    if (ok) {
-      auto within = [&](const char* key, std::vector<core::IpRange>& ranges, const core::IpAddress& a) {
-        if (ranges.empty()) ranges = {core::IpRange{a, a}};
-        for (const auto& r : ranges) {
-          if (r.lo != a || r.hi != a) {
-            w.error(path + "." + key, "a transport-mode SA protects only traffic of its own addresses: '" +
-                                          r.to_string() + "' is not " + a.to_string());
-            ok = false;
-          }
+    auto within = [&](const char* key, std::vector<core::IpRange>& ranges, const core::IpAddress& a) {
+      if (ranges.empty()) ranges = {core::IpRange{a, a}};
+      for (const auto& r : ranges) {
+        if (r.lo != a || r.hi != a) {
+          w.error(path + "." + key, "a transport-mode SA protects only traffic of its own addresses: '" +
+                                        r.to_string() + "' is not " + a.to_string());
+          ok = false;
         }
-      };
-      within("local_ts", p.selectors.local, p.local_addr);
-      within("remote_ts", p.selectors.remote, p.remote_addr);
-    }
-  } else {
-    p.selectors.local = w.ranges(sa, path, "local_ts", true);
-    p.selectors.remote = w.ranges(sa, path, "remote_ts", true);
-    ok &= !p.selectors.local.empty() && !p.selectors.remote.empty();
+      }
+    };
+    within("local_ts", p.selectors.local, p.local_addr);
+    within("remote_ts", p.selectors.remote, p.remote_addr);
   }
   const auto proto = w.string(sa, path, "protocol", false).value_or("esp");
   if (proto == "ah") {

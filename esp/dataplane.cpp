@@ -170,6 +170,22 @@ void DataPlane::publish_now() {
     p.sa_index = index[name];
     s->spd.add(std::move(p));
   }
+  // A transport-mode SA narrowed to a protocol or ports (L2TP: udp/1701)
+  // protects only that: the rest of the traffic between the two hosts,
+  // routed into the TUN device with it, goes on in the clear, as it would
+  // with a kernel's transport policy for the same selectors.
+  for (const auto* e : order) {
+    const auto& sp = e->second.out->params();
+    const auto& sel = sp.selectors;
+    if (sp.mode != core::SaMode::kTransport || (sel.proto == 0 && sel.local_ports.any() && sel.remote_ports.any()))
+      continue;
+    core::Policy p;
+    p.name = e->first + "/clear";
+    p.sel.local = {core::IpRange{sp.local_addr, sp.local_addr}};
+    p.sel.remote = {core::IpRange{sp.remote_addr, sp.remote_addr}};
+    p.action = core::PolicyAction::kBypass;
+    s->spd.add(std::move(p));
+  }
   for (const auto& t : traps_) s->spd.add(t);
   current_.store(std::move(s), std::memory_order_release);
 }

@@ -398,3 +398,51 @@ TEST_CASE("a transport-mode manual SA protects its two addresses, routed from it
   CHECK_FALSE(u.config);
   CHECK(has_error(u, "$.manual.host.encap", "RFC 3948"));
 }
+
+TEST_CASE("traffic selectors with protocol and ports, in strongSwan's syntax", "[config][ts]") {
+  auto r = config::parse_config(R"({ "manual": {
+    "web": { "local_addr": "198.51.100.1", "remote_addr": "198.51.100.2",
+             "local_ts": ["10.1.0.0/24[tcp]"], "remote_ts": ["10.2.0.5[tcp/443]", "10.2.0.6[tcp/443]"],
+             "esp": "aes128gcm16",
+             "out": { "spi": 4097, "key": "000102030405060708090a0b0c0d0e0f10111213" },
+             "in":  { "spi": 4098, "key": "000102030405060708090a0b0c0d0e0f10111214" } },
+    "l2tp": { "local_addr": "198.51.100.1", "remote_addr": "198.51.100.3", "mode": "transport",
+              "local_ts": ["[udp/1701]"], "remote_ts": ["[17/%any]"], "esp": "aes128gcm16",
+              "out": { "spi": 4099, "key": "000102030405060708090a0b0c0d0e0f10111213" },
+              "in":  { "spi": 4100, "key": "000102030405060708090a0b0c0d0e0f10111214" } } } })");
+  INFO(dump(r));
+  REQUIRE(r.config);
+  for (const auto& sa : r.config->manual) {
+    if (sa.name == "web") {
+      CHECK(sa.selectors.proto == 6);
+      CHECK(sa.selectors.local_ports.any());
+      CHECK(sa.selectors.remote_ports == core::PortRange{443, 443});
+      CHECK(sa.selectors.remote.size() == 2);
+    } else {
+      CHECK(sa.selectors.proto == 17);
+      CHECK(sa.selectors.local_ports == core::PortRange{1701, 1701});
+      CHECK(sa.selectors.remote_ports.any());
+      REQUIRE(sa.selectors.local.size() == 1);
+      CHECK(sa.selectors.local[0].to_string() == "198.51.100.1");
+      CHECK(sa.selectors.remote[0].to_string() == "198.51.100.3");
+    }
+  }
+  auto bad = config::parse_config(R"({ "manual": {
+    "x": { "local_addr": "198.51.100.1", "remote_addr": "198.51.100.2",
+           "local_ts": ["10.1.0.0/24[tcp/80]", "10.1.1.0/24[tcp/81]"], "remote_ts": ["10.2.0.0/24[udp]"],
+           "esp": "aes128gcm16",
+           "out": { "spi": 4097, "key": "000102030405060708090a0b0c0d0e0f10111213" },
+           "in":  { "spi": 4098, "key": "000102030405060708090a0b0c0d0e0f10111214" } },
+    "y": { "local_addr": "198.51.100.1", "remote_addr": "198.51.100.2",
+           "local_ts": ["10.1.0.0/24[gre/80]"], "remote_ts": ["10.2.0.0/24[tcp/99999]", "10.3.0.0/24[nope]"],
+           "esp": "aes128gcm16",
+           "out": { "spi": 4099, "key": "000102030405060708090a0b0c0d0e0f10111213" },
+           "in":  { "spi": 4100, "key": "000102030405060708090a0b0c0d0e0f10111214" } } } })");
+  INFO(dump(bad));
+  CHECK_FALSE(bad.config);
+  CHECK(has_error(bad, "$.manual.x.local_ts[1]", "same protocol and ports"));
+  CHECK(has_error(bad, "$.manual.x.remote_ts", "another protocol"));
+  CHECK(has_error(bad, "$.manual.y.local_ts[0]", "ports need a protocol"));
+  CHECK(has_error(bad, "$.manual.y.remote_ts[0]", "'99999' is not a port"));
+  CHECK(has_error(bad, "$.manual.y.remote_ts[1]", "'nope' is not an IP protocol"));
+}

@@ -188,3 +188,35 @@ TEST_CASE("AH in the data plane: its own receive path, ESP's SPIs are not AH's",
   CHECK(b.process_inbound_ah(*b.snapshot(), junk) == Drop::kBadSpi);
   CHECK(b.global().dropped(Drop::kBadSpi) == 2);
 }
+
+TEST_CASE("an SA narrowed to tcp/443 protects that port; other traffic to the host is dropped and counted",
+          "[dataplane][ts]") {
+  std::string why;
+  auto p = ah_sa("sha256", core::SaMode::kTunnel, false);
+  p.protocol = core::IpsecProtocol::kEsp;
+  p.transform = *core::single_esp_transform("aes128gcm16", why);
+  p.out.keymat = core::SecureBytes(core::Bytes(20, 7));
+  p.in.keymat = core::SecureBytes(core::Bytes(20, 7));
+  p.selectors.local = {*core::IpRange::parse("10.1.0.0/24")};
+  p.selectors.remote = {*core::IpRange::parse("10.2.0.5")};
+  p.selectors.proto = 6;
+  p.selectors.remote_ports = {443, 443};
+  esp::DataPlane dp;
+  REQUIRE(dp.install(std::move(p), why));
+  auto tcp_to = [](std::uint16_t port) {
+    core::Bytes pkt(20 + 20, 0);
+    core::write_ip_header(pkt.data(), *core::IpAddress::parse("10.1.0.2"), *core::IpAddress::parse("10.2.0.5"), 6, 20);
+    core::store_be16(pkt.data() + 20, 40000);
+    core::store_be16(pkt.data() + 22, port);
+    pkt[32] = 0x50;  // data offset
+    return pkt;
+  };
+  core::Packet pkt;
+  pkt.assign(tcp_to(443));
+  CHECK(dp.process_outbound(*dp.snapshot(), pkt).action == esp::OutAction::kSend);
+  pkt.assign(tcp_to(80));
+  const auto d = dp.process_outbound(*dp.snapshot(), pkt);
+  CHECK(d.action == esp::OutAction::kDrop);
+  CHECK(d.reason == Drop::kNoPolicy);
+  CHECK(dp.global().dropped(Drop::kNoPolicy) == 1);
+}

@@ -146,6 +146,67 @@ PYEOF
   check "routes removed on exit" test -z "$(ip -n "$NS-ga" route show table 4500 2>/dev/null)"
 }
 
+run_l2tp() {
+  echo "== transport mode narrowed to udp/1701 (L2TP/IPsec): only that is protected"
+  netns_teardown "$NS"
+  netns_setup "$NS"
+  local ka kb
+  ka=$(openssl rand -hex 20) kb=$(openssl rand -hex 20)
+  for side in a b; do
+    local me=198.51.100.1 peer=198.51.100.2 out=0x5001 in=0x6001 kout=$ka kin=$kb
+    [ $side = b ] && { me=198.51.100.2 peer=198.51.100.1 out=0x6001 in=0x5001 kout=$kb kin=$ka; }
+    cat > "$WORK/l2tp-$side.json" <<JSON
+{ "tun": { "name": "ipsec0", "mtu": 1400 },
+  "manual": { "l2tp": { "local_addr": "$me", "remote_addr": "$peer", "mode": "transport", "esp": "aes128gcm16",
+                        "local_ts": ["[udp/1701]"], "remote_ts": ["$peer[udp/1701]"],
+                        "out": { "spi": "$out", "key": "$kout" }, "in": { "spi": "$in", "key": "$kin" } } } }
+JSON
+  done
+  check "L2TP configuration accepted" "$IPSECGW" check -c "$WORK/l2tp-a.json"
+  ip netns exec "$NS-ga" "$IPSECGW" run -c "$WORK/l2tp-a.json" --stats-file "$WORK/la.json" > "$WORK/la.log" 2>&1 &
+  track_gw $! "$WORK/la.log"
+  ip netns exec "$NS-gb" "$IPSECGW" run -c "$WORK/l2tp-b.json" --stats-file "$WORK/lb.json" > "$WORK/lb.log" 2>&1 &
+  track_gw $! "$WORK/lb.log"
+  wait_for "$WORK/la.log" "gateway: up" && wait_for "$WORK/lb.log" "gateway: up" && wait_for "$WORK/lb.json" active_sas
+  ip netns exec "$NS-gb" timeout 30 tcpdump -i "$NS-w1" -U --immediate-mode -w "$WORK/l2tp.pcap" not arp 2>/dev/null &
+  local dump=$!
+  sleep 1
+  # B listens on 1701 and 9999 and echoes what it gets; A sends from port 1701.
+  ip netns exec "$NS-gb" timeout 15 $PY -c "
+import socket, select
+a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); a.bind(('198.51.100.2', 1701))
+b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); b.bind(('198.51.100.2', 9999))
+for _ in range(2):
+    r, _, _ = select.select([a, b], [], [], 10)
+    for s in r:
+        d, addr = s.recvfrom(2000); s.sendto(d, addr)
+" &
+  local echo=$!
+  sleep 0.5
+  check "UDP 1701 A -> B and back (in ESP)" ip netns exec "$NS-ga" timeout 5 $PY -c "
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('198.51.100.1', 1701)); s.settimeout(3)
+s.sendto(b'l2tp-hello', ('198.51.100.2', 1701)); assert s.recvfrom(2000)[0] == b'l2tp-hello'"
+  check "UDP 9999 A -> B and back (in the clear)" ip netns exec "$NS-ga" timeout 5 $PY -c "
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('198.51.100.1', 0)); s.settimeout(3)
+s.sendto(b'clear-hello', ('198.51.100.2', 9999)); assert s.recvfrom(2000)[0] == b'clear-hello'"
+  check "ping A -> B (in the clear)" ip netns exec "$NS-ga" ping -c 2 -i 0.2 -W 2 -q 198.51.100.2
+  wait "$echo" 2>/dev/null
+  sleep 0.5
+  kill "$dump"; wait "$dump" 2>/dev/null
+  local esp clear1701 clear9999 echo_req
+  esp=$(tcpdump -r "$WORK/l2tp.pcap" 'ip proto 50' 2>/dev/null | wc -l)
+  clear1701=$(tcpdump -r "$WORK/l2tp.pcap" 'udp port 1701' 2>/dev/null | wc -l)
+  clear9999=$(tcpdump -r "$WORK/l2tp.pcap" 'udp port 9999' 2>/dev/null | wc -l)
+  echo_req=$(tcpdump -r "$WORK/l2tp.pcap" 'icmp[icmptype] == icmp-echo' 2>/dev/null | wc -l)
+  echo "     link capture: $esp ESP, udp/1701 in the clear $clear1701, udp/9999 in the clear $clear9999, echo requests $echo_req"
+  check "udp/1701 crossed only in ESP (2 ESP packets, no clear 1701)" test "$esp" -eq 2 -a "$clear1701" -eq 0
+  check "other traffic between the hosts stayed clear" test "$clear9999" -eq 2 -a "$echo_req" -eq 2
+  stop_all
+}
+
 run_transport esp
 run_transport ah
+run_l2tp
 test_finish
