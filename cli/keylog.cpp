@@ -36,6 +36,7 @@ const char* esp_auth_name(core::IntegAlg a) {
     case core::IntegAlg::kHmacSha256_128: return "HMAC-SHA-256-128 [RFC4868]";
     case core::IntegAlg::kHmacSha384_192: return "HMAC-SHA-384-192 [RFC4868]";
     case core::IntegAlg::kHmacSha512_256: return "HMAC-SHA-512-256 [RFC4868]";
+    case core::IntegAlg::kAesXcbc96: return "NULL";  // ESP does not take it
   }
   return "NULL";
 }
@@ -59,6 +60,7 @@ const char* ike_integ_name(core::IntegAlg a) {
     case core::IntegAlg::kHmacSha256_128: return "HMAC_SHA2_256_128 [RFC4868]";
     case core::IntegAlg::kHmacSha384_192: return "HMAC_SHA2_384_192 [RFC4868]";
     case core::IntegAlg::kHmacSha512_256: return "HMAC_SHA2_512_256 [RFC4868]";
+    case core::IntegAlg::kAesXcbc96: return "AUTH_AES_XCBC_96 [RFC3566]";
   }
   return "NONE [RFC4306]";
 }

@@ -45,6 +45,7 @@ std::size_t icv_len(IntegAlg a) noexcept {
     case IntegAlg::kHmacSha256_128: return 16;
     case IntegAlg::kHmacSha384_192: return 24;
     case IntegAlg::kHmacSha512_256: return 32;
+    case IntegAlg::kAesXcbc96: return 12;
   }
   return 0;
 }
@@ -57,6 +58,7 @@ std::size_t integ_key_len(IntegAlg a) noexcept {
     case IntegAlg::kHmacSha256_128: return 32;
     case IntegAlg::kHmacSha384_192: return 48;
     case IntegAlg::kHmacSha512_256: return 64;
+    case IntegAlg::kAesXcbc96: return 16;
   }
   return 0;
 }
@@ -69,6 +71,7 @@ const char* digest_name(IntegAlg a) noexcept {
     case IntegAlg::kHmacSha256_128: return "SHA256";
     case IntegAlg::kHmacSha384_192: return "SHA384";
     case IntegAlg::kHmacSha512_256: return "SHA512";
+    case IntegAlg::kAesXcbc96: return nullptr;  // not a digest: core::XcbcMac
   }
   return nullptr;
 }
@@ -278,7 +281,7 @@ std::optional<EspTransform> single_esp_transform(std::string_view text, std::str
 }
 
 std::string AhTransform::name() const {
-  std::string s;
+  std::string s = integ == IntegAlg::kAesXcbc96 ? "aesxcbc" : "";
   for (const auto& e : kIntegNames) {
     if (e.alg == integ && e.name != "sha" && e.name.find('_') == std::string_view::npos) {
       s = std::string(e.name);
@@ -289,6 +292,9 @@ std::string AhTransform::name() const {
 }
 
 std::optional<AhTransform> single_ah_transform(std::string_view text, std::string& why) {
+  // AES-XCBC-96 (RFC 3566) is AH's only so far, so it is not among the
+  // keywords ESP and IKE proposals take.
+  if (text == "aesxcbc" || text == "aesxcbc-esn") return AhTransform{IntegAlg::kAesXcbc96, text.size() > 7};
   std::string bad;
   auto p = parse_proposal(text, bad);
   if (!p) {
@@ -296,7 +302,7 @@ std::optional<AhTransform> single_ah_transform(std::string_view text, std::strin
     return std::nullopt;
   }
   if (!p->enc.empty()) {
-    why = "AH has no encryption: name one integrity algorithm (sha256, sha384, sha512, sha1, md5)";
+    why = "AH has no encryption: name one integrity algorithm (sha256, sha384, sha512, sha1, md5, aesxcbc)";
     return std::nullopt;
   }
   if (!p->prf.empty() || !p->dh.empty()) {

@@ -30,6 +30,7 @@ enum class IntegAlg : std::uint8_t {
   kHmacSha256_128,  // RFC 4868
   kHmacSha384_192,
   kHmacSha512_256,
+  kAesXcbc96,       // RFC 3566 (AH so far)
 };
 
 enum class PrfAlg : std::uint8_t { kHmacMd5, kHmacSha1, kHmacSha256, kHmacSha384, kHmacSha512 };

@@ -196,6 +196,85 @@ bool Hmac::finish(MutByteSpan out) noexcept {
   return true;
 }
 
+std::unique_ptr<Mac> Mac::create(IntegAlg a, ByteSpan key) {
+  if (key.size() != integ_key_len(a)) return nullptr;
+  if (a == IntegAlg::kAesXcbc96) return XcbcMac::create(key);
+  return Hmac::create(digest_name(a), key);
+}
+
+std::unique_ptr<XcbcMac> XcbcMac::create(ByteSpan key) {
+  if (key.size() != 16) return nullptr;
+  std::unique_ptr<XcbcMac> m(new XcbcMac());
+  // K1, K2, K3 = E(K, 0x01..), E(K, 0x02..), E(K, 0x03..).
+  EVP_CIPHER_CTX* k = EVP_CIPHER_CTX_new();
+  if (!k) return nullptr;
+  std::uint8_t k1[16], block[16];
+  int len = 0;
+  bool ok = EVP_EncryptInit_ex(k, EVP_aes_128_ecb(), nullptr, key.data(), nullptr) == 1 &&
+            EVP_CIPHER_CTX_set_padding(k, 0) == 1;
+  std::uint8_t* outs[3] = {k1, m->k2_, m->k3_};
+  for (int i = 0; ok && i < 3; ++i) {
+    std::memset(block, i + 1, sizeof block);
+    ok = EVP_EncryptUpdate(k, outs[i], &len, block, 16) == 1 && len == 16;
+  }
+  EVP_CIPHER_CTX_free(k);
+  m->k1_ = EVP_CIPHER_CTX_new();
+  ok = ok && m->k1_ && EVP_EncryptInit_ex(m->k1_, EVP_aes_128_ecb(), nullptr, k1, nullptr) == 1 &&
+       EVP_CIPHER_CTX_set_padding(m->k1_, 0) == 1;
+  secure_wipe(k1, sizeof k1);
+  if (!ok) return nullptr;
+  return m;
+}
+
+XcbcMac::~XcbcMac() {
+  EVP_CIPHER_CTX_free(k1_);
+  secure_wipe(k2_, sizeof k2_);
+  secure_wipe(k3_, sizeof k3_);
+  secure_wipe(state_, sizeof state_);
+  secure_wipe(buf_, sizeof buf_);
+}
+
+bool XcbcMac::encrypt(std::uint8_t block[16]) noexcept {
+  int len = 0;
+  return EVP_EncryptUpdate(k1_, block, &len, block, 16) == 1 && len == 16;
+}
+
+bool XcbcMac::begin() noexcept {
+  std::memset(state_, 0, sizeof state_);
+  buf_len_ = 0;
+  return true;
+}
+
+bool XcbcMac::update(ByteSpan data) noexcept {
+  std::size_t i = 0;
+  while (i < data.size()) {
+    if (buf_len_ == 16) {  // more follows: the held block is not the last
+      for (int j = 0; j < 16; ++j) state_[j] ^= buf_[j];
+      if (!encrypt(state_)) return false;
+      buf_len_ = 0;
+    }
+    const std::size_t n = std::min<std::size_t>(16 - buf_len_, data.size() - i);
+    std::memcpy(buf_ + buf_len_, data.data() + i, n);
+    buf_len_ += n;
+    i += n;
+  }
+  return true;
+}
+
+bool XcbcMac::finish(MutByteSpan out) noexcept {
+  if (out.size() > 16) return false;
+  if (buf_len_ == 16) {
+    for (int j = 0; j < 16; ++j) state_[j] ^= buf_[j] ^ k2_[j];
+  } else {
+    buf_[buf_len_] = 0x80;
+    std::memset(buf_ + buf_len_ + 1, 0, 15 - buf_len_);
+    for (int j = 0; j < 16; ++j) state_[j] ^= buf_[j] ^ k3_[j];
+  }
+  if (!encrypt(state_)) return false;
+  std::memcpy(out.data(), state_, out.size());
+  return begin();
+}
+
 std::unique_ptr<IvGenerator> IvGenerator::create() {
   std::unique_ptr<IvGenerator> g(new IvGenerator());
   std::uint8_t key[16];

@@ -61,23 +61,60 @@ class Cipher {
 };
 
 // HMAC truncated to the algorithm's ICV length (or full length for PRF use).
-class Hmac {
+// A message authentication code computed in pieces (AH's ICV covers a
+// masked copy of the header and then the packet as it is).
+class Mac {
+ public:
+  virtual ~Mac() = default;
+  virtual bool begin() noexcept = 0;
+  virtual bool update(ByteSpan data) noexcept = 0;
+  // Writes the first out.size() bytes of the MAC (out.size() <= full length).
+  virtual bool finish(MutByteSpan out) noexcept = 0;
+  // An integrity algorithm's MAC with its key (HMAC family, AES-XCBC).
+  static std::unique_ptr<Mac> create(IntegAlg a, ByteSpan key);
+};
+
+class Hmac final : public Mac {
  public:
   static std::unique_ptr<Hmac> create(const char* digest, ByteSpan key);
-  ~Hmac();
+  ~Hmac() override;
   Hmac(const Hmac&) = delete;
   Hmac& operator=(const Hmac&) = delete;
 
-  bool begin() noexcept;
-  bool update(ByteSpan data) noexcept;
-  // Writes the first out.size() bytes of the MAC (out.size() <= full length).
-  bool finish(MutByteSpan out) noexcept;
+  bool begin() noexcept override;
+  bool update(ByteSpan data) noexcept override;
+  bool finish(MutByteSpan out) noexcept override;
   [[nodiscard]] std::size_t full_len() const noexcept { return full_len_; }
 
  private:
   Hmac() = default;
   EVP_MAC_CTX* ctx_ = nullptr;
   std::size_t full_len_ = 0;
+};
+
+// AES-XCBC-MAC (RFC 3566) with a 128-bit key, on AES-128-ECB (OpenSSL 3 has
+// no XCBC): K1, K2, K3 derived from the key; CBC-MAC under K1 whose last
+// block is XORed with K2 when whole, or padded with 0x80 0... and XORed
+// with K3. AES-XCBC-96 takes the first 12 bytes.
+class XcbcMac final : public Mac {
+ public:
+  static std::unique_ptr<XcbcMac> create(ByteSpan key);
+  ~XcbcMac() override;
+  XcbcMac(const XcbcMac&) = delete;
+  XcbcMac& operator=(const XcbcMac&) = delete;
+
+  bool begin() noexcept override;
+  bool update(ByteSpan data) noexcept override;
+  bool finish(MutByteSpan out) noexcept override;
+
+ private:
+  XcbcMac() = default;
+  bool encrypt(std::uint8_t block[16]) noexcept;  // in place, under K1
+  EVP_CIPHER_CTX* k1_ = nullptr;
+  std::uint8_t k2_[16] = {}, k3_[16] = {};
+  std::uint8_t state_[16] = {};  // E(K1, ...) so far
+  std::uint8_t buf_[16] = {};    // the last block, held back until more comes or finish
+  std::size_t buf_len_ = 0;
 };
 
 // Unpredictable CBC IVs without a DRBG call per packet: the IV is the

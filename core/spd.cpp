@@ -58,6 +58,7 @@ const char* to_string(PolicyAction a) noexcept {
 
 const Policy* Spd::lookup_outbound(const PacketInfo& p) const noexcept {
   for (const auto& pol : policies_) {
+    if (pol.whole_packets && p.fragment) continue;
     if (pol.sel.matches_outbound(p)) return &pol;
   }
   return nullptr;

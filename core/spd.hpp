@@ -46,6 +46,9 @@ struct Policy {
   // A trap policy (start_action "trap"): a packet matching it while no SA is
   // installed asks the IKE engine for one ("acquire") and is held.
   bool trap = false;
+  // Whole packets only: a fragment (which may lack the ports that decided
+  // for its first part) passes this policy by.
+  bool whole_packets = false;
 };
 
 // A policy written in the configuration; protect policies name their SA

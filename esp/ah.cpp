@@ -60,6 +60,21 @@ bool mask_v6_options(std::uint8_t* ext, std::size_t len) noexcept {
 }
 }  // namespace
 
+void neutralise_mutable_v4_options(std::uint8_t* h, std::size_t ihl) noexcept {
+  for (std::size_t o = 20; o < ihl;) {
+    const std::uint8_t type = h[o];
+    if (type == 0) break;
+    if (type == 1 || o + 1 >= ihl) {
+      ++o;
+      continue;
+    }
+    const std::size_t len = h[o + 1];
+    if (len < 2 || o + len > ihl) return;  // cannot happen after mask_v4 accepted it
+    if (!immutable_v4_option(type)) std::memset(h + o, 1, len);
+    o += len;
+  }
+}
+
 std::size_t ah_len(const core::AhTransform& t, bool v6) noexcept {
   const std::size_t raw = kAhHeaderLen + t.icv_len();
   const std::size_t align = v6 ? 8 : 4;
@@ -104,7 +119,7 @@ std::size_t find_ah(core::ByteSpan ip, std::size_t& total, std::size_t& nh_pos) 
   return 0;
 }
 
-bool ah_icv(core::Hmac& mac, core::ByteSpan ip, std::size_t ah_off, std::size_t icv_len, bool esn,
+bool ah_icv(core::Mac& mac, core::ByteSpan ip, std::size_t ah_off, std::size_t icv_len, bool esn,
             std::uint32_t seq_hi, std::uint8_t* out) noexcept {
   if (ah_off > kMaxMasked || ip.size() < ah_off + kAhHeaderLen + icv_len || ip.size() < 20) return false;
   std::array<std::uint8_t, kMaxMasked> hdr;

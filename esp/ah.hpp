@@ -28,8 +28,14 @@ std::size_t ah_len(const core::AhTransform& t, bool v6) noexcept;
 // header with `icv_len` bytes of ICV taken as zero, what follows, then
 // `seq_hi` when `esn`. Writes `icv_len` bytes to `out`. False when the
 // headers cannot be masked (malformed options, a routing header).
-bool ah_icv(core::Hmac& mac, core::ByteSpan ip, std::size_t ah_off, std::size_t icv_len, bool esn,
+bool ah_icv(core::Mac& mac, core::ByteSpan ip, std::size_t ah_off, std::size_t icv_len, bool esn,
             std::uint32_t seq_hi, std::uint8_t* out) noexcept;
+
+// After verification, in transport mode: the IPv4 options outside the ICV
+// (the mutable ones, zeroed whole for it, type and length included) become
+// NOPs, so that nothing the ICV did not cover reaches the stack (a Record
+// Route rewritten into a source route on the way, say).
+void neutralise_mutable_v4_options(std::uint8_t* ip_header, std::size_t ihl) noexcept;
 
 // The offset of the AH header in an IP packet: after the IPv4 header, or
 // after IPv6 hop-by-hop and destination options; 0 when the packet is not

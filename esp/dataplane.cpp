@@ -170,10 +170,13 @@ void DataPlane::publish_now() {
     p.sa_index = index[name];
     s->spd.add(std::move(p));
   }
+  for (const auto& t : traps_) s->spd.add(t);
   // A transport-mode SA narrowed to a protocol or ports (L2TP: udp/1701)
   // protects only that: the rest of the traffic between the two hosts,
   // routed into the TUN device with it, goes on in the clear, as it would
-  // with a kernel's transport policy for the same selectors.
+  // with a kernel's transport policy for the same selectors. Last, after
+  // every SA's and trap's policy, and never for a fragment: a later
+  // fragment has no ports to show it belongs to the protected traffic.
   for (const auto* e : order) {
     const auto& sp = e->second.out->params();
     const auto& sel = sp.selectors;
@@ -184,9 +187,9 @@ void DataPlane::publish_now() {
     p.sel.local = {core::IpRange{sp.local_addr, sp.local_addr}};
     p.sel.remote = {core::IpRange{sp.remote_addr, sp.remote_addr}};
     p.action = core::PolicyAction::kBypass;
+    p.whole_packets = true;
     s->spd.add(std::move(p));
   }
-  for (const auto& t : traps_) s->spd.add(t);
   current_.store(std::move(s), std::memory_order_release);
 }
 

@@ -130,15 +130,26 @@ bool supported(const core::SaParams& p, std::string& why) {
   return true;
 }
 
-std::unique_ptr<core::Hmac> ah_mac(const core::AhTransform& t, core::ByteSpan key, std::string& why) {
+std::unique_ptr<core::Mac> ah_mac(const core::AhTransform& t, core::ByteSpan key, std::string& why) {
   if (key.size() != t.keymat_len()) {
     why = "key must be " + std::to_string(t.keymat_len()) + " bytes for AH " + t.name() + ", got " +
           std::to_string(key.size());
     return nullptr;
   }
-  auto mac = core::Hmac::create(core::digest_name(t.integ), key);
-  if (!mac) why = "cannot set up HMAC for AH " + t.name();
+  auto mac = core::Mac::create(t.integ, key);
+  if (!mac) why = "cannot set up the MAC for AH " + t.name();
   return mac;
+}
+
+// What a transport SA's payload may be unless its selectors name it: not a
+// packet in a packet (IP-in-IP, IPv6, ESP, AH) nor an IPv6 routing or
+// fragment header, whose addresses or pieces the selectors never saw.
+bool transport_payload_ok(const core::Selectors& sel, std::uint8_t next_header) noexcept {
+  if (sel.proto != 0) return true;  // matches_inbound decides
+  switch (next_header) {
+    case core::ipproto::kIpIp: case core::ipproto::kIpv6: case 50: case 51: case 43: case 44: return false;
+    default: return true;
+  }
 }
 
 // An IPv4 identification for an AH packet: never 0, which the kernel would
@@ -407,6 +418,7 @@ Drop InboundSa::open(core::Packet& pkt) noexcept {
     // Transport mode: the IP header the kernel took off on receipt is built
     // again in front of the payload (from the SA's addresses; the payload's
     // own TCP/UDP checksum covers them), then the selectors are checked.
+    if (!transport_payload_ok(params_.selectors, next_header)) return Drop::kPolicyMismatch;
     const std::size_t start = pkt.off + kEspHeaderLen + iv_len;
     const std::size_t hl = params_.local_addr.is_v4() ? 20 : 40;
     if (start < hl || inner_len + hl > 0xffff + (hl == 40 ? 40 : 0)) return Drop::kMalformed;
@@ -472,12 +484,14 @@ Drop InboundSa::open_ah(core::Packet& pkt) noexcept {
   } else {
     // Transport: the IP header (and any options) moves up over AH and
     // gets back the protocol AH carried.
+    if (!transport_payload_ok(params_.selectors, next_header)) return Drop::kPolicyMismatch;
     std::memmove(pkt.data() + al, pkt.data(), ah_off);
     pkt.off += al;
     pkt.len = total - al;
     std::uint8_t* h = pkt.data();
     h[nh_pos] = next_header;
     if (!v6) {
+      neutralise_mutable_v4_options(h, ah_off);
       core::store_be16(h + 2, static_cast<std::uint16_t>(pkt.len));
       core::store_be16(h + 10, core::ipv4_header_checksum(core::ByteSpan(h, ah_off)));
     } else {

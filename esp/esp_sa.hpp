@@ -86,7 +86,7 @@ class OutboundSa {
     std::uint64_t max_seq = 0;
     std::atomic<std::uint64_t> next_seq{1};
     std::unique_ptr<EspCrypto> crypto;      // ESP
-    std::unique_ptr<core::Hmac> ah_mac;     // AH
+    std::unique_ptr<core::Mac> ah_mac;      // AH
     std::unique_ptr<core::IvGenerator> ivgen;
     core::TrafficCounters counters;
   };
@@ -117,7 +117,7 @@ class InboundSa {
   core::SaParams params_;
   std::uint32_t spi_ = 0;
   std::unique_ptr<EspCrypto> crypto_;
-  std::unique_ptr<core::Hmac> ah_mac_;
+  std::unique_ptr<core::Mac> ah_mac_;
   ReplayWindow replay_;
   core::TrafficCounters counters_;
 };

@@ -35,6 +35,7 @@ std::optional<std::uint16_t> auth_number(core::IntegAlg a) {
     case core::IntegAlg::kHmacSha256_128: return 5;
     case core::IntegAlg::kHmacSha384_192: return 6;
     case core::IntegAlg::kHmacSha512_256: return 7;
+    case core::IntegAlg::kAesXcbc96: return 9;
     case core::IntegAlg::kNone: return std::nullopt;
   }
   return std::nullopt;

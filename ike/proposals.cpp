@@ -31,6 +31,7 @@ std::uint16_t integ_id(IntegAlg a) {
     case IntegAlg::kHmacSha256_128: return 12;
     case IntegAlg::kHmacSha384_192: return 13;
     case IntegAlg::kHmacSha512_256: return 14;
+    case IntegAlg::kAesXcbc96: return 5;
   }
   return 0;
 }
@@ -70,6 +71,7 @@ std::vector<PrfAlg> prfs_of(const core::Proposal& p) {
       case IntegAlg::kHmacSha256_128: out.push_back(PrfAlg::kHmacSha256); break;
       case IntegAlg::kHmacSha384_192: out.push_back(PrfAlg::kHmacSha384); break;
       case IntegAlg::kHmacSha512_256: out.push_back(PrfAlg::kHmacSha512); break;
+      case IntegAlg::kAesXcbc96:
       case IntegAlg::kNone: break;
     }
   }

@@ -220,3 +220,59 @@ TEST_CASE("an SA narrowed to tcp/443 protects that port; other traffic to the ho
   CHECK(d.reason == Drop::kNoPolicy);
   CHECK(dp.global().dropped(Drop::kNoPolicy) == 1);
 }
+
+TEST_CASE("a transport SA narrowed to udp/1701: the rest between the hosts is clear, but never a fragment",
+          "[dataplane][ts][transport]") {
+  std::string why;
+  auto p = ah_sa("sha256", core::SaMode::kTransport, false);
+  p.selectors.proto = 17;
+  p.selectors.local_ports = p.selectors.remote_ports = {1701, 1701};
+  esp::DataPlane dp;
+  REQUIRE(dp.install(std::move(p), why));
+  const auto here = *core::IpAddress::parse("198.51.100.1"), there = *core::IpAddress::parse("198.51.100.2");
+  core::Packet pkt;
+  pkt.assign(udp_between(here, there, 30));  // 1701 -> 1701
+  CHECK(dp.process_outbound(*dp.snapshot(), pkt).action == esp::OutAction::kSend);
+  auto other = udp_between(here, there, 30);
+  core::store_be16(other.data() + 22, 53);
+  pkt.assign(other);
+  CHECK(dp.process_outbound(*dp.snapshot(), pkt).action == esp::OutAction::kBypass);
+  // A later fragment of a 1701 datagram shows no ports: not clear, dropped.
+  auto frag = udp_between(here, there, 30);
+  core::store_be16(frag.data() + 6, 0x0010);  // offset 128 bytes
+  core::store_be16(frag.data() + 10, core::ipv4_header_checksum(core::ByteSpan(frag).first(20)));
+  pkt.assign(frag);
+  const auto d = dp.process_outbound(*dp.snapshot(), pkt);
+  CHECK(d.action == esp::OutAction::kDrop);
+  CHECK(d.reason == Drop::kNoPolicy);
+}
+
+TEST_CASE("a transport SA does not deliver a packet in a packet its selectors never saw", "[ah][esp][transport]") {
+  for (bool ah : {true, false}) {
+    INFO((ah ? "AH" : "ESP"));
+    std::string why;
+    auto a = ah_sa("sha256", core::SaMode::kTransport, false);
+    auto b = ah_sa("sha256", core::SaMode::kTransport, false, true);
+    if (!ah) {
+      for (auto* x : {&a, &b}) {
+        x->protocol = core::IpsecProtocol::kEsp;
+        x->transform = *core::single_esp_transform("aes128gcm16", why);
+        x->out.keymat = core::SecureBytes(core::Bytes(20, 9));
+        x->in.keymat = core::SecureBytes(core::Bytes(20, 9));
+      }
+    }
+    auto out = esp::OutboundSa::create(a, why);
+    auto in = esp::InboundSa::create(b, why);
+    REQUIRE(out);
+    REQUIRE(in);
+    // 198.51.100.1 -> .2, protocol 4 (IP-in-IP) around a packet for 10.9.9.9.
+    auto inner = udp_between(*core::IpAddress::parse("192.0.2.7"), *core::IpAddress::parse("10.9.9.9"), 8);
+    core::Bytes pkt_bytes(20);
+    core::write_ip_header(pkt_bytes.data(), a.local_addr, a.remote_addr, 4, inner.size());
+    pkt_bytes.insert(pkt_bytes.end(), inner.begin(), inner.end());
+    core::Packet pkt;
+    pkt.assign(pkt_bytes);
+    REQUIRE(out->encapsulate(pkt) == Drop::kNone);
+    CHECK(in->decapsulate(pkt) == Drop::kPolicyMismatch);
+  }
+}

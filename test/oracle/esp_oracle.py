@@ -290,8 +290,18 @@ def offline_ah(tool):
                         wire = L3(bytes(sa2.encrypt(inner)))
                         res = esp_tool(tool, dict(tr, op="decap", spi=0x5002, packets=[bytes(wire).hex()]))
                         got = bytes.fromhex(res["packets"][0]) if res["drops"][0] == "none" else b""
-                        check(got == bytes(inner), f"{what}{' with options' if options else ''}: ipsecgw verifies "
-                                                   f"scapy's packet and gives back the original ({res['drops'][0]})")
+                        want = inner
+                        if options and fam == "v4":
+                            # The mutable option (Record Route), outside the ICV, comes back as NOPs.
+                            want = inner.copy()
+                            rr_len = len(bytes(want.options[0]))
+                            want.options = [Raw(b"\x01" * rr_len)] + want.options[1:]
+                            del want.chksum
+                            want = IP(bytes(want))
+                        check(got == bytes(want), f"{what}{' with options' if options else ''}: ipsecgw verifies "
+                                                  f"scapy's packet and gives back the original"
+                                                  f"{' (the mutable option as NOPs)' if options and fam == 'v4' else ''} "
+                                                  f"({res['drops'][0]})")
                         if esn or alg != "sha256":
                             continue
                         # What routers may change (and RR's data, a mutable option) ...
