@@ -395,10 +395,6 @@ void parse_manual_sa(Walker& w, const std::string& name, const json& sa, const s
     w.error(path + ".encap", "AH cannot be UDP-encapsulated: its ICV covers the IP addresses a NAT rewrites "
                              "(RFC 3948 covers ESP only); use \"none\"");
     ok = false;
-  } else if (encap == "udp" && p.mode == core::SaMode::kTransport) {
-    w.error(path + ".encap", "transport mode in UDP (RFC 3948 3.1.2, with its checksum fix-ups) is not "
-                             "implemented yet; use \"none\" or tunnel mode");
-    ok = false;
   } else if (encap == "udp") {
     p.encap = core::Encap::kUdp;
   } else if (encap != "none") {

@@ -285,6 +285,33 @@ std::uint16_t ipv4_header_checksum(ByteSpan hdr) noexcept {
   return static_cast<std::uint16_t>(~sum);
 }
 
+bool recompute_l4_checksum(MutByteSpan pkt, std::size_t l4_off) noexcept {
+  if (pkt.size() < l4_off || (l4_off != 20 && l4_off != 40)) return false;
+  const bool v4 = l4_off == 20;
+  const std::uint8_t proto = v4 ? pkt[9] : pkt[6];
+  std::size_t at = 0;
+  if (proto == 6) at = 16;
+  else if (proto == 17) at = 6;
+  else if (proto == 58 && !v4) at = 2;
+  else return false;
+  const std::size_t l4_len = pkt.size() - l4_off;
+  if (l4_len < at + 2) return false;
+  std::uint8_t* l4 = pkt.data() + l4_off;
+  if (v4 && proto == 17 && load_be16(l4 + 6) == 0) return true;  // no checksum
+  store_be16(l4 + at, 0);
+  std::uint32_t sum = proto + static_cast<std::uint32_t>(l4_len & 0xffff) + static_cast<std::uint32_t>(l4_len >> 16);
+  const std::size_t addr_len = v4 ? 8 : 32;
+  const std::uint8_t* addrs = pkt.data() + (v4 ? 12 : 8);
+  for (std::size_t i = 0; i < addr_len; i += 2) sum += load_be16(addrs + i);
+  for (std::size_t i = 0; i + 1 < l4_len; i += 2) sum += load_be16(l4 + i);
+  if (l4_len & 1) sum += std::uint32_t{l4[l4_len - 1]} << 8;
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  std::uint16_t c = static_cast<std::uint16_t>(~sum);
+  if (proto == 17 && c == 0) c = 0xffff;
+  store_be16(l4 + at, c);
+  return true;
+}
+
 std::size_t write_ip_header(std::uint8_t* out, const IpAddress& src, const IpAddress& dst, std::uint8_t proto,
                             std::size_t payload_len, const IpHeaderFields& f) noexcept {
   if (src.is_v4()) {

@@ -132,6 +132,12 @@ IpParseError parse_ip_packet(ByteSpan packet, PacketInfo& info) noexcept;
 // taken as zero.
 std::uint16_t ipv4_header_checksum(ByteSpan hdr) noexcept;
 
+// Recomputes the TCP, UDP or ICMPv6 checksum of a whole IP packet without
+// extension headers (`l4_off` 20 or 40) for the addresses now in its
+// header; an IPv4 UDP checksum of 0 (none) stays 0. False when the
+// protocol has no such checksum or the packet is too short for it.
+bool recompute_l4_checksum(MutByteSpan packet, std::size_t l4_off) noexcept;
+
 // Writes an IP header (20 bytes IPv4 with its checksum, or 40 bytes IPv6)
 // for `payload_len` bytes of protocol `proto` from `src` to `dst`; returns
 // its length. `out` must have room for it.

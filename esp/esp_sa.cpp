@@ -119,10 +119,6 @@ bool peek_spi(ByteSpan esp, std::uint32_t& spi) noexcept {
 
 namespace {
 bool supported(const core::SaParams& p, std::string& why) {
-  if (p.mode == core::SaMode::kTransport && p.encap != core::Encap::kNone) {
-    why = "transport mode in UDP (RFC 3948 3.1.2) is not implemented yet";
-    return false;
-  }
   if (p.protocol == core::IpsecProtocol::kAh && p.encap != core::Encap::kNone) {
     why = "AH cannot be UDP-encapsulated (its ICV covers the IP addresses a NAT rewrites)";
     return false;
@@ -425,6 +421,11 @@ Drop InboundSa::open(core::Packet& pkt) noexcept {
     pkt.off = start - hl;
     pkt.len = hl + inner_len;
     core::write_ip_header(pkt.data(), params_.remote_addr, params_.local_addr, next_header, inner_len);
+    // Through a NAT (RFC 3948 3.1.2) the peer's TCP/UDP checksum covers
+    // addresses that are not the ones in the rebuilt header (its own
+    // private one, or the NAT's public one for ours): it is recomputed,
+    // which the decrypted and authenticated payload allows.
+    if (params_.encap == core::Encap::kUdp) core::recompute_l4_checksum(pkt.span(), hl);
     if (core::parse_ip_packet(pkt.span(), info) != core::IpParseError::kNone) return Drop::kMalformed;
     if (!params_.selectors.matches_inbound(info)) return Drop::kPolicyMismatch;
     counters_.in.add(inner_len);

@@ -394,9 +394,14 @@ TEST_CASE("a transport-mode manual SA protects its two addresses, routed from it
     "host": { "local_addr": "198.51.100.1", "remote_addr": "198.51.100.2", "mode": "transport",
               "esp": "aes128gcm16", "encap": "udp",
               "out": { "spi": 4097, "key": "000102030405060708090a0b0c0d0e0f10111213" },
-              "in":  { "spi": 4098, "key": "000102030405060708090a0b0c0d0e0f10111214" } } } })");
+              "in":  { "spi": 4098, "key": "000102030405060708090a0b0c0d0e0f10111214" } },
+    "ah": { "local_addr": "198.51.100.1", "remote_addr": "198.51.100.3", "mode": "transport",
+            "protocol": "ah", "ah": "sha256", "encap": "udp",
+            "out": { "spi": 4099, "key": "000102030405060708090a0b0c0d0e0f000102030405060708090a0b0c0d0e0f" },
+            "in":  { "spi": 4100, "key": "000102030405060708090a0b0c0d0e0f000102030405060708090a0b0c0d0e0f" } } } })");
   CHECK_FALSE(u.config);
-  CHECK(has_error(u, "$.manual.host.encap", "RFC 3948"));
+  CHECK_FALSE(has_error(u, "$.manual.host.encap", ""));  // ESP transport in UDP is fine
+  CHECK(has_error(u, "$.manual.ah.encap", "RFC 3948 covers ESP only"));
 }
 
 TEST_CASE("traffic selectors with protocol and ports, in strongSwan's syntax", "[config][ts]") {

@@ -236,10 +236,10 @@ TEST_CASE("ESP SA creation refuses wrong key lengths and unsupported modes", "[e
   q.protocol = core::IpsecProtocol::kAh;
   CHECK_FALSE(esp::InboundSa::create(q, why));
   auto u = make_sa("aes256gcm16");
-  u.mode = core::SaMode::kTransport;
+  u.protocol = core::IpsecProtocol::kAh;
   u.encap = core::Encap::kUdp;
   CHECK_FALSE(esp::OutboundSa::create(u, why));
-  CHECK(why.find("RFC 3948") != std::string::npos);
+  CHECK(why.find("NAT") != std::string::npos);
 }
 
 namespace {
@@ -357,4 +357,36 @@ TEST_CASE("ESP transport mode carries only whole packets between its own two add
   pkt.assign(udp_packet(a.local_addr, a.remote_addr, 10));
   REQUIRE(tp.out->encapsulate(pkt) == Drop::kNone);
   CHECK(tp.peer_in->decapsulate(pkt) == Drop::kNone);
+}
+
+TEST_CASE("ESP transport in UDP through a NAT: the receiver recomputes the TCP/UDP checksum (RFC 3948 3.1.2)",
+          "[esp][transport][natt]") {
+  // The initiator at 192.168.1.10 behind a NAT whose public address is
+  // 203.0.113.1 talks to 203.0.113.2, which knows it only by the public one.
+  auto a = make_sa("aes128gcm16");
+  a.mode = core::SaMode::kTransport;
+  a.encap = core::Encap::kUdp;
+  a.local_addr = *core::IpAddress::parse("192.168.1.10");
+  a.remote_addr = *core::IpAddress::parse("203.0.113.2");
+  a.selectors.local = {core::IpRange{a.local_addr, a.local_addr}};
+  a.selectors.remote = {core::IpRange{a.remote_addr, a.remote_addr}};
+  auto b = make_sa("aes128gcm16");
+  b.mode = core::SaMode::kTransport;
+  b.encap = core::Encap::kUdp;
+  b.local_addr = a.remote_addr;
+  b.remote_addr = *core::IpAddress::parse("203.0.113.1");
+  b.selectors.local = {core::IpRange{b.local_addr, b.local_addr}};
+  b.selectors.remote = {core::IpRange{b.remote_addr, b.remote_addr}};
+  std::string why;
+  auto out = esp::OutboundSa::create(a, why);
+  auto in = esp::InboundSa::create(b, why);
+  REQUIRE(out);
+  REQUIRE(in);
+  core::Packet pkt;
+  pkt.assign(udp_packet(a.local_addr, a.remote_addr, 77));
+  REQUIRE(out->encapsulate(pkt) == Drop::kNone);
+  REQUIRE(in->decapsulate(pkt) == Drop::kNone);
+  // What B's stack gets: from the NAT's address, with a checksum right for it.
+  const auto want = udp_packet(b.remote_addr, b.local_addr, 77);
+  CHECK(core::Bytes(pkt.span().begin(), pkt.span().end()) == want);
 }

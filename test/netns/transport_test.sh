@@ -14,7 +14,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/../../scripts/netns-lib.sh"
 PY=/usr/bin/python3
 require_root
-require_tools tcpdump "$PY" openssl
+require_tools tcpdump "$PY" openssl nft
 
 test_init igwx
 
@@ -206,7 +206,72 @@ s.sendto(b'clear-hello', ('198.51.100.2', 9999)); assert s.recvfrom(2000)[0] == 
   stop_all
 }
 
+run_nat() {
+  echo "== ESP transport in UDP through an nftables masquerade NAT (RFC 3948 3.1.2)"
+  netns_teardown "$NS"
+  netns_setup "$NS"
+  ip netns add "$NS-mid"
+  ip -n "$NS-ga" link del "$NS-w0"
+  ip link add "$NS-n0" netns "$NS-ga" type veth peer name "$NS-n1" netns "$NS-mid"
+  ip link add "$NS-m0" netns "$NS-mid" type veth peer name "$NS-m1" netns "$NS-gb"
+  ip -n "$NS-ga" addr add 192.168.77.1/24 dev "$NS-n0"
+  ip -n "$NS-mid" addr add 192.168.77.254/24 dev "$NS-n1"
+  ip -n "$NS-mid" addr add 198.51.100.254/24 dev "$NS-m0"
+  ip -n "$NS-gb" addr add 198.51.100.2/24 dev "$NS-m1"
+  for l in "ga n0" "mid n1" "mid m0" "gb m1"; do set -- $l; ip -n "$NS-$1" link set "$NS-$2" up; done
+  ip -n "$NS-mid" link set lo up
+  ip -n "$NS-ga" route add default via 192.168.77.254
+  ip netns exec "$NS-mid" sysctl -qw net.ipv4.ip_forward=1
+  ip netns exec "$NS-mid" nft -f - <<NFT
+table ip nat {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "$NS-m0" masquerade
+  }
+}
+NFT
+  local ka kb
+  ka=$(openssl rand -hex 20) kb=$(openssl rand -hex 20)
+  # A knows its own private address and B's; B knows A by the NAT's address.
+  cat > "$WORK/nat-a.json" <<JSON
+{ "tun": { "name": "ipsec0", "mtu": 1400 }, "udp_encap": { "port": 4500, "keepalive": 2 },
+  "manual": { "host": { "local_addr": "192.168.77.1", "remote_addr": "198.51.100.2", "mode": "transport",
+                        "esp": "aes128gcm16", "encap": "udp",
+                        "out": { "spi": "0x7001", "key": "$ka" }, "in": { "spi": "0x8001", "key": "$kb" } } } }
+JSON
+  cat > "$WORK/nat-b.json" <<JSON
+{ "tun": { "name": "ipsec0", "mtu": 1400 }, "udp_encap": { "port": 4500, "keepalive": 0 },
+  "manual": { "host": { "local_addr": "198.51.100.2", "remote_addr": "198.51.100.254", "mode": "transport",
+                        "esp": "aes128gcm16", "encap": "udp",
+                        "out": { "spi": "0x8001", "key": "$kb" }, "in": { "spi": "0x7001", "key": "$ka" } } } }
+JSON
+  ip netns exec "$NS-ga" "$IPSECGW" run -c "$WORK/nat-a.json" --stats-file "$WORK/na.json" > "$WORK/na.log" 2>&1 &
+  track_gw $! "$WORK/na.log"
+  ip netns exec "$NS-gb" "$IPSECGW" run -c "$WORK/nat-b.json" --stats-file "$WORK/nb.json" > "$WORK/nb.log" 2>&1 &
+  track_gw $! "$WORK/nb.log"
+  wait_for "$WORK/na.log" "gateway: up" && wait_for "$WORK/nb.log" "gateway: up" && wait_for "$WORK/nb.json" active_sas
+  ip netns exec "$NS-gb" timeout 60 tcpdump -i "$NS-m1" -U --immediate-mode -w "$WORK/nat.pcap" not arp 2>/dev/null &
+  local dump=$!
+  sleep 3  # a keepalive from A opens the NAT's mapping
+  check "NAT: ping A -> B" ip netns exec "$NS-ga" ping -c 3 -i 0.2 -W 2 -q 198.51.100.2
+  check "NAT: ping B -> A (at the NAT's address)" ip netns exec "$NS-gb" ping -c 3 -i 0.2 -W 2 -q 198.51.100.254
+  check "NAT: TCP 2 MB A -> B, SHA-256 matches (checksums recomputed on both ends)" \
+    tcp_transfer "$NS-ga" 198.51.100.2 "$NS-gb" 2000000
+  sleep 0.5
+  kill "$dump"; wait "$dump" 2>/dev/null
+  local total udp v6
+  total=$(tcpdump -r "$WORK/nat.pcap" 2>/dev/null | wc -l)
+  udp=$(tcpdump -r "$WORK/nat.pcap" 'udp port 4500' 2>/dev/null | wc -l)
+  v6=$(tcpdump -r "$WORK/nat.pcap" 'ip6' 2>/dev/null | wc -l)  # link-local housekeeping (no IPv6 here)
+  echo "     capture behind the NAT: $total packets, $udp UDP 4500, $v6 IPv6 link-local"
+  check "NAT: only ESP in UDP 4500 crossed ($udp of $total, $v6 link-local IPv6)" \
+    test "$total" -gt 500 -a "$total" -eq "$((udp + v6))"
+  stop_all
+  ip netns del "$NS-mid" 2>/dev/null || true
+}
+
 run_transport esp
 run_transport ah
 run_l2tp
+run_nat
 test_finish
