@@ -149,7 +149,7 @@ std::size_t EspSocket::send_batch(std::span<core::Packet* const> pkts) {
   mmsghdr msgs[kMaxBatch];
   iovec iov[kMaxBatch];
   sockaddr_storage to[kMaxBatch];
-  std::size_t sent = 0;
+  std::size_t sent = 0, refused = 0;
   while (sent < pkts.size()) {
     const std::size_t n = std::min(pkts.size() - sent, kMaxBatch);
     for (std::size_t i = 0; i < n; ++i) {
@@ -163,13 +163,15 @@ std::size_t EspSocket::send_batch(std::span<core::Packet* const> pkts) {
     }
     int r = ::sendmmsg(fd_, msgs, static_cast<unsigned>(n), 0);
     if (r <= 0) {
-      // Skip the packet the kernel refused (e.g. no route) and go on.
+      // Skip the packet the kernel refused (e.g. no route, too big for a
+      // header-included send) and go on; the caller counts it.
       ++sent;
+      ++refused;
       continue;
     }
     sent += static_cast<std::size_t>(r);
   }
-  return sent;
+  return sent - refused;
 }
 
 bool EspSocket::send_to(core::ByteSpan data, const core::IpAddress& dst, std::uint16_t port) {

@@ -33,7 +33,8 @@ class EspSocket {
   // the ESP packet with any IPv4 header removed (kRaw); peer and peer_port
   // say where it came from.
   std::size_t recv_batch(std::span<core::Packet*> pkts);
-  // Sends each packet's bytes to its peer / peer_port.
+  // Sends each packet's bytes to its peer / peer_port; returns how many the
+  // kernel took (a refused one is skipped, the rest still go).
   std::size_t send_batch(std::span<core::Packet* const> pkts);
   bool send_to(core::ByteSpan data, const core::IpAddress& dst, std::uint16_t port);
 
