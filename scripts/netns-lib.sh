@@ -43,6 +43,32 @@ netns_setup() {
   done
 }
 
+# After netns_setup: gateway A moves behind an nftables masquerade NAT.
+#   ga 192.168.77.1 (n0) -- (n1) 192.168.77.254 mid 198.51.100.254 (m0) -- (m1) 198.51.100.2 gb
+netns_nat_a() {
+  local ns=$1
+  ip netns add "$ns-mid"
+  ip -n "$ns-ga" link del "$ns-w0"
+  ip link add "$ns-n0" netns "$ns-ga" type veth peer name "$ns-n1" netns "$ns-mid"
+  ip link add "$ns-m0" netns "$ns-mid" type veth peer name "$ns-m1" netns "$ns-gb"
+  ip -n "$ns-ga" addr add 192.168.77.1/24 dev "$ns-n0"
+  ip -n "$ns-mid" addr add 192.168.77.254/24 dev "$ns-n1"
+  ip -n "$ns-mid" addr add 198.51.100.254/24 dev "$ns-m0"
+  ip -n "$ns-gb" addr add 198.51.100.2/24 dev "$ns-m1"
+  for l in "ga n0" "mid n1" "mid m0" "gb m1"; do set -- $l; ip -n "$ns-$1" link set "$ns-$2" up; done
+  ip -n "$ns-mid" link set lo up
+  ip -n "$ns-ga" route add default via 192.168.77.254
+  ip netns exec "$ns-mid" sysctl -qw net.ipv4.ip_forward=1
+  ip netns exec "$ns-mid" nft -f - <<NFT
+table ip nat {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "$ns-m0" masquerade
+  }
+}
+NFT
+}
+
 netns_teardown() {
   local ns=$1
   for n in ha ga gb hb mid peer gw; do

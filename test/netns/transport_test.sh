@@ -210,26 +210,7 @@ run_nat() {
   echo "== ESP transport in UDP through an nftables masquerade NAT (RFC 3948 3.1.2)"
   netns_teardown "$NS"
   netns_setup "$NS"
-  ip netns add "$NS-mid"
-  ip -n "$NS-ga" link del "$NS-w0"
-  ip link add "$NS-n0" netns "$NS-ga" type veth peer name "$NS-n1" netns "$NS-mid"
-  ip link add "$NS-m0" netns "$NS-mid" type veth peer name "$NS-m1" netns "$NS-gb"
-  ip -n "$NS-ga" addr add 192.168.77.1/24 dev "$NS-n0"
-  ip -n "$NS-mid" addr add 192.168.77.254/24 dev "$NS-n1"
-  ip -n "$NS-mid" addr add 198.51.100.254/24 dev "$NS-m0"
-  ip -n "$NS-gb" addr add 198.51.100.2/24 dev "$NS-m1"
-  for l in "ga n0" "mid n1" "mid m0" "gb m1"; do set -- $l; ip -n "$NS-$1" link set "$NS-$2" up; done
-  ip -n "$NS-mid" link set lo up
-  ip -n "$NS-ga" route add default via 192.168.77.254
-  ip netns exec "$NS-mid" sysctl -qw net.ipv4.ip_forward=1
-  ip netns exec "$NS-mid" nft -f - <<NFT
-table ip nat {
-  chain postrouting {
-    type nat hook postrouting priority srcnat; policy accept;
-    oifname "$NS-m0" masquerade
-  }
-}
-NFT
+  netns_nat_a "$NS"
   local ka kb
   ka=$(openssl rand -hex 20) kb=$(openssl rand -hex 20)
   # A knows its own private address and B's; B knows A by the NAT's address.
