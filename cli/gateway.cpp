@@ -68,6 +68,9 @@ std::vector<core::Policy> trap_policies(const std::vector<ike::ConnectionConfig>
       p.name = c.name + "/" + ch.name;
       p.sel.local = ch.local_ts;
       p.sel.remote = ch.remote_ts;
+      p.sel.proto = ch.ts_proto;
+      p.sel.local_ports = ch.local_ports;
+      p.sel.remote_ports = ch.remote_ports;
       traps.push_back(std::move(p));
     }
   }
@@ -104,12 +107,14 @@ Gateway::~Gateway() {
 
 bool Gateway::setup(std::string& err) {
   dp_ = std::make_unique<esp::DataPlane>(cfg_.policies);
-  if (!cfg_.keylog.esp.empty() || !cfg_.keylog.ikev2.empty() || !cfg_.keylog.ikev1.empty()) {
-    keylog_ = std::make_unique<KeyLog>(cfg_.keylog.esp, cfg_.keylog.ikev2, cfg_.keylog.ikev1);
+  if (!cfg_.keylog.esp.empty() || !cfg_.keylog.ikev2.empty() || !cfg_.keylog.ikev1.empty() ||
+      !cfg_.keylog.ah.empty()) {
+    keylog_ = std::make_unique<KeyLog>(cfg_.keylog.esp, cfg_.keylog.ikev2, cfg_.keylog.ikev1, cfg_.keylog.ah);
     core::log::warn("gateway", "Wireshark key log enabled (the files hold secret keys):",
                     cfg_.keylog.esp.empty() ? "" : " ESP " + cfg_.keylog.esp,
                     cfg_.keylog.ikev2.empty() ? "" : " IKEv2 " + cfg_.keylog.ikev2,
-                    cfg_.keylog.ikev1.empty() ? "" : " IKEv1 " + cfg_.keylog.ikev1);
+                    cfg_.keylog.ikev1.empty() ? "" : " IKEv1 " + cfg_.keylog.ikev1,
+                    cfg_.keylog.ah.empty() ? "" : " AH " + cfg_.keylog.ah);
   }
   tun_ = tun::LinuxTun::open(cfg_.tun.name, 1, err);
   if (tun_.empty()) return false;

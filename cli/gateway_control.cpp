@@ -120,7 +120,8 @@ nlohmann::json Gateway::control_status() {
       nlohmann::json ch = nlohmann::json::array();
       for (const auto& c : st.children) {
         ch.push_back({{"name", c.name}, {"child", c.child}, {"spi_in", core::spi_hex(c.spi_in)},
-                      {"spi_out", core::spi_hex(c.spi_out)}, {"algorithms", c.algorithms}, {"pfs", c.pfs},
+                      {"spi_out", core::spi_hex(c.spi_out)}, {"algorithms", c.algorithms},
+                      {"protocol", c.protocol}, {"mode", c.mode}, {"pfs", c.pfs},
                       {"local_ts", c.local_ts}, {"remote_ts", c.remote_ts}, {"age_s", c.age_s},
                       {"rekey_in_s", c.rekey_in_s}, {"expire_in_s", c.expire_in_s}});
       }

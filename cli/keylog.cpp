@@ -82,14 +82,22 @@ void KeyLog::append(const std::string& path, const std::string& lines) {
 }
 
 void KeyLog::esp(const core::SaParams& p) {
+  const std::string proto = p.local_addr.is_v4() ? "IPv4" : "IPv6";
+  if (p.protocol == core::IpsecProtocol::kAh) {
+    if (ah_.empty()) return;
+    auto line = [&](const core::IpAddress& src, const core::IpAddress& dst, const core::SaDirection& d) {
+      return q(proto) + "," + q(src.to_string()) + "," + q(dst.to_string()) + "," + q(core::spi_hex(d.spi)) + "," +
+             q(esp_auth_name(p.ah.integ)) + "," + q("0x" + core::to_hex(d.keymat.span())) + "\n";
+    };
+    append(ah_, line(p.local_addr, p.remote_addr, p.out) + line(p.remote_addr, p.local_addr, p.in));
+    return;
+  }
   if (esp_.empty()) return;
-  if (p.protocol != core::IpsecProtocol::kEsp) return;  // AH is read without keys
   const char* enc = esp_enc_name(p.transform.enc);
   if (!enc) {
     core::log::info("keylog", "SA ", p.name, ": ", p.transform.name(), " is not decryptable by Wireshark 4.0; not logged");
     return;
   }
-  const std::string proto = p.local_addr.is_v4() ? "IPv4" : "IPv6";
   const std::size_t ek = p.transform.enc_keymat_len();
   auto line = [&](const core::IpAddress& src, const core::IpAddress& dst, const core::SaDirection& d) {
     const auto km = d.keymat.span();

@@ -191,10 +191,11 @@ LoadResult parse_config(std::string_view text) {
     }
   }
   if (auto it = doc.find("keylog"); it != doc.end() && w.is_object(*it, "$.keylog")) {
-    w.only_keys(*it, "$.keylog", {"esp", "ikev2", "ikev1"});
+    w.only_keys(*it, "$.keylog", {"esp", "ikev2", "ikev1", "ah"});
     c.keylog.esp = w.string(*it, "$.keylog", "esp", false).value_or("");
     c.keylog.ikev2 = w.string(*it, "$.keylog", "ikev2", false).value_or("");
     c.keylog.ikev1 = w.string(*it, "$.keylog", "ikev1", false).value_or("");
+    c.keylog.ah = w.string(*it, "$.keylog", "ah", false).value_or("");
   }
   if (auto it = doc.find("control"); it != doc.end() && w.is_object(*it, "$.control")) {
     w.only_keys(*it, "$.control", {"socket", "mode"});

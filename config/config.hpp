@@ -40,6 +40,7 @@ struct KeyLogConfig {
   std::string esp;    // Wireshark "esp_sa" UAT file, empty = off
   std::string ikev2;  // Wireshark "ikev2_decryption_table" UAT file, empty = off
   std::string ikev1;  // Wireshark "ikev1_decryption_table" UAT file, empty = off
+  std::string ah;     // AH SAs' integrity keys, esp_sa's columns without encryption, empty = off
 };
 
 struct MetricsConfig {

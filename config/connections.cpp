@@ -87,24 +87,43 @@ std::vector<core::Proposal> proposals(Walker& w, const json& obj, const std::str
   return out;
 }
 
+// A child's AH proposals (IKEv2: instead of ESP, RFC 7296 has no bundles).
+std::vector<core::Proposal> ah_proposals(Walker& w, const json& obj, const std::string& path) {
+  std::vector<core::Proposal> out;
+  auto list = string_list(w, obj, path, "ah_proposals", false);
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    std::string why;
+    auto pr = core::parse_ah_proposal(list[i], why);
+    if (!pr) w.error(path + ".ah_proposals[" + std::to_string(i) + "]", "'" + list[i] + "': " + why);
+    else out.push_back(std::move(*pr));
+  }
+  if (obj.contains("ah_proposals") && list.empty()) w.error(path + ".ah_proposals", "needs at least one proposal");
+  return out;
+}
+
 void parse_child(Walker& w, const std::string& name, const json& cj, const std::string& path,
                  ike::ChildConfig& ch) {
   if (!w.is_object(cj, path)) return;
-  w.only_keys(cj, path, {"local_ts", "remote_ts", "esp_proposals", "mode", "start_action",
+  w.only_keys(cj, path, {"local_ts", "remote_ts", "esp_proposals", "ah_proposals", "mode", "start_action",
                          "rekey_time", "life_time", "rekey_bytes", "life_bytes", "replay_window",
                          "dpd_action"},
-              {{"ah_proposals", "AH proposals (AH)"},
-               {"ipcomp", "IPComp compression settings"},
+              {{"ipcomp", "IPComp compression settings"},
                {"inactivity", "inactivity timeouts"},
                {"hostaccess", "hostaccess rules"},
                {"updown", "updown scripts"},
                {"close_action", "close actions"}});
   ch.name = name;
-  ch.local_ts = w.ranges(cj, path, "local_ts", true);
-  ch.remote_ts = w.ranges(cj, path, "remote_ts", true);
-  ch.esp_proposals = proposals(w, cj, path, "esp_proposals", false, {"aes128gcm16", "aes128-sha256"});
+  // Without local_ts/remote_ts (or with "dynamic", "[udp/1701]"): the address IKE runs on.
+  std::uint8_t lproto = 0, rproto = 0;
+  parse_ts_side(w, cj, path, "local_ts", false, nullptr, ch.local_ts, lproto, ch.local_ports);
+  parse_ts_side(w, cj, path, "remote_ts", false, nullptr, ch.remote_ts, rproto, ch.remote_ports);
+  if (lproto && rproto && lproto != rproto) w.error(path + ".remote_ts", "names another protocol than local_ts");
+  ch.ts_proto = lproto ? lproto : rproto;
+  ch.ah_proposals = ah_proposals(w, cj, path);
+  if (ch.ah_proposals.empty() || cj.contains("esp_proposals"))
+    ch.esp_proposals = proposals(w, cj, path, "esp_proposals", false, {"aes128gcm16", "aes128-sha256"});
   const auto mode = w.string(cj, path, "mode", false).value_or("tunnel");
-  if (mode == "transport") w.error(path + ".mode", "transport mode is not implemented yet; use \"tunnel\"");
+  if (mode == "transport") ch.mode = core::SaMode::kTransport;
   else if (mode != "tunnel") w.error(path + ".mode", "must be \"tunnel\" or \"transport\"");
   const auto sa = w.string(cj, path, "start_action", false).value_or("none");
   if (sa == "start") ch.start_action = ike::StartAction::kStart;
@@ -153,6 +172,13 @@ void check_ikev1(Walker& w, const json& cj, const std::string& path, const ike::
     const std::string cp = path + ".children." + ch.name;
     if (ch.local_ts.size() > 1) w.error(cp + ".local_ts", "IKEv1 Quick Mode carries one selector per side");
     if (ch.remote_ts.size() > 1) w.error(cp + ".remote_ts", "IKEv1 Quick Mode carries one selector per side");
+    const std::string v = c.version == 1 ? "" : " (version 0 answers IKEv1 too; use version 2)";
+    if (!ch.ah_proposals.empty())
+      w.error(cp + ".ah_proposals", "AH in IKEv1 Quick Mode is not implemented yet" + v);
+    if (ch.mode == core::SaMode::kTransport)
+      w.error(cp + ".mode", "transport mode in IKEv1 Quick Mode is not implemented yet" + v);
+    if (ch.ts_proto || !ch.local_ports.any() || !ch.remote_ports.any())
+      w.error(cp + ".local_ts", "protocol/port selectors in IKEv1 Quick Mode are not implemented yet" + v);
     std::size_t n = 0;
     for (const auto& p : ch.esp_proposals)
       n += ike::v1::phase2_suites(p, ike::v1::EncapMode::kTunnel, 0, 0, why).size();
@@ -243,6 +269,30 @@ void parse_connection(Walker& w, const std::string& name, const json& cj, const 
       c.children.push_back(std::move(ch));
     }
   }
+  for (auto& ch : c.children) {
+    const std::string cp = path + ".children." + ch.name;
+    if (!ch.ah_proposals.empty() && !ch.esp_proposals.empty() && c.version == 2)
+      w.error(cp + ".ah_proposals", "an IKEv2 Child SA is ESP or AH, not both: RFC 7296 has no AH+ESP bundles "
+                                    "(IKEv1 Quick Mode has); write two children or leave out esp_proposals");
+    // A side without selectors is the address IKE runs on: known now when there is one.
+    if (ch.local_ts.empty() && c.local_addrs.size() == 1) ch.local_ts = {{c.local_addrs[0], c.local_addrs[0]}};
+    if (ch.remote_ts.empty() && c.remote_addrs.size() == 1) ch.remote_ts = {{c.remote_addrs[0], c.remote_addrs[0]}};
+    // Transport mode protects the two hosts' own traffic (RFC 4301 4.1):
+    // one address per side, the one IKE runs on where that is known.
+    if (ch.mode == core::SaMode::kTransport) {
+      for (const bool local : {true, false}) {
+        const auto& addrs = local ? c.local_addrs : c.remote_addrs;
+        for (const auto& r : local ? ch.local_ts : ch.remote_ts) {
+          if (r.lo == r.hi && (addrs.size() != 1 || r.lo == addrs[0])) continue;
+          w.error(cp + (local ? ".local_ts" : ".remote_ts"),
+                  "a transport-mode child protects only its hosts' own traffic: '" + r.to_string() + "' is not " +
+                      (r.lo != r.hi || addrs.size() != 1 ? std::string("one address") : addrs[0].to_string()) +
+                      " (leave it out for the address IKE runs on)");
+          break;
+        }
+      }
+    }
+  }
   if (c.version != 2) check_ikev1(w, cj, path, c);
   if (cj.contains("aggressive") && c.version == 2)
     w.error(path + ".aggressive", "is an IKEv1 setting; this connection has version 2");
@@ -250,6 +300,10 @@ void parse_connection(Walker& w, const std::string& name, const json& cj, const 
   for (const auto& ch : c.children) starts |= ch.start_action != ike::StartAction::kNone;
   if (starts && (c.local_addrs.empty() || c.remote_addrs.empty()))
     w.error(path + ".remote_addrs", "start_action \"start\" or \"trap\" needs local_addrs and remote_addrs");
+  for (const auto& ch : c.children)
+    if (ch.start_action == ike::StartAction::kTrap && (ch.local_ts.empty() || ch.remote_ts.empty()))
+      w.error(path + ".children." + ch.name, "start_action \"trap\" needs local_ts and remote_ts, or one address "
+                                             "in local_addrs and remote_addrs");
   out.push_back(std::move(c));
 }
 

@@ -25,6 +25,9 @@ std::vector<core::Route> protected_routes(const Config& c) {
     if (sa.mode == core::SaMode::kTransport) add(sa.selectors.remote, sa.local_addr);
   for (const auto& sa : c.manual) add(sa.selectors.remote, std::nullopt);
   for (const auto& conn : c.connections)
+    for (const auto& ch : conn.children)
+      if (ch.mode == core::SaMode::kTransport && conn.local_addrs.size() == 1) add(ch.remote_ts, conn.local_addrs[0]);
+  for (const auto& conn : c.connections)
     for (const auto& ch : conn.children) add(ch.remote_ts, std::nullopt);
   for (const auto& p : c.policies) {
     // Bypass and discard policies take effect on packets that reach the TUN
@@ -71,7 +74,12 @@ std::string explain(const Config& c) {
         core::Selectors sel;
         sel.local = ch.local_ts;
         sel.remote = ch.remote_ts;
-        os << "      child " << ch.name << ": " << sel.to_string() << ", start_action "
+        sel.proto = ch.ts_proto;
+        sel.local_ports = ch.local_ports;
+        sel.remote_ports = ch.remote_ports;
+        os << "      child " << ch.name << ": " << (ch.protocol() == core::IpsecProtocol::kAh ? "AH " : "ESP ")
+           << (ch.mode == core::SaMode::kTransport ? "transport " : "tunnel ")
+           << (ch.local_ts.empty() || ch.remote_ts.empty() ? "(dynamic) " : "") << sel.to_string() << ", start_action "
            << (ch.start_action == ike::StartAction::kStart ? "start"
                : ch.start_action == ike::StartAction::kTrap ? "trap" : "none") << ", rekey "
            << ch.rekey_time << " s\n";

@@ -96,7 +96,7 @@ std::optional<TsEntry> parse_ts_entry(const std::string& text, std::string& why)
       }
     }
   }
-  if (!addr.empty()) {
+  if (!addr.empty() && addr != "dynamic") {
     e.range = core::IpRange::parse(addr);
     if (!e.range) {
       why = "'" + addr + "' is not an address, prefix or range";
@@ -106,10 +106,14 @@ std::optional<TsEntry> parse_ts_entry(const std::string& text, std::string& why)
   return e;
 }
 
-// A manual SA's local_ts or remote_ts: the ranges, and the protocol and
-// ports they share. `own` stands for an entry without an address.
+}  // namespace
+
+// A local_ts or remote_ts: the ranges, and the protocol and ports they
+// share. An entry without an address ("[udp/1701]", "dynamic") stands for
+// `*own` (a manual SA's address); without `own` (an IKE child) it is the
+// address IKE runs on, left as no range ("dynamic"), and alone on its side.
 bool parse_ts_side(Walker& w, const json& sa, const std::string& path, const char* key, bool required,
-                   const core::IpAddress& own, std::vector<core::IpRange>& ranges, std::uint8_t& proto,
+                   const core::IpAddress* own, std::vector<core::IpRange>& ranges, std::uint8_t& proto,
                    core::PortRange& ports) {
   auto it = sa.find(key);
   const std::string p = path + "." + key;
@@ -143,10 +147,17 @@ bool parse_ts_side(Walker& w, const json& sa, const std::string& path, const cha
     }
     proto = e->proto;
     ports = e->ports;
-    ranges.push_back(e->range ? *e->range : core::IpRange{own, own});
+    if (e->range) ranges.push_back(*e->range);
+    else if (own) ranges.push_back(core::IpRange{*own, *own});
+    else if (it->size() > 1) {
+      w.error(ep, "a selector without an address (the IKE address, \"dynamic\") stands alone on its side");
+      ok = false;
+    }
   }
   return ok;
 }
+
+namespace {
 
 // What a direction's key must be: its length and how to explain it; no
 // length when the algorithm itself was wrong (reported already).
@@ -229,9 +240,9 @@ void parse_manual_sa(Walker& w, const std::string& name, const json& sa, const s
   }
   std::uint8_t lproto = 0, rproto = 0;
   const bool transport = p.mode == core::SaMode::kTransport;
-  ok &= parse_ts_side(w, sa, path, "local_ts", !transport, p.local_addr, p.selectors.local, lproto,
+  ok &= parse_ts_side(w, sa, path, "local_ts", !transport, &p.local_addr, p.selectors.local, lproto,
                       p.selectors.local_ports);
-  ok &= parse_ts_side(w, sa, path, "remote_ts", !transport, p.remote_addr, p.selectors.remote, rproto,
+  ok &= parse_ts_side(w, sa, path, "remote_ts", !transport, &p.remote_addr, p.selectors.remote, rproto,
                       p.selectors.remote_ports);
   if (lproto && rproto && lproto != rproto) {
     w.error(path + ".remote_ts", "names another protocol than local_ts");

@@ -141,6 +141,9 @@ class Walker {
 
 // The sections of the document, one file each: manual SAs and policies
 // (config/manual.cpp), IKE connections and secrets (config/connections.cpp).
+bool parse_ts_side(Walker& w, const json& sa, const std::string& path, const char* key, bool required,
+                   const core::IpAddress* own, std::vector<core::IpRange>& ranges, std::uint8_t& proto,
+                   core::PortRange& ports);
 void parse_manual_sa(Walker& w, const std::string& name, const json& sa, const std::string& path,
                      const UdpEncapConfig& udp, std::vector<core::SaParams>& out);
 void parse_policy(Walker& w, const json& pj, const std::string& path,

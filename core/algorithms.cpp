@@ -291,6 +291,39 @@ std::string AhTransform::name() const {
   return esn ? s + "-esn" : s;
 }
 
+std::optional<Proposal> parse_ah_proposal(std::string_view text, std::string& why) {
+  Proposal p;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    auto end = text.find('-', start);
+    if (end == std::string_view::npos) end = text.size();
+    const auto tok = text.substr(start, end - start);
+    start = end + 1;
+    if (tok == "aesxcbc") {
+      p.integ.push_back(IntegAlg::kAesXcbc96);
+      continue;
+    }
+    std::string bad;
+    auto one = parse_proposal(tok, bad);
+    if (!one) {
+      why = "unknown algorithm keyword '" + std::string(tok) + "'";
+      return std::nullopt;
+    }
+    if (!one->enc.empty() || !one->prf.empty()) {
+      why = "'" + std::string(tok) + "': AH takes integrity algorithms, DH groups and esn only";
+      return std::nullopt;
+    }
+    p.integ.insert(p.integ.end(), one->integ.begin(), one->integ.end());
+    p.dh.insert(p.dh.end(), one->dh.begin(), one->dh.end());
+    p.esn.insert(p.esn.end(), one->esn.begin(), one->esn.end());
+  }
+  if (p.integ.empty()) {
+    why = "names no integrity algorithm";
+    return std::nullopt;
+  }
+  return p;
+}
+
 std::optional<AhTransform> single_ah_transform(std::string_view text, std::string& why) {
   // AES-XCBC-96 (RFC 3566) is AH's only so far, so it is not among the
   // keywords ESP and IKE proposals take.

@@ -115,6 +115,10 @@ std::optional<Proposal> parse_proposal(std::string_view text, std::string& bad_t
 // Resolves a proposal that must name exactly one ESP transform (manual SAs).
 // On failure returns nullopt with a human-readable reason.
 std::optional<EspTransform> single_esp_transform(std::string_view text, std::string& why);
+// An AH proposal ("sha256", "sha1-aesxcbc-modp2048-esn"): integrity
+// algorithms, DH groups and ESN only; AES-XCBC ("aesxcbc") is taken here
+// though not by ESP and IKE proposals. nullopt with the reason otherwise.
+std::optional<Proposal> parse_ah_proposal(std::string_view text, std::string& why);
 // ... exactly one AH transform: "sha256", "sha512-esn", "md5".
 std::optional<AhTransform> single_ah_transform(std::string_view text, std::string& why);
 

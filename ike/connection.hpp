@@ -21,6 +21,9 @@ struct ChildConfig {
   std::vector<core::IpRange> local_ts;
   std::vector<core::IpRange> remote_ts;
   std::vector<core::Proposal> esp_proposals;
+  std::vector<core::Proposal> ah_proposals;  // IKEv2: instead of esp_proposals (no bundles)
+  std::uint8_t ts_proto = 0;                 // selectors' IP protocol, 0: any
+  core::PortRange local_ports, remote_ports;
   core::SaMode mode = core::SaMode::kTunnel;
   StartAction start_action = StartAction::kNone;
   std::uint32_t rekey_time = 3600;  // s, 0 = never
@@ -30,6 +33,16 @@ struct ChildConfig {
   std::uint32_t replay_window = core::kDefaultReplayWindow;
   DpdAction dpd_action = DpdAction::kClear;  // when the peer is found dead
   bool operator==(const ChildConfig&) const = default;
+
+  // What the child's SAs are: AH when it has AH proposals and no ESP ones.
+  [[nodiscard]] core::IpsecProtocol protocol() const noexcept {
+    return !ah_proposals.empty() && esp_proposals.empty() ? core::IpsecProtocol::kAh : core::IpsecProtocol::kEsp;
+  }
+  [[nodiscard]] const std::vector<core::Proposal>& proposals() const noexcept {
+    return protocol() == core::IpsecProtocol::kAh ? ah_proposals : esp_proposals;
+  }
+  // A DH group in the first proposal: every CREATE_CHILD_SA does PFS.
+  [[nodiscard]] bool pfs() const noexcept { return !proposals().empty() && !proposals()[0].dh.empty(); }
 };
 
 struct ConnectionConfig {

@@ -596,6 +596,8 @@ std::vector<IkeStatus> Engine::status(TimePoint now) const {
       cs.spi_in = c.spi_in;
       cs.spi_out = c.spi_out;
       cs.algorithms = c.transform.name();
+      cs.protocol = c.transform.is_ah() ? "ah" : "esp";
+      cs.mode = c.mode == core::SaMode::kTransport ? "transport" : "tunnel";
       cs.pfs = c.pfs;
       cs.local_ts = ts_string(c.local_ts);
       cs.remote_ts = ts_string(c.remote_ts);

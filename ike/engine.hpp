@@ -120,6 +120,8 @@ struct ChildStatus {
   std::string child;  // configured child
   std::uint32_t spi_in = 0, spi_out = 0;
   std::string algorithms;
+  std::string protocol = "esp";  // "esp" or "ah"
+  std::string mode = "tunnel";   // "tunnel" or "transport"
   bool pfs = false;  // made with a DH exchange of its own (CREATE_CHILD_SA with KE)
   std::string local_ts, remote_ts;
   std::int64_t age_s = 0;

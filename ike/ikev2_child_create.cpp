@@ -27,26 +27,26 @@ class ChildCreate final : public Task {
     if (m.exchange == Exchange::kAuth) {
       // The first Child SA, keyed from the IKE_SA_INIT nonces, without PFS.
       in_auth_ = true;
-      pl.push_back(notify(Notify::kEspTfcPaddingNotSupported));
+      if (cc_->protocol() == core::IpsecProtocol::kEsp) pl.push_back(notify(Notify::kEspTfcPaddingNotSupported));
       pl.push_back(make(PayloadType::kSa, offer(false)));
     } else {
       if (sa_.state_ != IkeSa::State::kEstablished) return TaskStatus::kFailed;
       for (const auto& c : sa_.children_)
         if (c.cfg == cc_) return TaskStatus::kFailed;  // up meanwhile (the peer, or an earlier request)
-      const bool pfs = !cc_->esp_proposals.empty() && !cc_->esp_proposals[0].dh.empty();
+      const bool pfs = cc_->pfs();
       nonce_ = sa_.random_nonce();
       pl.push_back(make(PayloadType::kSa, offer(pfs)));
       pl.push_back(make(PayloadType::kNonce, nonce_));
       if (pfs) {
         std::string why;
-        dh_ = DhKey::generate(cc_->esp_proposals[0].dh[0], why);
+        dh_ = DhKey::generate(cc_->proposals()[0].dh[0], why);
         if (!dh_) return TaskStatus::kFailed;
         pl.push_back(make(PayloadType::kKe, encode_ke({static_cast<std::uint16_t>(dh_->group()), dh_->public_value()})));
       }
       info(kTag, sa_.tag(), ": creating Child SA ", cc_->name);
     }
-    pl.push_back(make(PayloadType::kTsi, encode_ts(to_ts(cc_->local_ts))));
-    pl.push_back(make(PayloadType::kTsr, encode_ts(to_ts(cc_->remote_ts))));
+    pl.push_back(make(PayloadType::kTsi, encode_ts(sa_.our_ts(*cc_, true))));
+    pl.push_back(make(PayloadType::kTsr, encode_ts(sa_.our_ts(*cc_, false))));
     return TaskStatus::kNeedMore;
   }
 
@@ -113,7 +113,8 @@ class ChildCreate final : public Task {
   Bytes offer(bool pfs) const {
     SaPayload sa;
     std::uint8_t n = 1;
-    for (const auto& pr : cc_->esp_proposals) sa.proposals.push_back(esp_offer(pr, n++, spi_in_, pfs));
+    for (const auto& pr : cc_->proposals())
+      sa.proposals.push_back(child_offer(pr, cc_->protocol(), n++, spi_in_, pfs));
     return encode_sa(sa);
   }
 

@@ -28,7 +28,15 @@ class ChildDelete final : public Task {
       std::erase_if(spis_, [&](std::uint32_t spi) { return !sa_.child_by_spi_in(spi); });
     }
     if (spis_.empty()) return TaskStatus::kFailed;  // nothing left to delete
-    m.payloads.push_back(make(PayloadType::kDelete, encode_delete({ProtocolId::kEsp, spis_})));
+    // One Delete payload per protocol (RFC 7296 3.11); an SPI no longer
+    // known (removed already) was ESP or AH: both are tried, as ESP first.
+    std::vector<std::uint32_t> esp, ah;
+    for (auto spi : spis_) {
+      const ChildSa* c = sa_.child_by_spi_in(spi);
+      (c && c->transform.is_ah() ? ah : esp).push_back(spi);
+    }
+    if (!esp.empty()) m.payloads.push_back(make(PayloadType::kDelete, encode_delete({ProtocolId::kEsp, esp})));
+    if (!ah.empty()) m.payloads.push_back(make(PayloadType::kDelete, encode_delete({ProtocolId::kAh, ah})));
     return TaskStatus::kNeedMore;
   }
 
@@ -39,17 +47,18 @@ class ChildDelete final : public Task {
 
   TaskStatus process_r(const InMessage& m) override {
     for (const auto& d : m.payloads.deletes) {
-      if (d.protocol == ProtocolId::kIke) continue;
+      if (d.protocol != ProtocolId::kEsp && d.protocol != ProtocolId::kAh) continue;
       std::vector<std::uint32_t> ours;
       for (auto spi : d.spis) {
-        auto it = std::find_if(sa_.children_.begin(), sa_.children_.end(),
-                               [&](const ChildSa& c) { return c.spi_out == spi; });
+        auto it = std::find_if(sa_.children_.begin(), sa_.children_.end(), [&](const ChildSa& c) {
+          return c.spi_out == spi && c.transform.protocol_id() == d.protocol;
+        });
         if (it == sa_.children_.end()) continue;
         info(kTag, sa_.tag(), ": peer deleted Child SA ", it->name);
         ours.push_back(it->spi_in);
         sa_.remove_child(it->spi_in, nullptr);
       }
-      if (!ours.empty()) answer_.push_back(make(PayloadType::kDelete, encode_delete({ProtocolId::kEsp, ours})));
+      if (!ours.empty()) answer_.push_back(make(PayloadType::kDelete, encode_delete({d.protocol, ours})));
     }
     return TaskStatus::kNeedMore;
   }

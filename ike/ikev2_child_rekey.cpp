@@ -25,17 +25,18 @@ class ChildRekey final : public Task {
     new_spi_in_ = sa_.new_child_spi();
     nonce_ = sa_.random_nonce();
     auto& pl = m.payloads;
-    pl.push_back(notify(Notify::kRekeySa, {}, ProtocolId::kEsp, u32_bytes(old_spi_in_)));
+    pl.push_back(notify(Notify::kRekeySa, {}, ch->transform.protocol_id(), u32_bytes(old_spi_in_)));
     if (cc_->mode == core::SaMode::kTransport) pl.push_back(notify(Notify::kUseTransportMode));
     SaPayload sa;
     std::uint8_t n = 1;
-    const bool pfs = !cc_->esp_proposals.empty() && !cc_->esp_proposals[0].dh.empty();
-    for (const auto& pr : cc_->esp_proposals) sa.proposals.push_back(esp_offer(pr, n++, new_spi_in_, pfs));
+    const bool pfs = cc_->pfs();
+    for (const auto& pr : cc_->proposals())
+      sa.proposals.push_back(child_offer(pr, cc_->protocol(), n++, new_spi_in_, pfs));
     pl.push_back(make(PayloadType::kSa, encode_sa(sa)));
     pl.push_back(make(PayloadType::kNonce, nonce_));
     if (pfs) {
       std::string why;
-      dh_ = DhKey::generate(cc_->esp_proposals[0].dh[0], why);
+      dh_ = DhKey::generate(cc_->proposals()[0].dh[0], why);
       if (!dh_) {
         ch->rekeying = false;
         return TaskStatus::kFailed;
@@ -89,11 +90,12 @@ class ChildRekey final : public Task {
     }
     // A rekey names the SA by the sender's inbound SPI, our outbound one.
     const auto old_out = static_cast<std::uint32_t>(rk->spi[0] << 24 | rk->spi[1] << 16 | rk->spi[2] << 8 | rk->spi[3]);
-    auto it = std::find_if(sa_.children_.begin(), sa_.children_.end(),
-                           [&](const ChildSa& c) { return c.spi_out == old_out; });
+    auto it = std::find_if(sa_.children_.begin(), sa_.children_.end(), [&](const ChildSa& c) {
+      return c.spi_out == old_out && c.transform.protocol_id() == rk->protocol;
+    });
     if (it == sa_.children_.end()) {
       // Already rekeyed and deleted (e.g. we won a collision): RFC 7296 2.25.
-      m.payloads.push_back(notify(Notify::kChildSaNotFound, {}, ProtocolId::kEsp, rk->spi));
+      m.payloads.push_back(notify(Notify::kChildSaNotFound, {}, rk->protocol, rk->spi));
       return TaskStatus::kFailed;
     }
     const std::uint32_t rekeyed_in = it->spi_in;

@@ -12,21 +12,48 @@ bool IkeSa::child_from_response(const ChildConfig& cc, std::uint32_t spi_in, Byt
     warn(kTag, tag(), ": Child SA response without SA or TS");
     return false;
   }
-  auto c = select_esp(cc.esp_proposals, *p.sa, pfs != nullptr);
+  auto c = select_child(cc.proposals(), cc.protocol(), *p.sa, pfs != nullptr);
   if (!c || p.sa->proposals.size() != 1) {
     warn(kTag, tag(), ": Child SA response chose a proposal we did not offer");
     return false;
   }
-  auto lts = narrow(*p.tsi, cc.local_ts);
-  auto rts = narrow(*p.tsr, cc.remote_ts);
+  auto lts = narrow(*p.tsi, our_ts(cc, true));
+  auto rts = narrow(*p.tsr, our_ts(cc, false));
   if (lts.empty() || rts.empty()) {
     warn(kTag, tag(), ": Child SA response has selectors outside ours");
     return false;
   }
-  return install_child(cc, c->t, spi_in, c->peer_spi, lts, rts, ni, nr, true, pfs, now);
+  // A responder that declines transport mode answers without
+  // USE_TRANSPORT_MODE: the Child SA is then a tunnel (RFC 7296 1.3.1),
+  // which carries the same traffic between the same hosts; we take it, as
+  // strongSwan does, and say so.
+  core::SaMode mode = core::SaMode::kTunnel;
+  if (cc.mode == core::SaMode::kTransport) {
+    if (p.find(Notify::kUseTransportMode)) mode = core::SaMode::kTransport;
+    else info(kTag, tag(), ": the peer declined transport mode for child ", cc.name,
+              ": tunnel mode (RFC 7296 1.3.1)");
+  }
+  if (mode == core::SaMode::kTransport && !transport_selectors(lts, rts)) {
+    warn(kTag, tag(), ": transport-mode Child SA response with selectors ", ts_string(lts), " === ", ts_string(rts),
+         " not between the two hosts");
+    return false;
+  }
+  return install_child(cc, c->t, mode, spi_in, c->peer_spi, lts, rts, ni, nr, true, pfs, now);
 }
 
-bool IkeSa::install_child(const ChildConfig& cc, const core::EspTransform& t, std::uint32_t spi_in,
+// Transport mode carries the two hosts' own traffic: one address per side,
+// the one IKE runs on; behind a NAT the peer's may be its private one
+// (RFC 7296 2.23: NAT-OA is IKEv1's), which stands for the address we see.
+bool IkeSa::transport_selectors(std::vector<TrafficSelector>& lts, std::vector<TrafficSelector>& rts) const {
+  if (lts.size() != 1 || rts.size() != 1 || lts[0].start != lts[0].end || rts[0].start != rts[0].end) return false;
+  if (lts[0].start != local_.addr && !(nat_local_ && lts[0].start.family() == local_.addr.family())) return false;
+  if (rts[0].start != remote_.addr && !(nat_remote_ && rts[0].start.family() == remote_.addr.family())) return false;
+  lts[0].start = lts[0].end = local_.addr;
+  rts[0].start = rts[0].end = remote_.addr;
+  return true;
+}
+
+bool IkeSa::install_child(const ChildConfig& cc, const ChildSuite& t, core::SaMode mode, std::uint32_t spi_in,
                           std::uint32_t spi_out, const std::vector<TrafficSelector>& lts,
                           const std::vector<TrafficSelector>& rts, ByteSpan ni, ByteSpan nr,
                           bool exchange_initiator, const SecureBytes* pfs, TimePoint now) {
@@ -40,9 +67,16 @@ bool IkeSa::install_child(const ChildConfig& cc, const core::EspTransform& t, st
   std::vector<core::IpRange> lr, rr;
   for (const auto& x : lts) lr.push_back({x.start, x.end});
   for (const auto& x : rts) rr.push_back({x.start, x.end});
-  core::SaParams sp = child_sa_params(conn_.name, cc, t, local_, remote_, encap(), lr, rr, spi_in, spi_out,
+  core::SaParams sp = child_sa_params(conn_.name, cc, t.esp, local_, remote_, encap(), lr, rr, spi_in, spi_out,
                                       SecureBytes(km.subspan(exchange_initiator ? half : 0, half)),
                                       SecureBytes(km.subspan(exchange_initiator ? 0 : half, half)));
+  sp.protocol = t.proto;
+  sp.ah = t.ah;
+  sp.mode = mode;
+  // What was negotiated, no wider: the protocol and ports too.
+  sp.selectors.proto = lts.front().ip_proto ? lts.front().ip_proto : rts.front().ip_proto;
+  sp.selectors.local_ports = {lts.front().start_port, lts.front().end_port};
+  sp.selectors.remote_ports = {rts.front().start_port, rts.front().end_port};
   // The exchange's responder sends on the old SA until the initiator, who
   // has the new one once our answer arrives, deletes it (make-before-break).
   sp.standby = !exchange_initiator;
@@ -58,6 +92,7 @@ bool IkeSa::install_child(const ChildConfig& cc, const core::EspTransform& t, st
   ch.spi_in = spi_in;
   ch.spi_out = spi_out;
   ch.transform = t;
+  ch.mode = mode;
   ch.local_ts = lts;
   ch.remote_ts = rts;
   ch.established = now;
@@ -68,7 +103,8 @@ bool IkeSa::install_child(const ChildConfig& cc, const core::EspTransform& t, st
   children_.push_back(ch);
   eng_.acquiring_.erase(conn_.name + "/" + cc.name);
   ++eng_.counters_.child_installed;
-  info(kTag, tag(), ": Child SA ", name, " installed: ", t.name(), ", SPIs in ", core::hex32(spi_in),
+  info(kTag, tag(), ": Child SA ", name, " installed: ", t.is_ah() ? "AH " : "ESP ",
+       mode == core::SaMode::kTransport ? "transport " : "tunnel ", t.name(), ", SPIs in ", core::hex32(spi_in),
        " out ", core::hex32(spi_out), ", ", ts_string(lts), " === ", ts_string(rts), pfs ? ", PFS" : "");
   return true;
 }
@@ -82,21 +118,49 @@ std::vector<Payload> IkeSa::respond_child(const Parsed& p, ByteSpan ni, ByteSpan
     warn(kTag, tag(), ": Child SA refused: ", children_.size(), " already (max_children_per_ike_sa)");
     return {notify(Notify::kNoAdditionalSas)};
   }
-  const bool transport = p.find(Notify::kUseTransportMode) != nullptr;
+  const bool transport_asked = p.find(Notify::kUseTransportMode) != nullptr;
+  const ChildConfig* wants_transport = nullptr;
   for (const auto& cc : conn_.children) {
-    if ((cc.mode == core::SaMode::kTransport) != transport) continue;
-    auto lts = narrow(*p.tsr, cc.local_ts);
-    auto rts = narrow(*p.tsi, cc.remote_ts);
+    auto lts = narrow(*p.tsr, our_ts(cc, true));
+    auto rts = narrow(*p.tsi, our_ts(cc, false));
     if (lts.empty() || rts.empty()) continue;
+    // The mode (RFC 7296 1.3.1): transport when asked for and the child is
+    // one, between the two hosts; a tunnel child answers a transport
+    // request in tunnel mode (the initiator may then delete it). A
+    // transport child is not given to a peer that insists on a tunnel.
+    core::SaMode mode = core::SaMode::kTunnel;
+    if (cc.mode == core::SaMode::kTransport) {
+      if (!transport_asked) {
+        if (!wants_transport) wants_transport = &cc;
+        continue;
+      }
+      if (!transport_selectors(lts, rts)) {
+        warn(kTag, tag(), ": child ", cc.name, " is transport mode, but ", ts_string(rts), " === ", ts_string(lts),
+             " is not between the two hosts");
+        continue;
+      }
+      mode = core::SaMode::kTransport;
+    } else if (transport_asked) {
+      info(kTag, tag(), ": the peer asked for transport mode; child ", cc.name,
+           " is tunnel mode: answering in tunnel mode (RFC 7296 1.3.1)");
+    }
+    const auto protocol = cc.protocol();
     // A child whose proposals name a DH group demands PFS in every
     // CREATE_CHILD_SA (the one in IKE_AUTH has none by design, RFC 7296 1.2).
-    if (kind != ChildRequest::kAuth && !p.ke && !cc.esp_proposals.empty() && !cc.esp_proposals[0].dh.empty()) {
+    if (kind != ChildRequest::kAuth && !p.ke && cc.pfs()) {
       warn(kTag, tag(), ": Child SA ", cc.name, " requested without KE, but its proposals demand PFS");
       return {notify(Notify::kNoProposalChosen)};
     }
-    auto choice = select_esp(cc.esp_proposals, *p.sa, p.ke.has_value());
+    auto choice = select_child(cc.proposals(), protocol, *p.sa, p.ke.has_value());
     if (!choice) {
-      warn(kTag, tag(), ": no acceptable ESP proposal for child ", cc.name);
+      const bool other = std::any_of(p.sa->proposals.begin(), p.sa->proposals.end(), [&](const Proposal& x) {
+        return x.protocol == (protocol == core::IpsecProtocol::kAh ? ProtocolId::kEsp : ProtocolId::kAh);
+      });
+      warn(kTag, tag(), ": no acceptable ", protocol == core::IpsecProtocol::kAh ? "AH" : "ESP",
+           " proposal for child ", cc.name,
+           other ? std::string(": the peer proposes ") + (protocol == core::IpsecProtocol::kAh ? "ESP" : "AH") +
+                       ", the child is " + (protocol == core::IpsecProtocol::kAh ? "AH" : "ESP")
+                 : std::string());
       return {notify(Notify::kNoProposalChosen)};
     }
     std::unique_ptr<DhKey> dh;
@@ -114,12 +178,12 @@ std::vector<Payload> IkeSa::respond_child(const Parsed& p, ByteSpan ni, ByteSpan
     }
     const std::uint32_t spi_in = eng_.new_child_spi();
     std::vector<Payload> pl;
-    if (transport) pl.push_back(notify(Notify::kUseTransportMode));
+    if (mode == core::SaMode::kTransport) pl.push_back(notify(Notify::kUseTransportMode));
     Proposal reply = choice->reply;
     reply.spi = u32_bytes(spi_in);
     SaPayload sa;
     sa.proposals.push_back(reply);
-    if (!install_child(cc, choice->t, spi_in, choice->peer_spi, lts, rts, ni, nr, false,
+    if (!install_child(cc, choice->t, mode, spi_in, choice->peer_spi, lts, rts, ni, nr, false,
                        shared ? &*shared : nullptr, now))
       return {notify(Notify::kNoProposalChosen)};
     if (spi_in_out) *spi_in_out = spi_in;
@@ -128,6 +192,11 @@ std::vector<Payload> IkeSa::respond_child(const Parsed& p, ByteSpan ni, ByteSpan
     pl.push_back(make(PayloadType::kTsi, encode_ts(rts)));
     pl.push_back(make(PayloadType::kTsr, encode_ts(lts)));
     return pl;
+  }
+  if (wants_transport) {
+    warn(kTag, tag(), ": child ", wants_transport->name, " is transport mode; the peer asks for tunnel mode: ",
+         "refused (NO_PROPOSAL_CHOSEN)");
+    return {notify(Notify::kNoProposalChosen)};
   }
   warn(kTag, tag(), ": no child matches the proposed selectors ", ts_string(*p.tsi), " === ", ts_string(*p.tsr));
   return {notify(Notify::kTsUnacceptable)};

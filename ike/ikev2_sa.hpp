@@ -179,20 +179,57 @@ inline std::optional<core::IpRange> intersect(const core::IpRange& a, const core
   return r;
 }
 
-// Narrows the peer's selectors to ours (RFC 7296 2.9).
+// The intersection of two selectors (addresses, protocol, ports), if any.
+inline std::optional<TrafficSelector> intersect(const TrafficSelector& a, const TrafficSelector& b) {
+  auto r = intersect(core::IpRange{a.start, a.end}, core::IpRange{b.start, b.end});
+  if (!r) return std::nullopt;
+  if (a.ip_proto && b.ip_proto && a.ip_proto != b.ip_proto) return std::nullopt;
+  TrafficSelector n;
+  n.ip_proto = a.ip_proto ? a.ip_proto : b.ip_proto;
+  n.start_port = std::max(a.start_port, b.start_port);
+  n.end_port = std::min(a.end_port, b.end_port);
+  if (n.start_port > n.end_port) return std::nullopt;  // also OPAQUE (65535-0) against ranges
+  n.start = r->lo;
+  n.end = r->hi;
+  return n;
+}
+
+// Narrows the peer's selectors to ours (RFC 7296 2.9). The data plane takes
+// one protocol and port range per side, so what differs from the first
+// intersection in those is left out (narrowed away, as 2.9 allows).
 inline std::vector<TrafficSelector> narrow(const std::vector<TrafficSelector>& theirs,
-                                    const std::vector<core::IpRange>& ours) {
+                                           const std::vector<TrafficSelector>& ours) {
   std::vector<TrafficSelector> out;
   for (const auto& t : theirs) {
     for (const auto& o : ours) {
-      if (auto r = intersect({t.start, t.end}, o)) {
-        TrafficSelector n = t;
-        n.start = r->lo;
-        n.end = r->hi;
-        if (std::find(out.begin(), out.end(), n) == out.end()) out.push_back(n);
-      }
+      auto n = intersect(t, o);
+      if (!n) continue;
+      if (!out.empty() && (n->ip_proto != out[0].ip_proto || n->start_port != out[0].start_port ||
+                           n->end_port != out[0].end_port))
+        continue;
+      if (std::find(out.begin(), out.end(), *n) == out.end()) out.push_back(*n);
     }
   }
+  return out;
+}
+
+// A child's selectors for one side: its ranges, or `self` (the address IKE
+// runs on, "dynamic") when it has none, with its protocol and ports.
+inline std::vector<TrafficSelector> child_ts(const ChildConfig& cc, bool local, const core::IpAddress& self) {
+  const auto& ranges = local ? cc.local_ts : cc.remote_ts;
+  const auto& ports = local ? cc.local_ports : cc.remote_ports;
+  std::vector<TrafficSelector> out;
+  auto add = [&](const core::IpAddress& lo, const core::IpAddress& hi) {
+    TrafficSelector t;
+    t.ip_proto = cc.ts_proto;
+    t.start_port = ports.lo;
+    t.end_port = ports.hi;
+    t.start = lo;
+    t.end = hi;
+    out.push_back(t);
+  };
+  if (ranges.empty()) add(self, self);
+  for (const auto& r : ranges) add(r.lo, r.hi);
   return out;
 }
 
@@ -234,7 +271,8 @@ struct ChildSa {
   std::string name;  // installed name: conn/child/spi_in
   std::uint32_t spi_in = 0;
   std::uint32_t spi_out = 0;
-  core::EspTransform transform;
+  ChildSuite transform;
+  core::SaMode mode = core::SaMode::kTunnel;  // as negotiated (a transport request may end in tunnel mode)
   std::vector<TrafficSelector> local_ts, remote_ts;
   TimePoint established;
   TimePoint rekey_at = TimePoint::max();
@@ -385,7 +423,7 @@ class IkeSa {
 
   // Child SAs (ikev2_child_sa.cpp): KEYMAT = prf+(SK_d, [g^ir |] Ni | Nr),
   // the exchange initiator's outbound keys first (RFC 7296 2.17).
-  bool install_child(const ChildConfig& cc, const core::EspTransform& t, std::uint32_t spi_in,
+  bool install_child(const ChildConfig& cc, const ChildSuite& t, core::SaMode mode, std::uint32_t spi_in,
                      std::uint32_t spi_out, const std::vector<TrafficSelector>& lts,
                      const std::vector<TrafficSelector>& rts, ByteSpan ni, ByteSpan nr,
                      bool exchange_initiator, const SecureBytes* pfs, TimePoint now);
@@ -401,6 +439,13 @@ class IkeSa {
   enum class ChildRequest { kAuth, kCreate, kRekey };
   std::vector<Payload> respond_child(const Parsed& p, ByteSpan ni, ByteSpan nr, TimePoint now,
                                      std::optional<std::uint32_t>* spi_in_out, ChildRequest kind);
+  // Transport mode's selectors: the two hosts (a NATed peer's private
+  // address replaced by the one we see); false when they are not.
+  bool transport_selectors(std::vector<TrafficSelector>& lts, std::vector<TrafficSelector>& rts) const;
+  // Our selectors for a child, "dynamic" ones as our and the peer's IKE address.
+  [[nodiscard]] std::vector<TrafficSelector> our_ts(const ChildConfig& cc, bool local) const {
+    return child_ts(cc, local, local ? local_.addr : remote_.addr);
+  }
   ChildSa* child_by_spi_in(std::uint32_t spi);
   // Removes our Child SA with this inbound SPI from the data plane, logged
   // with `why` unless null; false if none.

@@ -92,14 +92,17 @@ Proposal ike_offer(const core::Proposal& p, std::uint8_t number, ByteSpan spi) {
   return o;
 }
 
-Proposal esp_offer(const core::Proposal& p, std::uint8_t number, std::uint32_t spi, bool with_dh) {
+Proposal child_offer(const core::Proposal& p, core::IpsecProtocol proto, std::uint8_t number, std::uint32_t spi,
+                     bool with_dh) {
+  const bool ah = proto == core::IpsecProtocol::kAh;
   Proposal o;
   o.number = number;
-  o.protocol = ProtocolId::kEsp;
+  o.protocol = ah ? ProtocolId::kAh : ProtocolId::kEsp;
   core::ByteAppender a{o.spi};
   a.u32(spi);
-  for (const auto& e : p.enc) o.transforms.push_back(encr(e));
-  if (!all_aead(p))
+  if (!ah)
+    for (const auto& e : p.enc) o.transforms.push_back(encr(e));
+  if (ah || !all_aead(p))
     for (auto i : p.integ) o.transforms.push_back({TransformType::kInteg, integ_id(i), 0});
   if (with_dh)
     for (auto g : p.dh) o.transforms.push_back({TransformType::kDh, static_cast<std::uint16_t>(g), 0});
@@ -158,17 +161,26 @@ std::optional<IkeChoice> select_ike(const std::vector<core::Proposal>& ours, con
   return std::nullopt;
 }
 
-std::optional<EspChoice> select_esp(const std::vector<core::Proposal>& ours, const SaPayload& theirs,
-                                    bool want_dh) {
+std::optional<EspChoice> select_child(const std::vector<core::Proposal>& ours, core::IpsecProtocol proto,
+                                      const SaPayload& theirs, bool want_dh) {
+  const bool ah = proto == core::IpsecProtocol::kAh;
+  const ProtocolId pid = ah ? ProtocolId::kAh : ProtocolId::kEsp;
   for (const auto& mine : ours) {
     for (const auto& tp : theirs.proposals) {
-      if (tp.protocol != ProtocolId::kEsp || tp.spi.size() != 4) continue;
+      if (tp.protocol != pid || tp.spi.size() != 4) continue;
       EspChoice c;
+      c.t.proto = proto;
       c.peer_spi = static_cast<std::uint32_t>(tp.spi[0] << 24 | tp.spi[1] << 16 | tp.spi[2] << 8 | tp.spi[3]);
       c.reply.number = tp.number;
-      c.reply.protocol = ProtocolId::kEsp;
-      if (!pick(mine.enc, tp, encr, c.t.enc, c.reply)) continue;
-      if (!core::is_aead(c.t.enc.alg) && !pick(mine.integ, tp, integ_tf, c.t.integ, c.reply)) continue;
+      c.reply.protocol = pid;
+      if (ah) {
+        // AH: no encryption transform may be in the proposal (RFC 7296 3.3.3).
+        if (has_type(tp, TransformType::kEncr)) continue;
+        if (!pick(mine.integ, tp, integ_tf, c.t.ah.integ, c.reply)) continue;
+      } else {
+        if (!pick(mine.enc, tp, encr, c.t.esp.enc, c.reply)) continue;
+        if (!core::is_aead(c.t.esp.enc.alg) && !pick(mine.integ, tp, integ_tf, c.t.esp.integ, c.reply)) continue;
+      }
       if (want_dh && !mine.dh.empty()) {
         core::DhGroup g{};
         if (!pick(supported(mine.dh), tp, dh_tf, g, c.reply)) continue;
@@ -185,7 +197,7 @@ std::optional<EspChoice> select_esp(const std::vector<core::Proposal>& ours, con
       for (bool e : esn) {
         const Transform t{TransformType::kEsn, static_cast<std::uint16_t>(e), 0};
         if ((!peer_has_esn && !e) || has(tp, t)) {
-          c.t.esn = e;
+          (ah ? c.t.ah.esn : c.t.esp.esn) = e;
           if (peer_has_esn) c.reply.transforms.push_back(t);
           ok = true;
           break;
