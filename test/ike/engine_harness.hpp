@@ -26,6 +26,10 @@ struct FakeInstaller : core::SaInstaller {
     core::Bytes key_in, key_out;
     core::Encap encap;
     std::uint16_t remote_port;
+    core::IpsecProtocol protocol = core::IpsecProtocol::kEsp;
+    core::SaMode mode = core::SaMode::kTunnel;
+    core::Selectors selectors;
+    core::AhTransform ah;
   };
   std::vector<Entry> installed;
   std::vector<std::string> removed;
@@ -34,7 +38,8 @@ struct FakeInstaller : core::SaInstaller {
   bool install(core::SaParams p, std::string&) override {
     installed.push_back({p.name, p.in.spi, p.out.spi,
                          core::Bytes(p.in.keymat.span().begin(), p.in.keymat.span().end()),
-                         core::Bytes(p.out.keymat.span().begin(), p.out.keymat.span().end()), p.encap, p.remote_port});
+                         core::Bytes(p.out.keymat.span().begin(), p.out.keymat.span().end()), p.encap, p.remote_port,
+                         p.protocol, p.mode, p.selectors, p.ah});
     events.push_back("+" + p.name);
     return true;
   }
