@@ -154,6 +154,15 @@ bool Gateway::setup(std::string& err) {
         if (!s) return false;
         sockets_.push_back(std::move(s));
       }
+      // AH (raw protocol 51) where a child of the connection may negotiate it.
+      probe.protocol = core::IpsecProtocol::kAh;
+      const bool ah = std::any_of(c.children.begin(), c.children.end(),
+                                  [](const ike::ChildConfig& ch) { return !ch.ah_proposals.empty(); });
+      if (ah && !socket_for(probe)) {
+        auto s = tun::EspSocket::open(tun::EspSocket::Kind::kAh, addr, cfg_.udp_encap.port, cfg_.tun.fwmark, err);
+        if (!s) return false;
+        sockets_.push_back(std::move(s));
+      }
       bool have = false;
       for (const auto& s : ike_sockets_) have |= s->local() == addr;
       if (!have) {
@@ -446,6 +455,10 @@ void Gateway::tx_loop() {
       p->peer = params.remote_addr;
       p->peer_port = params.remote_port;
       tun::EspSocket* s = socket_for(params);
+      if (!s) {
+        dp_->count_global(core::Drop::kSendFailed);  // no socket of its kind on its address
+        continue;
+      }
       for (std::size_t k = 0; k < sockets_.size(); ++k) {
         if (sockets_[k].get() == s) per_socket[k].push_back(p);
       }
@@ -664,6 +677,11 @@ nlohmann::json Gateway::reload() {
       if (!socket_for(probe) || !ike500)
         return {{"ok", false}, {"error", "connection " + c.name + " uses local address " + a.to_string() +
                                              ", which this gateway has no socket for; restart it"}};
+      probe.protocol = core::IpsecProtocol::kAh;
+      for (const auto& ch : c.children)
+        if (!ch.ah_proposals.empty() && !socket_for(probe))
+          return {{"ok", false}, {"error", "child " + c.name + "/" + ch.name + " negotiates AH on " + a.to_string() +
+                                               ", which this gateway has no AH socket for; restart it"}};
     }
   }
   std::vector<std::string> notes;

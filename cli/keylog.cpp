@@ -87,7 +87,7 @@ void KeyLog::esp(const core::SaParams& p) {
     if (ah_.empty()) return;
     auto line = [&](const core::IpAddress& src, const core::IpAddress& dst, const core::SaDirection& d) {
       return q(proto) + "," + q(src.to_string()) + "," + q(dst.to_string()) + "," + q(core::spi_hex(d.spi)) + "," +
-             q(esp_auth_name(p.ah.integ)) + "," + q("0x" + core::to_hex(d.keymat.span())) + "\n";
+             q(p.ah.integ == core::IntegAlg::kAesXcbc96 ? "AES-XCBC-MAC-96 [RFC3566]" : esp_auth_name(p.ah.integ)) + "," + q("0x" + core::to_hex(d.keymat.span())) + "\n";
     };
     append(ah_, line(p.local_addr, p.remote_addr, p.out) + line(p.remote_addr, p.local_addr, p.in));
     return;

@@ -67,14 +67,25 @@ void Engine::start(TimePoint now) {
 }
 
 void Engine::start_connection(const ConnectionConfig& c, TimePoint now) {
-  {
-    for (const auto& ch : c.children) {
-      if (ch.start_action == StartAction::kStart) {
-        std::string why;
-        if (!initiate(c.name, ch.name, now, why)) error(kTag, c.name, ": cannot initiate: ", why);
-        break;
-      }
+  // The first child with start_action "start" comes with IKE_AUTH; IKEv2
+  // makes the others by CREATE_CHILD_SA once the IKE SA is up.
+  IkeSa* sa = nullptr;
+  bool first = true;
+  for (const auto& ch : c.children) {
+    if (ch.start_action != StartAction::kStart) continue;
+    if (!first) {
+      if (sa) sa->tasks_.queue_child(ch);
+      continue;
     }
+    first = false;
+    std::string why;
+    if (!initiate(c.name, ch.name, now, why)) {
+      error(kTag, c.name, ": cannot initiate: ", why);
+      return;
+    }
+    if (c.version == 1) return;  // Quick Mode: the first child
+    for (auto& [spi, s] : sas_)
+      if (s->conn_.name == c.name && s->state_ == IkeSa::State::kInitSent) sa = s.get();
   }
 }
 

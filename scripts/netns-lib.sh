@@ -175,10 +175,10 @@ JSON
 }
 
 # TCP transfer of N random bytes from namespace $1 to address $2 in namespace
-# $3; true when the SHA-256 on both ends agree. Uses the caller's $WORK (a
-# scratch folder) and $PY (Debian's python3).
+# $3 (port $5, default 5001); true when the SHA-256 on both ends agree. Uses
+# the caller's $WORK (a scratch folder) and $PY (Debian's python3).
 tcp_transfer() {
-  local from=$1 to_addr=$2 to_ns=$3 size=$4
+  local from=$1 to_addr=$2 to_ns=$3 size=$4 port=${5:-5001}
   head -c "$size" /dev/urandom > "$WORK/payload"
   local want got
   want=$(sha256sum < "$WORK/payload" | cut -d' ' -f1)
@@ -186,7 +186,7 @@ tcp_transfer() {
 import socket, hashlib, sys
 fam = socket.AF_INET6 if ':' in '$to_addr' else socket.AF_INET
 s = socket.socket(fam, socket.SOCK_STREAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('$to_addr', 5001)); s.listen(1); s.settimeout(20)
+s.bind(('$to_addr', $port)); s.listen(1); s.settimeout(20)
 c, _ = s.accept(); h = hashlib.sha256()
 while True:
     b = c.recv(65536)
@@ -198,7 +198,7 @@ print(h.hexdigest())" > "$WORK/got" &
   timeout 30 ip netns exec "$from" $PY -c "
 import socket
 fam = socket.AF_INET6 if ':' in '$to_addr' else socket.AF_INET
-s = socket.create_connection(('$to_addr', 5001), timeout=20)
+s = socket.create_connection(('$to_addr', $port), timeout=20)
 s.sendall(open('$WORK/payload', 'rb').read()); s.close()"
   wait $rx
   got=$(cat "$WORK/got")
