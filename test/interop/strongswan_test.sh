@@ -2,8 +2,9 @@
 # IKEv2 interop with strongSwan 5.9.8 (charon + kernel-libipsec, swanctl), in
 # network namespaces: ipsecgw on gateway A, charon on gateway B, a host behind
 # each. Both directions of initiation, three proposal suites, ping and a
-# checksummed TCP transfer, Child SA rekeying under traffic, DELETE, and a
-# wrong PSK. Needs root; bounded; cleans up after itself.
+# checksummed TCP transfer, Child SA rekeying under traffic, DELETE, NAT,
+# transport-mode and AH proposals ipsecgw answers in a way strongSwan can
+# live with, and a wrong PSK. Needs root; bounded; cleans up after itself.
 set -uo pipefail
 IPSECGW=${1:?usage: strongswan_test.sh path/to/ipsecgw}
 IPSECGW=$(readlink -f "$IPSECGW")
@@ -330,6 +331,104 @@ check "NAT rebinding: ping A->B after the move, none lost" ip netns exec "$NS-ha
 check "NAT rebinding: still one IKE SA and one Child SA in strongSwan (nothing rebuilt)" \
   bash -c "$(declare -f swan list_sas sas_count); WORK='$WORK'; [ \$(sas_count ESTABLISHED) = 1 ] && [ \$(sas_count INSTALLED) = 1 ]"
 check "NAT rebinding: no second Child SA in ipsecgw" test "$(grep -c 'Child SA .* installed' "$WORK/a.log")" = 1
+stop_all
+
+# Transport mode and AH: strongSwan's kernel-libipsec does neither, so
+# ipsecgw must answer its proposals in a way it can live with. strongSwan
+# asks for a transport-mode child between the two gateways: ipsecgw's child
+# for those hosts is a tunnel, so it answers without USE_TRANSPORT_MODE
+# (RFC 7296 1.3.1: tunnel mode) and says so. strongSwan asks for an AH
+# child: ipsecgw's child is ESP, so NO_PROPOSAL_CHOSEN, logged. Through all
+# of it the IKE SA stays up and carries the ESP tunnel and new exchanges.
+# (ipsecgw's own transport mode and AH are shown between two ipsecgw
+# gateways: test/netns/ike_modes_test.sh.)
+echo "== transport mode and AH proposals from strongSwan"
+stop_all
+netns_teardown "$NS"; netns_setup "$NS"
+start_charon
+cat > "$WORK/swanctl.conf" <<CONF
+connections {
+  gw-a {
+    version = 2
+    local_addrs = 198.51.100.2
+    remote_addrs = 198.51.100.1
+    proposals = aes256gcm16-prfsha384-x25519
+    rand_time = 0s
+    local { auth = psk
+            id = gw-b.example }
+    remote { auth = psk
+             id = gw-a.example }
+    children {
+      lan {
+        local_ts = 10.2.0.0/24
+        remote_ts = 10.1.0.0/24
+        esp_proposals = aes256gcm16
+      }
+      tr {
+        mode = transport
+        esp_proposals = aes128gcm16
+      }
+      ah {
+        local_ts = 10.2.0.0/24
+        remote_ts = 10.1.0.0/24
+        ah_proposals = sha256
+      }
+    }
+  }
+}
+secrets {
+  ike-a {
+    id-a = gw-a.example
+    id-b = gw-b.example
+    secret = "a long shared secret"
+  }
+}
+CONF
+swan --load-all --file "$WORK/swanctl.conf" > "$WORK/swanctl-load.log" 2>&1
+write_ipsecgw "aes256gcm16-prfsha384-x25519" "aes256gcm16" none "a long shared secret"
+# A second child: a host-to-host tunnel between the gateways (no selectors: their addresses).
+$PY - "$WORK/gw-a.json" <<'PYEOF'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["connections"]["site-b"]["children"]["hosts"] = {"esp_proposals": ["aes128gcm16"]}
+json.dump(c, open(sys.argv[1], "w"), indent=1)
+PYEOF
+start_ipsecgw
+timeout 20 swanctl --initiate --ike gw-a --child lan --uri "unix://$WORK/charon.vici" > /dev/null 2>&1
+check "modes: the ESP tunnel is up" wait_installed
+timeout 20 swanctl --initiate --ike gw-a --child tr --uri "unix://$WORK/charon.vici" > "$WORK/init-tr.log" 2>&1
+timeout 20 swanctl --initiate --ike gw-a --child ah --uri "unix://$WORK/charon.vici" > "$WORK/init-ah.log" 2>&1
+sleep 0.5
+grep -E "USE_TRANSP|transport mode|AH|NO_PROP" "$WORK/a.log" | grep -v DEBUG | sed 's/^.*ike: /     ipsecgw: /' | head -6
+grep -E "N\(USE_TRANSP\)|CREATE_CHILD_SA response|NO_PROPOSAL|installed|TUNNEL|TRANSPORT|failed" "$WORK/charon.log" |
+  sed 's/^.*\] /     charon: /' | tail -8
+check "modes: strongSwan asked for transport mode (USE_TRANSPORT_MODE in its request)" \
+  grep -qE "generating CREATE_CHILD_SA request .*N\(USE_TRANSP\)" "$WORK/charon.log"
+check "modes: ipsecgw answered the transport request in tunnel mode, and logged why" \
+  grep -q "asked for transport mode; child hosts is tunnel mode: answering in tunnel mode" "$WORK/a.log"
+check "modes: its response carried no USE_TRANSPORT_MODE (RFC 7296 1.3.1)" \
+  bash -c "grep -E 'parsed CREATE_CHILD_SA response' '$WORK/charon.log' | head -1 | grep -q 'SA No TSi TSr' &&
+           ! grep -E 'parsed CREATE_CHILD_SA response' '$WORK/charon.log' | head -1 | grep -q USE_TRANSP"
+# kernel-libipsec cannot route a tunnel between the IKE peers themselves
+# ("conflicts with IKE traffic"): strongSwan deletes that Child SA, and
+# ipsecgw removes its side with it.
+check "modes: strongSwan's DELETE of the host-to-host tunnel it cannot install removes ipsecgw's side" \
+  grep -q "peer deleted Child SA site-b/hosts/" "$WORK/a.log"
+check "modes: strongSwan proposed AH" grep -qE "generating CREATE_CHILD_SA request .*SA" "$WORK/charon.log"
+check "modes: ipsecgw refused the AH proposal for its ESP child, and logged why" \
+  grep -q "no acceptable ESP proposal for child lan: the peer proposes AH, the child is ESP" "$WORK/a.log"
+check "modes: strongSwan received NO_PROPOSAL_CHOSEN" grep -q "received NO_PROPOSAL_CHOSEN notify" "$WORK/charon.log"
+check "modes: the IKE SA is still up on both sides" \
+  bash -c "$(declare -f swan list_sas); WORK='$WORK'; list_sas && grep -q ESTABLISHED '$WORK/sas.txt'"
+check "modes: the ESP tunnel still carries traffic A->B" ip netns exec "$NS-ha" ping -c 3 -i 0.2 -W 2 -q 10.2.0.2
+check "modes: and B->A" ip netns exec "$NS-hb" ping -c 3 -i 0.2 -W 2 -q 10.1.0.2
+# A new exchange on the same IKE SA: strongSwan rekeys the lan child.
+timeout 20 swanctl --rekey --ike gw-a --child lan --uri "unix://$WORK/charon.vici" > /dev/null 2>&1
+sleep 1
+check "modes: the IKE SA takes a new exchange (Child SA rekey) afterwards" \
+  bash -c "[ \$(grep -c 'Child SA site-b/lan/.* installed' '$WORK/a.log') -ge 2 ]"
+check "modes: traffic after the rekey" ip netns exec "$NS-ha" ping -c 2 -i 0.2 -W 2 -q 10.2.0.2
+cp "$WORK/charon.log" "$WORK/charon-modes.log"
 stop_all
 
 # Wrong PSK.
