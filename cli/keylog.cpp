@@ -24,6 +24,7 @@ const char* esp_enc_name(const core::EncSpec& e) {
     case core::EncAlg::kTripleDesCbc: return "TripleDES-CBC [RFC2451]";
     case core::EncAlg::kAesGcm16: return "AES-GCM with 16 octet ICV [RFC4106]";
     case core::EncAlg::kChaCha20Poly1305: return nullptr;  // not in Wireshark 4.0
+    case core::EncAlg::kNullAesGmac: return nullptr;       // nor this (and nothing is encrypted)
   }
   return nullptr;
 }
@@ -37,8 +38,18 @@ const char* esp_auth_name(core::IntegAlg a) {
     case core::IntegAlg::kHmacSha384_192: return "HMAC-SHA-384-192 [RFC4868]";
     case core::IntegAlg::kHmacSha512_256: return "HMAC-SHA-512-256 [RFC4868]";
     case core::IntegAlg::kAesXcbc96: return "NULL";  // ESP does not take it
+    case core::IntegAlg::kAesGmac128:
+    case core::IntegAlg::kAesGmac192:
+    case core::IntegAlg::kAesGmac256: return "NULL";
   }
   return "NULL";
+}
+
+// AH's integrity algorithms, in Wireshark's style where it names them.
+std::string ah_auth_name(core::IntegAlg a) {
+  if (a == core::IntegAlg::kAesXcbc96) return "AES-XCBC-MAC-96 [RFC3566]";
+  if (const auto k = core::gmac_key_len(a)) return "AES-GMAC-" + std::to_string(k * 8) + " [RFC4543]";
+  return esp_auth_name(a);
 }
 
 std::string ike_enc_name(const core::EncSpec& e) {
@@ -61,6 +72,9 @@ const char* ike_integ_name(core::IntegAlg a) {
     case core::IntegAlg::kHmacSha384_192: return "HMAC_SHA2_384_192 [RFC4868]";
     case core::IntegAlg::kHmacSha512_256: return "HMAC_SHA2_512_256 [RFC4868]";
     case core::IntegAlg::kAesXcbc96: return "AUTH_AES_XCBC_96 [RFC3566]";
+    case core::IntegAlg::kAesGmac128:
+    case core::IntegAlg::kAesGmac192:
+    case core::IntegAlg::kAesGmac256: return "NONE [RFC4306]";
   }
   return "NONE [RFC4306]";
 }
@@ -87,7 +101,7 @@ void KeyLog::esp(const core::SaParams& p) {
     if (ah_.empty()) return;
     auto line = [&](const core::IpAddress& src, const core::IpAddress& dst, const core::SaDirection& d) {
       return q(proto) + "," + q(src.to_string()) + "," + q(dst.to_string()) + "," + q(core::spi_hex(d.spi)) + "," +
-             q(p.ah.integ == core::IntegAlg::kAesXcbc96 ? "AES-XCBC-MAC-96 [RFC3566]" : esp_auth_name(p.ah.integ)) + "," + q("0x" + core::to_hex(d.keymat.span())) + "\n";
+             q(ah_auth_name(p.ah.integ)) + "," + q("0x" + core::to_hex(d.keymat.span())) + "\n";
     };
     append(ah_, line(p.local_addr, p.remote_addr, p.out) + line(p.remote_addr, p.local_addr, p.in));
     return;

@@ -1,5 +1,6 @@
 // Configuration: IKE connections and their children ("connections", in
 // swanctl.conf's terms; IKEv1 and IKEv2) and the PSKs ("secrets").
+#include <algorithm>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -63,6 +64,12 @@ std::vector<core::Proposal> proposals(Walker& w, const json& obj, const std::str
     }
     if (plain && pr->integ.empty()) {
       w.error(p, "'" + list[i] + "': encryption without an integrity algorithm");
+      continue;
+    }
+    if (ike && std::any_of(pr->enc.begin(), pr->enc.end(), [](const core::EncSpec& e) {
+          return e.alg == core::EncAlg::kNull || e.alg == core::EncAlg::kNullAesGmac;
+        })) {
+      w.error(p, "'" + list[i] + "': IKE messages must be encrypted (null and *gmac are for ESP)");
       continue;
     }
     if (ike && pr->dh.empty()) {

@@ -5,13 +5,23 @@
 namespace ipsecgw::core {
 
 bool is_aead(EncAlg a) noexcept {
-  return a == EncAlg::kAesGcm16 || a == EncAlg::kChaCha20Poly1305;
+  return a == EncAlg::kAesGcm16 || a == EncAlg::kChaCha20Poly1305 || a == EncAlg::kNullAesGmac;
+}
+
+std::size_t gmac_key_len(IntegAlg a) noexcept {
+  switch (a) {
+    case IntegAlg::kAesGmac128: return 16;
+    case IntegAlg::kAesGmac192: return 24;
+    case IntegAlg::kAesGmac256: return 32;
+    default: return 0;
+  }
 }
 
 std::size_t salt_len(EncAlg a) noexcept {
   switch (a) {
     case EncAlg::kAesGcm16:
     case EncAlg::kChaCha20Poly1305:
+    case EncAlg::kNullAesGmac:
     case EncAlg::kAesCtr: return 4;
     default: return 0;
   }
@@ -24,6 +34,7 @@ std::size_t iv_len(EncAlg a) noexcept {
     case EncAlg::kTripleDesCbc: return 8;
     case EncAlg::kAesCtr:
     case EncAlg::kAesGcm16:
+    case EncAlg::kNullAesGmac:
     case EncAlg::kChaCha20Poly1305: return 8;
   }
   return 0;
@@ -46,6 +57,9 @@ std::size_t icv_len(IntegAlg a) noexcept {
     case IntegAlg::kHmacSha384_192: return 24;
     case IntegAlg::kHmacSha512_256: return 32;
     case IntegAlg::kAesXcbc96: return 12;
+    case IntegAlg::kAesGmac128:
+    case IntegAlg::kAesGmac192:
+    case IntegAlg::kAesGmac256: return 16;
   }
   return 0;
 }
@@ -59,6 +73,9 @@ std::size_t integ_key_len(IntegAlg a) noexcept {
     case IntegAlg::kHmacSha384_192: return 48;
     case IntegAlg::kHmacSha512_256: return 64;
     case IntegAlg::kAesXcbc96: return 16;
+    case IntegAlg::kAesGmac128:
+    case IntegAlg::kAesGmac192:
+    case IntegAlg::kAesGmac256: return gmac_key_len(a) + 4;
   }
   return 0;
 }
@@ -72,6 +89,9 @@ const char* digest_name(IntegAlg a) noexcept {
     case IntegAlg::kHmacSha384_192: return "SHA384";
     case IntegAlg::kHmacSha512_256: return "SHA512";
     case IntegAlg::kAesXcbc96: return nullptr;  // not a digest: core::XcbcMac
+    case IntegAlg::kAesGmac128:
+    case IntegAlg::kAesGmac192:
+    case IntegAlg::kAesGmac256: return nullptr;  // core::GmacMac
   }
   return nullptr;
 }
@@ -86,7 +106,7 @@ struct EncName {
   std::string_view name;
   EncSpec spec;
 };
-constexpr std::array<EncName, 16> kEncNames = {{
+constexpr std::array<EncName, 19> kEncNames = {{
     {"null", {EncAlg::kNull, 0}},
     {"aes", {EncAlg::kAesCbc, 16}},
     {"aes128", {EncAlg::kAesCbc, 16}},
@@ -102,6 +122,9 @@ constexpr std::array<EncName, 16> kEncNames = {{
     {"aes256gcm16", {EncAlg::kAesGcm16, 32}},
     {"aes256gcm128", {EncAlg::kAesGcm16, 32}},
     {"chacha20poly1305", {EncAlg::kChaCha20Poly1305, 32}},
+    {"aes128gmac", {EncAlg::kNullAesGmac, 16}},
+    {"aes192gmac", {EncAlg::kNullAesGmac, 24}},
+    {"aes256gmac", {EncAlg::kNullAesGmac, 32}},
     {"aes192gcm128", {EncAlg::kAesGcm16, 24}},
 }};
 
@@ -282,6 +305,7 @@ std::optional<EspTransform> single_esp_transform(std::string_view text, std::str
 
 std::string AhTransform::name() const {
   std::string s = integ == IntegAlg::kAesXcbc96 ? "aesxcbc" : "";
+  if (const auto k = gmac_key_len(integ)) s = "aes" + std::to_string(k * 8) + "gmac";
   for (const auto& e : kIntegNames) {
     if (e.alg == integ && e.name != "sha" && e.name.find('_') == std::string_view::npos) {
       s = std::string(e.name);
@@ -301,6 +325,12 @@ std::optional<Proposal> parse_ah_proposal(std::string_view text, std::string& wh
     start = end + 1;
     if (tok == "aesxcbc") {
       p.integ.push_back(IntegAlg::kAesXcbc96);
+      continue;
+    }
+    if (tok == "aes128gmac" || tok == "aes192gmac" || tok == "aes256gmac") {  // AUTH_AES_*_GMAC
+      p.integ.push_back(tok == "aes128gmac"   ? IntegAlg::kAesGmac128
+                        : tok == "aes192gmac" ? IntegAlg::kAesGmac192
+                                              : IntegAlg::kAesGmac256);
       continue;
     }
     std::string bad;
@@ -325,15 +355,10 @@ std::optional<Proposal> parse_ah_proposal(std::string_view text, std::string& wh
 }
 
 std::optional<AhTransform> single_ah_transform(std::string_view text, std::string& why) {
-  // AES-XCBC-96 (RFC 3566) is AH's only so far, so it is not among the
-  // keywords ESP and IKE proposals take.
-  if (text == "aesxcbc" || text == "aesxcbc-esn") return AhTransform{IntegAlg::kAesXcbc96, text.size() > 7};
-  std::string bad;
-  auto p = parse_proposal(text, bad);
-  if (!p) {
-    why = "unknown algorithm keyword '" + bad + "'";
-    return std::nullopt;
-  }
+  // AES-XCBC-96 (RFC 3566) and AES-GMAC (RFC 4543) as integrity are AH's
+  // only, so they are not among the keywords ESP and IKE proposals take.
+  auto p = parse_ah_proposal(text, why);
+  if (!p) return std::nullopt;
   if (!p->enc.empty()) {
     why = "AH has no encryption: name one integrity algorithm (sha256, sha384, sha512, sha1, md5, aesxcbc)";
     return std::nullopt;

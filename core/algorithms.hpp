@@ -21,6 +21,7 @@ enum class EncAlg : std::uint8_t {
   kTripleDesCbc,      // RFC 2451
   kAesGcm16,          // RFC 4106, 16-byte ICV
   kChaCha20Poly1305,  // RFC 7634
+  kNullAesGmac,       // RFC 4543 ENCR_NULL_AUTH_AES_GMAC: integrity only, the payload in the clear
 };
 
 enum class IntegAlg : std::uint8_t {
@@ -31,7 +32,12 @@ enum class IntegAlg : std::uint8_t {
   kHmacSha384_192,
   kHmacSha512_256,
   kAesXcbc96,       // RFC 3566 (AH so far)
+  kAesGmac128,      // RFC 4543 AUTH_AES_*_GMAC (AH): AES-GMAC, key + 4-byte salt, 8-byte IV in the header
+  kAesGmac192,
+  kAesGmac256,
 };
+// AES-GMAC's key length without the salt (0: not GMAC).
+std::size_t gmac_key_len(IntegAlg a) noexcept;
 
 enum class PrfAlg : std::uint8_t { kHmacMd5, kHmacSha1, kHmacSha256, kHmacSha384, kHmacSha512 };
 
@@ -89,6 +95,8 @@ struct AhTransform {
 
   [[nodiscard]] std::size_t icv_len() const noexcept { return core::icv_len(integ); }
   [[nodiscard]] std::size_t keymat_len() const noexcept { return integ_key_len(integ); }
+  // AES-GMAC carries an 8-byte IV between the sequence number and the ICV (RFC 4543).
+  [[nodiscard]] std::size_t iv_len() const noexcept { return gmac_key_len(integ) ? 8 : 0; }
   [[nodiscard]] std::string name() const;  // strongSwan keyword ("sha256", "sha1-esn")
   bool operator==(const AhTransform&) const = default;
 };

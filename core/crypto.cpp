@@ -199,7 +199,59 @@ bool Hmac::finish(MutByteSpan out) noexcept {
 std::unique_ptr<Mac> Mac::create(IntegAlg a, ByteSpan key) {
   if (key.size() != integ_key_len(a)) return nullptr;
   if (a == IntegAlg::kAesXcbc96) return XcbcMac::create(key);
+  if (gmac_key_len(a)) return GmacMac::create(key);
   return Hmac::create(digest_name(a), key);
+}
+
+std::unique_ptr<GmacMac> GmacMac::create(ByteSpan keymat) {
+  if (keymat.size() < 4) return nullptr;
+  const std::size_t kl = keymat.size() - 4;
+  const EVP_CIPHER* c = kl == 16 ? EVP_aes_128_gcm() : kl == 24 ? EVP_aes_192_gcm() : kl == 32 ? EVP_aes_256_gcm() : nullptr;
+  if (!c) return nullptr;
+  std::unique_ptr<GmacMac> m(new GmacMac());
+  std::memcpy(m->nonce_, keymat.data() + kl, 4);
+  m->ctx_ = EVP_CIPHER_CTX_new();
+  if (!m->ctx_ || EVP_EncryptInit_ex(m->ctx_, c, nullptr, nullptr, nullptr) != 1 ||
+      EVP_CIPHER_CTX_ctrl(m->ctx_, EVP_CTRL_AEAD_SET_IVLEN, 12, nullptr) != 1 ||
+      EVP_EncryptInit_ex(m->ctx_, nullptr, nullptr, keymat.data(), nullptr) != 1)
+    return nullptr;
+  return m;
+}
+
+GmacMac::~GmacMac() {
+  EVP_CIPHER_CTX_free(ctx_);
+  secure_wipe(nonce_, sizeof nonce_);
+}
+
+void GmacMac::set_iv(ByteSpan iv8) noexcept {
+  if (iv8.size() == 8) std::memcpy(nonce_ + 4, iv8.data(), 8);
+}
+
+bool GmacMac::begin() noexcept { return EVP_EncryptInit_ex(ctx_, nullptr, nullptr, nullptr, nonce_) == 1; }
+
+bool GmacMac::update(ByteSpan data) noexcept {
+  int outl = 0;
+  return data.empty() || EVP_EncryptUpdate(ctx_, nullptr, &outl, data.data(), as_int(data.size())) == 1;
+}
+
+bool GmacMac::finish(MutByteSpan out) noexcept {
+  std::uint8_t tag[kTagLen], scratch[16];
+  int outl = 0;
+  if (out.size() > kTagLen || EVP_EncryptFinal_ex(ctx_, scratch, &outl) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx_, EVP_CTRL_AEAD_GET_TAG, as_int(kTagLen), tag) != 1)
+    return false;
+  std::memcpy(out.data(), tag, out.size());
+  return true;
+}
+
+bool GmacMac::one_shot(ByteSpan nonce12, ByteSpan data, MutByteSpan tag) noexcept {
+  if (nonce12.size() != 12) return false;
+  std::uint8_t saved[12];
+  std::memcpy(saved, nonce_, 12);
+  std::memcpy(nonce_, nonce12.data(), 12);
+  const bool ok = begin() && update(data) && finish(tag);
+  std::memcpy(nonce_, saved, 12);
+  return ok;
 }
 
 std::unique_ptr<XcbcMac> XcbcMac::create(ByteSpan key) {

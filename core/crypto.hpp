@@ -70,7 +70,9 @@ class Mac {
   virtual bool update(ByteSpan data) noexcept = 0;
   // Writes the first out.size() bytes of the MAC (out.size() <= full length).
   virtual bool finish(MutByteSpan out) noexcept = 0;
-  // An integrity algorithm's MAC with its key (HMAC family, AES-XCBC).
+  // The per-message IV of a MAC that takes one (AES-GMAC); others ignore it.
+  virtual void set_iv(ByteSpan /*iv*/) noexcept {}
+  // An integrity algorithm's MAC with its key (HMAC family, AES-XCBC, AES-GMAC).
   static std::unique_ptr<Mac> create(IntegAlg a, ByteSpan key);
 };
 
@@ -115,6 +117,31 @@ class XcbcMac final : public Mac {
   std::uint8_t state_[16] = {};  // E(K1, ...) so far
   std::uint8_t buf_[16] = {};    // the last block, held back until more comes or finish
   std::size_t buf_len_ = 0;
+};
+
+// AES-GMAC (RFC 4543, NIST SP 800-38D): GCM over additional data alone,
+// nonce = the 4-byte salt || an 8-byte IV given per message (set_iv before
+// begin). For AH's AUTH_AES_*_GMAC and ESP's ENCR_NULL_AUTH_AES_GMAC.
+class GmacMac final : public Mac {
+ public:
+  static constexpr std::size_t kTagLen = 16;
+  // keymat: the AES key (16, 24 or 32 bytes) followed by the 4-byte salt.
+  static std::unique_ptr<GmacMac> create(ByteSpan keymat);
+  ~GmacMac() override;
+  GmacMac(const GmacMac&) = delete;
+  GmacMac& operator=(const GmacMac&) = delete;
+
+  void set_iv(ByteSpan iv8) noexcept override;
+  bool begin() noexcept override;
+  bool update(ByteSpan data) noexcept override;
+  bool finish(MutByteSpan out) noexcept override;
+  // One GMAC over a 12-byte nonce (Wycheproof's form), for known-answer tests.
+  bool one_shot(ByteSpan nonce12, ByteSpan data, MutByteSpan tag) noexcept;
+
+ private:
+  GmacMac() = default;
+  EVP_CIPHER_CTX* ctx_ = nullptr;
+  std::uint8_t nonce_[12] = {};
 };
 
 // Unpredictable CBC IVs without a DRBG call per packet: the IV is the

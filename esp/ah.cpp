@@ -76,7 +76,7 @@ void neutralise_mutable_v4_options(std::uint8_t* h, std::size_t ihl) noexcept {
 }
 
 std::size_t ah_len(const core::AhTransform& t, bool v6) noexcept {
-  const std::size_t raw = kAhHeaderLen + t.icv_len();
+  const std::size_t raw = kAhHeaderLen + t.iv_len() + t.icv_len();
   const std::size_t align = v6 ? 8 : 4;
   return (raw + align - 1) / align * align;
 }
@@ -119,9 +119,9 @@ std::size_t find_ah(core::ByteSpan ip, std::size_t& total, std::size_t& nh_pos) 
   return 0;
 }
 
-bool ah_icv(core::Mac& mac, core::ByteSpan ip, std::size_t ah_off, std::size_t icv_len, bool esn,
-            std::uint32_t seq_hi, std::uint8_t* out) noexcept {
-  if (ah_off > kMaxMasked || ip.size() < ah_off + kAhHeaderLen + icv_len || ip.size() < 20) return false;
+bool ah_icv(core::Mac& mac, core::ByteSpan ip, std::size_t ah_off, std::size_t iv_len, std::size_t icv_len,
+            bool esn, std::uint32_t seq_hi, std::uint8_t* out) noexcept {
+  if (ah_off > kMaxMasked || ip.size() < ah_off + kAhHeaderLen + iv_len + icv_len || ip.size() < 20) return false;
   std::array<std::uint8_t, kMaxMasked> hdr;
   std::memcpy(hdr.data(), ip.data(), ah_off);
   if ((ip[0] >> 4) == 4) {
@@ -145,9 +145,10 @@ bool ah_icv(core::Mac& mac, core::ByteSpan ip, std::size_t ah_off, std::size_t i
   if (icv_len > sizeof kZeros) return false;
   std::uint8_t hi[4];
   core::store_be32(hi, seq_hi);
-  const std::size_t after = ah_off + kAhHeaderLen + icv_len;
+  const std::size_t after = ah_off + kAhHeaderLen + iv_len + icv_len;
+  if (iv_len) mac.set_iv(ip.subspan(ah_off + kAhHeaderLen, iv_len));
   return mac.begin() && mac.update(core::ByteSpan(hdr.data(), ah_off)) &&
-         mac.update(ip.subspan(ah_off, kAhHeaderLen)) && mac.update(core::ByteSpan(kZeros, icv_len)) &&
+         mac.update(ip.subspan(ah_off, kAhHeaderLen + iv_len)) && mac.update(core::ByteSpan(kZeros, icv_len)) &&
          mac.update(ip.subspan(after)) && (!esn || mac.update(core::ByteSpan(hi, 4))) &&
          mac.finish(core::MutByteSpan(out, icv_len));
 }

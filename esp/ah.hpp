@@ -20,16 +20,18 @@ namespace ipsecgw::esp {
 
 inline constexpr std::size_t kAhHeaderLen = 12;  // next header, length, reserved, SPI, sequence number
 
-// The AH header with its ICV, padded to 4 bytes (IPv4) or 8 (IPv6, 2.6).
+// The AH header with its IV (AES-GMAC) and ICV, padded to 4 bytes (IPv4) or
+// 8 (IPv6, 2.6).
 std::size_t ah_len(const core::AhTransform& t, bool v6) noexcept;
 
 // Computes the ICV of the IP packet `ip` (exactly its total length) whose
 // AH header starts at `ah_off`: the header(s) before it masked, the AH
-// header with `icv_len` bytes of ICV taken as zero, what follows, then
-// `seq_hi` when `esn`. Writes `icv_len` bytes to `out`. False when the
-// headers cannot be masked (malformed options, a routing header).
-bool ah_icv(core::Mac& mac, core::ByteSpan ip, std::size_t ah_off, std::size_t icv_len, bool esn,
-            std::uint32_t seq_hi, std::uint8_t* out) noexcept;
+// header with its `iv_len` bytes of IV as they are (the MAC's IV too) and
+// `icv_len` bytes of ICV taken as zero, what follows, then `seq_hi` when
+// `esn`. Writes `icv_len` bytes to `out`. False when the headers cannot be
+// masked (malformed options, a routing header).
+bool ah_icv(core::Mac& mac, core::ByteSpan ip, std::size_t ah_off, std::size_t iv_len, std::size_t icv_len,
+            bool esn, std::uint32_t seq_hi, std::uint8_t* out) noexcept;
 
 // After verification, in transport mode: the IPv4 options outside the ICV
 // (the mutable ones, zeroed whole for it, type and length included) become

@@ -45,6 +45,11 @@ std::unique_ptr<EspCrypto> EspCrypto::create(const core::EspTransform& t, ByteSp
   c->t_ = t;
   const auto enc_key = keymat.first(t.enc.key_bytes);
   const auto salt = keymat.subspan(t.enc.key_bytes, core::salt_len(t.enc.alg));
+  if (t.enc.alg == core::EncAlg::kNullAesGmac) {
+    c->gmac_ = core::GmacMac::create(keymat.first(t.enc_keymat_len()));
+    if (!c->gmac_) why = "cannot set up " + t.name();
+    return c->gmac_ ? std::move(c) : nullptr;
+  }
   if (t.aead()) {
     c->aead_ = core::Aead::create(t.enc.alg, enc_key, salt, dir);
     if (!c->aead_) why = "cannot set up " + t.name();
@@ -68,6 +73,15 @@ bool EspCrypto::protect(MutByteSpan esp, std::size_t iv_len, std::uint32_t seq_h
   auto iv = ByteSpan(esp.data() + kEspHeaderLen, iv_len);
   auto payload = esp.subspan(pt_off, esp.size() - pt_off - icv);
   auto icv_out = esp.last(icv);
+  if (gmac_) {
+    std::uint8_t aad[12];
+    std::size_t aad_len = build_aad(esp.data(), t_.esn, seq_hi, aad);
+    // RFC 4543 3.3: the AAD is SPI, (extended) sequence number, IV and the
+    // payload with its trailer, which stays in the clear.
+    gmac_->set_iv(iv);
+    return gmac_->begin() && gmac_->update(ByteSpan(aad, aad_len)) &&
+           gmac_->update(esp.subspan(kEspHeaderLen, esp.size() - kEspHeaderLen - icv)) && gmac_->finish(icv_out);
+  }
   if (aead_) {
     std::uint8_t aad[12];
     std::size_t aad_len = build_aad(esp.data(), t_.esn, seq_hi, aad);
@@ -89,6 +103,14 @@ bool EspCrypto::unprotect(MutByteSpan esp, std::size_t iv_len, std::uint32_t seq
   auto iv = ByteSpan(esp.data() + kEspHeaderLen, iv_len);
   auto payload = esp.subspan(pt_off, esp.size() - pt_off - icv);
   ByteSpan icv_in = esp.last(icv);
+  if (gmac_) {
+    std::uint8_t aad[12], mac[16];
+    std::size_t aad_len = build_aad(esp.data(), t_.esn, seq_hi, aad);
+    gmac_->set_iv(iv);
+    return gmac_->begin() && gmac_->update(ByteSpan(aad, aad_len)) &&
+           gmac_->update(esp.subspan(kEspHeaderLen, esp.size() - kEspHeaderLen - icv)) &&
+           gmac_->finish(MutByteSpan(mac, 16)) && core::ct_equal(ByteSpan(mac, 16), icv_in);
+  }
   if (aead_) {
     std::uint8_t aad[12];
     std::size_t aad_len = build_aad(esp.data(), t_.esn, seq_hi, aad);
@@ -343,13 +365,16 @@ Drop OutboundSa::encapsulate_ah(core::Packet& pkt, std::uint64_t seq) noexcept {
   ah[2] = ah[3] = 0;
   core::store_be32(ah + 4, spi_);
   core::store_be32(ah + 8, static_cast<std::uint32_t>(seq));
-  std::memset(ah + kAhHeaderLen, 0, al - kAhHeaderLen);  // ICV and its padding
+  std::memset(ah + kAhHeaderLen, 0, al - kAhHeaderLen);  // IV, ICV and padding
+  const std::size_t iv_len = t.iv_len();
+  if (iv_len) core::store_be64(ah + kAhHeaderLen, seq);  // AES-GMAC: the IV must only be unique (RFC 4543 3.1)
   std::uint8_t icv[64];
-  if (!ah_icv(*state_->ah_mac, pkt.span(), ah_off, t.icv_len(), t.esn, static_cast<std::uint32_t>(seq >> 32), icv)) {
+  if (!ah_icv(*state_->ah_mac, pkt.span(), ah_off, iv_len, t.icv_len(), t.esn, static_cast<std::uint32_t>(seq >> 32),
+              icv)) {
     ctr.drop(Drop::kMalformed);
     return Drop::kMalformed;
   }
-  std::memcpy(ah + kAhHeaderLen, icv, t.icv_len());
+  std::memcpy(ah + kAhHeaderLen + iv_len, icv, t.icv_len());
   ctr.out.add(inner_len);
   return Drop::kNone;
 }
@@ -464,9 +489,10 @@ Drop InboundSa::open_ah(core::Packet& pkt) noexcept {
   const std::uint64_t seq = replay_.infer(core::load_be32(ah + 8), t.esn);
   if (!replay_.check(seq)) return Drop::kReplay;
   std::uint8_t icv[64];
-  if (!ah_icv(*ah_mac_, pkt.span(), ah_off, t.icv_len(), t.esn, static_cast<std::uint32_t>(seq >> 32), icv))
+  if (!ah_icv(*ah_mac_, pkt.span(), ah_off, t.iv_len(), t.icv_len(), t.esn, static_cast<std::uint32_t>(seq >> 32),
+              icv))
     return Drop::kMalformed;
-  if (!core::ct_equal(core::ByteSpan(icv, t.icv_len()), core::ByteSpan(ah + kAhHeaderLen, t.icv_len())))
+  if (!core::ct_equal(core::ByteSpan(icv, t.icv_len()), core::ByteSpan(ah + kAhHeaderLen + t.iv_len(), t.icv_len())))
     return Drop::kAuthFailed;
   if (!replay_.update(seq)) return Drop::kReplay;
   const std::uint8_t next_header = ah[0];

@@ -49,6 +49,7 @@ class EspCrypto {
   std::unique_ptr<core::Aead> aead_;
   std::unique_ptr<core::Cipher> cipher_;
   std::unique_ptr<core::Hmac> hmac_;
+  std::unique_ptr<core::GmacMac> gmac_;  // ENCR_NULL_AUTH_AES_GMAC
 };
 
 class OutboundSa {

@@ -66,7 +66,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::size_t off = esp::find_ah(pkt.span(), total, nh);
     if (off != 0 && total >= off + esp::kAhHeaderLen + 16) {
       std::uint8_t icv[16];
-      if (esp::ah_icv(*mac, pkt.span().first(total), off, 16, false, 0, icv))
+      if (esp::ah_icv(*mac, pkt.span().first(total), off, 0, 16, false, 0, icv))
         std::copy(icv, icv + 16, pkt.data() + off + esp::kAhHeaderLen);
     }
   }

@@ -23,6 +23,7 @@ std::optional<std::uint8_t> transform_id(core::EncAlg a) {
     case core::EncAlg::kAesCtr: return kEspAesCtr;
     case core::EncAlg::kAesGcm16: return kEspAesGcm16;
     case core::EncAlg::kChaCha20Poly1305: return std::nullopt;  // no IKEv1 number (RFC 7634 is IKEv2 only)
+    case core::EncAlg::kNullAesGmac: return std::nullopt;       // ESP_NULL_AUTH_AES_GMAC (23): not offered yet
   }
   return std::nullopt;
 }
@@ -36,6 +37,9 @@ std::optional<std::uint16_t> auth_number(core::IntegAlg a) {
     case core::IntegAlg::kHmacSha384_192: return 6;
     case core::IntegAlg::kHmacSha512_256: return 7;
     case core::IntegAlg::kAesXcbc96: return 9;
+    case core::IntegAlg::kAesGmac128:
+    case core::IntegAlg::kAesGmac192:
+    case core::IntegAlg::kAesGmac256: return std::nullopt;  // 11-13 (RFC 4543 errata 1821): AH only, not yet in Quick Mode
     case core::IntegAlg::kNone: return std::nullopt;
   }
   return std::nullopt;

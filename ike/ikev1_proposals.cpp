@@ -42,6 +42,9 @@ std::optional<core::PrfAlg> hash_of(core::IntegAlg a) {
     case core::IntegAlg::kHmacSha384_192: return core::PrfAlg::kHmacSha384;
     case core::IntegAlg::kHmacSha512_256: return core::PrfAlg::kHmacSha512;
     case core::IntegAlg::kAesXcbc96:
+    case core::IntegAlg::kAesGmac128:
+    case core::IntegAlg::kAesGmac192:
+    case core::IntegAlg::kAesGmac256:
     case core::IntegAlg::kNone: return std::nullopt;
   }
   return std::nullopt;

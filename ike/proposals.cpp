@@ -19,6 +19,7 @@ Transform encr(const core::EncSpec& e) {
     case EncAlg::kTripleDesCbc: t.id = 3; break;
     case EncAlg::kAesGcm16: t.id = 20; t.key_bits = static_cast<std::uint16_t>(e.key_bytes * 8); break;
     case EncAlg::kChaCha20Poly1305: t.id = 28; break;
+    case EncAlg::kNullAesGmac: t.id = 21; t.key_bits = static_cast<std::uint16_t>(e.key_bytes * 8); break;
   }
   return t;
 }
@@ -32,6 +33,9 @@ std::uint16_t integ_id(IntegAlg a) {
     case IntegAlg::kHmacSha384_192: return 13;
     case IntegAlg::kHmacSha512_256: return 14;
     case IntegAlg::kAesXcbc96: return 5;
+    case IntegAlg::kAesGmac128: return 9;  // RFC 4543 AUTH_AES_*_GMAC
+    case IntegAlg::kAesGmac192: return 10;
+    case IntegAlg::kAesGmac256: return 11;
   }
   return 0;
 }
@@ -72,6 +76,9 @@ std::vector<PrfAlg> prfs_of(const core::Proposal& p) {
       case IntegAlg::kHmacSha384_192: out.push_back(PrfAlg::kHmacSha384); break;
       case IntegAlg::kHmacSha512_256: out.push_back(PrfAlg::kHmacSha512); break;
       case IntegAlg::kAesXcbc96:
+      case IntegAlg::kAesGmac128:
+      case IntegAlg::kAesGmac192:
+      case IntegAlg::kAesGmac256:
       case IntegAlg::kNone: break;
     }
   }

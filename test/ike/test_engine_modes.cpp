@@ -109,7 +109,7 @@ TEST_CASE("IKEv2 transport mode: selectors that are not the two hosts stay a tun
 }
 
 TEST_CASE("IKEv2 AH: ah_proposals negotiate an AH Child SA, rekeyed and deleted as AH", "[ike][engine][ah]") {
-  for (const char* ah : {"sha256", "sha1", "sha512-esn", "aesxcbc", "sha384-x25519"}) {
+  for (const char* ah : {"sha256", "sha1", "sha512-esn", "aesxcbc", "sha384-x25519", "aes128gmac", "aes256gmac-esn"}) {
     INFO(ah);
     std::string why;
     auto pr = core::parse_ah_proposal(ah, why);
@@ -196,5 +196,21 @@ TEST_CASE("IKEv2 selectors with protocol and ports: narrowed to the responder's,
     q.pump();
     CHECK(q.a->established("site-b"));
     CHECK(q.ia.installed.empty());
+  }
+}
+
+TEST_CASE("IKEv2 ESP NULL-GMAC (RFC 4543): ENCR_NULL_AUTH_AES_GMAC with its key length", "[ike][engine][gmac]") {
+  for (const char* esp : {"aes128gmac", "aes192gmac", "aes256gmac"}) {
+    INFO(esp);
+    Pair p(conn(true, "k", {"aes256gcm16-prfsha384-x25519"}, {esp}),
+           conn(false, "k", {"aes256gcm16-prfsha384-x25519"}, {"aes128gcm16", esp}));
+    p.a->start(p.now);
+    p.pump();
+    REQUIRE(p.ia.active() == 1);
+    check_keys_cross(p.ia, p.ib);
+    std::string bits(esp + 3, 3);
+    CHECK(p.ia.installed.back().key_in.size() == std::stoul(bits) / 8 + 4);  // key and salt
+    std::vector<ike::IkeStatus> keep;
+    CHECK(only_child(*p.b, p.now, keep).algorithms == esp);
   }
 }

@@ -373,6 +373,11 @@ connections {
         remote_ts = 10.1.0.0/24
         ah_proposals = sha256
       }
+      gmac {
+        local_ts = 10.2.0.0/24[udp]
+        remote_ts = 10.1.0.0/24[udp]
+        esp_proposals = aes256gmac
+      }
     }
   }
 }
@@ -391,6 +396,7 @@ $PY - "$WORK/gw-a.json" <<'PYEOF'
 import json, sys
 c = json.load(open(sys.argv[1]))
 c["connections"]["site-b"]["children"]["hosts"] = {"esp_proposals": ["aes128gcm16"]}
+c["connections"]["site-b"]["children"]["lan"]["esp_proposals"].append("aes256gmac")
 json.dump(c, open(sys.argv[1], "w"), indent=1)
 PYEOF
 start_ipsecgw
@@ -398,6 +404,7 @@ timeout 20 swanctl --initiate --ike gw-a --child lan --uri "unix://$WORK/charon.
 check "modes: the ESP tunnel is up" wait_installed
 timeout 20 swanctl --initiate --ike gw-a --child tr --uri "unix://$WORK/charon.vici" > "$WORK/init-tr.log" 2>&1
 timeout 20 swanctl --initiate --ike gw-a --child ah --uri "unix://$WORK/charon.vici" > "$WORK/init-ah.log" 2>&1
+timeout 20 swanctl --initiate --ike gw-a --child gmac --uri "unix://$WORK/charon.vici" > "$WORK/init-gmac.log" 2>&1
 sleep 0.5
 grep -E "USE_TRANSP|transport mode|AH|NO_PROP" "$WORK/a.log" | grep -v DEBUG | sed 's/^.*ike: /     ipsecgw: /' | head -6
 grep -E "N\(USE_TRANSP\)|CREATE_CHILD_SA response|NO_PROPOSAL|installed|TUNNEL|TRANSPORT|failed" "$WORK/charon.log" |
@@ -418,6 +425,14 @@ check "modes: strongSwan proposed AH" grep -qE "generating CREATE_CHILD_SA reque
 check "modes: ipsecgw refused the AH proposal for its ESP child, and logged why" \
   grep -q "no acceptable ESP proposal for child lan: the peer proposes AH, the child is ESP" "$WORK/a.log"
 check "modes: strongSwan received NO_PROPOSAL_CHOSEN" grep -q "received NO_PROPOSAL_CHOSEN notify" "$WORK/charon.log"
+# ESP with AES-GMAC (RFC 4543 ENCR_NULL_AUTH_AES_GMAC, 256-bit key): the
+# negotiation agrees on both ends, narrowed to udp; libipsec has no
+# NULL_AES_GMAC context ("unsupported AEAD algorithm"), so strongSwan deletes
+# it again. (GMAC traffic: the scapy oracle and ike_modes_test.sh.)
+check "modes: strongSwan selected ESP:NULL_AES_GMAC_256 from ipsecgw's answer" \
+  grep -q "selected proposal: ESP:NULL_AES_GMAC_256" "$WORK/charon.log"
+check "modes: ipsecgw installed it as aes256gmac, narrowed to udp" \
+  grep -qE "site-b/lan/.* installed: ESP tunnel aes256gmac, .*\[17\] === .*\[17\]" "$WORK/a.log"
 check "modes: the IKE SA is still up on both sides" \
   bash -c "$(declare -f swan list_sas); WORK='$WORK'; list_sas && grep -q ESTABLISHED '$WORK/sas.txt'"
 check "modes: the ESP tunnel still carries traffic A->B" ip netns exec "$NS-ha" ping -c 3 -i 0.2 -W 2 -q 10.2.0.2
