@@ -281,6 +281,9 @@ void parse_connection(Walker& w, const std::string& name, const json& cj, const 
     if (!ch.ah_proposals.empty() && !ch.esp_proposals.empty() && c.version == 2)
       w.error(cp + ".ah_proposals", "an IKEv2 Child SA is ESP or AH, not both: RFC 7296 has no AH+ESP bundles "
                                     "(IKEv1 Quick Mode has); write two children or leave out esp_proposals");
+    if (ch.remote_ts.empty() && c.remote_addrs.size() != 1)
+      w.error(cp + ".remote_ts", "is needed unless remote_addrs names one address (the peer's side is routed "
+                                 "into the TUN device when the gateway starts)");
     // A side without selectors is the address IKE runs on: known now when there is one.
     if (ch.local_ts.empty() && c.local_addrs.size() == 1) ch.local_ts = {{c.local_addrs[0], c.local_addrs[0]}};
     if (ch.remote_ts.empty() && c.remote_addrs.size() == 1) ch.remote_ts = {{c.remote_addrs[0], c.remote_addrs[0]}};

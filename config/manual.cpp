@@ -249,6 +249,7 @@ void parse_manual_sa(Walker& w, const std::string& name, const json& sa, const s
     ok = false;
   }
   p.selectors.proto = lproto ? lproto : rproto;
+  p.clear_outside_selectors = p.selectors.proto != 0 || !p.selectors.local_ports.any() || !p.selectors.remote_ports.any();
   if (transport && ok) {
     // Transport mode protects traffic between the two addresses: all of it
     // unless the selectors say less, never more.

@@ -59,6 +59,10 @@ struct SaParams {
   // not have the new one yet (RFC 7296 2.8; strongSwan delays installing
   // that outbound SA in the same way).
   bool standby = false;
+  // Transport mode narrowed to a protocol or ports (L2TP: udp/1701) by the
+  // configuration: the rest of the traffic between the two hosts goes on
+  // in the clear. Never set for narrowing the peer asked for.
+  bool clear_outside_selectors = false;
 
   // A copy with the key material left out, for what outlives key setup.
   [[nodiscard]] SaParams without_keys() const {
@@ -77,6 +81,7 @@ struct SaParams {
     c.out.spi = out.spi;
     c.in.spi = in.spi;
     c.standby = standby;
+    c.clear_outside_selectors = clear_outside_selectors;
     return c;
   }
 };

@@ -180,7 +180,8 @@ void DataPlane::publish_now() {
   for (const auto* e : order) {
     const auto& sp = e->second.out->params();
     const auto& sel = sp.selectors;
-    if (sp.mode != core::SaMode::kTransport || (sel.proto == 0 && sel.local_ports.any() && sel.remote_ports.any()))
+    if (sp.mode != core::SaMode::kTransport || !sp.clear_outside_selectors ||
+        (sel.proto == 0 && sel.local_ports.any() && sel.remote_ports.any()))
       continue;
     core::Policy p;
     p.name = e->first + "/clear";

@@ -79,13 +79,13 @@ void Engine::start_connection(const ConnectionConfig& c, TimePoint now) {
     }
     first = false;
     std::string why;
+    last_initiated_ = nullptr;
     if (!initiate(c.name, ch.name, now, why)) {
       error(kTag, c.name, ": cannot initiate: ", why);
       return;
     }
     if (c.version == 1) return;  // Quick Mode: the first child
-    for (auto& [spi, s] : sas_)
-      if (s->conn_.name == c.name && s->state_ == IkeSa::State::kInitSent) sa = s.get();
+    sa = last_initiated_;  // the IKE SA just made (owned by sas_; nothing ran since)
   }
 }
 
@@ -126,6 +126,7 @@ bool Engine::initiate(const std::string& name, const std::string& child, TimePoi
     return false;
   }
   const auto spi = sa->spi_i_;
+  last_initiated_ = sa.get();
   add_sa(std::move(sa), spi);
   return true;
 }

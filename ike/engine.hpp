@@ -230,6 +230,7 @@ class Engine {
   core::SaInstaller& installer_;
   EngineOptions opt_;
   std::map<std::uint64_t, std::unique_ptr<IkeSa>> sas_;  // by our SPI
+  IkeSa* last_initiated_ = nullptr;  // set by initiate(), for start_connection
   // Responder: half-open SAs by the peer's SPIi, address and port (a flood
   // reusing one SPIi from many ports counts each), and how many per address.
   using HalfOpenKey = std::tuple<std::uint64_t, core::IpAddress, std::uint16_t>;

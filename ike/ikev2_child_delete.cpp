@@ -28,12 +28,12 @@ class ChildDelete final : public Task {
       std::erase_if(spis_, [&](std::uint32_t spi) { return !sa_.child_by_spi_in(spi); });
     }
     if (spis_.empty()) return TaskStatus::kFailed;  // nothing left to delete
-    // One Delete payload per protocol (RFC 7296 3.11); an SPI no longer
-    // known (removed already) was ESP or AH: both are tried, as ESP first.
+    // One Delete payload per protocol (RFC 7296 3.11); an SA removed
+    // already (its hard lifetime) is looked up among the AH ones removed.
     std::vector<std::uint32_t> esp, ah;
     for (auto spi : spis_) {
       const ChildSa* c = sa_.child_by_spi_in(spi);
-      (c && c->transform.is_ah() ? ah : esp).push_back(spi);
+      ((c && c->transform.is_ah()) || (!c && sa_.removed_ah(spi)) ? ah : esp).push_back(spi);
     }
     if (!esp.empty()) m.payloads.push_back(make(PayloadType::kDelete, encode_delete({ProtocolId::kEsp, esp})));
     if (!ah.empty()) m.payloads.push_back(make(PayloadType::kDelete, encode_delete({ProtocolId::kAh, ah})));

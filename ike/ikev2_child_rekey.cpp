@@ -103,7 +103,7 @@ class ChildRekey final : public Task {
     info(kTag, sa_.tag(), ": peer rekeys Child SA ", it->name, collision ? " while we rekey it too (collision)" : "");
     const Bytes nr = sa_.random_nonce();
     std::optional<std::uint32_t> new_in;
-    auto pl = sa_.respond_child(p, p.nonce, nr, m.now, &new_in, IkeSa::ChildRequest::kRekey);
+    auto pl = sa_.respond_child(p, p.nonce, nr, m.now, &new_in, IkeSa::ChildRequest::kRekey, &*it);
     if (pl.size() == 1 && pl[0].type == PayloadType::kNotify) {
       m.payloads = std::move(pl);
       return TaskStatus::kFailed;

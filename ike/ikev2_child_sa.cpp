@@ -19,7 +19,7 @@ bool IkeSa::child_from_response(const ChildConfig& cc, std::uint32_t spi_in, Byt
   }
   auto lts = narrow(*p.tsi, our_ts(cc, true));
   auto rts = narrow(*p.tsr, our_ts(cc, false));
-  if (lts.empty() || rts.empty()) {
+  if (lts.empty() || rts.empty() || !ts_pair_ok(lts, rts)) {
     warn(kTag, tag(), ": Child SA response has selectors outside ours");
     return false;
   }
@@ -28,6 +28,10 @@ bool IkeSa::child_from_response(const ChildConfig& cc, std::uint32_t spi_in, Byt
   // which carries the same traffic between the same hosts; we take it, as
   // strongSwan does, and say so.
   core::SaMode mode = core::SaMode::kTunnel;
+  if (cc.mode == core::SaMode::kTunnel && p.find(Notify::kUseTransportMode)) {
+    warn(kTag, tag(), ": the peer answered our tunnel-mode request with USE_TRANSPORT_MODE");
+    return false;
+  }
   if (cc.mode == core::SaMode::kTransport) {
     if (p.find(Notify::kUseTransportMode)) mode = core::SaMode::kTransport;
     else info(kTag, tag(), ": the peer declined transport mode for child ", cc.name,
@@ -73,6 +77,10 @@ bool IkeSa::install_child(const ChildConfig& cc, const ChildSuite& t, core::SaMo
   sp.protocol = t.proto;
   sp.ah = t.ah;
   sp.mode = mode;
+  // A transport SA narrowed to a protocol or ports leaves the rest between
+  // the hosts in the clear only when the configuration says so (L2TP), not
+  // when the peer narrowed it.
+  sp.clear_outside_selectors = cc.ts_proto != 0 || !cc.local_ports.any() || !cc.remote_ports.any();
   // What was negotiated, no wider: the protocol and ports too.
   sp.selectors.proto = lts.front().ip_proto ? lts.front().ip_proto : rts.front().ip_proto;
   sp.selectors.local_ports = {lts.front().start_port, lts.front().end_port};
@@ -110,7 +118,8 @@ bool IkeSa::install_child(const ChildConfig& cc, const ChildSuite& t, core::SaMo
 }
 
 std::vector<Payload> IkeSa::respond_child(const Parsed& p, ByteSpan ni, ByteSpan nr, TimePoint now,
-                                          std::optional<std::uint32_t>* spi_in_out, ChildRequest kind) {
+                                          std::optional<std::uint32_t>* spi_in_out, ChildRequest kind,
+                                          const ChildSa* rekeyed) {
   // A rekey makes its new SA before the old one goes: room for one each.
   const std::size_t cap = eng_.opt_.max_children_per_ike_sa * (kind == ChildRequest::kRekey ? 2 : 1);
   if (children_.size() >= cap) {
@@ -119,24 +128,49 @@ std::vector<Payload> IkeSa::respond_child(const Parsed& p, ByteSpan ni, ByteSpan
     return {notify(Notify::kNoAdditionalSas)};
   }
   const bool transport_asked = p.find(Notify::kUseTransportMode) != nullptr;
+  // The candidates: a rekey keeps its SA's child; a transport request
+  // tries transport children first, then tunnel ones (which answer it in
+  // tunnel mode, RFC 7296 1.3.1).
+  std::vector<const ChildConfig*> candidates;
+  // (`rekeyed` points into children_, which install_child grows: read it here.)
+  const bool rekeys_tunnel = rekeyed && rekeyed->mode == core::SaMode::kTunnel;
+  if (rekeyed) {
+    candidates.push_back(rekeyed->cfg);
+  } else {
+    for (const auto& cc : conn_.children)
+      if (!transport_asked || cc.mode == core::SaMode::kTransport) candidates.push_back(&cc);
+    if (transport_asked)
+      for (const auto& cc : conn_.children)
+        if (cc.mode == core::SaMode::kTunnel) candidates.push_back(&cc);
+  }
   const ChildConfig* wants_transport = nullptr;
-  for (const auto& cc : conn_.children) {
+  std::string refused;  // why the last child whose selectors matched was not taken
+  for (const ChildConfig* ccp : candidates) {
+    const ChildConfig& cc = *ccp;
+    // Behind a NAT, a transport-mode peer names its own (private) address;
+    // it stands for the address we see (RFC 7296 2.23), which the SA gets.
+    auto ours_remote = our_ts(cc, false);
+    if (transport_asked && cc.mode == core::SaMode::kTransport && cc.remote_ts.empty() && nat_remote_ &&
+        p.tsi->size() == 1 && p.tsi->front().start == p.tsi->front().end)
+      ours_remote = child_ts(cc, false, p.tsi->front().start);
     auto lts = narrow(*p.tsr, our_ts(cc, true));
-    auto rts = narrow(*p.tsi, our_ts(cc, false));
-    if (lts.empty() || rts.empty()) continue;
+    auto rts = narrow(*p.tsi, ours_remote);
+    if (lts.empty() || rts.empty() || !ts_pair_ok(lts, rts)) continue;
     // The mode (RFC 7296 1.3.1): transport when asked for and the child is
     // one, between the two hosts; a tunnel child answers a transport
     // request in tunnel mode (the initiator may then delete it). A
-    // transport child is not given to a peer that insists on a tunnel.
+    // transport child is not given to a peer that insists on a tunnel,
+    // unless it rekeys an SA that is a tunnel already (an earlier fallback).
     core::SaMode mode = core::SaMode::kTunnel;
-    if (cc.mode == core::SaMode::kTransport) {
+    const auto reply_lts = lts, reply_rts = rts;  // as the peer named them
+    if (cc.mode == core::SaMode::kTransport && !rekeys_tunnel) {
       if (!transport_asked) {
         if (!wants_transport) wants_transport = &cc;
         continue;
       }
       if (!transport_selectors(lts, rts)) {
-        warn(kTag, tag(), ": child ", cc.name, " is transport mode, but ", ts_string(rts), " === ", ts_string(lts),
-             " is not between the two hosts");
+        refused = "child " + cc.name + " is transport mode, but " + ts_string(rts) + " === " + ts_string(lts) +
+                  " is not between the two hosts";
         continue;
       }
       mode = core::SaMode::kTransport;
@@ -145,23 +179,27 @@ std::vector<Payload> IkeSa::respond_child(const Parsed& p, ByteSpan ni, ByteSpan
            " is tunnel mode: answering in tunnel mode (RFC 7296 1.3.1)");
     }
     const auto protocol = cc.protocol();
+    if (protocol == core::IpsecProtocol::kAh && encap()) {
+      refused = "child " + cc.name + " is AH, which cannot cross the NAT between us (UDP encapsulation)";
+      continue;
+    }
     // A child whose proposals name a DH group demands PFS in every
     // CREATE_CHILD_SA (the one in IKE_AUTH has none by design, RFC 7296 1.2).
     if (kind != ChildRequest::kAuth && !p.ke && cc.pfs()) {
-      warn(kTag, tag(), ": Child SA ", cc.name, " requested without KE, but its proposals demand PFS");
-      return {notify(Notify::kNoProposalChosen)};
+      refused = "Child SA " + cc.name + " requested without KE, but its proposals demand PFS";
+      continue;
     }
     auto choice = select_child(cc.proposals(), protocol, *p.sa, p.ke.has_value());
     if (!choice) {
       const bool other = std::any_of(p.sa->proposals.begin(), p.sa->proposals.end(), [&](const Proposal& x) {
         return x.protocol == (protocol == core::IpsecProtocol::kAh ? ProtocolId::kEsp : ProtocolId::kAh);
       });
-      warn(kTag, tag(), ": no acceptable ", protocol == core::IpsecProtocol::kAh ? "AH" : "ESP",
-           " proposal for child ", cc.name,
-           other ? std::string(": the peer proposes ") + (protocol == core::IpsecProtocol::kAh ? "ESP" : "AH") +
-                       ", the child is " + (protocol == core::IpsecProtocol::kAh ? "AH" : "ESP")
-                 : std::string());
-      return {notify(Notify::kNoProposalChosen)};
+      refused = std::string("no acceptable ") + (protocol == core::IpsecProtocol::kAh ? "AH" : "ESP") +
+                " proposal for child " + cc.name +
+                (other ? std::string(": the peer proposes ") + (protocol == core::IpsecProtocol::kAh ? "ESP" : "AH") +
+                             ", the child is " + (protocol == core::IpsecProtocol::kAh ? "AH" : "ESP")
+                       : std::string());
+      continue;
     }
     std::unique_ptr<DhKey> dh;
     std::optional<SecureBytes> shared;
@@ -189,9 +227,13 @@ std::vector<Payload> IkeSa::respond_child(const Parsed& p, ByteSpan ni, ByteSpan
     if (spi_in_out) *spi_in_out = spi_in;
     pl.push_back(make(PayloadType::kSa, encode_sa(sa)));
     if (p.ke) pl.push_back(make(PayloadType::kKe, encode_ke({p.ke->group, dh->public_value()})));
-    pl.push_back(make(PayloadType::kTsi, encode_ts(rts)));
-    pl.push_back(make(PayloadType::kTsr, encode_ts(lts)));
+    pl.push_back(make(PayloadType::kTsi, encode_ts(reply_rts)));
+    pl.push_back(make(PayloadType::kTsr, encode_ts(reply_lts)));
     return pl;
+  }
+  if (!refused.empty()) {
+    warn(kTag, tag(), ": ", refused, ": NO_PROPOSAL_CHOSEN");
+    return {notify(Notify::kNoProposalChosen)};
   }
   if (wants_transport) {
     warn(kTag, tag(), ": child ", wants_transport->name, " is transport mode; the peer asks for tunnel mode: ",
@@ -211,6 +253,7 @@ bool IkeSa::remove_child(std::uint32_t spi_in, const char* why) {
   auto it = std::find_if(children_.begin(), children_.end(), [&](const ChildSa& c) { return c.spi_in == spi_in; });
   if (it == children_.end()) return false;
   if (why) info(kTag, tag(), ": Child SA ", it->name, " ", why);
+  if (it->transform.is_ah()) note_removed_ah(spi_in);
   eng_.installer_.remove(it->name);
   children_.erase(it);
   return true;

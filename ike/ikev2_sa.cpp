@@ -301,6 +301,7 @@ void IkeSa::tick(TimePoint now) {
       // DELETE when the window is free (else its own lifetime ends it).
       warn(kTag, tag(), ": Child SA ", it->name, " reached its hard lifetime, removed");
       const std::uint32_t spi = it->spi_in;
+      if (it->transform.is_ah()) note_removed_ah(spi);
       eng_.installer_.remove(it->name);
       it = children_.erase(it);
       if (tasks_.idle()) tasks_.queue_child_delete({spi}, true);

@@ -213,6 +213,18 @@ inline std::vector<TrafficSelector> narrow(const std::vector<TrafficSelector>& t
   return out;
 }
 
+// One protocol on both sides, and ports only with a protocol (RFC 7296
+// 3.13.1: with protocol 0 the port range is 0-65535).
+inline bool ts_pair_ok(const std::vector<TrafficSelector>& l, const std::vector<TrafficSelector>& r) {
+  const auto lp = l.front().ip_proto, rp = r.front().ip_proto;
+  if (lp && rp && lp != rp) return false;
+  if (lp || rp) return true;
+  for (const auto* v : {&l, &r})
+    for (const auto& t : *v)
+      if (t.start_port != 0 || t.end_port != 65535) return false;
+  return true;
+}
+
 // A child's selectors for one side: its ranges, or `self` (the address IKE
 // runs on, "dynamic") when it has none, with its protocol and ports.
 inline std::vector<TrafficSelector> child_ts(const ChildConfig& cc, bool local, const core::IpAddress& self) {
@@ -437,8 +449,20 @@ class IkeSa {
   // kAuth: the first Child SA, in IKE_AUTH (no KE there); kRekey: one that
   // replaces an SA (REKEY_SA).
   enum class ChildRequest { kAuth, kCreate, kRekey };
+  // `rekeyed`: the SA a rekey replaces (its child config and mode are kept).
   std::vector<Payload> respond_child(const Parsed& p, ByteSpan ni, ByteSpan nr, TimePoint now,
-                                     std::optional<std::uint32_t>* spi_in_out, ChildRequest kind);
+                                     std::optional<std::uint32_t>* spi_in_out, ChildRequest kind,
+                                     const ChildSa* rekeyed = nullptr);
+  // AH SPIs of ours removed lately, for the Delete payload's protocol (the
+  // SA is gone when a lifetime's DELETE is sent); a few dozen at most.
+  void note_removed_ah(std::uint32_t spi_in) {
+    if (removed_ah_.size() >= 64) removed_ah_.erase(removed_ah_.begin());
+    removed_ah_.push_back(spi_in);
+  }
+  [[nodiscard]] bool removed_ah(std::uint32_t spi_in) const {
+    return std::find(removed_ah_.begin(), removed_ah_.end(), spi_in) != removed_ah_.end();
+  }
+  std::vector<std::uint32_t> removed_ah_;
   // Transport mode's selectors: the two hosts (a NATed peer's private
   // address replaced by the one we see); false when they are not.
   bool transport_selectors(std::vector<TrafficSelector>& lts, std::vector<TrafficSelector>& rts) const;

@@ -227,14 +227,24 @@ TEST_CASE("a transport SA narrowed to udp/1701: the rest between the hosts is cl
   auto p = ah_sa("sha256", core::SaMode::kTransport, false);
   p.selectors.proto = 17;
   p.selectors.local_ports = p.selectors.remote_ports = {1701, 1701};
-  esp::DataPlane dp;
-  REQUIRE(dp.install(std::move(p), why));
   const auto here = *core::IpAddress::parse("198.51.100.1"), there = *core::IpAddress::parse("198.51.100.2");
   core::Packet pkt;
-  pkt.assign(udp_between(here, there, 30));  // 1701 -> 1701
-  CHECK(dp.process_outbound(*dp.snapshot(), pkt).action == esp::OutAction::kSend);
   auto other = udp_between(here, there, 30);
   core::store_be16(other.data() + 22, 53);
+  {
+    // Narrowed by the peer (IKE), not by the configuration: nothing in the clear.
+    esp::DataPlane narrowed;
+    auto q = ah_sa("sha256", core::SaMode::kTransport, false);
+    q.selectors = p.selectors;
+    REQUIRE(narrowed.install(std::move(q), why));
+    pkt.assign(other);
+    CHECK(narrowed.process_outbound(*narrowed.snapshot(), pkt).action == esp::OutAction::kDrop);
+  }
+  p.clear_outside_selectors = true;  // as config/manual.cpp sets it for "[udp/1701]"
+  esp::DataPlane dp;
+  REQUIRE(dp.install(std::move(p), why));
+  pkt.assign(udp_between(here, there, 30));  // 1701 -> 1701
+  CHECK(dp.process_outbound(*dp.snapshot(), pkt).action == esp::OutAction::kSend);
   pkt.assign(other);
   CHECK(dp.process_outbound(*dp.snapshot(), pkt).action == esp::OutAction::kBypass);
   // A later fragment of a 1701 datagram shows no ports: not clear, dropped.

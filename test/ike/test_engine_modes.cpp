@@ -214,3 +214,38 @@ TEST_CASE("IKEv2 ESP NULL-GMAC (RFC 4543): ENCR_NULL_AUTH_AES_GMAC with its key 
     CHECK(only_child(*p.b, p.now, keep).algorithms == esp);
   }
 }
+
+TEST_CASE("IKEv2 transport mode: a tunnel fallback is rekeyed as a tunnel by the end that wanted transport", "[ike][engine][transport]") {
+  auto ca = host(true, core::SaMode::kTransport);
+  auto cb = host(false, core::SaMode::kTunnel);
+  ca.children[0].rekey_time = 0;
+  cb.children[0].rekey_time = 60;  // B (tunnel) rekeys, without USE_TRANSPORT_MODE
+  Pair p(std::move(ca), std::move(cb));
+  p.a->start(p.now);
+  p.pump();
+  REQUIRE(p.ia.active() == 1);
+  p.advance(61s);
+  CHECK(p.ia.installed.size() == 2);  // A took B's tunnel-mode rekey of the fallback SA
+  CHECK(p.ia.active() == 1);
+  CHECK(p.ia.installed.back().mode == core::SaMode::kTunnel);
+  check_keys_cross(p.ia, p.ib);
+}
+
+TEST_CASE("IKEv2: the responder looks past a child whose proposals do not fit (ESP listed before AH)", "[ike][engine][ah]") {
+  std::string why;
+  auto ca = conn(true, "k");
+  ca.children[0].esp_proposals.clear();
+  ca.children[0].ah_proposals = {*core::parse_ah_proposal("sha256", why)};
+  auto cb = conn(false, "k");  // "lan": ESP, same selectors
+  auto ah_child = cb.children[0];
+  ah_child.name = "lan-ah";
+  ah_child.esp_proposals.clear();
+  ah_child.ah_proposals = {*core::parse_ah_proposal("sha256", why)};
+  cb.children.push_back(ah_child);
+  Pair p(std::move(ca), std::move(cb));
+  p.a->start(p.now);
+  p.pump();
+  REQUIRE(p.ib.active() == 1);
+  CHECK(p.ib.installed.back().protocol == core::IpsecProtocol::kAh);
+  CHECK(p.ib.installed.back().name.find("site-a/lan-ah/") == 0);
+}
