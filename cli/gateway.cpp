@@ -209,7 +209,7 @@ bool Gateway::setup(std::string& err) {
 // AH: raw protocol 51 with the IP header included (the ICV covers it); ESP:
 // UDP 4500 or raw protocol 50.
 tun::EspSocket::Kind Gateway::socket_kind(const core::SaParams& p) {
-  if (p.protocol == core::IpsecProtocol::kAh) return tun::EspSocket::Kind::kAh;
+  if (p.protocol != core::IpsecProtocol::kEsp) return tun::EspSocket::Kind::kAh;  // AH, AH+ESP
   return p.encap == core::Encap::kUdp ? tun::EspSocket::Kind::kUdp : tun::EspSocket::Kind::kRaw;
 }
 
@@ -599,15 +599,16 @@ nlohmann::json Gateway::stats() {
   nlohmann::json sas = nlohmann::json::array();
   for (const auto& out : snap->outbound) {
     const auto& p = out->params();
-    auto in_it = snap->inbound.find(p.in.spi);
+    auto in_it = snap->inbound.find(p.protocol == core::IpsecProtocol::kAhEsp ? p.ah_in.spi : p.in.spi);
     nlohmann::json s = nlohmann::json::object();
     s["name"] = p.name;
     s["spi_out"] = core::spi_hex(p.out.spi);
     s["spi_in"] = core::spi_hex(p.in.spi);
-    if (p.protocol == core::IpsecProtocol::kAh) {
-      s["ah"] = p.ah.name();
-    } else {
-      s["esp"] = p.transform.name();
+    if (p.protocol != core::IpsecProtocol::kEsp) s["ah"] = p.ah.name();
+    if (p.protocol != core::IpsecProtocol::kAh) s["esp"] = p.transform.name();
+    if (p.protocol == core::IpsecProtocol::kAhEsp) {
+      s["ah_spi_out"] = core::spi_hex(p.ah_out.spi);
+      s["ah_spi_in"] = core::spi_hex(p.ah_in.spi);
     }
     s["mode"] = p.mode == core::SaMode::kTunnel ? "tunnel" : "transport";
     s["encap"] = p.encap == core::Encap::kUdp ? "udp" : "none";

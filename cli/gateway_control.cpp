@@ -149,8 +149,10 @@ nlohmann::json Gateway::control_sa() {
     s["spi_in"] = core::spi_hex(p.in.spi);
     s["spi_out"] = core::spi_hex(p.out.spi);
     s["mode"] = p.mode == core::SaMode::kTunnel ? "tunnel" : "transport";
-    s["protocol"] = p.protocol == core::IpsecProtocol::kEsp ? "esp" : "ah";
-    s["algorithms"] = p.protocol == core::IpsecProtocol::kAh ? p.ah.name() : p.transform.name();
+    s["protocol"] = p.protocol == core::IpsecProtocol::kEsp ? "esp" : p.protocol == core::IpsecProtocol::kAh ? "ah" : "ah+esp";
+    s["algorithms"] = p.protocol == core::IpsecProtocol::kAh     ? p.ah.name()
+                      : p.protocol == core::IpsecProtocol::kAhEsp ? p.transform.name() + " + ah-" + p.ah.name()
+                                                                  : p.transform.name();
     s["encap"] = p.encap == core::Encap::kUdp ? "udp" : "none";
     s["local_addr"] = p.local_addr.to_string();
     s["remote_addr"] = p.remote_addr.to_string();

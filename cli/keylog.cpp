@@ -97,15 +97,16 @@ void KeyLog::append(const std::string& path, const std::string& lines) {
 
 void KeyLog::esp(const core::SaParams& p) {
   const std::string proto = p.local_addr.is_v4() ? "IPv4" : "IPv6";
-  if (p.protocol == core::IpsecProtocol::kAh) {
-    if (ah_.empty()) return;
+  if (p.protocol != core::IpsecProtocol::kEsp && !ah_.empty()) {
     auto line = [&](const core::IpAddress& src, const core::IpAddress& dst, const core::SaDirection& d) {
       return q(proto) + "," + q(src.to_string()) + "," + q(dst.to_string()) + "," + q(core::spi_hex(d.spi)) + "," +
              q(ah_auth_name(p.ah.integ)) + "," + q("0x" + core::to_hex(d.keymat.span())) + "\n";
     };
-    append(ah_, line(p.local_addr, p.remote_addr, p.out) + line(p.remote_addr, p.local_addr, p.in));
-    return;
+    const bool bundle = p.protocol == core::IpsecProtocol::kAhEsp;  // its AH SAs: ah_out/ah_in
+    append(ah_, line(p.local_addr, p.remote_addr, bundle ? p.ah_out : p.out) +
+                    line(p.remote_addr, p.local_addr, bundle ? p.ah_in : p.in));
   }
+  if (p.protocol == core::IpsecProtocol::kAh) return;
   if (esp_.empty()) return;
   const char* enc = esp_enc_name(p.transform.enc);
   if (!enc) {

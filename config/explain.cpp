@@ -48,12 +48,16 @@ std::string explain(const Config& c) {
   for (const auto& sa : c.manual) {
     const std::string spis = "out " + core::spi_hex(sa.out.spi) + " in " + core::spi_hex(sa.in.spi);
     const bool ah = sa.protocol == core::IpsecProtocol::kAh;
-    os << "  " << sa.name << (ah ? ": AH " : ": ESP ") << (sa.mode == core::SaMode::kTransport ? "transport " : "tunnel ")
+    const bool bundle = sa.protocol == core::IpsecProtocol::kAhEsp;
+    os << "  " << sa.name << (ah ? ": AH " : bundle ? ": AH+ESP " : ": ESP ") << (sa.mode == core::SaMode::kTransport ? "transport " : "tunnel ")
        << sa.local_addr.to_string() << " <-> "
        << sa.remote_addr.to_string()
        << (sa.encap == core::Encap::kUdp ? " in UDP port " + std::to_string(sa.remote_port)
-                                         : std::string(ah ? " as IP protocol 51" : " as IP protocol 50"))
-       << ", " << (ah ? sa.ah.name() : sa.transform.name()) << ", " << spis << ", replay window "
+                                         : std::string(ah || bundle ? " as IP protocol 51" : " as IP protocol 50"))
+       << ", " << (ah ? sa.ah.name() : bundle ? sa.transform.name() + " + ah-" + sa.ah.name() : sa.transform.name())
+       << ", " << spis
+       << (bundle ? " (AH out " + core::spi_hex(sa.ah_out.spi) + " in " + core::spi_hex(sa.ah_in.spi) + ")" : "")
+       << ", replay window "
        << (sa.replay_window ? std::to_string(sa.replay_window) : "off") << "\n"
        << "      protects " << sa.selectors.to_string() << "\n";
   }

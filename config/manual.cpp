@@ -13,9 +13,10 @@ namespace ipsecgw::config::detail {
 
 namespace {
 
-std::optional<std::uint32_t> parse_spi(Walker& w, const json& obj, const std::string& path) {
-  auto it = obj.find("spi");
-  const std::string p = path + ".spi";
+std::optional<std::uint32_t> parse_spi(Walker& w, const json& obj, const std::string& path,
+                                       const char* key = "spi") {
+  auto it = obj.find(key);
+  const std::string p = path + "." + key;
   if (it == obj.end()) {
     w.error(p, "is required");
     return std::nullopt;
@@ -173,8 +174,36 @@ KeySpec esp_key_spec(const std::optional<core::EspTransform>& t) {
                                                      " integrity key") + ")"};
 }
 
+// One SPI and its key ("spi"/"key", or an AH+ESP bundle's "ah_spi"/"ah_key").
+bool parse_spi_key(Walker& w, const json& dir, const std::string& p, const char* spi_key, const char* key_key,
+                   const KeySpec& want, core::SaDirection& out) {
+  auto spi = parse_spi(w, dir, p, spi_key);
+  auto key_hex = w.string(dir, p, key_key, true);
+  if (!spi || !key_hex) return false;
+  auto raw = core::from_hex(*key_hex);
+  core::secure_wipe(key_hex->data(), key_hex->size());
+  const std::string kp = p + "." + key_key;
+  if (!raw) {
+    w.error(kp, "is not hex");
+    return false;
+  }
+  core::SecureBytes secure(*raw);
+  core::secure_wipe(raw->data(), raw->size());
+  if (want.len && secure.size() != *want.len) {
+    w.error(kp, "must be " + std::to_string(*want.len) + " bytes for " + want.explain + ", got " +
+                    std::to_string(secure.size()));
+    return false;
+  }
+  out.spi = *spi;
+  out.keymat = std::move(secure);
+  return true;
+}
+
+// A direction ("out" or "in"): its SPI and key, and for an AH+ESP bundle
+// (`ah_want`) the AH SA's too.
 bool parse_direction(Walker& w, const json& sa, const std::string& path, const char* key,
-                     const KeySpec& want, core::SaDirection& out) {
+                     const KeySpec& want, core::SaDirection& out, const KeySpec* ah_want = nullptr,
+                     core::SaDirection* ah_out = nullptr) {
   auto it = sa.find(key);
   const std::string p = path + "." + key;
   if (it == sa.end()) {
@@ -182,26 +211,11 @@ bool parse_direction(Walker& w, const json& sa, const std::string& path, const c
     return false;
   }
   if (!w.is_object(*it, p)) return false;
-  w.only_keys(*it, p, {"spi", "key"});
-  auto spi = parse_spi(w, *it, p);
-  auto key_hex = w.string(*it, p, "key", true);
-  if (!spi || !key_hex) return false;
-  auto raw = core::from_hex(*key_hex);
-  core::secure_wipe(key_hex->data(), key_hex->size());
-  if (!raw) {
-    w.error(p + ".key", "is not hex");
-    return false;
-  }
-  core::SecureBytes secure(*raw);
-  core::secure_wipe(raw->data(), raw->size());
-  if (want.len && secure.size() != *want.len) {
-    w.error(p + ".key", "must be " + std::to_string(*want.len) + " bytes for " + want.explain + ", got " +
-                            std::to_string(secure.size()));
-    return false;
-  }
-  out.spi = *spi;
-  out.keymat = std::move(secure);
-  return true;
+  if (ah_want) w.only_keys(*it, p, {"spi", "key", "ah_spi", "ah_key"});
+  else w.only_keys(*it, p, {"spi", "key"});
+  bool ok = parse_spi_key(w, *it, p, "spi", "key", want, out);
+  if (ah_want) ok &= parse_spi_key(w, *it, p, "ah_spi", "ah_key", *ah_want, *ah_out);
+  return ok;
 }
 
 }  // namespace
@@ -270,14 +284,13 @@ void parse_manual_sa(Walker& w, const std::string& name, const json& sa, const s
   if (proto == "ah") {
     p.protocol = core::IpsecProtocol::kAh;
   } else if (proto == "ah+esp") {
-    w.error(path + ".protocol", "AH+ESP bundles are not implemented yet; use \"esp\" or \"ah\"");
-    ok = false;
+    p.protocol = core::IpsecProtocol::kAhEsp;  // AH over ESP (RFC 4301 4.5)
   } else if (proto != "esp") {
-    w.error(path + ".protocol", "must be \"esp\" or \"ah\"");
+    w.error(path + ".protocol", "must be \"esp\", \"ah\" or \"ah+esp\"");
     ok = false;
   }
   const auto encap = w.string(sa, path, "encap", false).value_or("none");
-  if (encap == "udp" && p.protocol == core::IpsecProtocol::kAh) {
+  if (encap == "udp" && p.protocol != core::IpsecProtocol::kEsp) {
     w.error(path + ".encap", "AH cannot be UDP-encapsulated: its ICV covers the IP addresses a NAT rewrites "
                              "(RFC 3948 covers ESP only); use \"none\"");
     ok = false;
@@ -292,7 +305,23 @@ void parse_manual_sa(Walker& w, const std::string& name, const json& sa, const s
       w.integer<std::uint32_t>(sa, path, "replay_window", 0, core::kMaxReplayWindow)
           .value_or(core::kDefaultReplayWindow);
 
-  KeySpec want;
+  KeySpec want, ah_want;
+  if (p.protocol == core::IpsecProtocol::kAhEsp) {
+    // ESP as below, AH's algorithm and keys beside it.
+    if (auto ah = w.string(sa, path, "ah", true)) {
+      std::string why;
+      auto t = core::single_ah_transform(*ah, why);
+      if (!t) {
+        w.error(path + ".ah", "'" + *ah + "': " + why);
+        ok = false;
+      } else {
+        p.ah = *t;
+        ah_want = {t->keymat_len(), "AH " + t->name() + " (the integrity key alone)"};
+      }
+    } else {
+      ok = false;
+    }
+  }
   if (p.protocol == core::IpsecProtocol::kAh) {
     if (sa.contains("esp")) {
       w.error(path + ".esp", "an AH SA has no encryption; name its integrity algorithm in \"ah\"");
@@ -312,8 +341,8 @@ void parse_manual_sa(Walker& w, const std::string& name, const json& sa, const s
       ok = false;
     }
   } else {
-    if (sa.contains("ah")) {
-      w.error(path + ".ah", "only for \"protocol\": \"ah\"");
+    if (sa.contains("ah") && p.protocol == core::IpsecProtocol::kEsp) {
+      w.error(path + ".ah", "only for \"protocol\": \"ah\" or \"ah+esp\"");
       ok = false;
     }
     std::optional<core::EspTransform> t;
@@ -331,8 +360,11 @@ void parse_manual_sa(Walker& w, const std::string& name, const json& sa, const s
     }
     want = esp_key_spec(t);
   }
-  ok &= parse_direction(w, sa, path, "out", want, p.out);
-  ok &= parse_direction(w, sa, path, "in", want, p.in);
+  const bool bundle = p.protocol == core::IpsecProtocol::kAhEsp;
+  ok &= parse_direction(w, sa, path, "out", want, p.out, bundle ? &ah_want : nullptr, &p.ah_out);
+  ok &= parse_direction(w, sa, path, "in", want, p.in, bundle ? &ah_want : nullptr, &p.ah_in);
+  if (bundle && ok && (p.out.spi == p.ah_out.spi || p.in.spi == p.ah_in.spi))
+    w.error(path + ".in", "the AH and ESP SAs of a bundle need SPIs of their own"), ok = false;
   if (ok) out.push_back(std::move(p));
 }
 

@@ -15,7 +15,9 @@
 
 namespace ipsecgw::core {
 
-enum class IpsecProtocol : std::uint8_t { kEsp, kAh };
+// kAhEsp: an AH+ESP bundle (RFC 4301 4.5): ESP (tunnel or transport) and
+// AH in transport mode over it, IP | AH | ESP, two SAs per direction.
+enum class IpsecProtocol : std::uint8_t { kEsp, kAh, kAhEsp };
 enum class SaMode : std::uint8_t { kTunnel, kTransport };
 enum class Encap : std::uint8_t { kNone, kUdp };  // raw IP protocol 50, or RFC 3948
 
@@ -52,6 +54,8 @@ struct SaParams {
   std::uint32_t replay_window = kDefaultReplayWindow;  // 0 disables anti-replay
   SaDirection out;
   SaDirection in;
+  SaDirection ah_out;  // AH+ESP: the AH SAs' SPIs and integrity keys (`out`/`in` are ESP's)
+  SaDirection ah_in;
   // Where SAs protect the same traffic (make-before-break during a rekey),
   // which one sends: the newest SA that is not on standby, else the oldest
   // on standby. A rekey's responder installs its new SA on standby, so it
@@ -80,6 +84,8 @@ struct SaParams {
     c.replay_window = replay_window;
     c.out.spi = out.spi;
     c.in.spi = in.spi;
+    c.ah_out.spi = ah_out.spi;
+    c.ah_in.spi = ah_in.spi;
     c.standby = standby;
     c.clear_outside_selectors = clear_outside_selectors;
     return c;

@@ -255,7 +255,7 @@ Drop DataPlane::process_inbound_ah(const Snapshot& s, core::Packet& pkt) noexcep
   }
   const std::uint32_t spi = core::load_be32(pkt.data() + ah_off + 4);
   auto it = s.inbound.find(spi);
-  if (it == s.inbound.end() || it->second->params().protocol != core::IpsecProtocol::kAh) {
+  if (it == s.inbound.end() || it->second->params().protocol == core::IpsecProtocol::kEsp) {
     global_.drop(Drop::kBadSpi);
     log_drop(Drop::kBadSpi, "inbound AH", spi, pkt.peer);
     return Drop::kBadSpi;

@@ -141,7 +141,7 @@ bool peek_spi(ByteSpan esp, std::uint32_t& spi) noexcept {
 
 namespace {
 bool supported(const core::SaParams& p, std::string& why) {
-  if (p.protocol == core::IpsecProtocol::kAh && p.encap != core::Encap::kNone) {
+  if (p.protocol != core::IpsecProtocol::kEsp && p.encap != core::Encap::kNone) {
     why = "AH cannot be UDP-encapsulated (its ICV covers the IP addresses a NAT rewrites)";
     return false;
   }
@@ -205,6 +205,10 @@ std::unique_ptr<OutboundSa> OutboundSa::create(const core::SaParams& p, std::str
     sa->params_ = p.without_keys();
     return sa;
   }
+  if (p.protocol == core::IpsecProtocol::kAhEsp) {
+    st.ah_mac = ah_mac(p.ah, p.ah_out.keymat.span(), why);
+    if (!st.ah_mac) return nullptr;
+  }
   st.crypto = EspCrypto::create(p.transform, p.out.keymat.span(), core::CipherDir::kEncrypt, why);
   if (!st.crypto) return nullptr;
   if (p.transform.enc.alg == core::EncAlg::kAesCbc ||
@@ -242,7 +246,7 @@ Drop OutboundSa::encapsulate(core::Packet& pkt) noexcept {
     st.counters.drop(Drop::kSeqExhausted);
     return Drop::kSeqExhausted;
   }
-  if (st.ah_mac) return encapsulate_ah(pkt, seq);
+  if (params_.protocol == core::IpsecProtocol::kAh) return encapsulate_ah(pkt, seq);
   std::uint8_t iv[16];
   const std::size_t iv_len = core::iv_len(params_.transform.enc.alg);
   if (st.ivgen) {
@@ -250,7 +254,33 @@ Drop OutboundSa::encapsulate(core::Packet& pkt) noexcept {
   } else if (iv_len == 8) {
     core::store_be64(iv, seq);  // counter modes: the IV must only be unique
   }
-  return encapsulate_with(pkt, seq, ByteSpan(iv, iv_len));
+  const Drop d = encapsulate_with(pkt, seq, ByteSpan(iv, iv_len));
+  if (d != Drop::kNone || params_.protocol != core::IpsecProtocol::kAhEsp) return d;
+  return bundle_ah(pkt);
+}
+
+Drop OutboundSa::bundle_ah(core::Packet& pkt) noexcept {
+  auto& st = *state_;
+  const std::uint64_t max = params_.ah.esn ? ~std::uint64_t{0} : 0xffffffffu;
+  const std::uint64_t seq = st.ah_next_seq.fetch_add(1, std::memory_order_relaxed);
+  if (seq > max || seq == 0) {
+    st.ah_next_seq.store(max + (max == ~std::uint64_t{0} ? 0 : 1));
+    st.counters.drop(Drop::kSeqExhausted);
+    return Drop::kSeqExhausted;
+  }
+  const bool v6 = !params_.local_addr.is_v4();
+  const std::size_t hl = v6 ? 40 : 20;
+  if (pkt.headroom() < hl) {
+    st.counters.drop(Drop::kTooBig);
+    return Drop::kTooBig;
+  }
+  const std::size_t esp_len = pkt.len;
+  pkt.off -= hl;
+  pkt.len += hl;
+  core::IpHeaderFields f;
+  f.id = ah_ip_id(seq);
+  core::write_ip_header(pkt.data(), params_.local_addr, params_.remote_addr, core::ipproto::kEsp, esp_len, f);
+  return encapsulate_ah(pkt, seq, true);
 }
 
 Drop OutboundSa::encapsulate_with(core::Packet& pkt, std::uint64_t seq, ByteSpan iv) noexcept {
@@ -295,7 +325,7 @@ Drop OutboundSa::encapsulate_with(core::Packet& pkt, std::uint64_t seq, ByteSpan
   return Drop::kNone;
 }
 
-Drop OutboundSa::encapsulate_ah(core::Packet& pkt, std::uint64_t seq) noexcept {
+Drop OutboundSa::encapsulate_ah(core::Packet& pkt, std::uint64_t seq, bool bundle) noexcept {
   auto& ctr = state_->counters;
   const auto& t = params_.ah;
   const bool v6 = !params_.local_addr.is_v4();
@@ -308,7 +338,7 @@ Drop OutboundSa::encapsulate_ah(core::Packet& pkt, std::uint64_t seq) noexcept {
   const std::size_t inner_len = info.total_len;
   std::size_t ah_off = 0;
   std::uint8_t next_header = 0;
-  if (params_.mode == core::SaMode::kTunnel) {
+  if (params_.mode == core::SaMode::kTunnel && !bundle) {
     // New outer header: DSCP copied from the inner packet (RFC 4301 5.1.2.1).
     const std::uint8_t* in = pkt.data();
     const std::uint8_t tos = (in[0] >> 4) == 4 ? in[1] : static_cast<std::uint8_t>((in[0] << 4) | (in[1] >> 4));
@@ -363,7 +393,7 @@ Drop OutboundSa::encapsulate_ah(core::Packet& pkt, std::uint64_t seq) noexcept {
   ah[0] = next_header;
   ah[1] = static_cast<std::uint8_t>(al / 4 - 2);
   ah[2] = ah[3] = 0;
-  core::store_be32(ah + 4, spi_);
+  core::store_be32(ah + 4, bundle ? params_.ah_out.spi : spi_);
   core::store_be32(ah + 8, static_cast<std::uint32_t>(seq));
   std::memset(ah + kAhHeaderLen, 0, al - kAhHeaderLen);  // IV, ICV and padding
   const std::size_t iv_len = t.iv_len();
@@ -375,7 +405,7 @@ Drop OutboundSa::encapsulate_ah(core::Packet& pkt, std::uint64_t seq) noexcept {
     return Drop::kMalformed;
   }
   std::memcpy(ah + kAhHeaderLen + iv_len, icv, t.icv_len());
-  ctr.out.add(inner_len);
+  if (!bundle) ctr.out.add(inner_len);  // a bundle's ESP counted it
   return Drop::kNone;
 }
 
@@ -396,12 +426,33 @@ std::unique_ptr<InboundSa> InboundSa::create(const core::SaParams& p, std::strin
     if (!sa->crypto_) return nullptr;
   }
   sa->spi_ = p.in.spi;
+  if (p.protocol == core::IpsecProtocol::kAhEsp) {
+    // Found by its AH SPI (the AH socket); the ESP inside must be ours too.
+    sa->ah_mac_ = ah_mac(p.ah, p.ah_in.keymat.span(), why);
+    if (!sa->ah_mac_) return nullptr;
+    sa->spi_ = p.ah_in.spi;
+    sa->esp_spi_ = p.in.spi;
+  }
   sa->params_ = p.without_keys();
   return sa;
 }
 
 Drop InboundSa::decapsulate(core::Packet& pkt) noexcept {
-  Drop d = ah_mac_ ? open_ah(pkt) : open(pkt);
+  Drop d = Drop::kNone;
+  switch (params_.protocol) {
+    case core::IpsecProtocol::kEsp: d = open(pkt); break;
+    case core::IpsecProtocol::kAh: d = open_ah(pkt, false); break;
+    case core::IpsecProtocol::kAhEsp:
+      d = open_ah(pkt, true);
+      if (d != Drop::kNone) break;
+      // Now the ESP packet: it must be the bundle's ESP SA.
+      if (pkt.len < kEspHeaderLen || core::load_be32(pkt.data()) != esp_spi_) {
+        d = Drop::kPolicyMismatch;
+        break;
+      }
+      d = open(pkt);
+      break;
+  }
   if (d != Drop::kNone) counters_.drop(d);
   return d;
 }
@@ -473,7 +524,7 @@ Drop InboundSa::open(core::Packet& pkt) noexcept {
 
 // AH inbound, in RFC 4302 3.4's order: sequence number (replay) check, ICV
 // (constant time), then the window update; then what the header carried.
-Drop InboundSa::open_ah(core::Packet& pkt) noexcept {
+Drop InboundSa::open_ah(core::Packet& pkt, bool bundle) noexcept {
   const auto& t = params_.ah;
   std::size_t total = 0, nh_pos = 0;
   const std::size_t ah_off = find_ah(pkt.span(), total, nh_pos);
@@ -486,17 +537,25 @@ Drop InboundSa::open_ah(core::Packet& pkt) noexcept {
   std::uint8_t* ah = pkt.data() + ah_off;
   if ((std::size_t{ah[1]} + 2) * 4 != al || total < ah_off + al) return Drop::kMalformed;
   pkt.len = total;
-  const std::uint64_t seq = replay_.infer(core::load_be32(ah + 8), t.esn);
-  if (!replay_.check(seq)) return Drop::kReplay;
+  ReplayWindow& window = bundle ? ah_replay_ : replay_;
+  const std::uint64_t seq = window.infer(core::load_be32(ah + 8), t.esn);
+  if (!window.check(seq)) return Drop::kReplay;
   std::uint8_t icv[64];
   if (!ah_icv(*ah_mac_, pkt.span(), ah_off, t.iv_len(), t.icv_len(), t.esn, static_cast<std::uint32_t>(seq >> 32),
               icv))
     return Drop::kMalformed;
   if (!core::ct_equal(core::ByteSpan(icv, t.icv_len()), core::ByteSpan(ah + kAhHeaderLen + t.iv_len(), t.icv_len())))
     return Drop::kAuthFailed;
-  if (!replay_.update(seq)) return Drop::kReplay;
+  if (!window.update(seq)) return Drop::kReplay;
   const std::uint8_t next_header = ah[0];
   if (next_header == core::ipproto::kNoNext) return Drop::kDummy;
+  if (bundle) {
+    // AH+ESP: what AH protected must be the ESP packet; it goes on alone.
+    if (next_header != core::ipproto::kEsp) return Drop::kPolicyMismatch;
+    pkt.off += ah_off + al;
+    pkt.len = total - ah_off - al;
+    return Drop::kNone;
+  }
   core::PacketInfo info;
   if (params_.mode == core::SaMode::kTunnel) {
     if (next_header != core::ipproto::kIpIp && next_header != core::ipproto::kIpv6) return Drop::kMalformed;

@@ -81,11 +81,16 @@ class OutboundSa {
 
  private:
   OutboundSa() = default;
-  core::Drop encapsulate_ah(core::Packet& pkt, std::uint64_t seq) noexcept;
+  // AH over the IP packet in `pkt`: the SA's mode, or (`bundle`) transport
+  // mode with the AH SA of an AH+ESP bundle over the ESP packet.
+  core::Drop encapsulate_ah(core::Packet& pkt, std::uint64_t seq, bool bundle = false) noexcept;
+  // AH+ESP: an IP header to the peer around the ESP packet in `pkt`, then AH.
+  core::Drop bundle_ah(core::Packet& pkt) noexcept;
   // What every path of the SA shares.
   struct State {
     std::uint64_t max_seq = 0;
     std::atomic<std::uint64_t> next_seq{1};
+    std::atomic<std::uint64_t> ah_next_seq{1};  // AH+ESP: the AH SA's own sequence numbers
     std::unique_ptr<EspCrypto> crypto;      // ESP
     std::unique_ptr<core::Mac> ah_mac;      // AH
     std::unique_ptr<core::IvGenerator> ivgen;
@@ -112,14 +117,18 @@ class InboundSa {
   [[nodiscard]] const ReplayWindow& replay() const noexcept { return replay_; }
 
  private:
-  explicit InboundSa(std::uint32_t window) : replay_(window) {}
+  explicit InboundSa(std::uint32_t window) : replay_(window), ah_replay_(window) {}
   core::Drop open(core::Packet& pkt) noexcept;
-  core::Drop open_ah(core::Packet& pkt) noexcept;
+  // AH alone, or (`bundle`) the AH of an AH+ESP bundle, which leaves the ESP
+  // packet (from its SPI on) for open().
+  core::Drop open_ah(core::Packet& pkt, bool bundle) noexcept;
   core::SaParams params_;
   std::uint32_t spi_ = 0;
   std::unique_ptr<EspCrypto> crypto_;
   std::unique_ptr<core::Mac> ah_mac_;
   ReplayWindow replay_;
+  ReplayWindow ah_replay_;  // AH+ESP: the AH SA's window (replay_ is ESP's)
+  std::uint32_t esp_spi_ = 0;  // AH+ESP: the ESP SA inside (spi_ is the AH SA's)
   core::TrafficCounters counters_;
 };
 

@@ -455,3 +455,44 @@ TEST_CASE("traffic selectors with protocol and ports, in strongSwan's syntax", "
   CHECK(has_error(bad, "$.manual.y.remote_ts[0]", "'99999' is not a port"));
   CHECK(has_error(bad, "$.manual.y.remote_ts[1]", "'nope' is not an IP protocol"));
 }
+
+TEST_CASE("the manual AH and AH+ESP bundle SAs of issue 12 load as written", "[config][bundle]") {
+  const std::string k32(64, 'a'), k20(40, 'b');
+  const auto doc = nlohmann::json::parse(R"({
+  "tun": { "name": "ipsec0", "mtu": 1400 },
+  "manual": {
+    "host-ah": {
+      "local_addr": "198.51.100.1", "remote_addr": "198.51.100.2",
+      "mode": "transport", "protocol": "ah", "ah": "sha256", "encap": "none",
+      "out": { "spi": "0x00003001", "key": ")" + k32 + R"(" },
+      "in":  { "spi": "0x00004001", "key": ")" + k32 + R"(" }
+    },
+    "lan-bundle": {
+      "local_addr": "198.51.100.1", "remote_addr": "198.51.100.2",
+      "local_ts": ["10.1.0.0/24"], "remote_ts": ["10.2.0.0/24"],
+      "mode": "tunnel", "protocol": "ah+esp", "esp": "aes128-sha256", "ah": "sha256", "encap": "none",
+      "out": { "spi": "0x00005001", "key": ")" + std::string(96, 'c') + R"(", "ah_spi": "0x00005002", "ah_key": ")" + k32 + R"(" },
+      "in":  { "spi": "0x00006001", "key": ")" + std::string(96, 'd') + R"(", "ah_spi": "0x00006002", "ah_key": ")" + k32 + R"(" }
+    }
+  }
+})");
+  auto r = config::parse_config(doc.dump());
+  INFO(dump(r));
+  REQUIRE(r.config);
+  REQUIRE(r.config->manual.size() == 2);
+  const auto& b = r.config->manual[1].name == "lan-bundle" ? r.config->manual[1] : r.config->manual[0];
+  CHECK(b.protocol == core::IpsecProtocol::kAhEsp);
+  CHECK(b.out.spi == 0x5001);
+  CHECK(b.ah_out.spi == 0x5002);
+  CHECK(b.in.spi == 0x6001);
+  CHECK(b.ah_in.spi == 0x6002);
+  CHECK(b.ah_in.keymat.size() == 32);
+  CHECK(config::explain(*r.config).find("lan-bundle: AH+ESP tunnel") != std::string::npos);
+  // A bundle without its AH keys, or in UDP, is refused by path.
+  auto bad = doc;
+  bad["manual"]["lan-bundle"]["out"].erase("ah_key");
+  CHECK(has_error(config::parse_config(bad.dump()), "$.manual.lan-bundle.out.ah_key", "required"));
+  bad = doc;
+  bad["manual"]["lan-bundle"]["encap"] = "udp";
+  CHECK(has_error(config::parse_config(bad.dump()), "$.manual.lan-bundle.encap", "cannot be UDP"));
+}

@@ -286,3 +286,84 @@ TEST_CASE("a transport SA does not deliver a packet in a packet its selectors ne
     CHECK(in->decapsulate(pkt) == Drop::kPolicyMismatch);
   }
 }
+
+namespace {
+core::SaParams bundle_sa(core::SaMode mode, bool v6, bool flip) {
+  auto p = ah_sa("sha256", mode, v6, flip);
+  std::string why;
+  p.name = "bundle";
+  p.protocol = core::IpsecProtocol::kAhEsp;
+  p.transform = *core::single_esp_transform("aes128gcm16", why);
+  core::Bytes ek(20, 0x42);
+  p.ah_out.spi = p.ah_in.spi = 0x6101;
+  p.ah_out.keymat = std::move(p.out.keymat);
+  p.ah_in.keymat = std::move(p.in.keymat);
+  p.out.spi = p.in.spi = 0x6001;
+  p.out.keymat = core::SecureBytes(ek);
+  p.in.keymat = core::SecureBytes(ek);
+  return p;
+}
+}  // namespace
+
+TEST_CASE("AH+ESP bundle: IP | AH | ESP both ways, each SA with its own SPI, window and ICV", "[ah][bundle]") {
+  for (auto mode : {core::SaMode::kTunnel, core::SaMode::kTransport}) {
+    for (bool v6 : {false, true}) {
+      INFO((mode == core::SaMode::kTunnel ? "tunnel " : "transport ") << (v6 ? "v6" : "v4"));
+      std::string why;
+      auto out = esp::OutboundSa::create(bundle_sa(mode, v6, false), why);
+      auto in = esp::InboundSa::create(bundle_sa(mode, v6, true), why);
+      REQUIRE(out);
+      REQUIRE(in);
+      CHECK(in->spi() == 0x6101);  // found by its AH SPI
+      const auto src = *core::IpAddress::parse(v6 ? "2001:db8::1" : "198.51.100.1");
+      const auto dst = *core::IpAddress::parse(v6 ? "2001:db8::2" : "198.51.100.2");
+      const auto inner = udp_between(src, dst, 100);
+      core::Packet pkt;
+      pkt.assign(inner);
+      REQUIRE(out->encapsulate(pkt) == Drop::kNone);
+      const core::Bytes wire(pkt.span().begin(), pkt.span().end());
+      std::size_t total = 0, nh = 0;
+      const std::size_t ah_off = esp::find_ah(wire, total, nh);
+      REQUIRE(ah_off == (v6 ? 40u : 20u));
+      CHECK(wire[ah_off] == 50);                               // AH's next header: ESP
+      CHECK(core::load_be32(wire.data() + ah_off + 4) == 0x6101);  // AH SPI
+      const std::size_t esp_off = ah_off + esp::ah_len(core::AhTransform{}, v6);
+      CHECK(core::load_be32(wire.data() + esp_off) == 0x6001);  // ESP SPI
+      CHECK(core::load_be32(wire.data() + ah_off + 8) == 1);    // each SA's own sequence number
+      CHECK(core::load_be32(wire.data() + esp_off + 4) == 1);
+      pkt.assign(wire);
+      REQUIRE(in->decapsulate(pkt) == Drop::kNone);
+      if (mode == core::SaMode::kTunnel) CHECK(core::Bytes(pkt.span().begin(), pkt.span().end()) == inner);
+      pkt.assign(wire);
+      CHECK(in->decapsulate(pkt) == Drop::kReplay);
+      // Every bit of AH, ESP and payload is under one ICV or the other.
+      int failed = 0;
+      for (std::size_t i = ah_off; i < wire.size(); ++i) {
+        auto bad = wire;
+        bad[i] ^= 0x10;
+        core::store_be32(bad.data() + ah_off + 8, 1000 + static_cast<std::uint32_t>(i));  // fresh AH sequence
+        if (i >= ah_off + 8 && i < ah_off + 12) continue;  // the sequence number itself, rewritten here
+        pkt.assign(bad);
+        failed += in->decapsulate(pkt) != Drop::kNone;
+      }
+      CHECK(failed == static_cast<int>(wire.size() - ah_off - 4));
+      // ESP alone, without the AH around it, is not the bundle.
+      pkt.assign(core::Bytes(wire.begin() + static_cast<long>(esp_off), wire.end()));
+      CHECK(in->decapsulate(pkt) != Drop::kNone);
+    }
+  }
+}
+
+TEST_CASE("AH+ESP bundle in the data plane: found by the AH SPI only, the ESP SPI alone is unknown", "[ah][bundle][dataplane]") {
+  std::string why;
+  esp::DataPlane dp;
+  REQUIRE(dp.install(bundle_sa(core::SaMode::kTunnel, false, false), why));
+  auto snap = dp.snapshot();
+  CHECK(snap->inbound.count(0x6101) == 1);
+  CHECK(snap->inbound.count(0x6001) == 0);
+  core::Bytes esp(40, 0);
+  core::store_be32(esp.data(), 0x6001);
+  core::Packet pkt;
+  pkt.assign(esp);
+  CHECK(dp.process_inbound(*snap, pkt) == Drop::kBadSpi);
+}

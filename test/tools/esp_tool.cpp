@@ -5,7 +5,9 @@
 //    "seq":1, "packets":["hex", ...],
 //    optional: "mode":"transport", "local":"198.51.100.1", "remote":"198.51.100.2"}
 // With "ah":"sha256" instead of "esp", the SA is AH and packets are whole IP
-// packets both ways (the outer header is under the ICV).
+// packets both ways (the outer header is under the ICV). With both "esp" and
+// "ah" (and "ah_spi", "ah_key") it is an AH+ESP bundle: whole IP packets,
+// IP | AH | ESP.
 // In transport mode encap takes whole IP packets from local to remote and
 // decap gives back whole IP packets from remote to local.
 //   -> {"packets":["hex", ...], "drops":["none"|reason, ...]}
@@ -26,7 +28,19 @@ int main() {
     std::string why;
     core::SaParams p;
     p.name = "oracle";
-    if (req.contains("ah")) {
+    if (req.contains("ah") && req.contains("esp")) {
+      auto t = core::single_ah_transform(req.at("ah").get<std::string>(), why);
+      auto e = core::single_esp_transform(req.at("esp").get<std::string>(), why);
+      if (!t || !e) throw std::runtime_error(why);
+      p.protocol = core::IpsecProtocol::kAhEsp;
+      p.ah = *t;
+      p.transform = *e;
+      p.ah_out.spi = p.ah_in.spi = req.at("ah_spi").get<std::uint32_t>();
+      auto k = core::from_hex(req.at("ah_key").get<std::string>());
+      if (!k) throw std::runtime_error("ah_key is not hex");
+      p.ah_out.keymat = core::SecureBytes(*k);
+      p.ah_in.keymat = core::SecureBytes(*k);
+    } else if (req.contains("ah")) {
       // AH: encap takes and gives whole IP packets (outer header included), decap too.
       auto t = core::single_ah_transform(req.at("ah").get<std::string>(), why);
       if (!t) throw std::runtime_error(why);
