@@ -4,8 +4,9 @@
 # transfers both ways between the gateways' own addresses, IPv4 and IPv6,
 # with only ESP (IP protocol 50) or only AH (51) on the link; a replayed
 # packet and a flipped bit are dropped and counted; a packet from another
-# address of the host does not go out in the SA. Then an AH tunnel between
-# the hosts behind the gateways. Needs root; bounded by timeouts; cleans up
+# address of the host does not go out in the SA. Then an L2TP-style SA for
+# udp/1701 only, ESP transport through a NAT, and an AH+ESP bundle in
+# tunnel mode between the networks behind the gateways. Needs root; bounded by timeouts; cleans up
 # after itself.
 set -uo pipefail
 IPSECGW=${1:?usage: transport_test.sh path/to/ipsecgw}
@@ -251,8 +252,74 @@ JSON
   ip netns del "$NS-mid" 2>/dev/null || true
 }
 
+run_bundle() {
+  echo "== AH+ESP bundle in tunnel mode between the networks (RFC 4301 4.5: IP | AH | ESP)"
+  netns_teardown "$NS"
+  netns_setup "$NS"
+  local ea eb aa ab
+  ea=$(openssl rand -hex 20) eb=$(openssl rand -hex 20) aa=$(openssl rand -hex 32) ab=$(openssl rand -hex 32)
+  for side in a b; do
+    local me=198.51.100.1 peer=198.51.100.2 lts=10.1.0.0/24 rts=10.2.0.0/24
+    local o=0x7101 i=0x7201 oa=0x7102 ia=0x7202 ko=$ea ki=$eb kao=$aa kai=$ab
+    [ $side = b ] && { me=198.51.100.2 peer=198.51.100.1 lts=10.2.0.0/24 rts=10.1.0.0/24
+                       o=0x7201 i=0x7101 oa=0x7202 ia=0x7102 ko=$eb ki=$ea kao=$ab kai=$aa; }
+    cat > "$WORK/bundle-$side.json" <<JSON
+{ "tun": { "name": "ipsec0", "mtu": 1400 },
+  "manual": { "lan": { "local_addr": "$me", "remote_addr": "$peer", "local_ts": ["$lts"], "remote_ts": ["$rts"],
+                       "mode": "tunnel", "protocol": "ah+esp", "esp": "aes128gcm16", "ah": "sha256",
+                       "out": { "spi": "$o", "key": "$ko", "ah_spi": "$oa", "ah_key": "$kao" },
+                       "in": { "spi": "$i", "key": "$ki", "ah_spi": "$ia", "ah_key": "$kai" } } } }
+JSON
+  done
+  check "bundle configuration accepted" "$IPSECGW" check -c "$WORK/bundle-a.json"
+  ip netns exec "$NS-ga" "$IPSECGW" run -c "$WORK/bundle-a.json" --stats-file "$WORK/ba.json" > "$WORK/ba.log" 2>&1 &
+  track_gw $! "$WORK/ba.log"
+  ip netns exec "$NS-gb" "$IPSECGW" run -c "$WORK/bundle-b.json" --stats-file "$WORK/bb.json" > "$WORK/bb.log" 2>&1 &
+  track_gw $! "$WORK/bb.log"
+  wait_for "$WORK/ba.log" "gateway: up" && wait_for "$WORK/bb.log" "gateway: up" && wait_for "$WORK/bb.json" active_sas
+  ip netns exec "$NS-gb" timeout 30 tcpdump -i "$NS-w1" -U --immediate-mode -w "$WORK/bundle.pcap" not arp 2>/dev/null &
+  local dump=$!
+  sleep 1
+  check "bundle: ping host A -> host B" ip netns exec "$NS-ha" ping -c 3 -i 0.2 -W 2 -q 10.2.0.2
+  check "bundle: TCP 1 MB host B -> host A, SHA-256 matches" tcp_transfer "$NS-hb" 10.1.0.2 "$NS-ha" 1000000
+  sleep 0.5
+  kill "$dump"; wait "$dump" 2>/dev/null
+  local total ahn v6
+  total=$(tcpdump -r "$WORK/bundle.pcap" 2>/dev/null | wc -l)
+  ahn=$(tcpdump -r "$WORK/bundle.pcap" 'ip proto 51' 2>/dev/null | wc -l)
+  v6=$(tcpdump -r "$WORK/bundle.pcap" 'ip6' 2>/dev/null | wc -l)
+  check "bundle: the link carried only AH ($ahn of $total, $v6 link-local IPv6)" test "$total" -gt 200 -a "$total" -eq "$((ahn + v6))"
+  check "bundle: scapy verifies each packet's AH, then decrypts the ESP inside to an inner packet" \
+    ip netns exec "$NS-ga" $PY - "$WORK/bundle.pcap" "$ea" "$eb" "$aa" "$ab" <<'PYEOF'
+import sys
+from scapy.all import rdpcap, IP
+from scapy.layers.ipsec import AH, ESP, SecurityAssociation
+ea, eb, aa, ab = (bytes.fromhex(x) for x in sys.argv[2:6])
+ah = {0x7102: aa, 0x7202: ab}
+esp = {0x7101: ea, 0x7201: eb}
+n = 0
+for p in rdpcap(sys.argv[1]):
+    if IP not in p or AH not in p:
+        continue
+    ip = IP(bytes(p[IP]))
+    assert ip[AH].nh == 50, ip.summary()
+    a = SecurityAssociation(AH, spi=ip[AH].spi, auth_algo="SHA2-256-128", auth_key=ah[ip[AH].spi])
+    inner = IP(bytes(a.decrypt(ip)))        # raises on a bad ICV
+    spi = inner[ESP].spi
+    t = IP(src=ip.src, dst=ip.dst)
+    e = SecurityAssociation(ESP, spi=spi, crypt_algo="AES-GCM", crypt_key=esp[spi], crypt_icv_size=16, tunnel_header=t)
+    q = e.decrypt(inner)
+    assert q.src.startswith("10.") and q.dst.startswith("10."), q.summary()
+    n += 1
+assert n > 200, n
+print(f"     {n} bundle packets: AH verified, ESP decrypted to 10.x packets")
+PYEOF
+  stop_all
+}
+
 run_transport esp
 run_transport ah
 run_l2tp
 run_nat
+run_bundle
 test_finish
