@@ -4,7 +4,7 @@
 #      then Release builds with g++ and clang++ from clean build trees
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build: unit tests and the
 #      namespace tunnel test with the sanitized gateway
-#   3. libFuzzer build (clang): each fuzz target runs for FUZZ_SECONDS (default 30)
+#   3. libFuzzer build (clang): each fuzz target runs for FUZZ_SECONDS (default 20)
 # Run as root on Debian. Prints one line per step and a final summary; exits
 # non-zero if any step failed.
 set -uo pipefail
@@ -12,7 +12,7 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 jobs=$(nproc 2>/dev/null || echo 2)
-fuzz_seconds=${FUZZ_SECONDS:-30}
+fuzz_seconds=${FUZZ_SECONDS:-20}
 
 source scripts/as-root.sh "$@"
 bash scripts/install-deps.sh test || { echo "test.sh: installing dependencies failed" >&2; exit 1; }
