@@ -180,10 +180,10 @@ void check_ikev1(Walker& w, const json& cj, const std::string& path, const ike::
     if (ch.local_ts.size() > 1) w.error(cp + ".local_ts", "IKEv1 Quick Mode carries one selector per side");
     if (ch.remote_ts.size() > 1) w.error(cp + ".remote_ts", "IKEv1 Quick Mode carries one selector per side");
     const std::string v = c.version == 1 ? "" : " (version 0 answers IKEv1 too; use version 2)";
-    if (!ch.ah_proposals.empty())
-      w.error(cp + ".ah_proposals", "AH in IKEv1 Quick Mode is not implemented yet" + v);
-    if (ch.mode == core::SaMode::kTransport)
-      w.error(cp + ".mode", "transport mode in IKEv1 Quick Mode is not implemented yet" + v);
+    std::size_t na = 0;
+    for (const auto& p : ch.ah_proposals) na += ike::v1::ah_suites(p, ike::v1::EncapMode::kTunnel, 0, 0, why).size();
+    if (na == 0 && !ch.ah_proposals.empty())
+      w.error(cp + ".ah_proposals", "no proposal is possible in IKEv1 Quick Mode (" + why + ")");
     if (ch.ts_proto || !ch.local_ports.any() || !ch.remote_ports.any())
       w.error(cp + ".local_ts", "protocol/port selectors in IKEv1 Quick Mode are not implemented yet" + v);
     std::size_t n = 0;
@@ -278,7 +278,7 @@ void parse_connection(Walker& w, const std::string& name, const json& cj, const 
   }
   for (auto& ch : c.children) {
     const std::string cp = path + ".children." + ch.name;
-    if (!ch.ah_proposals.empty() && !ch.esp_proposals.empty() && c.version == 2)
+    if (!ch.ah_proposals.empty() && !ch.esp_proposals.empty() && c.version != 1)
       w.error(cp + ".ah_proposals", "an IKEv2 Child SA is ESP or AH, not both: RFC 7296 has no AH+ESP bundles "
                                     "(IKEv1 Quick Mode has); write two children or leave out esp_proposals");
     if (ch.remote_ts.empty() && c.remote_addrs.size() != 1)

@@ -64,8 +64,8 @@ RawPayload delete_isakmp(std::uint64_t cky_i, std::uint64_t cky_r) {
   return {Payload::kDelete, encode_delete({kDoiIpsec, 1, 16, {cookies(cky_i, cky_r)}})};
 }
 
-RawPayload delete_esp(const std::vector<std::uint32_t>& spis) {
-  DeletePayload d{kDoiIpsec, 3, 4, {}};
+RawPayload delete_esp(const std::vector<std::uint32_t>& spis, std::uint8_t protocol) {
+  DeletePayload d{kDoiIpsec, protocol, 4, {}};
   for (auto s : spis) {
     Bytes b;
     core::ByteAppender{b}.u32(s);

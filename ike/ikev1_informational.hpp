@@ -22,7 +22,7 @@ Bytes seal_informational(Phase1Sa& sa, std::uint32_t message_id, const std::vect
 std::optional<Message> open_informational(Phase1Sa& sa, ByteSpan datagram, DecodeError& err);
 
 RawPayload delete_isakmp(std::uint64_t cky_i, std::uint64_t cky_r);
-RawPayload delete_esp(const std::vector<std::uint32_t>& spis);
+RawPayload delete_esp(const std::vector<std::uint32_t>& spis, std::uint8_t protocol = 3);
 RawPayload initial_contact(std::uint64_t cky_i, std::uint64_t cky_r);
 // RFC 3706: protocol ISAKMP, the two cookies as SPI, a 32-bit sequence number.
 RawPayload dpd_notify(bool ack, std::uint64_t cky_i, std::uint64_t cky_r, std::uint32_t seq);

@@ -291,7 +291,7 @@ std::vector<std::string> Manager::describe() const {
     out.push_back(sa->tag() + " IKEv1 " + IsakmpSa::state_name(sa->state_) + " " + sa->local_.to_string() + " <-> " +
                   sa->remote_.to_string() + (sa->state_ == IsakmpSa::State::kEstablished ? " " + sa->p1_.suite.name() : ""));
     for (const auto& c : sa->children_)
-      out.push_back("  " + c.name + " " + c.suite.name() + " in " + core::hex32(c.spi_in) + " out " +
+      out.push_back("  " + c.name + " " + c.algorithms() + " in " + core::hex32(c.spi_in) + " out " +
                     core::hex32(c.spi_out) + " " + c.local_ts.to_string() + " === " + c.remote_ts.to_string());
   }
   return out;

@@ -69,8 +69,47 @@ bool variable_key(core::EncAlg a) {
 
 }  // namespace
 
+namespace {
+// AH transform IDs (RFC 2407 4.4.3, RFC 4868, RFC 3566, RFC 4543 errata
+// 1821). The authentication algorithm attribute that goes with each is
+// ESP's (HMAC-MD5 1, HMAC-SHA 2, SHA2 5-7, XCBC 9; GMAC 11-13): ah_auth_attr.
+std::optional<std::uint8_t> ah_transform_id(core::IntegAlg a) {
+  switch (a) {
+    case core::IntegAlg::kHmacMd5_96: return 2;
+    case core::IntegAlg::kHmacSha1_96: return 3;
+    case core::IntegAlg::kHmacSha256_128: return 5;
+    case core::IntegAlg::kHmacSha384_192: return 6;
+    case core::IntegAlg::kHmacSha512_256: return 7;
+    case core::IntegAlg::kAesXcbc96: return 9;
+    case core::IntegAlg::kAesGmac128: return 11;
+    case core::IntegAlg::kAesGmac192: return 12;
+    case core::IntegAlg::kAesGmac256: return 13;
+    case core::IntegAlg::kNone: return std::nullopt;
+  }
+  return std::nullopt;
+}
+std::optional<core::IntegAlg> ah_integ_of(std::uint64_t n) {
+  switch (n) {
+    case 2: return core::IntegAlg::kHmacMd5_96;
+    case 3: return core::IntegAlg::kHmacSha1_96;
+    case 5: return core::IntegAlg::kHmacSha256_128;
+    case 6: return core::IntegAlg::kHmacSha384_192;
+    case 7: return core::IntegAlg::kHmacSha512_256;
+    case 9: return core::IntegAlg::kAesXcbc96;
+    case 11: return core::IntegAlg::kAesGmac128;
+    case 12: return core::IntegAlg::kAesGmac192;
+    case 13: return core::IntegAlg::kAesGmac256;
+    default: return std::nullopt;
+  }
+}
+std::optional<std::uint16_t> ah_auth_attr(core::IntegAlg a) {
+  if (const auto k = core::gmac_key_len(a)) return static_cast<std::uint16_t>(k == 16 ? 11 : k == 24 ? 12 : 13);
+  return auth_number(a);
+}
+}  // namespace
+
 std::string Phase2Suite::name() const {
-  std::string s = esp.name();
+  std::string s = is_ah() ? "ah-" + ah.name() : esp.name();
   if (pfs) {
     if (const char* g = core::dh_group_name(*pfs)) {
       s += '-';
@@ -96,7 +135,12 @@ std::vector<Phase2Suite> phase2_suites(const core::Proposal& p, EncapMode mode, 
     for (auto i : integs)
       for (const auto& g : groups)
         for (bool esn : esns) {
-          Phase2Suite s{{e, i, esn}, g, mode, life_seconds, life_kilobytes};
+          Phase2Suite s;
+          s.esp = {e, i, esn};
+          s.pfs = g;
+          s.mode = mode;
+          s.life_seconds = life_seconds;
+          s.life_kilobytes = life_kilobytes;
           if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(s);
         }
   }
@@ -104,10 +148,36 @@ std::vector<Phase2Suite> phase2_suites(const core::Proposal& p, EncapMode mode, 
   return out;
 }
 
+std::vector<Phase2Suite> ah_suites(const core::Proposal& p, EncapMode mode, std::uint32_t life_seconds,
+                                   std::uint64_t life_kilobytes, std::string& why) {
+  std::vector<Phase2Suite> out;
+  std::vector<std::optional<core::DhGroup>> groups;
+  for (auto g : p.dh) groups.emplace_back(g);
+  if (groups.empty()) groups.emplace_back(std::nullopt);
+  std::vector<bool> esns(p.esn.begin(), p.esn.end());
+  if (esns.empty()) esns.push_back(false);
+  for (auto i : p.integ) {
+    if (!ah_transform_id(i)) continue;
+    for (const auto& g : groups)
+      for (bool esn : esns) {
+        Phase2Suite s;
+        s.proto = core::IpsecProtocol::kAh;
+        s.ah = {i, esn};
+        s.pfs = g;
+        s.mode = mode;
+        s.life_seconds = life_seconds;
+        s.life_kilobytes = life_kilobytes;
+        if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(s);
+      }
+  }
+  if (out.empty()) why = "IKEv1 AH takes HMAC-MD5/SHA1/SHA2, AES-XCBC or AES-GMAC";
+  return out;
+}
+
 Transform encode_phase2(const Phase2Suite& s, std::uint8_t number) {
   Transform t;
   t.number = number;
-  t.id = *transform_id(s.esp.enc.alg);
+  t.id = s.is_ah() ? *ah_transform_id(s.ah.integ) : *transform_id(s.esp.enc.alg);
   if (s.life_seconds) {
     t.attributes.push_back(basic(P2Attr::kLifeType, kLifeSeconds));
     t.attributes.push_back(variable(P2Attr::kLifeDuration, s.life_seconds));
@@ -118,6 +188,11 @@ Transform encode_phase2(const Phase2Suite& s, std::uint8_t number) {
   }
   if (s.pfs) t.attributes.push_back(basic(P2Attr::kGroup, static_cast<std::uint16_t>(*s.pfs)));
   t.attributes.push_back(basic(P2Attr::kEncapsulation, static_cast<std::uint16_t>(s.mode)));
+  if (s.is_ah()) {
+    t.attributes.push_back(basic(P2Attr::kAuthAlgorithm, *ah_auth_attr(s.ah.integ)));
+    if (s.ah.esn) t.attributes.push_back(basic(P2Attr::kEsn, 1));
+    return t;
+  }
   if (auto a = auth_number(s.esp.integ)) t.attributes.push_back(basic(P2Attr::kAuthAlgorithm, *a));
   if (variable_key(s.esp.enc.alg))
     t.attributes.push_back(basic(P2Attr::kKeyLength, static_cast<std::uint16_t>(s.esp.enc.key_bytes * 8)));
@@ -125,9 +200,18 @@ Transform encode_phase2(const Phase2Suite& s, std::uint8_t number) {
   return t;
 }
 
-std::optional<Phase2Suite> decode_phase2(const Transform& t, std::string& why) {
+std::optional<Phase2Suite> decode_phase2(const Transform& t, std::string& why, std::uint8_t protocol) {
   Phase2Suite s;
-  switch (t.id) {
+  std::optional<std::uint64_t> ah_auth;
+  if (protocol == kProtoAh) {
+    auto i = ah_integ_of(t.id);
+    if (!i) {
+      why = "AH transform ID " + std::to_string(t.id);
+      return std::nullopt;
+    }
+    s.proto = core::IpsecProtocol::kAh;
+    s.ah.integ = *i;
+  } else switch (t.id) {
     case kEsp3des: s.esp.enc = {core::EncAlg::kTripleDesCbc, 24}; break;
     case kEspNull: s.esp.enc = {core::EncAlg::kNull, 0}; break;
     case kEspAes: s.esp.enc = {core::EncAlg::kAesCbc, 0}; break;
@@ -176,6 +260,10 @@ std::optional<Phase2Suite> decode_phase2(const Transform& t, std::string& why) {
         }
         break;
       case P2Attr::kAuthAlgorithm: {
+        if (s.is_ah()) {
+          ah_auth = *n;
+          break;
+        }
         auto i = auth_from_number(*n);
         if (!i) {
           why = "authentication algorithm " + std::to_string(*n);
@@ -192,7 +280,7 @@ std::optional<Phase2Suite> decode_phase2(const Transform& t, std::string& why) {
         s.esp.enc.key_bytes = static_cast<std::size_t>(*n / 8);
         have_keylen = true;
         break;
-      case P2Attr::kEsn: s.esp.esn = *n == 1; break;
+      case P2Attr::kEsn: (s.is_ah() ? s.ah.esn : s.esp.esn) = *n == 1; break;
       default:
         why = "SA attribute " + std::to_string(a.type);
         return std::nullopt;
@@ -201,6 +289,18 @@ std::optional<Phase2Suite> decode_phase2(const Transform& t, std::string& why) {
   if (!have_mode) {
     why = "no encapsulation mode";
     return std::nullopt;
+  }
+  if (s.is_ah()) {
+    // RFC 2407 4.5: the authentication algorithm MUST be given for AH, as the transform ID says.
+    if (!ah_auth || ah_auth_attr(s.ah.integ) != *ah_auth) {
+      why = "AH transform without its authentication algorithm";
+      return std::nullopt;
+    }
+    if (have_keylen) {
+      why = "a key length for AH";
+      return std::nullopt;
+    }
+    return s;
   }
   if (variable_key(s.esp.enc.alg) && !have_keylen) {
     // RFC 3602 5 leaves AES-CBC's key length optional for ESP: 128 then.
@@ -256,7 +356,7 @@ bool parse_lifetime_attributes(ByteSpan data, std::uint32_t& seconds, std::uint6
 Proposal esp_proposal(std::uint8_t number, std::uint32_t spi, const std::vector<Phase2Suite>& suites) {
   Proposal p;
   p.number = number;
-  p.protocol = kProtoEsp;
+  p.protocol = !suites.empty() && suites.front().is_ah() ? kProtoAh : kProtoEsp;
   core::ByteAppender{p.spi}.u32(spi);
   std::uint8_t n = 1;
   for (const auto& s : suites) p.transforms.push_back(encode_phase2(s, n++));

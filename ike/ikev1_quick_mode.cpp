@@ -1,5 +1,7 @@
 #include "ike/ikev1_quick_mode.hpp"
 
+#include <algorithm>
+
 #include "ike/ikev1_message_rules.hpp"
 
 namespace ipsecgw::ike::v1 {
@@ -8,11 +10,15 @@ namespace {
 
 RawPayload raw(Payload t, Bytes b) { return {t, std::move(b)}; }
 
-bool same_esp(const Phase2Suite& a, const Phase2Suite& b) { return a.esp == b.esp && a.pfs == b.pfs; }
+bool same_suite(const Phase2Suite& a, const Phase2Suite& b) {
+  return a.proto == b.proto && (a.is_ah() ? a.ah == b.ah : a.esp == b.esp) && a.pfs == b.pfs;
+}
 
 bool tunnel_family(EncapMode m) {
   return m == EncapMode::kTunnel || m == EncapMode::kUdpTunnel || m == EncapMode::kUdpTunnelDraft;
 }
+
+bool udp_mode(EncapMode m) { return m != EncapMode::kTunnel && m != EncapMode::kTransport; }
 
 bool within(const core::IpRange& inner, const core::IpRange& outer) {
   return inner.family() == outer.family() && outer.lo <= inner.lo && inner.hi <= outer.hi;
@@ -21,9 +27,10 @@ bool within(const core::IpRange& inner, const core::IpRange& outer) {
 }  // namespace
 
 QuickMode::QuickMode(bool initiator, Phase1Sa& sa, QuickModeConfig cfg, std::uint32_t message_id,
-                     std::uint32_t spi_in)
+                     std::uint32_t spi_in, std::uint32_t ah_spi_in)
     : initiator_(initiator), sa_(sa), cfg_(std::move(cfg)), mid_(message_id) {
   result_.spi_in = spi_in;
+  result_.ah_spi_in = ah_spi_in;
   result_.local_ts = cfg_.local_ts;
   result_.remote_ts = cfg_.remote_ts;
 }
@@ -54,11 +61,30 @@ Header QuickMode::header() const {
   return h;
 }
 
+std::vector<Phase2Suite> QuickMode::suites_of(bool ah_part, std::uint32_t life_s, std::uint64_t life_kb,
+                                              std::string& why) const {
+  std::vector<Phase2Suite> out;
+  const bool ah = ah_part || primary_is_ah();
+  for (const auto& cp : ah ? cfg_.ah_proposals : cfg_.esp_proposals)
+    for (auto& s : ah ? ah_suites(cp, cfg_.mode, life_s, life_kb, why) : phase2_suites(cp, cfg_.mode, life_s, life_kb, why))
+      out.push_back(std::move(s));
+  return out;
+}
+
 std::vector<RawPayload> QuickMode::body(const Bytes& nonce) {
+  const std::uint8_t number = initiator_ ? 1 : chosen_prop_number_;
+  std::vector<Proposal> props;
+  if (bundle()) {
+    // AH and ESP under one proposal number: both SAs (RFC 2408 4.2), AH first as in its example.
+    Proposal a = esp_proposal(number, result_.ah_spi_in, initiator_ ? offered_ah_ : std::vector<Phase2Suite>{*chosen_ah_});
+    if (!initiator_) a.transforms[0].number = chosen_ah_number_;
+    props.push_back(std::move(a));
+  }
   std::vector<Phase2Suite> suites = initiator_ ? offered_ : std::vector<Phase2Suite>{*chosen_};
-  Proposal p = esp_proposal(1, result_.spi_in, suites);
+  Proposal p = esp_proposal(number, result_.spi_in, suites);
   if (!initiator_) p.transforms[0].number = chosen_number_;
-  std::vector<RawPayload> out{raw(Payload::kSa, encode_sa({kDoiIpsec, kSitIdentityOnly, {p}})),
+  props.push_back(std::move(p));
+  std::vector<RawPayload> out{raw(Payload::kSa, encode_sa({kDoiIpsec, kSitIdentityOnly, props})),
                               raw(Payload::kNonce, nonce)};
   if (dh_) out.push_back(raw(Payload::kKe, dh_->public_value()));
   // IDci is the initiator's client, IDcr the responder's.
@@ -69,7 +95,7 @@ std::vector<RawPayload> QuickMode::body(const Bytes& nonce) {
   if (!initiator_ && (resp_life_s_ || resp_life_kb_)) {
     // RFC 2407 4.6.3.1: we hold the SA to shorter lifetimes than offered.
     NotifyPayload n;
-    n.protocol = kProtoEsp;
+    n.protocol = chosen_->protocol_id();
     n.type = static_cast<std::uint16_t>(Notify::kResponderLifetime);
     core::ByteAppender{n.spi}.u32(result_.spi_in);
     n.data = lifetime_attributes(resp_life_s_, resp_life_kb_);
@@ -85,10 +111,16 @@ std::optional<Bytes> QuickMode::build() {
   if (step_ == 0) {
     // (1): every suite our proposals allow that shares the first one's PFS group.
     std::string why;
-    for (const auto& cp : cfg_.esp_proposals)
-      for (auto& s : phase2_suites(cp, cfg_.mode, cfg_.life_seconds, cfg_.life_kilobytes, why))
-        if (offered_.empty() || s.pfs == offered_.front().pfs) offered_.push_back(std::move(s));
-    if (offered_.empty()) {
+    if (!cfg_.ah_proposals.empty() && udp_mode(cfg_.mode)) {
+      fail(Notify::kNoProposalChosen, "AH cannot cross the NAT between us (its ICV covers the addresses)");
+      return std::nullopt;
+    }
+    for (auto& s : suites_of(false, cfg_.life_seconds, cfg_.life_kilobytes, why))
+      if (offered_.empty() || s.pfs == offered_.front().pfs) offered_.push_back(std::move(s));
+    if (bundle() && !offered_.empty())
+      for (auto& s : suites_of(true, cfg_.life_seconds, cfg_.life_kilobytes, why))
+        if (s.pfs == offered_.front().pfs) offered_ah_.push_back(std::move(s));
+    if (offered_.empty() || (bundle() && offered_ah_.empty())) {
       fail(Notify::kNoProposalChosen, why);
       return std::nullopt;
     }
@@ -178,25 +210,59 @@ bool QuickMode::process(ByteSpan datagram) {
                         " === " + cfg_.local_ts.to_string());
       result_.remote_ts = *ci;
       result_.local_ts = *cr;
-      std::vector<Phase2Suite> ours;
-      for (const auto& cp : cfg_.esp_proposals)
-        for (auto& s : phase2_suites(cp, cfg_.mode, 0, 0, why)) ours.push_back(std::move(s));
-      for (const auto& p : m.sa->proposals) {
-        if (p.protocol != kProtoEsp || p.spi.size() != 4 || chosen_) continue;
+      if (!cfg_.ah_proposals.empty() && udp_mode(cfg_.mode))
+        return fail(Notify::kNoProposalChosen, "AH cannot cross the NAT between us (its ICV covers the addresses)");
+      const auto ours = suites_of(false, 0, 0, why);
+      const auto ours_ah = bundle() ? suites_of(true, 0, 0, why) : std::vector<Phase2Suite>{};
+      const std::uint8_t want_proto = primary_is_ah() ? kProtoAh : kProtoEsp;
+      // The first transform of `p` (the peer's order) that is one of ours, in our mode.
+      auto pick = [&](const Proposal& p, const std::vector<Phase2Suite>& mine, std::optional<Phase2Suite>& c,
+                      std::uint8_t& number) {
         for (const auto& t : p.transforms) {
-          auto s = decode_phase2(t, why);
+          auto s = decode_phase2(t, why, p.protocol);
           if (!s || tunnel_family(s->mode) != tunnel_family(cfg_.mode)) continue;
-          for (const auto& o : ours)
-            if (same_esp(*s, o)) {
-              chosen_ = *s;
-              chosen_number_ = t.number;
-              result_.spi_out = core::load_be32(p.spi.data());
-              break;
+          for (const auto& o : mine)
+            if (same_suite(*s, o)) {
+              c = *s;
+              number = t.number;
+              return true;
             }
-          if (chosen_) break;
         }
+        return false;
+      };
+      // Proposals with one number are one offer, all of them or nothing
+      // (RFC 2408 4.2): the first offer whose protocols are exactly ours.
+      std::vector<std::uint8_t> numbers;
+      for (const auto& p : m.sa->proposals)
+        if (std::find(numbers.begin(), numbers.end(), p.number) == numbers.end()) numbers.push_back(p.number);
+      for (const auto n : numbers) {
+        const Proposal *prim = nullptr, *ahp = nullptr;
+        bool other = false;
+        for (const auto& p : m.sa->proposals) {
+          if (p.number != n) continue;
+          if (p.protocol == want_proto && !prim) prim = &p;
+          else if (bundle() && p.protocol == kProtoAh && !ahp) ahp = &p;
+          else other = true;
+        }
+        if (!prim || other || (bundle() && !ahp) || prim->spi.size() != 4 || (ahp && ahp->spi.size() != 4)) continue;
+        std::optional<Phase2Suite> c, ca;
+        std::uint8_t tn = 1, tna = 1;
+        if (!pick(*prim, ours, c, tn)) continue;
+        if (ahp && (!pick(*ahp, ours_ah, ca, tna) || ca->pfs != c->pfs)) continue;  // one KE for both
+        chosen_ = c;
+        chosen_number_ = tn;
+        chosen_ah_ = ca;
+        chosen_ah_number_ = tna;
+        chosen_prop_number_ = n;
+        result_.spi_out = core::load_be32(prim->spi.data());
+        if (ahp) result_.ah_spi_out = core::load_be32(ahp->spi.data());
+        break;
       }
-      if (!chosen_) return fail(Notify::kNoProposalChosen, "no ESP transform of the offer is configured");
+      if (!chosen_)
+        return fail(Notify::kNoProposalChosen,
+                    std::string("no offer of ") + (bundle() ? "AH and ESP" : primary_is_ah() ? "AH" : "ESP") +
+                        (tunnel_family(cfg_.mode) ? " in tunnel mode" : " in transport mode") +
+                        " with transforms we have configured");
       // An offer without a lifetime means 28800 s (RFC 2407 4.5).
       const std::uint32_t offered_s = chosen_->life_seconds ? chosen_->life_seconds : 28800;
       // The transform is echoed as offered; the SA itself lives to ours (install takes the shorter).
@@ -205,17 +271,34 @@ bool QuickMode::process(ByteSpan datagram) {
         resp_life_kb_ = cfg_.life_kilobytes;
       ni_ = m.nonce;
     } else {
-      // The initiator: one proposal, one transform, one we offered; the IDs we sent.
-      if (m.sa->proposals.size() != 1 || m.sa->proposals[0].transforms.size() != 1 ||
-          m.sa->proposals[0].spi.size() != 4)
-        return fail(Notify::kBadProposalSyntax, "message 2 must carry one ESP proposal with one transform");
-      auto s = decode_phase2(m.sa->proposals[0].transforms[0], why);
+      // The initiator: one proposal per SA (two for a bundle, one number),
+      // one transform each, one we offered; the IDs we sent.
+      const std::size_t want_n = bundle() ? 2 : 1;
+      const Proposal *prim = nullptr, *ahp = nullptr;
+      for (const auto& p : m.sa->proposals) {
+        if (p.protocol == (primary_is_ah() ? kProtoAh : kProtoEsp) && !prim) prim = &p;
+        else if (bundle() && p.protocol == kProtoAh && !ahp) ahp = &p;
+      }
+      if (m.sa->proposals.size() != want_n || !prim || (bundle() && !ahp) || prim->transforms.size() != 1 ||
+          prim->spi.size() != 4 || (ahp && (ahp->transforms.size() != 1 || ahp->spi.size() != 4 ||
+                                             ahp->number != prim->number)))
+        return fail(Notify::kBadProposalSyntax, bundle() ? "message 2 must carry an AH and an ESP proposal, one transform each"
+                                                         : "message 2 must carry one proposal with one transform");
+      auto s = decode_phase2(prim->transforms[0], why, prim->protocol);
       bool offered = false;
-      for (const auto& o : offered_) offered |= s && same_esp(*s, o);
+      for (const auto& o : offered_) offered |= s && same_suite(*s, o);
+      std::optional<Phase2Suite> sa_ah;
+      if (ahp) {
+        sa_ah = decode_phase2(ahp->transforms[0], why, kProtoAh);
+        bool ah_offered = false;
+        for (const auto& o : offered_ah_) ah_offered |= sa_ah && same_suite(*sa_ah, o);
+        offered &= ah_offered;
+      }
       if (!offered) return fail(Notify::kNoProposalChosen, "the responder chose a transform we did not offer");
       if (*ci != result_.local_ts || *cr != result_.remote_ts)
         return fail(Notify::kInvalidIdInformation, "the responder changed the client IDs");
       chosen_ = *s;
+      chosen_ah_ = sa_ah;
       for (const auto& n : m.notifies) {
         if (n.type != static_cast<std::uint16_t>(Notify::kResponderLifetime)) continue;
         std::uint32_t secs = 0;
@@ -224,8 +307,12 @@ bool QuickMode::process(ByteSpan datagram) {
         if (secs && (chosen_->life_seconds == 0 || secs < chosen_->life_seconds)) chosen_->life_seconds = secs;
         if (kb && (chosen_->life_kilobytes == 0 || kb < chosen_->life_kilobytes)) chosen_->life_kilobytes = kb;
       }
-      const auto& spi = m.sa->proposals[0].spi;
-      result_.spi_out = core::load_be32(spi.data());
+      if (chosen_ah_) {
+        chosen_ah_->life_seconds = chosen_->life_seconds;
+        chosen_ah_->life_kilobytes = chosen_->life_kilobytes;
+        result_.ah_spi_out = core::load_be32(ahp->spi.data());
+      }
+      result_.spi_out = core::load_be32(prim->spi.data());
       nr_ = m.nonce;
     }
     if (chosen_->pfs) {
@@ -251,13 +338,23 @@ bool QuickMode::finish() {
     gxy.assign(shared->span().begin(), shared->span().end());
     result_.pfs = true;
   }
-  const auto len = s.esp.keymat_len();
+  const auto len = s.keymat_len();
   const auto prf = sa_.suite.hash;
-  // KEYMAT per SA, keyed by the SPI its receiver chose (RFC 2409 5.5).
-  result_.keymat_in = keymat(prf, sa_.keys.d.span(), gxy, kProtoEsp, result_.spi_in, ni_, nr_, len);
-  result_.keymat_out = keymat(prf, sa_.keys.d.span(), gxy, kProtoEsp, result_.spi_out, ni_, nr_, len);
-  core::secure_wipe(gxy.data(), gxy.size());
+  // KEYMAT per SA, keyed by its protocol and the SPI its receiver chose (RFC 2409 5.5).
+  result_.keymat_in = keymat(prf, sa_.keys.d.span(), gxy, s.protocol_id(), result_.spi_in, ni_, nr_, len);
+  result_.keymat_out = keymat(prf, sa_.keys.d.span(), gxy, s.protocol_id(), result_.spi_out, ni_, nr_, len);
   result_.suite = s;
+  if (chosen_ah_) {
+    const auto al = chosen_ah_->keymat_len();
+    result_.ah_keymat_in = keymat(prf, sa_.keys.d.span(), gxy, kProtoAh, result_.ah_spi_in, ni_, nr_, al);
+    result_.ah_keymat_out = keymat(prf, sa_.keys.d.span(), gxy, kProtoAh, result_.ah_spi_out, ni_, nr_, al);
+    result_.ah = *chosen_ah_;
+    if (result_.ah_keymat_in.size() != al || result_.ah_keymat_out.size() != al) {
+      core::secure_wipe(gxy.data(), gxy.size());
+      return fail(Notify::kNoProposalChosen, "KEYMAT");
+    }
+  }
+  core::secure_wipe(gxy.data(), gxy.size());
   if (result_.keymat_in.size() != len || result_.keymat_out.size() != len)
     return fail(Notify::kNoProposalChosen, "KEYMAT");
   return true;

@@ -1,4 +1,7 @@
-// IKEv1 Quick Mode (RFC 2409 5.5), both roles, one ESP SA pair per exchange,
+// IKEv1 Quick Mode (RFC 2409 5.5), both roles, one ESP or AH SA pair per
+// exchange, or an AH+ESP bundle (an AH and an ESP proposal with one number,
+// RFC 2408 4.2: both SAs, each with its own SPI and KEYMAT), tunnel or
+// transport mode,
 // as one exchange object beside MainMode (strongSwan's quick_mode task):
 //
 //   Initiator                                   Responder
@@ -29,17 +32,21 @@ namespace ipsecgw::ike::v1 {
 
 struct QuickModeConfig {
   std::vector<core::Proposal> esp_proposals;  // our preference first; a DH group means PFS
+  std::vector<core::Proposal> ah_proposals;   // AH alone (no esp_proposals), or with ESP: a bundle
   core::IpRange local_ts, remote_ts;          // our side's and the peer's client networks
-  EncapMode mode = EncapMode::kTunnel;        // kUdpTunnel when NAT-T is in use
+  EncapMode mode = EncapMode::kTunnel;        // kUdpTunnel when NAT-T is in use; k(Udp)Transport
   std::uint32_t life_seconds = 3600;
   std::uint64_t life_kilobytes = 0;
   std::function<void(core::MutByteSpan)> random;  // empty: OpenSSL's DRBG
 };
 
 struct QuickModeResult {
-  Phase2Suite suite;
+  Phase2Suite suite;                      // ESP, or AH when there is no ESP
   std::uint32_t spi_in = 0, spi_out = 0;  // ours (the peer sends with it), the peer's
   core::SecureBytes keymat_in, keymat_out;
+  std::optional<Phase2Suite> ah;          // an AH+ESP bundle's AH SA
+  std::uint32_t ah_spi_in = 0, ah_spi_out = 0;
+  core::SecureBytes ah_keymat_in, ah_keymat_out;
   core::IpRange local_ts, remote_ts;      // as agreed in IDci/IDcr
   bool pfs = false;
 };
@@ -49,7 +56,9 @@ class QuickMode {
   // `sa`: the ISAKMP SA from Main Mode (its cipher carries the IV chains);
   // `message_id`: the initiator's fresh non-zero M-ID (the responder takes
   // it from message 1); `spi_in`: our inbound SPI for the new SA.
-  QuickMode(bool initiator, Phase1Sa& sa, QuickModeConfig cfg, std::uint32_t message_id, std::uint32_t spi_in);
+  // `ah_spi_in`: a bundle's inbound AH SPI.
+  QuickMode(bool initiator, Phase1Sa& sa, QuickModeConfig cfg, std::uint32_t message_id, std::uint32_t spi_in,
+            std::uint32_t ah_spi_in = 0);
 
   std::optional<Bytes> build();
   // False when the message was rejected (it does not decrypt or verify:
@@ -73,6 +82,10 @@ class QuickMode {
   Header header() const;
   std::vector<RawPayload> body(const Bytes& nonce);  // SA, nonce, [KE], IDci, IDcr
   bool finish();
+  [[nodiscard]] bool primary_is_ah() const noexcept { return cfg_.esp_proposals.empty(); }
+  [[nodiscard]] bool bundle() const noexcept { return !cfg_.esp_proposals.empty() && !cfg_.ah_proposals.empty(); }
+  // Our suites: the primary SA's (ESP, or AH alone), or (`ah_part`) a bundle's AH.
+  std::vector<Phase2Suite> suites_of(bool ah_part, std::uint32_t life_s, std::uint64_t life_kb, std::string& why) const;
 
   bool initiator_;
   Phase1Sa& sa_;
@@ -85,6 +98,10 @@ class QuickMode {
   std::vector<Phase2Suite> offered_;  // initiator: what message 1 offers
   std::optional<Phase2Suite> chosen_;
   std::uint8_t chosen_number_ = 1;
+  std::vector<Phase2Suite> offered_ah_;  // a bundle's AH part
+  std::optional<Phase2Suite> chosen_ah_;
+  std::uint8_t chosen_ah_number_ = 1;
+  std::uint8_t chosen_prop_number_ = 1;  // the responder answers with the offer's proposal number
   std::unique_ptr<DhKey> dh_;
   Bytes peer_ke_, ni_, nr_;
   std::optional<core::SecureBytes> gxy_;

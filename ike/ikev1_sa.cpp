@@ -82,9 +82,13 @@ MainModeConfig IsakmpSa::main_config(bool initial_contact) const {
 QuickModeConfig IsakmpSa::quick_config(const ChildConfig& cc) const {
   QuickModeConfig qc;
   qc.esp_proposals = cc.esp_proposals;
+  qc.ah_proposals = cc.ah_proposals;
   qc.local_ts = cc.local_ts.empty() ? core::IpRange{local_.addr, local_.addr} : cc.local_ts.front();
   qc.remote_ts = cc.remote_ts.empty() ? core::IpRange{remote_.addr, remote_.addr} : cc.remote_ts.front();
-  qc.mode = !nat() ? EncapMode::kTunnel : p1_.natt_draft ? EncapMode::kUdpTunnelDraft : EncapMode::kUdpTunnel;
+  if (cc.mode == core::SaMode::kTransport)
+    qc.mode = !nat() ? EncapMode::kTransport : p1_.natt_draft ? EncapMode::kUdpTransportDraft : EncapMode::kUdpTransport;
+  else
+    qc.mode = !nat() ? EncapMode::kTunnel : p1_.natt_draft ? EncapMode::kUdpTunnelDraft : EncapMode::kUdpTunnel;
   const std::uint32_t life = cc.life_time ? cc.life_time : cc.rekey_time + cc.rekey_time / 10;
   qc.life_seconds = life;
   qc.life_kilobytes = cc.life_bytes / 1024;
@@ -214,7 +218,7 @@ void IsakmpSa::tick(TimePoint now) {
   for (auto it = children_.begin(); it != children_.end();) {
     if (now >= it->expire_at) {
       warn(kTag, tag(), ": IPsec SA ", it->name, " reached its hard lifetime, removed");
-      informational({delete_esp({it->spi_in})});
+      informational(it->deletes());
       mgr_.host_.installer.remove(it->name);
       it = children_.erase(it);
       continue;
@@ -275,7 +279,12 @@ IkeStatus IsakmpSa::status(TimePoint now) const {
     cs.child = c.cfg->name;
     cs.spi_in = c.spi_in;
     cs.spi_out = c.spi_out;
-    cs.algorithms = c.suite.name();
+    cs.algorithms = c.algorithms();
+    cs.protocol = c.ah ? "ah+esp" : c.suite.is_ah() ? "ah" : "esp";
+    cs.mode = c.suite.mode == EncapMode::kTransport || c.suite.mode == EncapMode::kUdpTransport ||
+                      c.suite.mode == EncapMode::kUdpTransportDraft
+                  ? "transport"
+                  : "tunnel";
     cs.pfs = c.pfs;
     cs.local_ts = c.local_ts.to_string();
     cs.remote_ts = c.remote_ts.to_string();

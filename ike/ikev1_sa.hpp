@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "ike/ikev1_informational.hpp"
 #include "ike/ikev1_main_mode.hpp"
 #include "ike/ikev1_manager.hpp"
 #include "ike/ikev1_quick_mode.hpp"
@@ -80,8 +81,17 @@ struct Flight {
 struct Child {
   const ChildConfig* cfg = nullptr;
   std::string name;  // installed name: conn/child/spi_in
-  std::uint32_t spi_in = 0, spi_out = 0;
+  std::uint32_t spi_in = 0, spi_out = 0;  // ESP's, or AH's for AH alone
   Phase2Suite suite;
+  std::optional<Phase2Suite> ah;          // an AH+ESP bundle's AH SA
+  std::uint32_t ah_spi_in = 0, ah_spi_out = 0;
+  // What a DELETE names: each SA of the pair by its protocol (RFC 2408 3.15).
+  [[nodiscard]] std::vector<RawPayload> deletes() const {
+    std::vector<RawPayload> d{delete_esp({spi_in}, suite.protocol_id())};
+    if (ah) d.push_back(delete_esp({ah_spi_in}, kProtoAh));
+    return d;
+  }
+  [[nodiscard]] std::string algorithms() const { return suite.name() + (ah ? "+" + ah->name() : ""); }
   core::IpRange local_ts, remote_ts;
   TimePoint established;
   TimePoint rekey_at = TimePoint::max();
@@ -116,7 +126,7 @@ class IsakmpSa {
   // DELETE for one IPsec SA pair (by our inbound SPI), removed.
   void delete_child(std::uint32_t spi_in, const std::string& why);
   // Removes IPsec SAs whose peer-chosen (outbound) SPI the peer deleted.
-  bool remove_by_peer_spi(std::uint32_t spi_out);
+  bool remove_by_peer_spi(std::uint32_t spi_out, std::uint8_t protocol);
   // Takes over `from`'s IPsec SAs (it is being replaced or deleted).
   void adopt_children(IsakmpSa& from);
   void remove_children();

@@ -112,14 +112,14 @@ void IsakmpSa::on_informational(const Datagram& d, const Header& h, TimePoint no
         set_state(State::kDead);
         return;
       }
-    } else if (del.protocol == kProtoEsp) {
+    } else if (del.protocol == kProtoEsp || del.protocol == kProtoAh) {
       for (const auto& spi : del.spis) {
         if (spi.size() != 4) continue;
         const std::uint32_t v = core::load_be32(spi.data());
         bool found = false;
         for (auto& [k, o] : mgr_.sas_)
-          if (o->state_ == State::kEstablished && same_peer(*o)) found |= o->remove_by_peer_spi(v);
-        if (!found) debug(kTag, tag(), ": DELETE for unknown ESP SPI ", core::hex32(v));
+          if (o->state_ == State::kEstablished && same_peer(*o)) found |= o->remove_by_peer_spi(v, del.protocol);
+        if (!found) debug(kTag, tag(), ": DELETE for unknown ", del.protocol == kProtoAh ? "AH" : "ESP", " SPI ", core::hex32(v));
       }
     }
   }
@@ -132,9 +132,12 @@ bool IsakmpSa::same_peer(const IsakmpSa& o) const {
          o.p1_.peer_id.data == p1_.peer_id.data;
 }
 
-bool IsakmpSa::remove_by_peer_spi(std::uint32_t spi_out) {
+bool IsakmpSa::remove_by_peer_spi(std::uint32_t spi_out, std::uint8_t protocol) {
   for (auto it = children_.begin(); it != children_.end(); ++it) {
-    if (it->spi_out != spi_out) continue;
+    // A bundle goes with either of its SAs.
+    const bool match = (it->spi_out == spi_out && it->suite.protocol_id() == protocol) ||
+                       (it->ah && protocol == kProtoAh && it->ah_spi_out == spi_out);
+    if (!match) continue;
     info(kTag, tag(), ": IPsec SA ", it->name, " deleted by the peer");
     mgr_.host_.installer.remove(it->name);
     children_.erase(it);
@@ -147,7 +150,7 @@ void IsakmpSa::delete_child(std::uint32_t spi_in, const std::string& why) {
   for (auto it = children_.begin(); it != children_.end(); ++it) {
     if (it->spi_in != spi_in) continue;
     info(kTag, tag(), ": IPsec SA ", it->name, " deleted (", why, ")");
-    if (state_ == State::kEstablished) informational({delete_esp({spi_in})});
+    if (state_ == State::kEstablished) informational(it->deletes());
     mgr_.host_.installer.remove(it->name);
     children_.erase(it);
     return;
@@ -158,9 +161,15 @@ void IsakmpSa::delete_all(TimePoint now, const std::string& why) {
   (void)now;
   if (state_ == State::kEstablished) {
     if (!children_.empty()) {
-      std::vector<std::uint32_t> spis;
-      for (const auto& c : children_) spis.push_back(c.spi_in);
-      informational({delete_esp(spis)});
+      std::vector<std::uint32_t> esp, ah;
+      for (const auto& c : children_) {
+        (c.suite.is_ah() ? ah : esp).push_back(c.spi_in);
+        if (c.ah) ah.push_back(c.ah_spi_in);
+      }
+      std::vector<RawPayload> d;
+      if (!esp.empty()) d.push_back(delete_esp(esp, kProtoEsp));
+      if (!ah.empty()) d.push_back(delete_esp(ah, kProtoAh));
+      informational(d);
     }
     informational({delete_isakmp(p1_.cky_i, p1_.cky_r)});
     info(kTag, tag(), ": ISAKMP SA deleted (", why, ")");

@@ -19,7 +19,9 @@ bool IsakmpSa::start_quick(const ChildConfig& cc, TimePoint now, std::uint32_t r
   QuickTask t;
   t.child = &cc;
   t.rekeys = rekeys;
-  t.qm = std::make_unique<QuickMode>(true, p1_, quick_config(cc), mid, mgr_.host_.new_child_spi());
+  const bool bundle = !cc.esp_proposals.empty() && !cc.ah_proposals.empty();
+  const std::uint32_t spi = mgr_.host_.new_child_spi();
+  t.qm = std::make_unique<QuickMode>(true, p1_, quick_config(cc), mid, spi, bundle ? mgr_.host_.new_child_spi() : 0);
   auto m = t.qm->build();
   if (!m) {
     warn(kTag, tag(), ": Quick Mode for ", cc.name, " not started: ", t.qm->error());
@@ -67,12 +69,13 @@ void IsakmpSa::on_quick_mode(const Datagram& d, const Header& h, TimePoint now) 
     // client IDs. Trying one does not move the IV chain (only a verified
     // message commits it), so each child can be tried in turn.
     const std::uint32_t spi = mgr_.host_.new_child_spi();
+    const std::uint32_t ah_spi = mgr_.host_.new_child_spi();  // for a bundle's AH SA
     QuickTask best;
     bool ok = false;
     for (const auto& cc : conn_.children) {
       QuickTask t;
       t.child = &cc;
-      t.qm = std::make_unique<QuickMode>(false, p1_, quick_config(cc), h.message_id, spi);
+      t.qm = std::make_unique<QuickMode>(false, p1_, quick_config(cc), h.message_id, spi, ah_spi);
       if (t.qm->process(d.data)) {
         best = std::move(t);
         ok = true;
@@ -185,10 +188,25 @@ void IsakmpSa::quick_done(QuickTask& t, TimePoint now) {
 bool IsakmpSa::install(const QuickTask& t, TimePoint now) {
   const auto& r = t.qm->result();
   const ChildConfig& cc = *t.child;
-  const bool udp = nat() || r.suite.mode == EncapMode::kUdpTunnel || r.suite.mode == EncapMode::kUdpTunnelDraft;
+  const auto m = r.suite.mode;
+  const bool udp = nat() || (m != EncapMode::kTunnel && m != EncapMode::kTransport);
+  const bool transport = m == EncapMode::kTransport || m == EncapMode::kUdpTransport || m == EncapMode::kUdpTransportDraft;
   core::SaParams sp = child_sa_params(conn_.name, cc, r.suite.esp, local_, remote_, udp, {r.local_ts}, {r.remote_ts},
                                       r.spi_in, r.spi_out, core::SecureBytes(r.keymat_in.span()),
                                       core::SecureBytes(r.keymat_out.span()));
+  sp.mode = transport ? core::SaMode::kTransport : core::SaMode::kTunnel;
+  if (r.suite.is_ah()) {
+    sp.protocol = core::IpsecProtocol::kAh;
+    sp.ah = r.suite.ah;
+  } else if (r.ah) {
+    // AH+ESP: the ESP pair above, the AH pair beside it.
+    sp.protocol = core::IpsecProtocol::kAhEsp;
+    sp.ah = r.ah->ah;
+    sp.ah_in.spi = r.ah_spi_in;
+    sp.ah_out.spi = r.ah_spi_out;
+    sp.ah_in.keymat = core::SecureBytes(r.ah_keymat_in.span());
+    sp.ah_out.keymat = core::SecureBytes(r.ah_keymat_out.span());
+  }
   const std::string name = sp.name;
   std::string why;
   if (!mgr_.host_.installer.install(std::move(sp), why)) {
@@ -201,6 +219,9 @@ bool IsakmpSa::install(const QuickTask& t, TimePoint now) {
   ch.spi_in = r.spi_in;
   ch.spi_out = r.spi_out;
   ch.suite = r.suite;
+  ch.ah = r.ah;
+  ch.ah_spi_in = r.ah_spi_in;
+  ch.ah_spi_out = r.ah_spi_out;
   ch.local_ts = r.local_ts;
   ch.remote_ts = r.remote_ts;
   ch.established = now;
@@ -212,8 +233,10 @@ bool IsakmpSa::install(const QuickTask& t, TimePoint now) {
   children_.push_back(ch);
   ++mgr_.host_.counters.child_installed;
   mgr_.host_.child_up(conn_.name + "/" + cc.name);
-  info(kTag, tag(), ": IPsec SA ", name, " installed: ", r.suite.esp.name(), ", SPIs in ", core::hex32(r.spi_in),
-       " out ", core::hex32(r.spi_out), ", ", r.local_ts.to_string(), " === ", r.remote_ts.to_string(),
+  info(kTag, tag(), ": IPsec SA ", name, " installed: ", transport ? "transport " : "tunnel ", ch.algorithms(),
+       ", SPIs in ", core::hex32(r.spi_in), " out ", core::hex32(r.spi_out),
+       r.ah ? ", AH SPIs in " + core::hex32(r.ah_spi_in) + " out " + core::hex32(r.ah_spi_out) : std::string(), ", ",
+       r.local_ts.to_string(), " === ", r.remote_ts.to_string(),
        r.pfs ? ", PFS" : "", udp ? ", UDP-encapsulated" : "");
   return true;
 }

@@ -30,6 +30,8 @@ struct FakeInstaller : core::SaInstaller {
     core::SaMode mode = core::SaMode::kTunnel;
     core::Selectors selectors;
     core::AhTransform ah;
+    std::uint32_t ah_spi_in = 0, ah_spi_out = 0;  // AH+ESP bundles
+    core::Bytes ah_key_in, ah_key_out;
   };
   std::vector<Entry> installed;
   std::vector<std::string> removed;
@@ -39,7 +41,9 @@ struct FakeInstaller : core::SaInstaller {
     installed.push_back({p.name, p.in.spi, p.out.spi,
                          core::Bytes(p.in.keymat.span().begin(), p.in.keymat.span().end()),
                          core::Bytes(p.out.keymat.span().begin(), p.out.keymat.span().end()), p.encap, p.remote_port,
-                         p.protocol, p.mode, p.selectors, p.ah});
+                         p.protocol, p.mode, p.selectors, p.ah, p.ah_in.spi, p.ah_out.spi,
+                         core::Bytes(p.ah_in.keymat.span().begin(), p.ah_in.keymat.span().end()),
+                         core::Bytes(p.ah_out.keymat.span().begin(), p.ah_out.keymat.span().end())});
     events.push_back("+" + p.name);
     return true;
   }

@@ -674,3 +674,114 @@ TEST_CASE("IKEv1: forged and replayed messages end no exchange and create nothin
     CHECK(p.b->take_output().empty());
   }
 }
+
+namespace {
+ike::ConnectionConfig v1_child(bool a, std::vector<const char*> esp, std::vector<const char*> ah,
+                               core::SaMode mode = core::SaMode::kTunnel) {
+  auto c = conn1(a, "a long shared secret");
+  auto& ch = c.children[0];
+  ch.esp_proposals.clear();
+  for (auto* e : esp) ch.esp_proposals.push_back(prop(e));
+  std::string why;
+  for (auto* x : ah) ch.ah_proposals.push_back(*core::parse_ah_proposal(x, why));
+  ch.mode = mode;
+  if (mode == core::SaMode::kTransport) {
+    ch.local_ts.clear();
+    ch.remote_ts.clear();
+  }
+  return c;
+}
+}  // namespace
+
+TEST_CASE("IKEv1 Quick Mode: AH alone (AH transform IDs with their authentication algorithm)", "[ike][ikev1][engine][ah]") {
+  for (const char* ah : {"sha256", "sha1", "md5", "sha512-esn", "aesxcbc", "aes128gmac", "sha384-modp2048"}) {
+    INFO(ah);
+    Pair p(v1_child(true, {}, {ah}), v1_child(false, {}, {"sha512", ah}));
+    p.a->start(p.now);
+    p.pump();
+    REQUIRE(p.ia.active() == 1);
+    REQUIRE(p.ib.active() == 1);
+    check_keys_cross(p.ia, p.ib);
+    const auto& e = p.ia.installed.back();
+    CHECK(e.protocol == core::IpsecProtocol::kAh);
+    CHECK(e.key_in.size() == e.ah.keymat_len());
+    CHECK(p.b->status(p.now).at(0).children.at(0).protocol == "ah");
+  }
+}
+
+TEST_CASE("IKEv1 Quick Mode: ESP transport mode between the two hosts", "[ike][ikev1][engine][transport]") {
+  Pair p(v1_child(true, {"aes128gcm16"}, {}, core::SaMode::kTransport),
+         v1_child(false, {"aes128gcm16"}, {}, core::SaMode::kTransport));
+  p.a->start(p.now);
+  p.pump();
+  REQUIRE(p.ia.active() == 1);
+  check_keys_cross(p.ia, p.ib);
+  CHECK(p.ia.installed.back().mode == core::SaMode::kTransport);
+  CHECK(p.ib.installed.back().mode == core::SaMode::kTransport);
+  CHECK(p.a->status(p.now).at(0).children.at(0).mode == "transport");
+  SECTION("a tunnel-mode peer gets NO_PROPOSAL_CHOSEN (IKEv1 has no fallback)") {
+    auto cb = v1_child(false, {"aes128gcm16"}, {});
+    cb.children[0].local_ts = {*core::IpRange::parse("198.51.100.2/32")};
+    cb.children[0].remote_ts = {*core::IpRange::parse("198.51.100.1/32")};
+    Pair q(v1_child(true, {"aes128gcm16"}, {}, core::SaMode::kTransport), std::move(cb));
+    q.a->start(q.now);
+    q.pump();
+    CHECK(q.a->established("site-b"));
+    CHECK(q.ia.installed.empty());
+    CHECK(q.b->counters().ikev1_quick_mode_failed == 1);
+  }
+}
+
+TEST_CASE("IKEv1 Quick Mode: an AH+ESP bundle, one proposal number, two SAs each way, rekeyed and deleted",
+          "[ike][ikev1][engine][bundle]") {
+  for (auto mode : {core::SaMode::kTunnel, core::SaMode::kTransport}) {
+    INFO((mode == core::SaMode::kTunnel ? "tunnel" : "transport"));
+    auto ca = v1_child(true, {"aes128-sha256", "aes128gcm16"}, {"sha256"}, mode);
+    auto cb = v1_child(false, {"aes128gcm16"}, {"sha1", "sha256"}, mode);
+    ca.children[0].rekey_time = 60;
+    cb.children[0].rekey_time = 0;
+    Pair p(std::move(ca), std::move(cb));
+    p.a->start(p.now);
+    p.pump();
+    REQUIRE(p.ia.active() == 1);
+    REQUIRE(p.ib.active() == 1);
+    check_keys_cross(p.ia, p.ib);  // the ESP pair
+    const auto& a = p.ia.installed.back();
+    const auto& b = p.ib.installed.back();
+    CHECK(a.protocol == core::IpsecProtocol::kAhEsp);
+    CHECK(b.protocol == core::IpsecProtocol::kAhEsp);
+    CHECK(a.mode == mode);
+    CHECK(a.ah.integ == core::IntegAlg::kHmacSha256_128);
+    // The AH pair: its own SPIs and KEYMAT (protocol 2 in the KEYMAT input).
+    CHECK(a.ah_spi_in == b.ah_spi_out);
+    CHECK(a.ah_spi_out == b.ah_spi_in);
+    CHECK(a.ah_spi_in != a.spi_in);
+    CHECK(a.ah_key_in == b.ah_key_out);
+    CHECK(a.ah_key_out == b.ah_key_in);
+    CHECK(a.ah_key_in.size() == 32);
+    CHECK(a.ah_key_in != a.ah_key_out);
+    CHECK(p.a->status(p.now).at(0).children.at(0).protocol == "ah+esp");
+    p.advance(61s);  // A rekeys the bundle; the old one is deleted on both ends
+    CHECK(p.ia.installed.size() == 2);
+    CHECK(p.ib.installed.size() == 2);
+    CHECK(p.ia.active() == 1);
+    CHECK(p.ib.active() == 1);
+    CHECK(p.ib.installed.back().protocol == core::IpsecProtocol::kAhEsp);
+    p.a->shutdown(p.now);
+    p.pump();
+    CHECK(p.ib.active() == 0);
+  }
+}
+
+TEST_CASE("IKEv1 Quick Mode: a bundle offer to an ESP-only child, and ESP to a bundle child, are refused", "[ike][ikev1][engine][bundle]") {
+  for (bool bundle_initiates : {true, false}) {
+    INFO(bundle_initiates);
+    Pair p(bundle_initiates ? v1_child(true, {"aes128gcm16"}, {"sha256"}) : v1_child(true, {"aes128gcm16"}, {}),
+           bundle_initiates ? v1_child(false, {"aes128gcm16"}, {}) : v1_child(false, {"aes128gcm16"}, {"sha256"}));
+    p.a->start(p.now);
+    p.pump();
+    CHECK(p.a->established("site-b"));
+    CHECK(p.ia.installed.empty());
+    CHECK(p.ib.installed.empty());
+  }
+}
