@@ -68,24 +68,24 @@ void Engine::start(TimePoint now) {
 
 void Engine::start_connection(const ConnectionConfig& c, TimePoint now) {
   // The first child with start_action "start" comes with IKE_AUTH; IKEv2
-  // makes the others by CREATE_CHILD_SA once the IKE SA is up.
+  // makes the others by CREATE_CHILD_SA once the IKE SA is up. IKEv1 queues
+  // a Quick Mode for each on the Main Mode under way.
   IkeSa* sa = nullptr;
   bool first = true;
   for (const auto& ch : c.children) {
     if (ch.start_action != StartAction::kStart) continue;
-    if (!first) {
+    if (!first && c.version != 1) {
       if (sa) sa->tasks_.queue_child(ch);
       continue;
     }
-    first = false;
     std::string why;
     last_initiated_ = nullptr;
     if (!initiate(c.name, ch.name, now, why)) {
       error(kTag, c.name, ": cannot initiate: ", why);
       return;
     }
-    if (c.version == 1) return;  // Quick Mode: the first child
-    sa = last_initiated_;  // the IKE SA just made (owned by sas_; nothing ran since)
+    if (first && c.version != 1) sa = last_initiated_;  // the IKE SA just made (owned by sas_; nothing ran since)
+    first = false;
   }
 }
 

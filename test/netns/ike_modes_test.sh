@@ -3,7 +3,8 @@
 # tunnel: an ESP transport-mode child between the gateways' own addresses
 # (USE_TRANSPORT_MODE) beside a tunnel child narrowed to tcp/443 (traffic to
 # other ports of the same host is dropped and counted); then AH children,
-# transport and tunnel (ah_proposals). Every ESP and AH packet captured on
+# transport and tunnel (ah_proposals); then IKEv1 Quick Mode with ESP
+# transport and an AH+ESP bundle. Every ESP and AH packet captured on
 # the link is checked by scapy with the keys from gateway A's key logs:
 # ESP decrypts (transport: TCP/ICMP right after ESP; tunnel: an inner IP
 # packet to or from port 443), AH verifies. Needs root; bounded; cleans up.
@@ -35,9 +36,10 @@ write_configs() {
   "keylog": { "esp": "$WORK/esp-$side.keys", "ah": "$WORK/ah-$side.keys" },
   "connections": {
     "peer": {
+      "version": ${VERSION:-2},
       "local_addrs": ["$la"], "remote_addrs": ["$lb"],
       "local": { "auth": "psk", "id": "$lid" }, "remote": { "auth": "psk", "id": "$rid" },
-      "proposals": ["aes256gcm16-prfsha384-x25519"],
+      "proposals": ["${IKE_PROPOSAL:-aes256gcm16-prfsha384-x25519}"],
       "children": { $children }
     }
   },
@@ -55,10 +57,11 @@ start_pair() {  # start_pair CHILDREN: waits until A has that many Child SAs ins
   track_gw $! "$WORK/b.log"
   wait_for "$WORK/a.log" "gateway: up" && wait_for "$WORK/b.log" "gateway: up"
   for _ in $(seq 100); do
-    [ "$(grep -c 'Child SA .* installed' "$WORK/a.log")" -ge "$1" ] && break
+    [ "$(grep -cE '(Child|IPsec) SA .* installed' "$WORK/a.log")" -ge "$1" ] && break
     sleep 0.1
   done
-  grep -h "Child SA .* installed\|transport mode\|tunnel mode" "$WORK/a.log" "$WORK/b.log" | sed 's/^.*ike: /     /'
+  grep -h "Child SA .* installed\|IPsec SA .* installed\|transport mode\|tunnel mode" "$WORK/a.log" "$WORK/b.log" |
+    sed -E 's/^.*ike(v1)?: /     /'
 }
 
 # scapy: every ESP/AH packet in the capture, checked with A's key logs.
@@ -178,5 +181,57 @@ AHN=$(tcpdump -r "$WORK/ah.pcap" 'ip proto 51' 2>/dev/null | wc -l)
 V6=$(tcpdump -r "$WORK/ah.pcap" 'ip6' 2>/dev/null | wc -l)
 check "the link carried only AH ($AHN of $TOTAL, $V6 IPv6 link-local)" test "$TOTAL" -eq "$((AHN + V6))"
 check "scapy verifies every AH packet with the key log's keys (transport and tunnel)" verify_capture "$WORK/ah.pcap" ah
+stop_all
+
+echo "== IKEv1 Quick Mode: ESP transport between the gateways, and an AH+ESP bundle between the networks"
+VERSION=1 IKE_PROPOSAL=aes128-sha256-modp2048 write_configs \
+  '"hosts": { "mode": "transport", "esp_proposals": ["aes128gcm16"], "start_action": "start" },
+   "lan": { "local_ts": ["10.1.0.0/24"], "remote_ts": ["10.2.0.0/24"], "esp_proposals": ["aes128gcm16"],
+            "ah_proposals": ["sha256"], "start_action": "start" }' \
+  '"hosts": { "mode": "transport", "esp_proposals": ["aes128gcm16"] },
+   "lan": { "local_ts": ["10.2.0.0/24"], "remote_ts": ["10.1.0.0/24"], "esp_proposals": ["aes128gcm16"],
+            "ah_proposals": ["sha256"] }'
+check "IKEv1 configuration accepted" "$IPSECGW" check -c "$WORK/gw-a.json"
+start_pair 2
+check "A: the hosts child is an ESP transport-mode IPsec SA" grep -q "IPsec SA peer/hosts/.* installed: transport aes128gcm16" "$WORK/a.log"
+check "B: the lan child is an AH+ESP bundle" grep -q "IPsec SA peer/lan/.* installed: tunnel aes128gcm16+ah-sha256" "$WORK/b.log"
+ip netns exec "$NS-gb" timeout 60 tcpdump -i "$NS-w1" -U --immediate-mode -w "$WORK/v1.pcap" not arp 2>/dev/null &
+DUMP=$!
+sleep 1
+check "IKEv1 transport: TCP 1 MB A -> B, SHA-256 matches" tcp_transfer "$NS-ga" 198.51.100.2 "$NS-gb" 1000000
+check "IKEv1 bundle: TCP 1 MB host A -> host B, SHA-256 matches" tcp_transfer "$NS-ha" 10.2.0.2 "$NS-hb" 1000000
+check "IKEv1 bundle: ping host B -> host A" ip netns exec "$NS-hb" ping -c 3 -i 0.2 -W 2 -q 10.1.0.2
+sleep 0.5
+kill "$DUMP"; wait "$DUMP" 2>/dev/null
+check "scapy: transport ESP decrypts; each bundle packet's AH verifies and its ESP decrypts (key logs)" \
+  ip netns exec "$NS-ga" $PY - "$WORK/v1.pcap" "$WORK/esp-a.keys" "$WORK/ah-a.keys" <<'PYEOF'
+import csv, sys
+from scapy.all import rdpcap, IP, TCP, ICMP
+from scapy.layers.ipsec import AH, ESP, SecurityAssociation
+esp = {int(r[3], 16): bytes.fromhex(r[5][2:]) for r in csv.reader(open(sys.argv[2]))}
+ah = {int(r[3], 16): bytes.fromhex(r[5][2:]) for r in csv.reader(open(sys.argv[3]))}
+tr = bundle = 0
+for p in rdpcap(sys.argv[1]):
+    if IP not in p:
+        continue
+    ip = IP(bytes(p[IP]))
+    if AH in ip:
+        a = SecurityAssociation(AH, spi=ip[AH].spi, auth_algo="SHA2-256-128", auth_key=ah[ip[AH].spi])
+        assert ip[AH].nh == 50
+        inner = IP(bytes(a.decrypt(ip)))  # raises on a bad ICV
+        e = SecurityAssociation(ESP, spi=inner[ESP].spi, crypt_algo="AES-GCM", crypt_key=esp[inner[ESP].spi],
+                                crypt_icv_size=16, tunnel_header=IP(src=ip.src, dst=ip.dst))
+        q = e.decrypt(inner)
+        assert q.src.startswith("10.") and q.dst.startswith("10."), q.summary()
+        bundle += 1
+    elif ESP in ip:
+        e = SecurityAssociation(ESP, spi=ip[ESP].spi, crypt_algo="AES-GCM", crypt_key=esp[ip[ESP].spi],
+                                crypt_icv_size=16)
+        q = e.decrypt(ip)
+        assert q.proto in (1, 6) and {q.src, q.dst} == {"198.51.100.1", "198.51.100.2"}, q.summary()
+        tr += 1
+print(f"     {tr} transport ESP packets decrypted, {bundle} bundle packets verified (AH) and decrypted (ESP)")
+assert tr > 200 and bundle > 200, (tr, bundle)
+PYEOF
 stop_all
 test_finish
