@@ -142,6 +142,8 @@ LoadResult parse_config(std::string_view text) {
     if (!spis.insert(sa.in.spi).second) {
       w.error("$.manual." + sa.name + ".in.spi", "is used by another SA");
     }
+    if (sa.protocol == core::IpsecProtocol::kAhEsp && !spis.insert(sa.ah_in.spi).second)
+      w.error("$.manual." + sa.name + ".in.ah_spi", "is used by another SA");
   }
   if (auto it = doc.find("policies"); it != doc.end()) {
     if (!it->is_array()) {

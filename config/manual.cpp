@@ -365,6 +365,16 @@ void parse_manual_sa(Walker& w, const std::string& name, const json& sa, const s
   ok &= parse_direction(w, sa, path, "in", want, p.in, bundle ? &ah_want : nullptr, &p.ah_in);
   if (bundle && ok && (p.out.spi == p.ah_out.spi || p.in.spi == p.ah_in.spi))
     w.error(path + ".in", "the AH and ESP SAs of a bundle need SPIs of their own"), ok = false;
+  // One key for two SAs would give two packets one nonce (AES-GCM/GMAC/CTR:
+  // the IV is the sequence number) or let one SA's packets pass as the other's.
+  auto same = [](const core::SaDirection& a, const core::SaDirection& b) {
+    return a.keymat.size() == b.keymat.size() && a.keymat.size() > 0 && core::ct_equal(a.keymat.span(), b.keymat.span());
+  };
+  if (ok && same(p.out, p.in)) w.error(path + ".in.key", "is the same as out.key: each direction needs its own"), ok = false;
+  if (ok && bundle && same(p.ah_out, p.ah_in))
+    w.error(path + ".in.ah_key", "is the same as out.ah_key: each direction needs its own"), ok = false;
+  if (ok && bundle && (same(p.out, p.ah_out) || same(p.in, p.ah_in)))
+    w.error(path + ".out.ah_key", "is the same as the ESP key: AH and ESP need keys of their own"), ok = false;
   if (ok) out.push_back(std::move(p));
 }
 

@@ -224,10 +224,15 @@ GmacMac::~GmacMac() {
 }
 
 void GmacMac::set_iv(ByteSpan iv8) noexcept {
-  if (iv8.size() == 8) std::memcpy(nonce_ + 4, iv8.data(), 8);
+  iv_set_ = iv8.size() == 8;
+  if (iv_set_) std::memcpy(nonce_ + 4, iv8.data(), 8);
 }
 
-bool GmacMac::begin() noexcept { return EVP_EncryptInit_ex(ctx_, nullptr, nullptr, nullptr, nonce_) == 1; }
+bool GmacMac::begin() noexcept {
+  if (!iv_set_) return false;
+  iv_set_ = false;
+  return EVP_EncryptInit_ex(ctx_, nullptr, nullptr, nullptr, nonce_) == 1;
+}
 
 bool GmacMac::update(ByteSpan data) noexcept {
   int outl = 0;
@@ -249,6 +254,7 @@ bool GmacMac::one_shot(ByteSpan nonce12, ByteSpan data, MutByteSpan tag) noexcep
   std::uint8_t saved[12];
   std::memcpy(saved, nonce_, 12);
   std::memcpy(nonce_, nonce12.data(), 12);
+  iv_set_ = true;
   const bool ok = begin() && update(data) && finish(tag);
   std::memcpy(nonce_, saved, 12);
   return ok;

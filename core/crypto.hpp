@@ -142,6 +142,7 @@ class GmacMac final : public Mac {
   GmacMac() = default;
   EVP_CIPHER_CTX* ctx_ = nullptr;
   std::uint8_t nonce_[12] = {};
+  bool iv_set_ = false;  // begin() needs a fresh IV each time (never the last one again)
 };
 
 // Unpredictable CBC IVs without a DRBG call per packet: the IV is the

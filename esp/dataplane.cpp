@@ -33,8 +33,10 @@ DataPlane::DataPlane(std::vector<core::StaticPolicy> policies)
 
 bool DataPlane::install(core::SaParams params, std::string& why) {
   std::lock_guard lock(mutex_);
-  if (auto o = spi_owner_.find(params.in.spi); o != spi_owner_.end() && o->second != params.name) {
-    why = "inbound SPI " + core::spi_hex(params.in.spi) + " is already used by " + o->second;
+  // Inbound packets find an SA by this SPI (a bundle: its AH SA's).
+  const std::uint32_t key = params.protocol == core::IpsecProtocol::kAhEsp ? params.ah_in.spi : params.in.spi;
+  if (auto o = spi_owner_.find(key); o != spi_owner_.end() && o->second != params.name) {
+    why = "inbound SPI " + core::spi_hex(key) + " is already used by " + o->second;
     return false;
   }
   auto in = std::shared_ptr<InboundSa>(InboundSa::create(params, why));
@@ -45,7 +47,7 @@ bool DataPlane::install(core::SaParams params, std::string& why) {
     spi_owner_.erase(it->second.in->spi());
     retire(std::move(it->second));
   }
-  spi_owner_[params.in.spi] = params.name;
+  spi_owner_[key] = params.name;
   sas_[params.name] = Installed{std::move(out), std::move(in), ++installs_, params.standby};
   publish();
   core::log::info("esp", "installed SA ", params.name, " ", params.transform.name(), " out ",

@@ -550,8 +550,13 @@ Drop InboundSa::open_ah(core::Packet& pkt, bool bundle) noexcept {
   const std::uint8_t next_header = ah[0];
   if (next_header == core::ipproto::kNoNext) return Drop::kDummy;
   if (bundle) {
-    // AH+ESP: what AH protected must be the ESP packet; it goes on alone.
+    // AH+ESP: what AH protected must be the ESP packet, between the SA's
+    // own addresses (AH is in transport mode over them); it goes on alone.
     if (next_header != core::ipproto::kEsp) return Drop::kPolicyMismatch;
+    const std::uint8_t* h = pkt.data();
+    const auto src = v6 ? core::IpAddress::v6(core::ByteSpan(h + 8, 16)) : core::IpAddress::v4(core::ByteSpan(h + 12, 4));
+    const auto dst = v6 ? core::IpAddress::v6(core::ByteSpan(h + 24, 16)) : core::IpAddress::v4(core::ByteSpan(h + 16, 4));
+    if (src != params_.remote_addr || dst != params_.local_addr) return Drop::kPolicyMismatch;
     pkt.off += ah_off + al;
     pkt.len = total - ah_off - al;
     return Drop::kNone;

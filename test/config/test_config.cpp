@@ -465,14 +465,14 @@ TEST_CASE("the manual AH and AH+ESP bundle SAs of issue 12 load as written", "[c
       "local_addr": "198.51.100.1", "remote_addr": "198.51.100.2",
       "mode": "transport", "protocol": "ah", "ah": "sha256", "encap": "none",
       "out": { "spi": "0x00003001", "key": ")" + k32 + R"(" },
-      "in":  { "spi": "0x00004001", "key": ")" + k32 + R"(" }
+      "in":  { "spi": "0x00004001", "key": ")" + std::string(64, 'e') + R"(" }
     },
     "lan-bundle": {
       "local_addr": "198.51.100.1", "remote_addr": "198.51.100.2",
       "local_ts": ["10.1.0.0/24"], "remote_ts": ["10.2.0.0/24"],
       "mode": "tunnel", "protocol": "ah+esp", "esp": "aes128-sha256", "ah": "sha256", "encap": "none",
       "out": { "spi": "0x00005001", "key": ")" + std::string(96, 'c') + R"(", "ah_spi": "0x00005002", "ah_key": ")" + k32 + R"(" },
-      "in":  { "spi": "0x00006001", "key": ")" + std::string(96, 'd') + R"(", "ah_spi": "0x00006002", "ah_key": ")" + k32 + R"(" }
+      "in":  { "spi": "0x00006001", "key": ")" + std::string(96, 'd') + R"(", "ah_spi": "0x00006002", "ah_key": ")" + std::string(64, 'f') + R"(" }
     }
   }
 })");
@@ -492,6 +492,15 @@ TEST_CASE("the manual AH and AH+ESP bundle SAs of issue 12 load as written", "[c
   auto bad = doc;
   bad["manual"]["lan-bundle"]["out"].erase("ah_key");
   CHECK(has_error(config::parse_config(bad.dump()), "$.manual.lan-bundle.out.ah_key", "required"));
+  bad = doc;
+  bad["manual"]["lan-bundle"]["in"]["ah_key"] = k32;  // out.ah_key again
+  CHECK(has_error(config::parse_config(bad.dump()), "$.manual.lan-bundle.in.ah_key", "each direction needs its own"));
+  bad = doc;
+  bad["manual"]["host-ah"]["in"]["key"] = k32;
+  CHECK(has_error(config::parse_config(bad.dump()), "$.manual.host-ah.in.key", "each direction needs its own"));
+  bad = doc;
+  bad["manual"]["lan-bundle"]["in"]["ah_spi"] = "0x00004001";  // host-ah's inbound SPI
+  CHECK(has_error(config::parse_config(bad.dump()), "$.manual.lan-bundle.in.ah_spi", "used by another SA"));
   bad = doc;
   bad["manual"]["lan-bundle"]["encap"] = "udp";
   CHECK(has_error(config::parse_config(bad.dump()), "$.manual.lan-bundle.encap", "cannot be UDP"));
