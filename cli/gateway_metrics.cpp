@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "core/log.hpp"
@@ -82,6 +83,20 @@ std::string Gateway::prometheus() {
   o << "ipsecgw_ike_sas " << st["active_ike_sas"] << "\n";
   metric("ipsecgw_child_sas", "gauge", "Installed Child SAs (negotiated and manual).");
   o << "ipsecgw_child_sas " << st["active_child_sas"] << "\n";
+  {
+    // By protocol and mode: ESP, AH and AH+ESP bundles, tunnel and transport.
+    std::map<std::pair<std::string, std::string>, int> kinds;
+    for (const auto* proto : {"esp", "ah", "ah+esp"})
+      for (const auto* mode : {"tunnel", "transport"}) kinds[{proto, mode}] = 0;
+    for (const auto& out : dp_->snapshot()->outbound) {
+      const auto& p = out->params();
+      const char* proto = p.protocol == core::IpsecProtocol::kEsp ? "esp" : p.protocol == core::IpsecProtocol::kAh ? "ah" : "ah+esp";
+      ++kinds[{proto, p.mode == core::SaMode::kTransport ? "transport" : "tunnel"}];
+    }
+    metric("ipsecgw_child_sas_by_kind", "gauge", "Installed SA pairs by protocol (esp, ah, ah+esp) and mode.");
+    for (const auto& [k, n] : kinds)
+      o << "ipsecgw_child_sas_by_kind{protocol=\"" << k.first << "\",mode=\"" << k.second << "\"} " << n << "\n";
+  }
   metric("ipsecgw_bytes_total", "counter", "Bytes protected (out) and received (in).");
   o << "ipsecgw_bytes_total{direction=\"out\"} " << st["bytes_out"] << "\n";
   o << "ipsecgw_bytes_total{direction=\"in\"} " << st["bytes_in"] << "\n";

@@ -103,6 +103,9 @@ metrics "$NS-ga" > "$WORK/metrics.txt"
 metrics "$NS-gb" > "$WORK/metrics-b.txt"
 check "metrics: one IKE SA" grep -qx "ipsecgw_ike_sas 1" "$WORK/metrics.txt"
 check "metrics: the connection is up" grep -qx 'ipsecgw_connection_up{connection="peer"} 1' "$WORK/metrics.txt"
+check "metrics: the SA pair counted as an ESP tunnel, no AH or transport" \
+  bash -c "grep -qE '^ipsecgw_child_sas_by_kind\{protocol=\"esp\",mode=\"tunnel\"\} [1-9]' '$WORK/metrics.txt' &&
+           grep -qx 'ipsecgw_child_sas_by_kind{protocol=\"ah\",mode=\"transport\"} 0' '$WORK/metrics.txt'"
 b_replays=$(jq_py "$B" stats "r['replay_drops']")
 check "metrics: B (which dropped the replayed packet) shows the same replay drops as its stats ($b_replays)" \
   bash -c "[ '$b_replays' -ge 1 ] && grep -qx 'ipsecgw_drops_total{reason=\"replay\"} $b_replays' '$WORK/metrics-b.txt'"
