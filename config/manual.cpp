@@ -306,8 +306,8 @@ void parse_manual_sa(Walker& w, const std::string& name, const json& sa, const s
           .value_or(core::kDefaultReplayWindow);
 
   KeySpec want, ah_want;
-  if (p.protocol == core::IpsecProtocol::kAhEsp) {
-    // ESP as below, AH's algorithm and keys beside it.
+  if (p.protocol != core::IpsecProtocol::kEsp) {
+    // AH's algorithm (alone, or beside ESP's in a bundle); its key is the integrity key alone.
     if (auto ah = w.string(sa, path, "ah", true)) {
       std::string why;
       auto t = core::single_ah_transform(*ah, why);
@@ -327,19 +327,7 @@ void parse_manual_sa(Walker& w, const std::string& name, const json& sa, const s
       w.error(path + ".esp", "an AH SA has no encryption; name its integrity algorithm in \"ah\"");
       ok = false;
     }
-    if (auto ah = w.string(sa, path, "ah", true)) {
-      std::string why;
-      auto t = core::single_ah_transform(*ah, why);
-      if (!t) {
-        w.error(path + ".ah", "'" + *ah + "': " + why);
-        ok = false;
-      } else {
-        p.ah = *t;
-        want = {t->keymat_len(), "AH " + t->name() + " (the integrity key alone)"};
-      }
-    } else {
-      ok = false;
-    }
+    want = ah_want;
   } else {
     if (sa.contains("ah") && p.protocol == core::IpsecProtocol::kEsp) {
       w.error(path + ".ah", "only for \"protocol\": \"ah\" or \"ah+esp\"");

@@ -119,14 +119,25 @@ std::string Phase2Suite::name() const {
   return s;
 }
 
+namespace {
+// A proposal's PFS groups (none: no PFS) and ESN choices (none: off).
+std::vector<std::optional<core::DhGroup>> groups_of(const core::Proposal& p) {
+  std::vector<std::optional<core::DhGroup>> groups(p.dh.begin(), p.dh.end());
+  if (groups.empty()) groups.emplace_back(std::nullopt);
+  return groups;
+}
+std::vector<bool> esns_of(const core::Proposal& p) {
+  std::vector<bool> esns(p.esn.begin(), p.esn.end());
+  if (esns.empty()) esns.push_back(false);
+  return esns;
+}
+}  // namespace
+
 std::vector<Phase2Suite> phase2_suites(const core::Proposal& p, EncapMode mode, std::uint32_t life_seconds,
                                        std::uint64_t life_kilobytes, std::string& why) {
   std::vector<Phase2Suite> out;
-  std::vector<std::optional<core::DhGroup>> groups;
-  for (auto g : p.dh) groups.emplace_back(g);
-  if (groups.empty()) groups.emplace_back(std::nullopt);
-  std::vector<bool> esns(p.esn.begin(), p.esn.end());
-  if (esns.empty()) esns.push_back(false);
+  const auto groups = groups_of(p);
+  const auto esns = esns_of(p);
   for (const auto& e : p.enc) {
     if (!transform_id(e.alg)) continue;
     std::vector<core::IntegAlg> integs;
@@ -151,11 +162,8 @@ std::vector<Phase2Suite> phase2_suites(const core::Proposal& p, EncapMode mode, 
 std::vector<Phase2Suite> ah_suites(const core::Proposal& p, EncapMode mode, std::uint32_t life_seconds,
                                    std::uint64_t life_kilobytes, std::string& why) {
   std::vector<Phase2Suite> out;
-  std::vector<std::optional<core::DhGroup>> groups;
-  for (auto g : p.dh) groups.emplace_back(g);
-  if (groups.empty()) groups.emplace_back(std::nullopt);
-  std::vector<bool> esns(p.esn.begin(), p.esn.end());
-  if (esns.empty()) esns.push_back(false);
+  const auto groups = groups_of(p);
+  const auto esns = esns_of(p);
   for (auto i : p.integ) {
     if (!ah_transform_id(i)) continue;
     for (const auto& g : groups)
