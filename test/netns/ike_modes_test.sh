@@ -4,7 +4,8 @@
 # (USE_TRANSPORT_MODE) beside a tunnel child narrowed to tcp/443 (traffic to
 # other ports of the same host is dropped and counted); then AH children,
 # transport and tunnel (ah_proposals); then IKEv1 Quick Mode with ESP
-# transport and an AH+ESP bundle. Every ESP and AH packet captured on
+# transport and an AH+ESP bundle, and with AH alone (transport, and a GMAC
+# tunnel). Every ESP and AH packet captured on
 # the link is checked by scapy with the keys from gateway A's key logs:
 # ESP decrypts (transport: TCP/ICMP right after ESP; tunnel: an inner IP
 # packet to or from port 443), AH verifies. Needs root; bounded; cleans up.
@@ -233,5 +234,26 @@ for p in rdpcap(sys.argv[1]):
 print(f"     {tr} transport ESP packets decrypted, {bundle} bundle packets verified (AH) and decrypted (ESP)")
 assert tr > 200 and bundle > 200, (tr, bundle)
 PYEOF
+stop_all
+
+echo "== IKEv1 Quick Mode: AH alone, transport between the gateways and tunnel (AES-GMAC) between the networks"
+VERSION=1 IKE_PROPOSAL=aes128-sha256-modp2048 write_configs \
+  '"hosts": { "mode": "transport", "ah_proposals": ["sha256"], "start_action": "start" },
+   "lan": { "local_ts": ["10.1.0.0/24"], "remote_ts": ["10.2.0.0/24"], "ah_proposals": ["aes256gmac"], "start_action": "start" }' \
+  '"hosts": { "mode": "transport", "ah_proposals": ["sha256"] },
+   "lan": { "local_ts": ["10.2.0.0/24"], "remote_ts": ["10.1.0.0/24"], "ah_proposals": ["aes256gmac"] }'
+start_pair 2
+check "A: IKEv1 AH transport and AH tunnel (GMAC) IPsec SAs" \
+  bash -c "grep -q 'IPsec SA peer/hosts/.* installed: transport ah-sha256' '$WORK/a.log' &&
+           grep -q 'IPsec SA peer/lan/.* installed: tunnel ah-aes256gmac' '$WORK/a.log'"
+ip netns exec "$NS-gb" timeout 60 tcpdump -i "$NS-w1" -U --immediate-mode -w "$WORK/v1ah.pcap" not arp 2>/dev/null &
+DUMP=$!
+sleep 1
+check "IKEv1 AH transport: TCP 1 MB A -> B, SHA-256 matches" tcp_transfer "$NS-ga" 198.51.100.2 "$NS-gb" 1000000
+check "IKEv1 AH tunnel: TCP 1 MB host A -> host B, SHA-256 matches" tcp_transfer "$NS-ha" 10.2.0.2 "$NS-hb" 1000000
+sleep 0.5
+kill "$DUMP"; wait "$DUMP" 2>/dev/null
+check "scapy verifies every IKEv1 AH packet with the key log's keys (HMAC by scapy, GMAC by python3-cryptography)" \
+  verify_capture "$WORK/v1ah.pcap" ah
 stop_all
 test_finish
