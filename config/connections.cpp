@@ -184,8 +184,13 @@ void check_ikev1(Walker& w, const json& cj, const std::string& path, const ike::
     for (const auto& p : ch.ah_proposals) na += ike::v1::ah_suites(p, ike::v1::EncapMode::kTunnel, 0, 0, why).size();
     if (na == 0 && !ch.ah_proposals.empty())
       w.error(cp + ".ah_proposals", "no proposal is possible in IKEv1 Quick Mode (" + why + ")");
-    if (ch.ts_proto || !ch.local_ports.any() || !ch.remote_ports.any())
-      w.error(cp + ".local_ts", "protocol/port selectors in IKEv1 Quick Mode are not implemented yet" + v);
+    // IKEv1 client IDs carry one port each (RFC 2407 4.6.2), or any.
+    for (const bool local : {true, false}) {
+      const auto& pr = local ? ch.local_ports : ch.remote_ports;
+      if (!pr.any() && pr.lo != pr.hi)
+        w.error(cp + (local ? ".local_ts" : ".remote_ts"),
+                "IKEv1 Quick Mode carries one port per side, not the range " + pr.to_string() + v);
+    }
     std::size_t n = 0;
     for (const auto& p : ch.esp_proposals)
       n += ike::v1::phase2_suites(p, ike::v1::EncapMode::kTunnel, 0, 0, why).size();

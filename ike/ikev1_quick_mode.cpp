@@ -33,6 +33,9 @@ QuickMode::QuickMode(bool initiator, Phase1Sa& sa, QuickModeConfig cfg, std::uin
   result_.ah_spi_in = ah_spi_in;
   result_.local_ts = cfg_.local_ts;
   result_.remote_ts = cfg_.remote_ts;
+  result_.proto = cfg_.proto;
+  result_.local_port = cfg_.local_port;
+  result_.remote_port = cfg_.remote_port;
 }
 
 void QuickMode::random(core::MutByteSpan out) {
@@ -90,8 +93,10 @@ std::vector<RawPayload> QuickMode::body(const Bytes& nonce) {
   // IDci is the initiator's client, IDcr the responder's.
   const auto& ci = initiator_ ? result_.local_ts : result_.remote_ts;
   const auto& cr = initiator_ ? result_.remote_ts : result_.local_ts;
-  out.push_back(raw(Payload::kId, encode_id(IdPayload::from_range(ci))));
-  out.push_back(raw(Payload::kId, encode_id(IdPayload::from_range(cr))));
+  const auto ci_port = initiator_ ? result_.local_port : result_.remote_port;
+  const auto cr_port = initiator_ ? result_.remote_port : result_.local_port;
+  out.push_back(raw(Payload::kId, encode_id(IdPayload::from_range(ci, result_.proto, ci_port))));
+  out.push_back(raw(Payload::kId, encode_id(IdPayload::from_range(cr, result_.proto, cr_port))));
   if (!initiator_ && (resp_life_s_ || resp_life_kb_)) {
     // RFC 2407 4.6.3.1: we hold the SA to shorter lifetimes than offered.
     NotifyPayload n;
@@ -208,6 +213,20 @@ bool QuickMode::process(ByteSpan datagram) {
         return fail(Notify::kInvalidIdInformation,
                     ci->to_string() + " === " + cr->to_string() + " is not within " + cfg_.remote_ts.to_string() +
                         " === " + cfg_.local_ts.to_string());
+      // Protocol and ports (RFC 2407 4.6.2): one protocol for both IDs, no
+      // port without one, and within ours (the peer may name less, not more).
+      const auto& idi = m.ids[0];
+      const auto& idr = m.ids[1];
+      if (idi.protocol != idr.protocol || (idi.protocol == 0 && (idi.port || idr.port)) ||
+          (cfg_.proto && idi.protocol != cfg_.proto) || (cfg_.remote_port && idi.port != cfg_.remote_port) ||
+          (cfg_.local_port && idr.port != cfg_.local_port))
+        return fail(Notify::kInvalidIdInformation,
+                    "client IDs for protocol " + std::to_string(idi.protocol) + " ports " + std::to_string(idi.port) +
+                        "/" + std::to_string(idr.port) + " are not within protocol " + std::to_string(cfg_.proto) +
+                        " ports " + std::to_string(cfg_.remote_port) + "/" + std::to_string(cfg_.local_port));
+      result_.proto = idi.protocol;
+      result_.remote_port = idi.port;
+      result_.local_port = idr.port;
       result_.remote_ts = *ci;
       result_.local_ts = *cr;
       if (!cfg_.ah_proposals.empty() && udp_mode(cfg_.mode))
@@ -295,7 +314,9 @@ bool QuickMode::process(ByteSpan datagram) {
         offered &= ah_offered;
       }
       if (!offered) return fail(Notify::kNoProposalChosen, "the responder chose a transform we did not offer");
-      if (*ci != result_.local_ts || *cr != result_.remote_ts)
+      if (*ci != result_.local_ts || *cr != result_.remote_ts || m.ids[0].protocol != result_.proto ||
+          m.ids[1].protocol != result_.proto || m.ids[0].port != result_.local_port ||
+          m.ids[1].port != result_.remote_port)
         return fail(Notify::kInvalidIdInformation, "the responder changed the client IDs");
       chosen_ = *s;
       chosen_ah_ = sa_ah;

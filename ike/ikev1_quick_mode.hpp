@@ -34,6 +34,8 @@ struct QuickModeConfig {
   std::vector<core::Proposal> esp_proposals;  // our preference first; a DH group means PFS
   std::vector<core::Proposal> ah_proposals;   // AH alone (no esp_proposals), or with ESP: a bundle
   core::IpRange local_ts, remote_ts;          // our side's and the peer's client networks
+  std::uint8_t proto = 0;                     // the client IDs' protocol, 0: any
+  std::uint16_t local_port = 0, remote_port = 0;  // one port per ID (RFC 2407 4.6.2), 0: any
   EncapMode mode = EncapMode::kTunnel;        // kUdpTunnel when NAT-T is in use; k(Udp)Transport
   std::uint32_t life_seconds = 3600;
   std::uint64_t life_kilobytes = 0;
@@ -48,6 +50,8 @@ struct QuickModeResult {
   std::uint32_t ah_spi_in = 0, ah_spi_out = 0;
   core::SecureBytes ah_keymat_in, ah_keymat_out;
   core::IpRange local_ts, remote_ts;      // as agreed in IDci/IDcr
+  std::uint8_t proto = 0;
+  std::uint16_t local_port = 0, remote_port = 0;
   bool pfs = false;
 };
 

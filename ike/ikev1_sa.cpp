@@ -83,6 +83,9 @@ QuickModeConfig IsakmpSa::quick_config(const ChildConfig& cc) const {
   QuickModeConfig qc;
   qc.esp_proposals = cc.esp_proposals;
   qc.ah_proposals = cc.ah_proposals;
+  qc.proto = cc.ts_proto;
+  qc.local_port = cc.local_ports.any() ? 0 : cc.local_ports.lo;
+  qc.remote_port = cc.remote_ports.any() ? 0 : cc.remote_ports.lo;
   qc.local_ts = cc.local_ts.empty() ? core::IpRange{local_.addr, local_.addr} : cc.local_ts.front();
   qc.remote_ts = cc.remote_ts.empty() ? core::IpRange{remote_.addr, remote_.addr} : cc.remote_ts.front();
   if (cc.mode == core::SaMode::kTransport)

@@ -195,6 +195,12 @@ bool IsakmpSa::install(const QuickTask& t, TimePoint now) {
                                       r.spi_in, r.spi_out, core::SecureBytes(r.keymat_in.span()),
                                       core::SecureBytes(r.keymat_out.span()));
   sp.mode = transport ? core::SaMode::kTransport : core::SaMode::kTunnel;
+  // What the client IDs agreed, no wider: protocol and ports too. Only a
+  // configured one leaves the rest between transport hosts in the clear.
+  sp.selectors.proto = r.proto;
+  if (r.local_port) sp.selectors.local_ports = {r.local_port, r.local_port};
+  if (r.remote_port) sp.selectors.remote_ports = {r.remote_port, r.remote_port};
+  sp.clear_outside_selectors = cc.ts_proto != 0 || !cc.local_ports.any() || !cc.remote_ports.any();
   if (r.suite.is_ah()) {
     sp.protocol = core::IpsecProtocol::kAh;
     sp.ah = r.suite.ah;

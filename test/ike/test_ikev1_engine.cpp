@@ -785,3 +785,45 @@ TEST_CASE("IKEv1 Quick Mode: a bundle offer to an ESP-only child, and ESP to a b
     CHECK(p.ib.installed.empty());
   }
 }
+
+TEST_CASE("IKEv1 Quick Mode: client IDs with protocol and port, installed no wider", "[ike][ikev1][engine][ts]") {
+  auto ca = conn1(true, "a long shared secret");
+  auto cb = conn1(false, "a long shared secret");
+  ca.children[0].ts_proto = 6;
+  ca.children[0].remote_ports = {443, 443};  // A: 10.1.0.0/24[tcp] === 10.2.0.0/24[tcp/443]
+  cb.children[0].ts_proto = 6;
+  cb.children[0].local_ports = {443, 443};
+  Pair p(std::move(ca), std::move(cb));
+  p.a->start(p.now);
+  p.pump();
+  REQUIRE(p.ia.active() == 1);
+  REQUIRE(p.ib.active() == 1);
+  check_keys_cross(p.ia, p.ib);
+  CHECK(p.ia.installed.back().selectors.proto == 6);
+  CHECK(p.ia.installed.back().selectors.remote_ports == core::PortRange{443, 443});
+  CHECK(p.ia.installed.back().selectors.local_ports.any());
+  CHECK(p.ib.installed.back().selectors.local_ports == core::PortRange{443, 443});
+  SECTION("a peer asking for more than the responder's child allows is refused") {
+    auto wa = conn1(true, "a long shared secret");  // any protocol
+    auto wb = conn1(false, "a long shared secret");
+    wb.children[0].ts_proto = 6;
+    wb.children[0].local_ports = {443, 443};
+    Pair q(std::move(wa), std::move(wb));
+    q.a->start(q.now);
+    q.pump();
+    CHECK(q.a->established("site-b"));
+    CHECK(q.ib.installed.empty());
+    CHECK(q.b->counters().ikev1_quick_mode_failed == 1);
+  }
+  SECTION("a narrower peer is taken as it asks (udp/53 inside any protocol)") {
+    auto na = conn1(true, "a long shared secret");
+    na.children[0].ts_proto = 17;
+    na.children[0].remote_ports = {53, 53};
+    Pair q(std::move(na), conn1(false, "a long shared secret"));
+    q.a->start(q.now);
+    q.pump();
+    REQUIRE(q.ib.active() == 1);
+    CHECK(q.ib.installed.back().selectors.proto == 17);
+    CHECK(q.ib.installed.back().selectors.local_ports == core::PortRange{53, 53});
+  }
+}
