@@ -78,6 +78,8 @@ gw=$(drive)
 stop_all
 echo "ipsecgw responder:    $gw"
 
+if [ -n "${ONLY_IPSECGW:-}" ]; then exit 0; fi  # profiling ipsecgw alone (RESPONDER_WRAP="perf record ...")
+
 # --- strongSwan as responder
 mkdir -p "$WORK/run"
 cat > "$WORK/strongswan.conf" <<CONF

@@ -56,7 +56,6 @@ bool drop_capabilities(std::string& why) {
 }
 
 namespace {
-constexpr std::size_t kBatch = 64;
 
 // The SPD's trap policies: one per child with start_action "trap".
 std::vector<core::Policy> trap_policies(const std::vector<ike::ConnectionConfig>& conns) {
@@ -76,7 +75,6 @@ std::vector<core::Policy> trap_policies(const std::vector<ike::ConnectionConfig>
   }
   return traps;
 }
-constexpr int kPollMs = 200;  // how quickly a worker notices stop_
 
 void add_to(nlohmann::json& j, const core::TrafficCounters& c) {
   auto add = [&](const char* k, std::uint64_t v) { j[k] = j.value(k, std::uint64_t{0}) + v; };
@@ -106,7 +104,9 @@ Gateway::~Gateway() {
 }
 
 bool Gateway::setup(std::string& err) {
-  dp_ = std::make_unique<esp::DataPlane>(cfg_.policies);
+  nworkers_ = cfg_.dataplane.workers ? cfg_.dataplane.workers : std::max(1u, std::thread::hardware_concurrency());
+  nworkers_ = std::min(nworkers_, 64u);
+  dp_ = std::make_unique<esp::DataPlane>(cfg_.policies, nworkers_);
   if (!cfg_.keylog.esp.empty() || !cfg_.keylog.ikev2.empty() || !cfg_.keylog.ikev1.empty() ||
       !cfg_.keylog.ah.empty()) {
     keylog_ = std::make_unique<KeyLog>(cfg_.keylog.esp, cfg_.keylog.ikev2, cfg_.keylog.ikev1, cfg_.keylog.ah);
@@ -116,7 +116,7 @@ bool Gateway::setup(std::string& err) {
                     cfg_.keylog.ikev1.empty() ? "" : " IKEv1 " + cfg_.keylog.ikev1,
                     cfg_.keylog.ah.empty() ? "" : " AH " + cfg_.keylog.ah);
   }
-  tun_ = tun::LinuxTun::open(cfg_.tun.name, 1, err);
+  tun_ = tun::LinuxTun::open(cfg_.tun.name, static_cast<int>(nworkers_), err);
   if (tun_.empty()) return false;
   tun::LinkSetup::Options lo;
   lo.dev = tun_[0]->name();
@@ -133,7 +133,7 @@ bool Gateway::setup(std::string& err) {
   for (auto& sa : cfg_.manual) {
     const auto kind = socket_kind(sa);
     if (!socket_for(sa)) {
-      auto s = tun::EspSocket::open(kind, sa.local_addr, cfg_.udp_encap.port, cfg_.tun.fwmark, err);
+      auto s = tun::EspSocket::open(kind, sa.local_addr, cfg_.udp_encap.port, cfg_.tun.fwmark, err, nworkers_ > 1);
       if (!s) return false;
       sockets_.push_back(std::move(s));
     }
@@ -150,7 +150,7 @@ bool Gateway::setup(std::string& err) {
         if (socket_for(probe)) continue;
         auto s = tun::EspSocket::open(enc == core::Encap::kUdp ? tun::EspSocket::Kind::kUdp
                                                                : tun::EspSocket::Kind::kRaw,
-                                      addr, cfg_.udp_encap.port, cfg_.tun.fwmark, err);
+                                      addr, cfg_.udp_encap.port, cfg_.tun.fwmark, err, nworkers_ > 1);
         if (!s) return false;
         sockets_.push_back(std::move(s));
       }
@@ -176,6 +176,19 @@ bool Gateway::setup(std::string& err) {
       return false;
     }
   }
+  // The other workers' UDP sockets, in worker order after worker 0's, and
+  // the program that steers each datagram to the worker its SPI maps to.
+  worker_udp_.resize(nworkers_);
+  for (unsigned w = 1; w < nworkers_; ++w)
+    for (const auto& s : sockets_) {
+      if (s->kind() != tun::EspSocket::Kind::kUdp) continue;
+      auto ws = tun::EspSocket::open(tun::EspSocket::Kind::kUdp, s->local(), cfg_.udp_encap.port, cfg_.tun.fwmark,
+                                     err, true);
+      if (!ws) return false;
+      worker_udp_[w].push_back(std::move(ws));
+    }
+  for (const auto& s : sockets_)
+    if (s->kind() == tun::EspSocket::Kind::kUdp && !s->steer_by_spi(nworkers_, err)) return false;
   if (!cfg_.connections.empty()) {
     if (auto traps = trap_policies(cfg_.connections); !traps.empty()) dp_->set_trap_policies(std::move(traps));
     installer_ = std::make_unique<RecordingInstaller>(*dp_, keylog_.get());
@@ -228,9 +241,9 @@ int Gateway::run() {
     core::log::error("gateway", err);
     return 1;
   }
+  const std::size_t nsas = dp_->sa_count();
   core::log::info("gateway", "up: ", tun_[0]->name(), ", ", sockets_.size(), " ESP socket",
-                  sockets_.size() == 1 ? "" : "s", ", ", dp_->snapshot()->outbound.size(), " SA",
-                  dp_->snapshot()->outbound.size() == 1 ? "" : "s");
+                  sockets_.size() == 1 ? "" : "s", ", ", nsas, " SA", nsas == 1 ? "" : "s");
   io_ = std::make_unique<boost::asio::io_context>();
   boost::asio::io_context& io = *io_;
   SessionLimits control_limits{cfg_.limits.control_sessions, std::chrono::seconds(cfg_.limits.control_idle_s),
@@ -269,8 +282,13 @@ int Gateway::run() {
   // (routes and marks, raw sockets, port 500 on reload), before any thread
   // starts, since capabilities are per thread.
   if (std::string why; !drop_capabilities(why)) core::log::warn("gateway", "capabilities not dropped: ", why);
-  workers_.emplace_back([this] { tx_loop(); });
-  workers_.emplace_back([this] { rx_loop(); });
+  for (unsigned w = 0; w < nworkers_; ++w) workers_.emplace_back([this, w] { worker_loop(w); });
+  core::log::info("gateway", nworkers_, " data-plane worker", nworkers_ == 1 ? "" : "s");
+  for (std::size_t i = 0; i < 16; ++i) ike_pkts_.push_back(std::make_unique<core::Packet>());
+  for (const auto& s : ike_sockets_) {
+    ike_watch_.push_back(std::make_unique<boost::asio::posix::stream_descriptor>(io, s->fd()));
+    watch_ike_socket(ike_watch_.size() - 1);
+  }
 
   boost::asio::steady_timer ike_timer(io);
   std::function<void(const boost::system::error_code&)> on_ike_timer =
@@ -345,14 +363,12 @@ int Gateway::run() {
         if (ec) return;
         if (engine_) {
           // Byte lifetimes of negotiated Child SAs.
-          auto snap = dp_->snapshot();
-          const auto now = ike::Clock::now();
-          for (const auto& out : snap->outbound) {
-            std::uint64_t bytes = out->counters().out.bytes.load(std::memory_order_relaxed);
-            if (auto in = snap->inbound.find(out->params().in.spi); in != snap->inbound.end())
-              bytes += in->second->counters().in.bytes.load(std::memory_order_relaxed);
-            engine_->bytes_used(out->params().name, bytes, now);
-          }
+          ike::Engine::ByteUsage usage;
+          dp_->for_each_sa([&](const esp::OutboundSa& out, const esp::InboundSa& in) {
+            usage.emplace(out.params().name, out.counters().out.bytes.load(std::memory_order_relaxed) +
+                                                 in.counters().in.bytes.load(std::memory_order_relaxed));
+          });
+          engine_->bytes_used(usage, ike::Clock::now());
           after_engine();
         }
         write_stats();
@@ -372,7 +388,10 @@ int Gateway::run() {
   if (cfg_.udp_encap.keepalive > 0) on_keepalive({});
 
   io.run();
-  // Every io object goes before the io_context does.
+  // Every io object goes before the io_context does; the sockets keep
+  // their descriptors.
+  for (auto& d : ike_watch_) (void)d->release();
+  ike_watch_.clear();
   if (control_) control_->close();
   control_.reset();
   if (metrics) metrics->close();
@@ -389,217 +408,24 @@ int Gateway::run() {
 }
 
 void Gateway::send_keepalives() {
-  auto snap = dp_->snapshot();
   static const std::uint8_t kKeepalive[1] = {esp::kKeepaliveByte};
-  for (const auto& sa : snap->outbound) {
-    const auto& p = sa->params();
-    if (p.encap != core::Encap::kUdp) continue;
+  dp_->for_each_sa([&](const esp::OutboundSa& sa, const esp::InboundSa&) {
+    const auto& p = sa.params();
+    if (p.encap != core::Encap::kUdp) return;
     if (auto* s = socket_for(p); s && s->send_to(kKeepalive, p.remote_addr, p.remote_port)) {
       gw_.keepalives_sent.fetch_add(1, std::memory_order_relaxed);
     }
-  }
-}
-
-void Gateway::tx_loop() {
-  std::vector<std::unique_ptr<core::Packet>> storage;
-  std::vector<core::Packet*> pkts;
-  for (std::size_t i = 0; i < kBatch; ++i) {
-    storage.push_back(std::make_unique<core::Packet>());
-    pkts.push_back(storage.back().get());
-  }
-  tun::Device& dev = *tun_[0];
-  std::vector<std::vector<core::Packet*>> per_socket(sockets_.size());
-  pollfd pfds[2] = {{dev.fd(), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
-  std::vector<std::pair<std::string, core::Bytes>> acquired;
-  while (!stop_.load(std::memory_order_relaxed)) {
-    if (::poll(pfds, 2, kPollMs) <= 0) continue;
-    std::size_t n = 0;
-    if (pfds[1].revents & POLLIN) {
-      // Packets held for a trap policy whose SA is now up.
-      std::uint64_t v = 0;
-      (void)::read(wake_fd_, &v, sizeof v);
-      std::lock_guard<std::mutex> lock(held_mutex_);
-      while (n < pkts.size() && !reinject_.empty()) {
-        pkts[n++]->assign(reinject_.front());
-        reinject_.pop_front();
-      }
-      if (!reinject_.empty()) {
-        v = 1;
-        (void)::write(wake_fd_, &v, sizeof v);
-      }
-    } else {
-      n = dev.read_batch(pkts);
-    }
-    if (n == 0) continue;
-    auto snap = dp_->snapshot();
-    for (auto& group : per_socket) group.clear();
-    acquired.clear();
-    for (std::size_t i = 0; i < n; ++i) {
-      core::Packet* p = pkts[i];
-      const esp::OutDecision d = dp_->process_outbound(*snap, *p);
-      if (d.action == esp::OutAction::kBypass) {
-        if (bypass_->send(p->span())) {
-          gw_.bypassed.fetch_add(1, std::memory_order_relaxed);
-        } else {
-          dp_->count_global(core::Drop::kSendFailed);
-        }
-        continue;
-      }
-      if (d.action == esp::OutAction::kAcquire) {
-        const auto sp = p->span();
-        acquired.emplace_back(d.policy->name, core::Bytes(sp.begin(), sp.end()));
-        continue;
-      }
-      if (d.action != esp::OutAction::kSend) continue;
-      const auto& params = d.sa->params();
-      p->peer = params.remote_addr;
-      p->peer_port = params.remote_port;
-      tun::EspSocket* s = socket_for(params);
-      if (!s) {
-        dp_->count_global(core::Drop::kSendFailed);  // no socket of its kind on its address
-        continue;
-      }
-      for (std::size_t k = 0; k < sockets_.size(); ++k) {
-        if (sockets_[k].get() == s) per_socket[k].push_back(p);
-      }
-    }
-    for (std::size_t k = 0; k < sockets_.size(); ++k) {
-      if (per_socket[k].empty()) continue;
-      const std::size_t sent = sockets_[k]->send_batch(per_socket[k]);
-      for (std::size_t i = sent; i < per_socket[k].size(); ++i) {
-        dp_->count_global(core::Drop::kSendFailed);
-      }
-    }
-    if (!acquired.empty()) queue_acquire(std::move(acquired));
-  }
-}
-
-void Gateway::queue_acquire(std::vector<std::pair<std::string, core::Bytes>> pkts) {
-  {
-    std::lock_guard<std::mutex> lock(held_mutex_);
-    for (auto& [name, bytes] : pkts) {
-      auto& q = held_[name];
-      if (q.size() >= kMaxHeld) {
-        dp_->count_global(core::Drop::kNoSa);  // held queue full: the oldest stay
-        continue;
-      }
-      q.push_back(std::move(bytes));
-    }
-  }
-  std::vector<std::string> names;
-  for (auto& [name, bytes] : pkts) names.push_back(name);
-  boost::asio::post(*io_, [this, names = std::move(names)] {
-    for (const auto& name : names) {
-      const auto slash = name.find('/');
-      engine_->acquire(name.substr(0, slash), name.substr(slash + 1), ike::Clock::now());
-    }
-    after_engine();
   });
-}
-
-void Gateway::after_engine() {
-  flush_ike();
-  // Release packets held for trap policies whose Child SA is now installed.
-  std::vector<std::string> installed;
-  installed.swap(installer_->installed);
-  if (!installed.empty()) {
-    std::lock_guard<std::mutex> lock(held_mutex_);
-    bool any = false;
-    for (const auto& full : installed) {
-      const auto key = full.substr(0, full.rfind('/'));
-      auto it = held_.find(key);
-      if (it == held_.end()) continue;
-      for (auto& b : it->second) reinject_.push_back(std::move(b));
-      any = any || !it->second.empty();
-      held_.erase(it);
-    }
-    if (any) {
-      std::uint64_t v = 1;
-      (void)::write(wake_fd_, &v, sizeof v);
-    }
-  }
-  if (rearm_ike_) rearm_ike_();
-}
-
-void Gateway::rx_loop() {
-  std::vector<std::unique_ptr<core::Packet>> storage;
-  std::vector<core::Packet*> pkts;
-  for (std::size_t i = 0; i < kBatch; ++i) {
-    storage.push_back(std::make_unique<core::Packet>());
-    pkts.push_back(storage.back().get());
-  }
-  std::vector<pollfd> pfds;
-  for (const auto& s : sockets_) pfds.push_back({s->fd(), POLLIN, 0});
-  for (const auto& s : ike_sockets_) pfds.push_back({s->fd(), POLLIN, 0});
-  std::vector<core::Packet*> to_tun;
-  core::log::RateLimited ike_log(std::chrono::seconds(10));
-  while (!stop_.load(std::memory_order_relaxed)) {
-    if (::poll(pfds.data(), pfds.size(), kPollMs) <= 0) continue;
-    for (std::size_t k = sockets_.size(); k < pfds.size(); ++k) {
-      if (!(pfds[k].revents & POLLIN)) continue;
-      tun::EspSocket& sock = *ike_sockets_[k - sockets_.size()];
-      const std::size_t n = sock.recv_batch(pkts);
-      for (std::size_t i = 0; i < n; ++i) {
-        const auto sp = pkts[i]->span();
-        queue_ike({{sock.local(), 500}, {pkts[i]->peer, pkts[i]->peer_port}, core::Bytes(sp.begin(), sp.end())});
-      }
-    }
-    for (std::size_t k = 0; k < sockets_.size(); ++k) {
-      if (!(pfds[k].revents & POLLIN)) continue;
-      tun::EspSocket& sock = *sockets_[k];
-      const std::size_t n = sock.recv_batch(pkts);
-      if (n == 0) continue;
-      auto snap = dp_->snapshot();
-      to_tun.clear();
-      for (std::size_t i = 0; i < n; ++i) {
-        core::Packet* p = pkts[i];
-        if (sock.kind() == tun::EspSocket::Kind::kUdp) {
-          const auto c = esp::classify_udp(p->span());
-          if (c.kind == esp::UdpKind::kKeepalive) {
-            gw_.keepalives_received.fetch_add(1, std::memory_order_relaxed);
-            continue;
-          }
-          if (c.kind == esp::UdpKind::kIke && engine_) {
-            queue_ike({{sock.local(), cfg_.udp_encap.port}, {p->peer, p->peer_port},
-                       core::Bytes(c.payload.begin(), c.payload.end())});
-            continue;
-          }
-          if (c.kind == esp::UdpKind::kIke) {
-            gw_.ike_ignored.fetch_add(1, std::memory_order_relaxed);
-            std::uint64_t suppressed = 0;
-            if (ike_log.allow(suppressed)) {
-              core::log::warn("gateway", "IKE message from ", p->peer.to_string(),
-                              " ignored: no IKE connection is configured");
-            }
-            continue;
-          }
-          if (c.kind == esp::UdpKind::kMalformed) {
-            dp_->count_global(core::Drop::kMalformed);
-            continue;
-          }
-        }
-        const core::Drop d = sock.kind() == tun::EspSocket::Kind::kAh ? dp_->process_inbound_ah(*snap, *p)
-                                                                      : dp_->process_inbound(*snap, *p);
-        if (d == core::Drop::kNone) to_tun.push_back(p);
-      }
-      if (!to_tun.empty()) {
-        const std::size_t w = tun_[0]->write_batch(to_tun);
-        gw_.tun_write_failed.fetch_add(to_tun.size() - w, std::memory_order_relaxed);
-      }
-    }
-  }
 }
 
 nlohmann::json Gateway::stats() {
   nlohmann::json j;
-  auto snap = dp_->snapshot();
   nlohmann::json totals = nlohmann::json::object();
   add_to(totals, dp_->global());
   add_to(totals, dp_->retired());
   nlohmann::json sas = nlohmann::json::array();
-  for (const auto& out : snap->outbound) {
-    const auto& p = out->params();
-    auto in_it = snap->inbound.find(p.protocol == core::IpsecProtocol::kAhEsp ? p.ah_in.spi : p.in.spi);
+  dp_->for_each_sa([&](const esp::OutboundSa& out, const esp::InboundSa& in) {
+    const auto& p = out.params();
     nlohmann::json s = nlohmann::json::object();
     s["name"] = p.name;
     s["spi_out"] = core::spi_hex(p.out.spi);
@@ -615,22 +441,17 @@ nlohmann::json Gateway::stats() {
     s["local_addr"] = p.local_addr.to_string();
     s["remote_addr"] = p.remote_addr.to_string();
     s["selectors"] = p.selectors.to_string();
-    add_to(s, out->counters());
-    add_to(totals, out->counters());
-    if (in_it != snap->inbound.end()) {
-      add_to(s, in_it->second->counters());
-      add_to(totals, in_it->second->counters());
-      s["replay_window"] = in_it->second->replay().size();
-      s["highest_seq_in"] = in_it->second->replay().top();
-    }
-    s["next_seq_out"] = out->next_seq();
+    add_to(s, out.counters());
+    add_to(totals, out.counters());
+    add_to(s, in.counters());
+    add_to(totals, in.counters());
+    s["replay_window"] = in.replay().size();
+    s["highest_seq_in"] = in.replay().top();
+    s["next_seq_out"] = out.next_seq();
     sas.push_back(s);
-  }
-  j["active_sas"] = snap->outbound.size();
-  if (engine_) {
-    std::lock_guard<std::mutex> lock(ike_stats_mutex_);
-    j["ike"] = ike_stats_;
-  }
+  });
+  j["active_sas"] = sas.size();
+  if (engine_) j["ike"] = ike_stats();
   j["totals"] = totals;
   j["sas"] = sas;
   j["keepalives_sent"] = gw_.keepalives_sent.load();

@@ -2,16 +2,19 @@
 // control plane, composed from a validated configuration.
 //
 // Threads:
-//   - the control thread runs a Boost.Asio io_context: signals, NAT
-//     keepalive timers, statistics; it installs SAs into the DataPlane;
-//   - the TX worker reads cleartext from TUN in batches, applies the SPD and
-//     sends ESP with sendmmsg (it owns every outbound SA's crypto);
-//   - the RX worker receives ESP with recvmmsg from every socket, decrypts
-//     and writes cleartext to TUN (it owns every inbound SA and its replay
-//     window).
+//   - the control thread runs a Boost.Asio io_context: signals, timers,
+//     statistics, the control and metrics sockets, the IKE engine and its
+//     port 500 sockets; it installs SAs into the DataPlane;
+//   - `dataplane.workers` data-plane workers (cli/gateway_workers.cpp), one
+//     per TUN queue, each with its own UDP socket of a SO_REUSEPORT group
+//     steered by SPI: worker w encrypts what its queue gives it (with its
+//     own crypto lane of each outbound SA) and decrypts the inbound SAs
+//     whose SPI maps to it (each inbound SA and its replay window has one
+//     owner); worker 0 also reads the raw ESP and AH sockets.
 // Workers read the DataPlane snapshot once per batch and never wait on the
-// control thread. More workers come as more TUN queues (TX, sharded by flow)
-// and SO_REUSEPORT sockets steered by SPI (RX), one owner per SA direction.
+// control thread. Files: setup, run and statistics (gateway.cpp), workers
+// (gateway_workers.cpp), the IKE driver (gateway_ike.cpp), control verbs
+// (gateway_control.cpp), metrics (gateway_metrics.cpp).
 #pragma once
 
 #include <atomic>
@@ -22,6 +25,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <algorithm>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -35,6 +39,7 @@
 #include "tun/sockets.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 
 namespace ipsecgw::cli {
 
@@ -77,9 +82,11 @@ class Gateway {
 
  private:
   bool setup(std::string& err);
-  void tx_loop();
-  void rx_loop();
+  void worker_loop(unsigned w);
   tun::EspSocket* socket_for(const core::SaParams& p) const;
+  // The socket worker w sends an SA's packets on (its own UDP socket).
+  tun::EspSocket* tx_socket(const core::SaParams& p, unsigned w) const;
+  void watch_ike_socket(std::size_t i);  // port 500, on the control thread
   static tun::EspSocket::Kind socket_kind(const core::SaParams& p);
   void write_stats();
   nlohmann::json control_status();
@@ -93,6 +100,7 @@ class Gateway {
   void drain_ike();
   static ike::EngineOptions engine_options(const config::LimitsConfig& l);
   void flush_ike();
+  [[nodiscard]] nlohmann::json ike_stats() const;
   void arm_ike_timer();
   void after_engine();  // flush IKE output, release held packets, re-arm the timer
   void queue_acquire(std::vector<std::pair<std::string, core::Bytes>> pkts);
@@ -123,7 +131,11 @@ class Gateway {
   std::unique_ptr<esp::DataPlane> dp_;
   std::vector<std::unique_ptr<tun::LinuxTun>> tun_;
   std::unique_ptr<tun::LinkSetup> link_;
-  std::vector<std::unique_ptr<tun::EspSocket>> sockets_;
+  std::vector<std::unique_ptr<tun::EspSocket>> sockets_;  // worker 0's, and the raw ones
+  unsigned nworkers_ = 1;
+  std::vector<std::vector<std::unique_ptr<tun::EspSocket>>> worker_udp_;  // [w]: worker w's UDP sockets (w >= 1)
+  std::vector<std::unique_ptr<boost::asio::posix::stream_descriptor>> ike_watch_;
+  std::vector<std::unique_ptr<core::Packet>> ike_pkts_;  // the control thread's receive buffers
   std::unique_ptr<tun::BypassSocket> bypass_;
   std::vector<std::unique_ptr<tun::EspSocket>> ike_sockets_;  // UDP port 500
   std::unique_ptr<KeyLog> keylog_;
@@ -145,8 +157,6 @@ class Gateway {
   std::deque<ike::Datagram> ike_queue_new_;  // that would make a new SA
   bool ike_drain_posted_ = false;            // under ike_mutex_
   std::atomic<std::size_t> ike_queue_cap_{4096}, ike_queue_new_cap_{256};  // limits, set at start and reload
-  std::mutex ike_stats_mutex_;
-  nlohmann::json ike_stats_;
   std::atomic<bool> stop_{false};
   std::vector<std::thread> workers_;
   GatewayCounters gw_;

@@ -131,7 +131,7 @@ nlohmann::json Gateway::control_status() {
   }
   j["connections"] = conns;
   j["ike_sas"] = ikes;
-  j["manual_sas"] = dp_->snapshot()->outbound.size() - (engine_ ? engine_->child_sa_count() : 0);
+  j["manual_sas"] = dp_->sa_count() - (engine_ ? engine_->child_sa_count() : 0);
   return j;
 }
 
@@ -140,10 +140,9 @@ nlohmann::json Gateway::control_sa() {
   if (engine_)
     for (const auto& st : engine_->status(ike::Clock::now()))
       for (const auto& c : st.children) lifetimes[c.name] = c;
-  auto snap = dp_->snapshot();
   nlohmann::json sas = nlohmann::json::array();
-  for (const auto& out : snap->outbound) {
-    const auto& p = out->params();
+  dp_->for_each_sa([&](const esp::OutboundSa& out, const esp::InboundSa& in) {
+    const auto& p = out.params();
     nlohmann::json s;
     s["name"] = p.name;
     s["spi_in"] = core::spi_hex(p.in.spi);
@@ -157,16 +156,16 @@ nlohmann::json Gateway::control_sa() {
     s["local_addr"] = p.local_addr.to_string();
     s["remote_addr"] = p.remote_addr.to_string();
     s["selectors"] = p.selectors.to_string();
-    s["bytes_out"] = out->counters().out.bytes.load();
-    s["packets_out"] = out->counters().out.packets.load();
+    s["bytes_out"] = out.counters().out.bytes.load();
+    s["packets_out"] = out.counters().out.packets.load();
     nlohmann::json drops = nlohmann::json::object();
-    if (auto in = snap->inbound.find(p.in.spi); in != snap->inbound.end()) {
-      const auto& c = in->second->counters();
+    {
+      const auto& c = in.counters();
       s["bytes_in"] = c.in.bytes.load();
       s["packets_in"] = c.in.packets.load();
-      s["replay_window"] = in->second->replay().size();
+      s["replay_window"] = in.replay().size();
       for (std::size_t i = 1; i < core::kDropCount; ++i) {
-        const auto v = c.drops[i].load() + out->counters().drops[i].load();
+        const auto v = c.drops[i].load() + out.counters().drops[i].load();
         if (v) drops[std::string(core::key_of(static_cast<core::Drop>(i)))] = v;
       }
     }
@@ -178,7 +177,7 @@ nlohmann::json Gateway::control_sa() {
       s["expire_in_s"] = it->second.expire_in_s;
     }
     sas.push_back(s);
-  }
+  });
   return nlohmann::json{{"sas", sas}};
 }
 

@@ -60,6 +60,22 @@ void Gateway::queue_ike(ike::Datagram d) {
   });
 }
 
+// IKE on port 500 is read here, on the control thread, not by a worker.
+void Gateway::watch_ike_socket(std::size_t i) {
+  ike_watch_[i]->async_wait(boost::asio::posix::stream_descriptor::wait_read, [this, i](const boost::system::error_code& ec) {
+    if (ec) return;
+    tun::EspSocket& sock = *ike_sockets_[i];
+    std::vector<core::Packet*> pkts;
+    for (auto& p : ike_pkts_) pkts.push_back(p.get());
+    const std::size_t n = sock.recv_batch(pkts);
+    for (std::size_t k = 0; k < n; ++k) {
+      const auto sp = pkts[k]->span();
+      queue_ike({{sock.local(), 500}, {pkts[k]->peer, pkts[k]->peer_port}, core::Bytes(sp.begin(), sp.end())});
+    }
+    watch_ike_socket(i);
+  });
+}
+
 void Gateway::drain_ike() {
   // Everything for existing SAs; then a bounded number of new ones, the
   // rest in a later turn of the control thread (timers and control
@@ -114,6 +130,11 @@ void Gateway::flush_ike() {
                         suppressed ? " (and " + std::to_string(suppressed) + " more)" : std::string());
     }
   }
+}
+
+// The engine's counters for `stats`; asked for when wanted (its SA counts
+// walk every SA), on the control thread like everything that uses the engine.
+nlohmann::json Gateway::ike_stats() const {
   const auto& c = engine_->counters();
   nlohmann::json j;
   j["ike_sas"] = engine_->ike_sa_count();
@@ -142,8 +163,31 @@ void Gateway::flush_ike() {
   j["reassembly_refused"] = c.reassembly_refused;
   j["children_refused"] = c.children_refused;
   j["log_suppressed"] = c.log_suppressed;
-  std::lock_guard<std::mutex> lock(ike_stats_mutex_);
-  ike_stats_ = std::move(j);
+  return j;
+}
+
+void Gateway::after_engine() {
+  flush_ike();
+  // Release packets held for trap policies whose Child SA is now installed.
+  std::vector<std::string> installed;
+  installed.swap(installer_->installed);
+  if (!installed.empty()) {
+    std::lock_guard<std::mutex> lock(held_mutex_);
+    bool any = false;
+    for (const auto& full : installed) {
+      const auto key = full.substr(0, full.rfind('/'));
+      auto it = held_.find(key);
+      if (it == held_.end()) continue;
+      for (auto& b : it->second) reinject_.push_back(std::move(b));
+      any = any || !it->second.empty();
+      held_.erase(it);
+    }
+    if (any) {
+      std::uint64_t v = 1;
+      (void)::write(wake_fd_, &v, sizeof v);
+    }
+  }
+  if (rearm_ike_) rearm_ike_();
 }
 
 }  // namespace ipsecgw::cli

@@ -88,11 +88,11 @@ std::string Gateway::prometheus() {
     std::map<std::pair<std::string, std::string>, int> kinds;
     for (const auto* proto : {"esp", "ah", "ah+esp"})
       for (const auto* mode : {"tunnel", "transport"}) kinds[{proto, mode}] = 0;
-    for (const auto& out : dp_->snapshot()->outbound) {
-      const auto& p = out->params();
+    dp_->for_each_sa([&](const esp::OutboundSa& out, const esp::InboundSa&) {
+      const auto& p = out.params();
       const char* proto = p.protocol == core::IpsecProtocol::kEsp ? "esp" : p.protocol == core::IpsecProtocol::kAh ? "ah" : "ah+esp";
       ++kinds[{proto, p.mode == core::SaMode::kTransport ? "transport" : "tunnel"}];
-    }
+    });
     metric("ipsecgw_child_sas_by_kind", "gauge", "Installed SA pairs by protocol (esp, ah, ah+esp) and mode.");
     for (const auto& [k, n] : kinds)
       o << "ipsecgw_child_sas_by_kind{protocol=\"" << k.first << "\",mode=\"" << k.second << "\"} " << n << "\n";

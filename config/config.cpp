@@ -111,7 +111,7 @@ LoadResult parse_config(std::string_view text) {
   Walker w(r.errors);
   if (!w.is_object(doc, "$")) return r;
   w.only_keys(doc, "$", {"tun", "udp_encap", "manual", "policies", "connections", "secrets", "log_level",
-                         "control", "keylog", "metrics", "limits"});
+                         "control", "keylog", "metrics", "limits", "dataplane"});
   Config c;
   if (auto it = doc.find("tun"); it != doc.end()) parse_tun(w, *it, c.tun);
   if (auto it = doc.find("udp_encap"); it != doc.end() && w.is_object(*it, "$.udp_encap")) {
@@ -120,6 +120,14 @@ LoadResult parse_config(std::string_view text) {
                            .value_or(c.udp_encap.port);
     c.udp_encap.keepalive = w.integer<unsigned>(*it, "$.udp_encap", "keepalive", 0, 3600)
                                 .value_or(c.udp_encap.keepalive);
+  }
+  if (auto it = doc.find("dataplane"); it != doc.end() && w.is_object(*it, "$.dataplane")) {
+    w.only_keys(*it, "$.dataplane", {"workers", "offload"});
+    c.dataplane.workers = w.integer<unsigned>(*it, "$.dataplane", "workers", 0, 64).value_or(c.dataplane.workers);
+    if (auto o = it->find("offload"); o != it->end()) {
+      if (o->is_boolean()) c.dataplane.offload = o->get<bool>();
+      else w.error("$.dataplane.offload", "must be true or false");
+    }
   }
   if (auto lvl = w.string(doc, "$", "log_level", false)) {
     core::log::Level l;

@@ -31,6 +31,14 @@ struct UdpEncapConfig {
   unsigned keepalive = 20;  // seconds between NAT keepalives, 0 = off
 };
 
+// The data plane ("dataplane"): how many workers (one TUN queue and its
+// sockets each; 0 = one per core) and whether the TUN device and the UDP
+// sockets use the kernel's segmentation offloads (TSO on TUN, UDP GSO/GRO).
+struct DataplaneConfig {
+  unsigned workers = 0;
+  bool offload = true;
+};
+
 struct ControlConfig {
   std::string socket = "/run/ipsecgw.sock";
   unsigned mode = 0600;
@@ -70,6 +78,7 @@ struct Config {
   KeyLogConfig keylog;
   TunConfig tun;
   UdpEncapConfig udp_encap;
+  DataplaneConfig dataplane;
   std::vector<core::SaParams> manual;
   std::vector<core::StaticPolicy> policies;
   std::vector<ike::ConnectionConfig> connections;  // PSKs resolved from "secrets"

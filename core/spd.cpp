@@ -56,12 +56,4 @@ const char* to_string(PolicyAction a) noexcept {
   return "?";
 }
 
-const Policy* Spd::lookup_outbound(const PacketInfo& p) const noexcept {
-  for (const auto& pol : policies_) {
-    if (pol.whole_packets && p.fragment) continue;
-    if (pol.sel.matches_outbound(p)) return &pol;
-  }
-  return nullptr;
-}
-
 }  // namespace ipsecgw::core

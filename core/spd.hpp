@@ -1,8 +1,7 @@
 // Traffic selectors and the Security Policy Database (RFC 4301 4.4.1).
 //
-// The SPD is an ordered list; the first policy that matches a packet decides.
-// It is built by the control plane and published to the data plane inside an
-// immutable snapshot: nothing here is mutated after publication.
+// The SPD is ordered: the first policy that matches a packet decides (the
+// index that finds it without walking the list: core/policy_index.hpp).
 #pragma once
 
 #include <cstdint>
@@ -56,19 +55,6 @@ struct Policy {
 struct StaticPolicy {
   Policy policy;
   std::string sa_name;  // for kProtect
-};
-
-class Spd {
- public:
-  void add(Policy p) { policies_.push_back(std::move(p)); }
-  // First matching policy for a packet read from TUN, or nullptr (no policy:
-  // the packet is discarded, RFC 4301 5.1 default deny).
-  [[nodiscard]] const Policy* lookup_outbound(const PacketInfo& p) const noexcept;
-  [[nodiscard]] const std::vector<Policy>& policies() const noexcept { return policies_; }
-  [[nodiscard]] std::vector<Policy>& policies() noexcept { return policies_; }
-
- private:
-  std::vector<Policy> policies_;
 };
 
 }  // namespace ipsecgw::core

@@ -25,10 +25,150 @@ void add_counters(core::TrafficCounters& to, const core::TrafficCounters& from) 
 
 }  // namespace
 
-DataPlane::DataPlane(std::vector<core::StaticPolicy> policies)
-    : static_policies_(std::move(policies)) {
+InboundSad::InboundSad() {
+  static const auto empty = std::make_shared<const Shard>();
+  for (auto& sh : shards_) sh = empty;
+}
+
+namespace {
+std::size_t sad_shard(std::uint32_t spi) noexcept {
+  return static_cast<std::size_t>((spi * 2654435761u) >> 24) % InboundSad::kShards;
+}
+}  // namespace
+
+InboundSa* InboundSad::find(std::uint32_t spi) const noexcept {
+  const auto& rows = shards_[sad_shard(spi)]->rows;
+  auto it = std::lower_bound(rows.begin(), rows.end(), spi, [](const Row& r, std::uint32_t k) { return r.first < k; });
+  return it != rows.end() && it->first == spi ? it->second.get() : nullptr;
+}
+
+std::vector<InboundSad::Row>& InboundSad::writable(std::uint32_t spi, std::uint64_t epoch) {
+  auto& sh = shards_[sad_shard(spi)];
+  if (sh->epoch != epoch) {
+    auto copy = std::make_shared<Shard>(*sh);
+    copy->epoch = epoch;
+    sh = copy;
+    return copy->rows;
+  }
+  return const_cast<Shard&>(*sh).rows;  // made in this epoch: no snapshot holds it
+}
+
+void InboundSad::insert(std::uint32_t spi, std::shared_ptr<InboundSa> sa, std::uint64_t epoch) {
+  auto& rows = writable(spi, epoch);
+  auto it = std::lower_bound(rows.begin(), rows.end(), spi, [](const Row& r, std::uint32_t k) { return r.first < k; });
+  if (it != rows.end() && it->first == spi) {
+    it->second = std::move(sa);
+    return;
+  }
+  rows.insert(it, Row{spi, std::move(sa)});
+  ++size_;
+}
+
+void InboundSad::erase(std::uint32_t spi, std::uint64_t epoch) {
+  if (!find(spi)) return;
+  auto& rows = writable(spi, epoch);
+  auto it = std::lower_bound(rows.begin(), rows.end(), spi, [](const Row& r, std::uint32_t k) { return r.first < k; });
+  rows.erase(it);
+  --size_;
+}
+
+const PolicyEntry* Snapshot::lookup(const core::PacketInfo& p) const noexcept {
+  for (const PolicyTier* t : {configured.get(), sas.get(), traps.get(), clear.get()})
+    if (const PolicyEntry* e = t->lookup(p)) return e;
+  return nullptr;
+}
+
+DataPlane::DataPlane(std::vector<core::StaticPolicy> policies, unsigned lanes)
+    : lanes_(std::max(1u, lanes)), static_policies_(std::move(policies)) {
   std::lock_guard lock(mutex_);
+  for (const auto& sp : static_policies_)
+    if (sp.policy.action == core::PolicyAction::kProtect) configured_sa_names_.insert(sp.sa_name);
+  next_.sas = std::make_shared<PolicyTier>();
+  next_.traps = std::make_shared<PolicyTier>();
+  next_.clear = std::make_shared<PolicyTier>();
+  next_.inbound = std::make_shared<InboundSad>();
+  rebuild_configured();
   publish();
+}
+
+PolicyTier& DataPlane::sas_tier() {
+  if (next_.sas_epoch != epoch_) {
+    next_.sas = std::make_shared<PolicyTier>(*next_.sas);
+    next_.sas_epoch = epoch_;
+  }
+  return *next_.sas;
+}
+
+PolicyTier& DataPlane::clear_tier() {
+  if (next_.clear_epoch != epoch_) {
+    next_.clear = std::make_shared<PolicyTier>(*next_.clear);
+    next_.clear_epoch = epoch_;
+  }
+  return *next_.clear;
+}
+
+InboundSad& DataPlane::sad() {
+  if (next_.inbound_epoch != epoch_) {
+    next_.inbound = std::make_shared<InboundSad>(*next_.inbound);
+    next_.inbound_epoch = epoch_;
+  }
+  return *next_.inbound;
+}
+
+// The configuration's policies, each protect policy with its (manual) SA:
+// rebuilt whole when one of the SAs they name comes, goes or moves.
+void DataPlane::rebuild_configured() {
+  auto t = std::make_shared<PolicyTier>();
+  std::uint64_t rank = 0;
+  for (const auto& sp : static_policies_) {
+    auto e = std::make_shared<PolicyEntry>();
+    e->policy = sp.policy;
+    if (sp.policy.action == core::PolicyAction::kProtect)
+      if (auto it = sas_.find(sp.sa_name); it != sas_.end()) e->sa = it->second.out;
+    t->insert(std::move(e), rank++, epoch_);
+  }
+  next_.configured = std::move(t);
+  dirty_ = true;
+}
+
+// An SA's own policy (its selectors, ranked newest first, standby SAs after
+// the others, oldest first: SaParams::standby) and, for a transport-mode SA
+// narrowed to a protocol or ports (L2TP: udp/1701), a bypass policy for the
+// rest of the traffic between the two hosts, routed into the TUN device
+// with it, as a kernel's transport policy for the same selectors would
+// leave it; never for a fragment, which may lack the ports that decide.
+void DataPlane::add_policies(const std::string& name, Installed& sa) {
+  constexpr std::uint64_t kMid = std::uint64_t{1} << 62;
+  auto e = std::make_shared<PolicyEntry>();
+  e->policy.name = name;
+  e->policy.sel = sa.out->params().selectors;
+  e->policy.action = core::PolicyAction::kProtect;
+  e->sa = sa.out;
+  sas_tier().insert(e, sa.standby ? kMid + sa.order : kMid - sa.order, epoch_);
+  sa.policy = std::move(e);
+  const auto& sp = sa.out->params();
+  const auto& sel = sp.selectors;
+  if (sp.mode == core::SaMode::kTransport && sp.clear_outside_selectors &&
+      !(sel.proto == 0 && sel.local_ports.any() && sel.remote_ports.any())) {
+    auto c = std::make_shared<PolicyEntry>();
+    c->policy.name = name + "/clear";
+    c->policy.sel.local = {core::IpRange{sp.local_addr, sp.local_addr}};
+    c->policy.sel.remote = {core::IpRange{sp.remote_addr, sp.remote_addr}};
+    c->policy.action = core::PolicyAction::kBypass;
+    c->policy.whole_packets = true;
+    clear_tier().insert(c, sa.order, epoch_);
+    sa.clear = std::move(c);
+  }
+  if (configured_sa_names_.count(name)) rebuild_configured();
+  dirty_ = true;
+}
+
+void DataPlane::drop_policies(Installed& sa) {
+  if (sa.policy) sas_tier().erase(sa.policy.get(), epoch_);
+  if (sa.clear) clear_tier().erase(sa.clear.get(), epoch_);
+  sa.policy.reset();
+  sa.clear.reset();
+  dirty_ = true;
 }
 
 bool DataPlane::install(core::SaParams params, std::string& why) {
@@ -41,14 +181,19 @@ bool DataPlane::install(core::SaParams params, std::string& why) {
   }
   auto in = std::shared_ptr<InboundSa>(InboundSa::create(params, why));
   if (!in) return false;
-  auto out = std::shared_ptr<OutboundSa>(OutboundSa::create(params, why));
+  auto out = std::shared_ptr<OutboundSa>(OutboundSa::create(params, why, lanes_));
   if (!out) return false;
   if (auto it = sas_.find(params.name); it != sas_.end()) {
-    spi_owner_.erase(it->second.in->spi());
+    spi_owner_.erase(it->second.in_key);
+    sad().erase(it->second.in_key, epoch_);
+    drop_policies(it->second);
     retire(std::move(it->second));
+    sas_.erase(it);
   }
   spi_owner_[key] = params.name;
-  sas_[params.name] = Installed{std::move(out), std::move(in), ++installs_, params.standby};
+  sad().insert(key, in, epoch_);
+  auto& sa = sas_[params.name] = Installed{std::move(out), std::move(in), ++installs_, params.standby, key, {}, {}};
+  add_policies(params.name, sa);
   publish();
   core::log::info("esp", "installed SA ", params.name, " ", params.transform.name(), " out ",
                   core::spi_hex(params.out.spi), " in ", core::spi_hex(params.in.spi), " ",
@@ -61,9 +206,12 @@ bool DataPlane::remove(const std::string& name) {
   std::lock_guard lock(mutex_);
   auto it = sas_.find(name);
   if (it == sas_.end()) return false;
-  spi_owner_.erase(it->second.in->spi());
+  spi_owner_.erase(it->second.in_key);
+  sad().erase(it->second.in_key, epoch_);
+  drop_policies(it->second);
   retire(std::move(it->second));
   sas_.erase(it);
+  if (configured_sa_names_.count(name)) rebuild_configured();
   publish();
   core::log::info("esp", "removed SA ", name);
   return true;
@@ -79,6 +227,8 @@ bool DataPlane::update_path(const std::string& name, const core::SaPath& path) {
     return true;
   std::shared_ptr<OutboundSa> moved = OutboundSa::moved(*it->second.out, path);
   superseded_.push_back(std::exchange(it->second.out, std::move(moved)));
+  drop_policies(it->second);
+  add_policies(name, it->second);
   fold_retired();  // bounds superseded_: paths no worker holds any more go
   publish();
   core::log::info("esp", "SA ", name, " now sends to ", path.remote_addr.to_string(),
@@ -87,7 +237,11 @@ bool DataPlane::update_path(const std::string& name, const core::SaPath& path) {
   return true;
 }
 
-void DataPlane::retire(Installed sa) { retiring_.push_back(std::move(sa)); }
+void DataPlane::retire(Installed sa) {
+  sa.policy.reset();
+  sa.clear.reset();
+  retiring_.push_back(std::move(sa));
+}
 
 void DataPlane::fold_retired() {
   // Workers drop their snapshot reference after each batch; once only this
@@ -109,12 +263,18 @@ const core::TrafficCounters& DataPlane::retired() {
 
 void DataPlane::set_trap_policies(std::vector<core::Policy> traps) {
   std::lock_guard lock(mutex_);
-  traps_ = std::move(traps);
-  for (auto& t : traps_) {
-    t.trap = true;
-    t.action = core::PolicyAction::kProtect;
-    t.sa_index = -1;
+  auto t = std::make_shared<PolicyTier>();
+  std::uint64_t rank = 0;
+  for (auto& p : traps) {
+    auto e = std::make_shared<PolicyEntry>();
+    e->policy = std::move(p);
+    e->policy.trap = true;
+    e->policy.action = core::PolicyAction::kProtect;
+    e->policy.sa_index = -1;
+    t->insert(std::move(e), rank++, epoch_);
   }
+  next_.traps = std::move(t);
+  dirty_ = true;
   publish();
 }
 
@@ -140,74 +300,28 @@ void DataPlane::publish() {
 void DataPlane::publish_now() {
   dirty_ = false;
   auto s = std::make_shared<Snapshot>();
-  std::map<std::string, int> index;
-  for (const auto& [name, sa] : sas_) {
-    index[name] = static_cast<int>(s->outbound.size());
-    s->outbound.push_back(sa.out);
-    s->inbound[sa.in->spi()] = sa.in;
-  }
-  for (const auto& sp : static_policies_) {
-    core::Policy p = sp.policy;
-    if (p.action == core::PolicyAction::kProtect) {
-      auto it = index.find(sp.sa_name);
-      p.sa_index = it == index.end() ? -1 : it->second;
-    }
-    s->spd.add(std::move(p));
-  }
-  // Each SA protects its own selectors, after the explicit policies; where
-  // several protect the same traffic the first found sends: the newest not
-  // on standby, then those on standby, oldest first (SaParams::standby).
-  std::vector<const std::pair<const std::string, Installed>*> order;
-  for (const auto& e : sas_) order.push_back(&e);
-  std::stable_sort(order.begin(), order.end(), [](const auto* a, const auto* b) {
-    if (a->second.standby != b->second.standby) return !a->second.standby;
-    return a->second.standby ? a->second.order < b->second.order : a->second.order > b->second.order;
-  });
-  for (const auto* e : order) {
-    const auto& [name, sa] = *e;
-    core::Policy p;
-    p.name = name;
-    p.sel = sa.out->params().selectors;
-    p.action = core::PolicyAction::kProtect;
-    p.sa_index = index[name];
-    s->spd.add(std::move(p));
-  }
-  for (const auto& t : traps_) s->spd.add(t);
-  // A transport-mode SA narrowed to a protocol or ports (L2TP: udp/1701)
-  // protects only that: the rest of the traffic between the two hosts,
-  // routed into the TUN device with it, goes on in the clear, as it would
-  // with a kernel's transport policy for the same selectors. Last, after
-  // every SA's and trap's policy, and never for a fragment: a later
-  // fragment has no ports to show it belongs to the protected traffic.
-  for (const auto* e : order) {
-    const auto& sp = e->second.out->params();
-    const auto& sel = sp.selectors;
-    if (sp.mode != core::SaMode::kTransport || !sp.clear_outside_selectors ||
-        (sel.proto == 0 && sel.local_ports.any() && sel.remote_ports.any()))
-      continue;
-    core::Policy p;
-    p.name = e->first + "/clear";
-    p.sel.local = {core::IpRange{sp.local_addr, sp.local_addr}};
-    p.sel.remote = {core::IpRange{sp.remote_addr, sp.remote_addr}};
-    p.action = core::PolicyAction::kBypass;
-    p.whole_packets = true;
-    s->spd.add(std::move(p));
-  }
+  s->configured = next_.configured;
+  s->sas = next_.sas;
+  s->traps = next_.traps;
+  s->clear = next_.clear;
+  s->inbound = next_.inbound;
   current_.store(std::move(s), std::memory_order_release);
+  ++epoch_;  // what was just published is copied before its next change
 }
 
-OutDecision DataPlane::process_outbound(const Snapshot& s, core::Packet& pkt) noexcept {
+OutDecision DataPlane::process_outbound(const Snapshot& s, core::Packet& pkt, unsigned lane) noexcept {
   core::PacketInfo info;
   if (core::parse_ip_packet(pkt.span(), info) != core::IpParseError::kNone) {
     global_.drop(Drop::kMalformed);
     return {OutAction::kDrop, Drop::kMalformed, nullptr};
   }
   pkt.len = info.total_len;
-  const core::Policy* pol = s.spd.lookup_outbound(info);
-  if (!pol) {
+  const PolicyEntry* entry = s.lookup(info);
+  if (!entry) {
     global_.drop(Drop::kNoPolicy);
     return {OutAction::kDrop, Drop::kNoPolicy, nullptr};
   }
+  const core::Policy* pol = &entry->policy;
   switch (pol->action) {
     case core::PolicyAction::kBypass: return {OutAction::kBypass, Drop::kNone, nullptr};
     case core::PolicyAction::kDiscard:
@@ -216,12 +330,12 @@ OutDecision DataPlane::process_outbound(const Snapshot& s, core::Packet& pkt) no
     case core::PolicyAction::kProtect: break;
   }
   if (pol->trap) return {OutAction::kAcquire, Drop::kNone, nullptr, pol};
-  if (pol->sa_index < 0 || static_cast<std::size_t>(pol->sa_index) >= s.outbound.size()) {
+  OutboundSa* sa = entry->sa.get();
+  if (!sa) {
     global_.drop(Drop::kNoSa);
     return {OutAction::kDrop, Drop::kNoSa, nullptr};
   }
-  OutboundSa* sa = s.outbound[static_cast<std::size_t>(pol->sa_index)].get();
-  Drop d = sa->encapsulate(pkt);
+  Drop d = sa->encapsulate(pkt, lane);
   if (d != Drop::kNone) {
     log_drop(d, "outbound", sa->spi(), sa->params().remote_addr);
     return {OutAction::kDrop, d, sa};
@@ -236,13 +350,13 @@ Drop DataPlane::process_inbound(const Snapshot& s, core::Packet& pkt) noexcept {
     log_drop(Drop::kMalformed, "inbound", 0, pkt.peer);
     return Drop::kMalformed;
   }
-  auto it = s.inbound.find(spi);
-  if (it == s.inbound.end() || it->second->params().protocol != core::IpsecProtocol::kEsp) {
+  InboundSa* sa = s.find_inbound(spi);
+  if (!sa || sa->params().protocol != core::IpsecProtocol::kEsp) {
     global_.drop(Drop::kBadSpi);
     log_drop(Drop::kBadSpi, "inbound", spi, pkt.peer);
     return Drop::kBadSpi;
   }
-  Drop d = it->second->decapsulate(pkt);
+  Drop d = sa->decapsulate(pkt);
   if (d != Drop::kNone && d != Drop::kDummy) log_drop(d, "inbound", spi, pkt.peer);
   return d;
 }
@@ -256,13 +370,13 @@ Drop DataPlane::process_inbound_ah(const Snapshot& s, core::Packet& pkt) noexcep
     return Drop::kMalformed;
   }
   const std::uint32_t spi = core::load_be32(pkt.data() + ah_off + 4);
-  auto it = s.inbound.find(spi);
-  if (it == s.inbound.end() || it->second->params().protocol == core::IpsecProtocol::kEsp) {
+  InboundSa* sa = s.find_inbound(spi);
+  if (!sa || sa->params().protocol == core::IpsecProtocol::kEsp) {
     global_.drop(Drop::kBadSpi);
     log_drop(Drop::kBadSpi, "inbound AH", spi, pkt.peer);
     return Drop::kBadSpi;
   }
-  Drop d = it->second->decapsulate(pkt);
+  Drop d = sa->decapsulate(pkt);
   if (d != Drop::kNone && d != Drop::kDummy) log_drop(d, "inbound AH", spi, pkt.peer);
   return d;
 }

@@ -9,15 +9,20 @@
 //   AH socket --recv--> process_inbound_ah: the whole IP packet (the ICV
 //         covers its header), SPI lookup -> InboundSa::decapsulate -> TUN
 //
-// The control plane (manual keys now, IKE next) calls install()/remove() on
-// its own thread. Each change builds a new immutable Snapshot and publishes
-// it atomically; workers load the current snapshot once per batch and never
-// lock. SA objects are shared between snapshots, so counters, sequence
-// numbers and replay windows survive unrelated changes.
+// The control plane (manual keys, the IKE engine) calls install()/remove()
+// on its own thread. Each change (or batch of changes) publishes a new
+// immutable Snapshot atomically; workers load the current snapshot once per
+// batch and never lock. SA objects are shared between snapshots, so
+// counters, sequence numbers and replay windows survive unrelated changes.
+// A snapshot shares every part a change leaves alone with the one before
+// (the SPD tiers and the SAD are sharded copy-on-write structures), so
+// publishing after one change costs the same with ten SAs or 100,000.
 #pragma once
 
 #include <atomic>
+#include <array>
 #include <map>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -27,15 +32,51 @@
 #include "core/log.hpp"
 #include "core/packet.hpp"
 #include "core/sa.hpp"
+#include "core/policy_index.hpp"
 #include "core/spd.hpp"
 #include "esp/esp_sa.hpp"
 
 namespace ipsecgw::esp {
 
+// A policy of the data plane's SPD and, for one that protects, its SA (none
+// yet: packets are dropped as "no SA"; a trap policy has none).
+struct PolicyEntry {
+  core::Policy policy;
+  std::shared_ptr<OutboundSa> sa;
+};
+inline const core::Policy& policy_of(const PolicyEntry& e) noexcept { return e.policy; }
+using PolicyTier = core::PolicyIndex<PolicyEntry>;
+
+// Inbound SAs by SPI: kShards sorted vectors, copied one at a time.
+class InboundSad {
+ public:
+  static constexpr std::size_t kShards = 256;
+  InboundSad();
+  [[nodiscard]] InboundSa* find(std::uint32_t spi) const noexcept;
+  void insert(std::uint32_t spi, std::shared_ptr<InboundSa> sa, std::uint64_t epoch);
+  void erase(std::uint32_t spi, std::uint64_t epoch);
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+
+ private:
+  using Row = std::pair<std::uint32_t, std::shared_ptr<InboundSa>>;
+  struct Shard {
+    std::uint64_t epoch = UINT64_MAX;
+    std::vector<Row> rows;  // by SPI
+  };
+  std::vector<Row>& writable(std::uint32_t spi, std::uint64_t epoch);
+  std::array<std::shared_ptr<const Shard>, kShards> shards_;
+  std::size_t size_ = 0;
+};
+
+// What the workers see. The SPD is looked up tier by tier; the first tier
+// with a match decides: the configuration's policies (in their order), each
+// installed SA's own selectors (newest first, standby SAs last), trap
+// policies, then the bypass policies of narrowed transport SAs.
 struct Snapshot {
-  core::Spd spd;
-  std::vector<std::shared_ptr<OutboundSa>> outbound;  // Policy::sa_index
-  std::unordered_map<std::uint32_t, std::shared_ptr<InboundSa>> inbound;
+  std::shared_ptr<const PolicyTier> configured, sas, traps, clear;
+  std::shared_ptr<const InboundSad> inbound;
+  [[nodiscard]] const PolicyEntry* lookup(const core::PacketInfo& p) const noexcept;
+  [[nodiscard]] InboundSa* find_inbound(std::uint32_t spi) const noexcept { return inbound->find(spi); }
 };
 
 enum class OutAction : std::uint8_t { kSend, kBypass, kDrop, kAcquire };
@@ -49,7 +90,9 @@ struct OutDecision {
 
 class DataPlane : public core::SaInstaller {
  public:
-  explicit DataPlane(std::vector<core::StaticPolicy> policies = {});
+  // `lanes`: how many workers encrypt (each outbound SA gets a set of
+  // crypto contexts per worker; process_outbound's `lane` picks one).
+  explicit DataPlane(std::vector<core::StaticPolicy> policies = {}, unsigned lanes = 1);
 
   bool install(core::SaParams params, std::string& why) override;
   bool remove(const std::string& name) override;
@@ -69,7 +112,7 @@ class DataPlane : public core::SaInstaller {
   }
 
   // Worker side; noexcept, never blocks.
-  OutDecision process_outbound(const Snapshot& s, core::Packet& pkt) noexcept;
+  OutDecision process_outbound(const Snapshot& s, core::Packet& pkt, unsigned lane = 0) noexcept;
   core::Drop process_inbound(const Snapshot& s, core::Packet& pkt) noexcept;
   // An AH packet as the AH socket delivers it: the whole IP packet.
   core::Drop process_inbound_ah(const Snapshot& s, core::Packet& pkt) noexcept;
@@ -82,15 +125,27 @@ class DataPlane : public core::SaInstaller {
   // an older snapshot) is summed once no snapshot refers to it any more.
   const core::TrafficCounters& retired();
 
+  // Control side: every installed SA's two directions, in name order (for
+  // statistics, keepalives and byte lifetimes), under the control mutex.
+  template <class F>
+  void for_each_sa(F&& f) {
+    std::lock_guard lock(mutex_);
+    for (const auto& [name, sa] : sas_) f(*sa.out, *sa.in);
+  }
+  [[nodiscard]] std::size_t sa_count() {
+    std::lock_guard lock(mutex_);
+    return sas_.size();
+  }
+
  private:
   void publish();  // with mutex_ held; deferred while batching
   void publish_now();
   bool batching_ = false;
-  std::vector<core::Policy> traps_;
   bool dirty_ = false;
   std::unordered_map<std::uint32_t, std::string> spi_owner_;  // inbound SPI -> SA name
   void log_drop(core::Drop d, const char* where, std::uint32_t spi, const core::IpAddress& from);
 
+  unsigned lanes_ = 1;
   std::mutex mutex_;  // control plane only
   std::vector<core::StaticPolicy> static_policies_;
   struct Installed {
@@ -98,7 +153,26 @@ class DataPlane : public core::SaInstaller {
     std::shared_ptr<InboundSa> in;
     std::uint64_t order = 0;  // install sequence
     bool standby = false;     // SaParams::standby
+    std::uint32_t in_key = 0;  // its key in the SAD
+    std::shared_ptr<const PolicyEntry> policy, clear;  // in the sas and clear tiers
   };
+  // The next snapshot, changed in place between publications: each tier and
+  // the SAD are copied at their first change after a publication (epoch_
+  // counts publications), then changed where they are.
+  struct Next {
+    std::shared_ptr<PolicyTier> configured, sas, traps, clear;
+    std::shared_ptr<InboundSad> inbound;
+    std::uint64_t sas_epoch = UINT64_MAX, clear_epoch = UINT64_MAX, inbound_epoch = UINT64_MAX;
+  };
+  Next next_;
+  std::uint64_t epoch_ = 0;
+  PolicyTier& sas_tier();
+  PolicyTier& clear_tier();
+  InboundSad& sad();
+  void add_policies(const std::string& name, Installed& sa);    // with mutex_ held
+  void drop_policies(Installed& sa);                            // with mutex_ held
+  void rebuild_configured();                                    // with mutex_ held
+  std::set<std::string> configured_sa_names_;  // SAs that configured policies name
   std::uint64_t installs_ = 0;
   std::map<std::string, Installed> sas_;
   std::vector<Installed> retiring_;

@@ -192,35 +192,34 @@ Drop strip_for_transport(const core::SaParams& p, core::Packet& pkt, std::uint8_
 }
 }  // namespace
 
-std::unique_ptr<OutboundSa> OutboundSa::create(const core::SaParams& p, std::string& why) {
+std::unique_ptr<OutboundSa> OutboundSa::create(const core::SaParams& p, std::string& why, unsigned lanes) {
   if (!supported(p, why)) return nullptr;
   std::unique_ptr<OutboundSa> sa(new OutboundSa());
   sa->state_ = std::make_shared<State>();
   auto& st = *sa->state_;
-  if (p.protocol == core::IpsecProtocol::kAh) {
-    st.ah_mac = ah_mac(p.ah, p.out.keymat.span(), why);
-    if (!st.ah_mac) return nullptr;
-    sa->spi_ = p.out.spi;
-    st.max_seq = p.ah.esn ? ~std::uint64_t{0} : 0xffffffffu;
-    sa->params_ = p.without_keys();
-    return sa;
-  }
-  if (p.protocol == core::IpsecProtocol::kAhEsp) {
-    st.ah_mac = ah_mac(p.ah, p.ah_out.keymat.span(), why);
-    if (!st.ah_mac) return nullptr;
-  }
-  st.crypto = EspCrypto::create(p.transform, p.out.keymat.span(), core::CipherDir::kEncrypt, why);
-  if (!st.crypto) return nullptr;
-  if (p.transform.enc.alg == core::EncAlg::kAesCbc ||
-      p.transform.enc.alg == core::EncAlg::kTripleDesCbc) {
-    st.ivgen = core::IvGenerator::create();
-    if (!st.ivgen) {
-      why = "cannot set up the IV generator";
-      return nullptr;
+  st.lanes.resize(std::max(1u, lanes));
+  for (auto& lane : st.lanes) {
+    if (p.protocol != core::IpsecProtocol::kEsp) {
+      lane.ah_mac = ah_mac(p.ah, (p.protocol == core::IpsecProtocol::kAh ? p.out : p.ah_out).keymat.span(), why);
+      if (!lane.ah_mac) return nullptr;
+    }
+    if (p.protocol == core::IpsecProtocol::kAh) continue;
+    lane.crypto = EspCrypto::create(p.transform, p.out.keymat.span(), core::CipherDir::kEncrypt, why);
+    if (!lane.crypto) return nullptr;
+    if (p.transform.enc.alg == core::EncAlg::kAesCbc || p.transform.enc.alg == core::EncAlg::kTripleDesCbc) {
+      lane.ivgen = core::IvGenerator::create();
+      if (!lane.ivgen) {
+        why = "cannot set up the IV generator";
+        return nullptr;
+      }
     }
   }
   sa->spi_ = p.out.spi;
-  st.max_seq = p.transform.esn ? ~std::uint64_t{0} : 0xffffffffu;
+  if (p.protocol == core::IpsecProtocol::kAh) {
+    st.max_seq = p.ah.esn ? ~std::uint64_t{0} : 0xffffffffu;
+  } else {
+    st.max_seq = p.transform.esn ? ~std::uint64_t{0} : 0xffffffffu;
+  }
   sa->params_ = p.without_keys();
   return sa;
 }
@@ -237,8 +236,9 @@ std::unique_ptr<OutboundSa> OutboundSa::moved(const OutboundSa& sa, const core::
   return m;
 }
 
-Drop OutboundSa::encapsulate(core::Packet& pkt) noexcept {
+Drop OutboundSa::encapsulate(core::Packet& pkt, unsigned lane) noexcept {
   auto& st = *state_;
+  if (lane >= st.lanes.size()) lane = 0;
   const std::uint64_t seq = st.next_seq.fetch_add(1, std::memory_order_relaxed);
   if (seq > st.max_seq || seq == 0) {
     // Never wrap (RFC 4303 3.3.3): the SA must be rekeyed.
@@ -246,20 +246,20 @@ Drop OutboundSa::encapsulate(core::Packet& pkt) noexcept {
     st.counters.drop(Drop::kSeqExhausted);
     return Drop::kSeqExhausted;
   }
-  if (params_.protocol == core::IpsecProtocol::kAh) return encapsulate_ah(pkt, seq);
+  if (params_.protocol == core::IpsecProtocol::kAh) return encapsulate_ah(pkt, seq, lane);
   std::uint8_t iv[16];
   const std::size_t iv_len = core::iv_len(params_.transform.enc.alg);
-  if (st.ivgen) {
-    if (!st.ivgen->next(seq, core::MutByteSpan(iv, iv_len))) return Drop::kMalformed;
+  if (auto& ivgen = st.lanes[lane].ivgen) {
+    if (!ivgen->next(seq, core::MutByteSpan(iv, iv_len))) return Drop::kMalformed;
   } else if (iv_len == 8) {
     core::store_be64(iv, seq);  // counter modes: the IV must only be unique
   }
-  const Drop d = encapsulate_with(pkt, seq, ByteSpan(iv, iv_len));
+  const Drop d = encapsulate_with(pkt, seq, ByteSpan(iv, iv_len), lane);
   if (d != Drop::kNone || params_.protocol != core::IpsecProtocol::kAhEsp) return d;
-  return bundle_ah(pkt);
+  return bundle_ah(pkt, lane);
 }
 
-Drop OutboundSa::bundle_ah(core::Packet& pkt) noexcept {
+Drop OutboundSa::bundle_ah(core::Packet& pkt, unsigned lane) noexcept {
   auto& st = *state_;
   const std::uint64_t max = params_.ah.esn ? ~std::uint64_t{0} : 0xffffffffu;
   const std::uint64_t seq = st.ah_next_seq.fetch_add(1, std::memory_order_relaxed);
@@ -280,11 +280,12 @@ Drop OutboundSa::bundle_ah(core::Packet& pkt) noexcept {
   core::IpHeaderFields f;
   f.id = ah_ip_id(seq);
   core::write_ip_header(pkt.data(), params_.local_addr, params_.remote_addr, core::ipproto::kEsp, esp_len, f);
-  return encapsulate_ah(pkt, seq, true);
+  return encapsulate_ah(pkt, seq, lane, true);
 }
 
-Drop OutboundSa::encapsulate_with(core::Packet& pkt, std::uint64_t seq, ByteSpan iv) noexcept {
+Drop OutboundSa::encapsulate_with(core::Packet& pkt, std::uint64_t seq, ByteSpan iv, unsigned lane) noexcept {
   auto& ctr = state_->counters;
+  if (lane >= state_->lanes.size()) lane = 0;
   const auto& t = params_.transform;
   const std::size_t iv_len = core::iv_len(t.enc.alg);
   if (iv.size() != iv_len || pkt.len == 0) {
@@ -317,7 +318,7 @@ Drop OutboundSa::encapsulate_with(core::Packet& pkt, std::uint64_t seq, ByteSpan
   core::store_be32(hdr, spi_);
   core::store_be32(hdr + 4, static_cast<std::uint32_t>(seq));
   if (iv_len) std::memcpy(hdr + kEspHeaderLen, iv.data(), iv_len);
-  if (!state_->crypto->protect(pkt.span(), iv_len, static_cast<std::uint32_t>(seq >> 32))) {
+  if (!state_->lanes[lane].crypto->protect(pkt.span(), iv_len, static_cast<std::uint32_t>(seq >> 32))) {
     ctr.drop(Drop::kMalformed);
     return Drop::kMalformed;
   }
@@ -325,7 +326,7 @@ Drop OutboundSa::encapsulate_with(core::Packet& pkt, std::uint64_t seq, ByteSpan
   return Drop::kNone;
 }
 
-Drop OutboundSa::encapsulate_ah(core::Packet& pkt, std::uint64_t seq, bool bundle) noexcept {
+Drop OutboundSa::encapsulate_ah(core::Packet& pkt, std::uint64_t seq, unsigned lane, bool bundle) noexcept {
   auto& ctr = state_->counters;
   const auto& t = params_.ah;
   const bool v6 = !params_.local_addr.is_v4();
@@ -399,7 +400,7 @@ Drop OutboundSa::encapsulate_ah(core::Packet& pkt, std::uint64_t seq, bool bundl
   const std::size_t iv_len = t.iv_len();
   if (iv_len) core::store_be64(ah + kAhHeaderLen, seq);  // AES-GMAC: the IV must only be unique (RFC 4543 3.1)
   std::uint8_t icv[64];
-  if (!ah_icv(*state_->ah_mac, pkt.span(), ah_off, iv_len, t.icv_len(), t.esn, static_cast<std::uint32_t>(seq >> 32),
+  if (!ah_icv(*state_->lanes[lane].ah_mac, pkt.span(), ah_off, iv_len, t.icv_len(), t.esn, static_cast<std::uint32_t>(seq >> 32),
               icv)) {
     ctr.drop(Drop::kMalformed);
     return Drop::kMalformed;

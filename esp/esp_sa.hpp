@@ -13,15 +13,17 @@
 // replay window update, inner header sanity, inbound selector check.
 // Every failure returns a named core::Drop and is counted on the SA.
 //
-// Threads: an OutboundSa may be shared by several workers (the sequence
-// number is atomic) but its crypto contexts are used by one at a time: the
-// data plane gives each outbound SA one owning worker. An InboundSa, its
-// replay window included, has exactly one owning worker.
+// Threads: an OutboundSa is shared by every worker (the sequence number and
+// the counters are atomic); its crypto contexts are not thread-safe, so it
+// has one set per worker ("lane"), and worker w encrypts with lane w only.
+// An InboundSa, its replay window included, has exactly one owning worker
+// (the data plane steers each SPI to one worker).
 #pragma once
 
 #include <atomic>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/counters.hpp"
 #include "core/crypto.hpp"
@@ -54,7 +56,9 @@ class EspCrypto {
 
 class OutboundSa {
  public:
-  static std::unique_ptr<OutboundSa> create(const core::SaParams& p, std::string& why);
+  // `lanes`: how many workers may encrypt with it at once (one set of crypto
+  // contexts each).
+  static std::unique_ptr<OutboundSa> create(const core::SaParams& p, std::string& why, unsigned lanes = 1);
   // The same SA sent along another path (the peer's NAT mapping changed,
   // RFC 7296 2.23): the copy shares the keys, the sequence number and the
   // counters with `sa`, so a worker still holding `sa` in an older snapshot
@@ -64,10 +68,12 @@ class OutboundSa {
   // Turns the inner IP packet in `pkt` into an ESP packet (SPI..ICV), or
   // for AH into a whole IP packet with its outer header (the AH socket
   // sends it as it is).
-  core::Drop encapsulate(core::Packet& pkt) noexcept;
+  // `lane`: the calling worker's (< lanes).
+  core::Drop encapsulate(core::Packet& pkt, unsigned lane = 0) noexcept;
   // As encapsulate, with the sequence number and IV given (known-answer
   // tests); does not touch the SA's counter.
-  core::Drop encapsulate_with(core::Packet& pkt, std::uint64_t seq, core::ByteSpan iv) noexcept;
+  core::Drop encapsulate_with(core::Packet& pkt, std::uint64_t seq, core::ByteSpan iv, unsigned lane = 0) noexcept;
+  [[nodiscard]] unsigned lanes() const noexcept { return static_cast<unsigned>(state_->lanes.size()); }
 
   [[nodiscard]] std::uint32_t spi() const noexcept { return spi_; }
   [[nodiscard]] const core::SaParams& params() const noexcept { return params_; }
@@ -83,17 +89,21 @@ class OutboundSa {
   OutboundSa() = default;
   // AH over the IP packet in `pkt`: the SA's mode, or (`bundle`) transport
   // mode with the AH SA of an AH+ESP bundle over the ESP packet.
-  core::Drop encapsulate_ah(core::Packet& pkt, std::uint64_t seq, bool bundle = false) noexcept;
+  core::Drop encapsulate_ah(core::Packet& pkt, std::uint64_t seq, unsigned lane, bool bundle = false) noexcept;
   // AH+ESP: an IP header to the peer around the ESP packet in `pkt`, then AH.
-  core::Drop bundle_ah(core::Packet& pkt) noexcept;
+  core::Drop bundle_ah(core::Packet& pkt, unsigned lane) noexcept;
   // What every path of the SA shares.
   struct State {
     std::uint64_t max_seq = 0;
     std::atomic<std::uint64_t> next_seq{1};
     std::atomic<std::uint64_t> ah_next_seq{1};  // AH+ESP: the AH SA's own sequence numbers
-    std::unique_ptr<EspCrypto> crypto;      // ESP
-    std::unique_ptr<core::Mac> ah_mac;      // AH
-    std::unique_ptr<core::IvGenerator> ivgen;
+    // One worker's crypto contexts.
+    struct Lane {
+      std::unique_ptr<EspCrypto> crypto;  // ESP
+      std::unique_ptr<core::Mac> ah_mac;  // AH
+      std::unique_ptr<core::IvGenerator> ivgen;
+    };
+    std::vector<Lane> lanes;
     core::TrafficCounters counters;
   };
   core::SaParams params_;  // keymat cleared after the crypto is set up

@@ -12,8 +12,9 @@ std::uint64_t ReplayWindow::infer(std::uint32_t seq_lo, bool esn) const noexcept
   if (!esn) return seq_lo;
   // RFC 4303 A.2. Without a window, half the space decides.
   const std::uint64_t w = size_ > 0 ? size_ : (std::uint64_t{1} << 31);
-  const auto th = static_cast<std::uint32_t>(top_ >> 32);
-  const auto tl = static_cast<std::uint32_t>(top_);
+  const std::uint64_t top = own_top();
+  const auto th = static_cast<std::uint32_t>(top >> 32);
+  const auto tl = static_cast<std::uint32_t>(top);
   std::uint32_t hi = th;
   if (tl >= w - 1) {
     // Case A: the window lies within one subspace.
@@ -35,26 +36,27 @@ bool ReplayWindow::test_bit(std::uint64_t seq) const noexcept {
 bool ReplayWindow::check(std::uint64_t seq) const noexcept {
   if (size_ == 0) return true;
   if (seq == 0) return false;  // never sent (RFC 4303 3.3.3)
-  if (seq > top_) return true;
-  if (top_ - seq >= size_) return false;
+  const std::uint64_t top = own_top();
+  if (seq > top) return true;
+  if (top - seq >= size_) return false;
   return !test_bit(seq);
 }
 
 bool ReplayWindow::update(std::uint64_t seq) noexcept {
   if (size_ == 0) {
-    top_ = std::max(top_, seq);
+    if (seq > own_top()) set_top(seq);
     return true;
   }
   if (!check(seq)) return false;
   const std::uint64_t nwords = words_.size();
-  if (seq > top_) {
-    const std::uint64_t first = top_ / 64 + 1;
+  if (const std::uint64_t top = own_top(); seq > top) {
+    const std::uint64_t first = top / 64 + 1;
     const std::uint64_t last = seq / 64;
     if (last >= first) {
       const std::uint64_t n = std::min<std::uint64_t>(last - first + 1, nwords);
       for (std::uint64_t i = 0; i < n; ++i) words_[(first + i) % nwords] = 0;
     }
-    top_ = seq;
+    set_top(seq);
   }
   const std::uint64_t idx = seq % (nwords * 64);
   words_[idx / 64] |= std::uint64_t{1} << (idx % 64);

@@ -3,7 +3,7 @@
 #include <cstdint>
 
 #include "core/ip.hpp"
-#include "core/spd.hpp"
+#include "core/policy_index.hpp"
 
 using namespace ipsecgw;
 

@@ -189,28 +189,36 @@ void Engine::receive(const Datagram& d, TimePoint now) {
 }
 
 void Engine::bytes_used(const std::string& sa_name, std::uint64_t bytes, TimePoint now) {
-  bool found = false;
-  v1_->bytes_used(sa_name, bytes, now, found);
-  if (found) {
-    note_deadline(now);
-    return;
-  }
+  bytes_used(ByteUsage{{sa_name, bytes}}, now);
+}
+
+void Engine::bytes_used(const ByteUsage& usage, TimePoint now) {
+  if (usage.empty()) return;
+  bool due = v1_->bytes_used(usage, now);
   for (auto& [spi, sa] : sas_) {
-    for (auto it = sa->children_.begin(); it != sa->children_.end(); ++it) {
-      if (it->name != sa_name) continue;
+    for (auto it = sa->children_.begin(); it != sa->children_.end();) {
+      auto u = usage.find(it->name);
+      if (u == usage.end()) {
+        ++it;
+        continue;
+      }
+      const std::uint64_t bytes = u->second;
       const auto& cc = *it->cfg;
       if (cc.life_bytes && bytes >= cc.life_bytes) {
         warn(kTag, sa->tag(), ": Child SA ", it->name, " reached life_bytes (", bytes, "), removed");
         installer_.remove(it->name);
-        sa->children_.erase(it);
-      } else if (cc.rekey_bytes && bytes >= cc.rekey_bytes && !it->rekeying && it->rekey_at > now) {
+        it = sa->children_.erase(it);
+        continue;
+      }
+      if (cc.rekey_bytes && bytes >= cc.rekey_bytes && !it->rekeying && it->rekey_at > now) {
         info(kTag, sa->tag(), ": Child SA ", it->name, " reached rekey_bytes (", bytes, ")");
         it->rekey_at = now;  // the next tick rekeys it
-        note_deadline(now);
+        due = true;
       }
-      return;
+      ++it;
     }
   }
+  if (due) note_deadline(now);
 }
 
 Bytes Engine::cookie_for(const Datagram& d, std::uint64_t spi_i, ByteSpan ni, std::uint8_t version) const {

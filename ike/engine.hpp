@@ -15,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <tuple>
 #include <vector>
 
@@ -161,6 +162,10 @@ class Engine {
   // Bytes an installed Child SA has carried (both directions), reported by
   // the data plane's owner; drives rekey_bytes and life_bytes.
   void bytes_used(const std::string& sa_name, std::uint64_t bytes, TimePoint now);
+  // The same for many Child SAs at once (by SA name), in one pass over the
+  // SAs: what the gateway reports every second, whatever their number.
+  using ByteUsage = std::unordered_map<std::string, std::uint64_t>;
+  void bytes_used(const ByteUsage& usage, TimePoint now);
   // A datagram for the engine.
   void receive(const Datagram& d, TimePoint now);
   // Runs due timers (retransmission, DPD, rekey, expiry).

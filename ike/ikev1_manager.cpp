@@ -229,22 +229,28 @@ void Manager::remove_dead() {
   }
 }
 
-void Manager::bytes_used(const std::string& sa_name, std::uint64_t bytes, TimePoint now, bool& found) {
+bool Manager::bytes_used(const std::unordered_map<std::string, std::uint64_t>& usage, TimePoint now) {
+  bool due = false;
   for (auto& [k, sa] : sas_) {
-    for (auto it = sa->children_.begin(); it != sa->children_.end(); ++it) {
-      if (it->name != sa_name) continue;
-      found = true;
-      const auto& cc = *it->cfg;
+    std::vector<std::uint32_t> expired;
+    for (auto& child : sa->children_) {
+      auto u = usage.find(child.name);
+      if (u == usage.end()) continue;
+      const std::uint64_t bytes = u->second;
+      const auto& cc = *child.cfg;
       if (cc.life_bytes && bytes >= cc.life_bytes) {
-        warn(kTag, sa->tag(), ": IPsec SA ", it->name, " reached life_bytes (", bytes, "), removed");
-        sa->delete_child(it->spi_in, "life_bytes");
-      } else if (cc.rekey_bytes && bytes >= cc.rekey_bytes && !it->rekeying && it->rekey_at > now) {
-        info(kTag, sa->tag(), ": IPsec SA ", it->name, " reached rekey_bytes (", bytes, ")");
-        it->rekey_at = now;
+        warn(kTag, sa->tag(), ": IPsec SA ", child.name, " reached life_bytes (", bytes, "), removed");
+        expired.push_back(child.spi_in);
+      } else if (cc.rekey_bytes && bytes >= cc.rekey_bytes && !child.rekeying && child.rekey_at > now) {
+        info(kTag, sa->tag(), ": IPsec SA ", child.name, " reached rekey_bytes (", bytes, ")");
+        child.rekey_at = now;
+        due = true;
       }
-      return;
     }
+    for (auto spi : expired) sa->delete_child(spi, "life_bytes");
+    due = due || !expired.empty();
   }
+  return due;
 }
 
 void Manager::delete_all(const ConnectionConfig* c, TimePoint now) {

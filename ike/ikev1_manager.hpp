@@ -15,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "ike/engine.hpp"
@@ -59,7 +60,9 @@ class Manager {
   // A trap policy matched: like initiate, quiet when already under way.
   void acquire(const ConnectionConfig& c, const ChildConfig& cc, TimePoint now);
   void tick(TimePoint now);
-  void bytes_used(const std::string& sa_name, std::uint64_t bytes, TimePoint now, bool& found);
+  // Byte counts by SA name (Engine::ByteUsage); one pass over the SAs. True
+  // when a timer became due (a rekey or a DELETE to send).
+  bool bytes_used(const std::unordered_map<std::string, std::uint64_t>& usage, TimePoint now);
   // DELETE for every SA of the connection (all when null), then gone: IKEv1
   // deletes are not acknowledged, so nothing is left to wait for.
   void delete_all(const ConnectionConfig* c, TimePoint now);

@@ -1,6 +1,7 @@
 #include "tun/sockets.hpp"
 
 #include <netinet/in.h>
+#include <linux/filter.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -54,7 +55,7 @@ bool set_mark(int fd, std::uint32_t mark, std::string& err) {
 
 std::unique_ptr<EspSocket> EspSocket::open(Kind kind, const core::IpAddress& local,
                                            std::uint16_t port, std::uint32_t fwmark,
-                                           std::string& err) {
+                                           std::string& err, bool reuseport) {
   const int family = local.is_v4() ? AF_INET : AF_INET6;
   const int type = kind == Kind::kUdp ? SOCK_DGRAM : SOCK_RAW;
   const int proto = kind == Kind::kUdp ? IPPROTO_UDP : kind == Kind::kAh ? IPPROTO_AH : IPPROTO_ESP;
@@ -65,6 +66,11 @@ std::unique_ptr<EspSocket> EspSocket::open(Kind kind, const core::IpAddress& loc
   }
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (reuseport && kind == Kind::kUdp && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
+    err = std::string("SO_REUSEPORT: ") + std::strerror(errno);
+    ::close(fd);
+    return nullptr;
+  }
   if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
   int bufsize = 4 << 20;
   setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bufsize, sizeof bufsize);
@@ -97,6 +103,23 @@ std::unique_ptr<EspSocket> EspSocket::open(Kind kind, const core::IpAddress& loc
 }
 
 EspSocket::~EspSocket() { ::close(fd_); }
+
+bool EspSocket::steer_by_spi(unsigned n, std::string& err) {
+  if (n < 2) return true;
+  // The program sees the UDP payload (the kernel pulls the UDP header
+  // first). A failed load (a datagram under four bytes) returns 0.
+  sock_filter code[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 0),
+      BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, n),
+      BPF_STMT(BPF_RET | BPF_A, 0),
+  };
+  sock_fprog prog{static_cast<unsigned short>(sizeof code / sizeof code[0]), code};
+  if (setsockopt(fd_, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) < 0) {
+    err = std::string("SO_ATTACH_REUSEPORT_CBPF: ") + std::strerror(errno);
+    return false;
+  }
+  return true;
+}
 
 std::size_t EspSocket::recv_batch(std::span<core::Packet*> pkts) {
   mmsghdr msgs[kMaxBatch];

@@ -22,9 +22,18 @@ class EspSocket {
   // the fixed header rebuilt from the addresses, since the kernel hands over
   // only what follows it).
   enum class Kind : std::uint8_t { kUdp, kRaw, kAh };
+  // `reuseport` (kUdp): one of a group of sockets on the same address and
+  // port, one per data-plane worker (SO_REUSEPORT); open them in worker
+  // order, then steer_by_spi() on the first.
   static std::unique_ptr<EspSocket> open(Kind kind, const core::IpAddress& local,
                                          std::uint16_t port, std::uint32_t fwmark,
-                                         std::string& err);
+                                         std::string& err, bool reuseport = false);
+  // For the first socket of a reuseport group of `n`: every datagram goes
+  // to the socket (worker) SPI mod n, read from its first four bytes (a
+  // classic BPF program, SO_ATTACH_REUSEPORT_CBPF), so one SA's inbound
+  // packets always reach one worker whatever address and port the peer
+  // uses; IKE (non-ESP marker: SPI 0) and keepalives go to the first.
+  bool steer_by_spi(unsigned n, std::string& err);
   ~EspSocket();
   EspSocket(const EspSocket&) = delete;
   EspSocket& operator=(const EspSocket&) = delete;

@@ -1,0 +1,201 @@
+// The gateway's data-plane workers. Worker w owns TUN queue w and, on each
+// local address, UDP socket w of a SO_REUSEPORT group steered by SPI (so
+// every inbound SA has exactly one worker: the one its SPI maps to);
+// worker 0 also owns the raw ESP and AH sockets (the kernel gives every raw
+// socket a copy, so one reads them) and re-injects packets held for trap
+// policies. Each worker:
+//   TUN queue -> SPD -> ESP/AH (its own crypto lane of the SA) -> sockets;
+//   its sockets -> ESP/AH -> its TUN queue (any queue may be written);
+// IKE messages on port 4500 are handed to the control thread's queues.
+// The snapshot is loaded once per batch; nothing on this path locks.
+#include "cli/gateway.hpp"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <boost/asio.hpp>
+
+#include "core/log.hpp"
+#include "esp/natt.hpp"
+
+namespace ipsecgw::cli {
+
+namespace {
+constexpr std::size_t kBatch = 64;
+constexpr int kPollMs = 200;  // how quickly a worker notices stop_
+}  // namespace
+
+tun::EspSocket* Gateway::tx_socket(const core::SaParams& p, unsigned w) const {
+  if (w > 0 && socket_kind(p) == tun::EspSocket::Kind::kUdp) {
+    for (const auto& s : worker_udp_[w])
+      if (s->local() == p.local_addr) return s.get();
+  }
+  return socket_for(p);
+}
+
+void Gateway::worker_loop(unsigned w) {
+  std::vector<std::unique_ptr<core::Packet>> storage;
+  std::vector<core::Packet*> pkts;
+  for (std::size_t i = 0; i < kBatch; ++i) {
+    storage.push_back(std::make_unique<core::Packet>());
+    pkts.push_back(storage.back().get());
+  }
+  tun::LinuxTun& dev = *tun_[w];
+  // What this worker reads: its TUN queue, its sockets, and (worker 0) the
+  // wake-up for re-injected packets.
+  std::vector<tun::EspSocket*> rx;
+  if (w == 0) {
+    for (const auto& s : sockets_) rx.push_back(s.get());
+  } else {
+    for (const auto& s : worker_udp_[w]) rx.push_back(s.get());
+  }
+  std::vector<pollfd> pfds;
+  pfds.push_back({dev.fd(), POLLIN, 0});
+  pfds.push_back({w == 0 ? wake_fd_ : -1, POLLIN, 0});
+  for (auto* s : rx) pfds.push_back({s->fd(), POLLIN, 0});
+  // Outbound packets grouped by the socket that sends them.
+  std::vector<tun::EspSocket*> out_socks;
+  std::vector<std::vector<core::Packet*>> per_socket;
+  std::vector<std::pair<std::string, core::Bytes>> acquired;
+  std::vector<core::Packet*> to_tun;
+  core::log::RateLimited ike_log(std::chrono::seconds(10));
+
+  auto outbound = [&](std::size_t n) {
+    auto snap = dp_->snapshot();
+    for (auto& group : per_socket) group.clear();
+    acquired.clear();
+    for (std::size_t i = 0; i < n; ++i) {
+      core::Packet* p = pkts[i];
+      const esp::OutDecision d = dp_->process_outbound(*snap, *p, w);
+      if (d.action == esp::OutAction::kBypass) {
+        if (bypass_->send(p->span())) {
+          gw_.bypassed.fetch_add(1, std::memory_order_relaxed);
+        } else {
+          dp_->count_global(core::Drop::kSendFailed);
+        }
+        continue;
+      }
+      if (d.action == esp::OutAction::kAcquire) {
+        const auto sp = p->span();
+        acquired.emplace_back(d.policy->name, core::Bytes(sp.begin(), sp.end()));
+        continue;
+      }
+      if (d.action != esp::OutAction::kSend) continue;
+      const auto& params = d.sa->params();
+      p->peer = params.remote_addr;
+      p->peer_port = params.remote_port;
+      tun::EspSocket* s = tx_socket(params, w);
+      if (!s) {
+        dp_->count_global(core::Drop::kSendFailed);  // no socket of its kind on its address
+        continue;
+      }
+      std::size_t k = 0;
+      while (k < out_socks.size() && out_socks[k] != s) ++k;
+      if (k == out_socks.size()) {
+        out_socks.push_back(s);
+        per_socket.emplace_back();
+      }
+      per_socket[k].push_back(p);
+    }
+    for (std::size_t k = 0; k < out_socks.size(); ++k) {
+      if (per_socket[k].empty()) continue;
+      const std::size_t sent = out_socks[k]->send_batch(per_socket[k]);
+      for (std::size_t i = sent; i < per_socket[k].size(); ++i) dp_->count_global(core::Drop::kSendFailed);
+    }
+    if (!acquired.empty()) queue_acquire(std::move(acquired));
+  };
+
+  auto inbound = [&](tun::EspSocket& sock) {
+    const std::size_t n = sock.recv_batch(pkts);
+    if (n == 0) return;
+    auto snap = dp_->snapshot();
+    to_tun.clear();
+    for (std::size_t i = 0; i < n; ++i) {
+      core::Packet* p = pkts[i];
+      if (sock.kind() == tun::EspSocket::Kind::kUdp) {
+        const auto c = esp::classify_udp(p->span());
+        if (c.kind == esp::UdpKind::kKeepalive) {
+          gw_.keepalives_received.fetch_add(1, std::memory_order_relaxed);
+          continue;
+        }
+        if (c.kind == esp::UdpKind::kIke && engine_) {
+          queue_ike({{sock.local(), cfg_.udp_encap.port}, {p->peer, p->peer_port},
+                     core::Bytes(c.payload.begin(), c.payload.end())});
+          continue;
+        }
+        if (c.kind == esp::UdpKind::kIke) {
+          gw_.ike_ignored.fetch_add(1, std::memory_order_relaxed);
+          std::uint64_t suppressed = 0;
+          if (ike_log.allow(suppressed)) {
+            core::log::warn("gateway", "IKE message from ", p->peer.to_string(),
+                            " ignored: no IKE connection is configured");
+          }
+          continue;
+        }
+        if (c.kind == esp::UdpKind::kMalformed) {
+          dp_->count_global(core::Drop::kMalformed);
+          continue;
+        }
+      }
+      const core::Drop d = sock.kind() == tun::EspSocket::Kind::kAh ? dp_->process_inbound_ah(*snap, *p)
+                                                                    : dp_->process_inbound(*snap, *p);
+      if (d == core::Drop::kNone) to_tun.push_back(p);
+    }
+    if (!to_tun.empty()) {
+      const std::size_t written = dev.write_batch(to_tun);
+      gw_.tun_write_failed.fetch_add(to_tun.size() - written, std::memory_order_relaxed);
+    }
+  };
+
+  while (!stop_.load(std::memory_order_relaxed)) {
+    if (::poll(pfds.data(), pfds.size(), kPollMs) <= 0) continue;
+    if (pfds[1].revents & POLLIN) {
+      // Packets held for a trap policy whose SA is now up.
+      std::uint64_t v = 0;
+      (void)::read(wake_fd_, &v, sizeof v);
+      std::size_t n = 0;
+      {
+        std::lock_guard<std::mutex> lock(held_mutex_);
+        while (n < pkts.size() && !reinject_.empty()) {
+          pkts[n++]->assign(reinject_.front());
+          reinject_.pop_front();
+        }
+        if (!reinject_.empty()) {
+          v = 1;
+          (void)::write(wake_fd_, &v, sizeof v);
+        }
+      }
+      if (n) outbound(n);
+    }
+    if (pfds[0].revents & POLLIN) {
+      if (const std::size_t n = dev.read_batch(pkts)) outbound(n);
+    }
+    for (std::size_t k = 0; k < rx.size(); ++k)
+      if (pfds[k + 2].revents & POLLIN) inbound(*rx[k]);
+  }
+}
+
+void Gateway::queue_acquire(std::vector<std::pair<std::string, core::Bytes>> pkts) {
+  {
+    std::lock_guard<std::mutex> lock(held_mutex_);
+    for (auto& [name, bytes] : pkts) {
+      auto& q = held_[name];
+      if (q.size() >= kMaxHeld) {
+        dp_->count_global(core::Drop::kNoSa);  // held queue full: the oldest stay
+        continue;
+      }
+      q.push_back(std::move(bytes));
+    }
+  }
+  std::vector<std::string> names;
+  for (auto& [name, bytes] : pkts) names.push_back(name);
+  boost::asio::post(*io_, [this, names = std::move(names)] {
+    for (const auto& name : names) {
+      const auto slash = name.find('/');
+      engine_->acquire(name.substr(0, slash), name.substr(slash + 1), ike::Clock::now());
+    }
+    after_engine();
+  });
+}
+
+}  // namespace ipsecgw::cli
