@@ -91,6 +91,35 @@ DataPlane::DataPlane(std::vector<core::StaticPolicy> policies, unsigned lanes)
   publish();
 }
 
+std::string DataPlane::Shadows::key(const PolicyEntry& e) {
+  return e.policy.sel.to_string() + (e.policy.whole_packets ? " whole" : "");
+}
+
+void DataPlane::Shadows::insert(PolicyTier& t, std::shared_ptr<const PolicyEntry> e, std::uint64_t rank,
+                                std::uint64_t epoch) {
+  auto& g = groups_[key(*e)];
+  if (g.empty() || rank < g.begin()->first) {
+    if (!g.empty()) t.erase(g.begin()->second.get(), epoch);
+    t.insert(e, rank, epoch);
+  }
+  g.emplace(rank, std::move(e));
+}
+
+void DataPlane::Shadows::erase(PolicyTier& t, const PolicyEntry* e, std::uint64_t rank, std::uint64_t epoch) {
+  auto gi = groups_.find(key(*e));
+  if (gi == groups_.end()) return;
+  auto& g = gi->second;
+  auto it = g.find(rank);
+  if (it == g.end() || it->second.get() != e) return;
+  const bool filed = it == g.begin();
+  g.erase(it);
+  if (filed) {
+    t.erase(e, epoch);
+    if (!g.empty()) t.insert(g.begin()->second, g.begin()->first, epoch);
+  }
+  if (g.empty()) groups_.erase(gi);
+}
+
 PolicyTier& DataPlane::sas_tier() {
   if (next_.sas_epoch != epoch_) {
     next_.sas = std::make_shared<PolicyTier>(*next_.sas);
@@ -144,7 +173,8 @@ void DataPlane::add_policies(const std::string& name, Installed& sa) {
   e->policy.sel = sa.out->params().selectors;
   e->policy.action = core::PolicyAction::kProtect;
   e->sa = sa.out;
-  sas_tier().insert(e, sa.standby ? kMid + sa.order : kMid - sa.order, epoch_);
+  sa.rank = sa.standby ? kMid + sa.order : kMid - sa.order;
+  sas_shadows_.insert(sas_tier(), e, sa.rank, epoch_);
   sa.policy = std::move(e);
   const auto& sp = sa.out->params();
   const auto& sel = sp.selectors;
@@ -156,7 +186,7 @@ void DataPlane::add_policies(const std::string& name, Installed& sa) {
     c->policy.sel.remote = {core::IpRange{sp.remote_addr, sp.remote_addr}};
     c->policy.action = core::PolicyAction::kBypass;
     c->policy.whole_packets = true;
-    clear_tier().insert(c, sa.order, epoch_);
+    clear_shadows_.insert(clear_tier(), c, sa.rank, epoch_);
     sa.clear = std::move(c);
   }
   if (configured_sa_names_.count(name)) rebuild_configured();
@@ -164,8 +194,8 @@ void DataPlane::add_policies(const std::string& name, Installed& sa) {
 }
 
 void DataPlane::drop_policies(Installed& sa) {
-  if (sa.policy) sas_tier().erase(sa.policy.get(), epoch_);
-  if (sa.clear) clear_tier().erase(sa.clear.get(), epoch_);
+  if (sa.policy) sas_shadows_.erase(sas_tier(), sa.policy.get(), sa.rank, epoch_);
+  if (sa.clear) clear_shadows_.erase(clear_tier(), sa.clear.get(), sa.rank, epoch_);
   sa.policy.reset();
   sa.clear.reset();
   dirty_ = true;
@@ -192,7 +222,7 @@ bool DataPlane::install(core::SaParams params, std::string& why) {
   }
   spi_owner_[key] = params.name;
   sad().insert(key, in, epoch_);
-  auto& sa = sas_[params.name] = Installed{std::move(out), std::move(in), ++installs_, params.standby, key, {}, {}};
+  auto& sa = sas_[params.name] = Installed{std::move(out), std::move(in), ++installs_, params.standby, key, {}, {}, 0};
   add_policies(params.name, sa);
   publish();
   core::log::info("esp", "installed SA ", params.name, " ", params.transform.name(), " out ",

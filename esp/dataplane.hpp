@@ -155,7 +155,23 @@ class DataPlane : public core::SaInstaller {
     bool standby = false;     // SaParams::standby
     std::uint32_t in_key = 0;  // its key in the SAD
     std::shared_ptr<const PolicyEntry> policy, clear;  // in the sas and clear tiers
+    std::uint64_t rank = 0;                            // of both
   };
+  // Policies with the same selectors shadow each other: only the best
+  // ranked is filed in a tier (the rest could never match first), the others
+  // wait here, by selectors then rank, for their turn. So 10,000 SAs with
+  // one pair of selectors (rekeys, standby paths, a benchmark) cost a
+  // publication no more than one.
+  class Shadows {
+   public:
+    void insert(PolicyTier& t, std::shared_ptr<const PolicyEntry> e, std::uint64_t rank, std::uint64_t epoch);
+    void erase(PolicyTier& t, const PolicyEntry* e, std::uint64_t rank, std::uint64_t epoch);
+
+   private:
+    static std::string key(const PolicyEntry& e);
+    std::unordered_map<std::string, std::map<std::uint64_t, std::shared_ptr<const PolicyEntry>>> groups_;
+  };
+  Shadows sas_shadows_, clear_shadows_;
   // The next snapshot, changed in place between publications: each tier and
   // the SAD are copied at their first change after a publication (epoch_
   // counts publications), then changed where they are.

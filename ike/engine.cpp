@@ -183,8 +183,12 @@ void Engine::receive(const Datagram& d, TimePoint now) {
     it->second->on_message(d, *h, now);
     settle_half_open(*it->second);
     // Only the SA that got the message can have died of it.
-    if (it->second->state_ == IkeSa::State::kDead) sas_.erase(it);
-    else note_deadline(it->second->deadline());
+    if (it->second->state_ == IkeSa::State::kDead) {
+      scheduled_.erase(ours);
+      sas_.erase(it);
+    } else {
+      note_deadline(it->second->deadline(), ours);
+    }
   }
 }
 
@@ -456,7 +460,7 @@ void Engine::acquire(const std::string& conn, const std::string& child, TimePoin
         if (c.cfg == cc) return;  // already up
       sa->tasks_.queue_child(*cc);  // after the exchange under way, if any
       sa->tasks_.initiate(now);
-      note_deadline(sa->deadline());
+      note_deadline(sa->deadline(), spi);
       return;
     }
     if (sa->state_ == IkeSa::State::kInitSent || sa->state_ == IkeSa::State::kAuthSent) return;
@@ -469,23 +473,76 @@ void Engine::acquire(const std::string& conn, const std::string& child, TimePoin
 }
 
 void Engine::add_sa(std::unique_ptr<IkeSa> sa, std::uint64_t our_spi) {
-  note_deadline(sa->deadline());
+  note_deadline(sa->deadline(), our_spi);
   sas_[our_spi] = std::move(sa);
+}
+
+void Engine::note_deadline(TimePoint t, std::uint64_t spi) {
+  if (t == TimePoint::max()) return;
+  cached_deadline_ = std::min(cached_deadline_, t);
+  if (spi != 0) {
+    auto [it, fresh] = scheduled_.try_emplace(spi, t);
+    if (!fresh) {
+      if (it->second <= t) return;  // an entry at or before t is there
+      it->second = t;
+    }
+  }
+  timers_.push({t, spi});
+  // Stale entries pile up where deadlines keep moving earlier: rebuild.
+  if (timers_.size() > 4 * (scheduled_.size() + 256)) {
+    std::vector<Timer> v;
+    v.reserve(scheduled_.size() + 1);
+    for (const auto& [k, when] : scheduled_) v.emplace_back(when, k);
+    timers_ = decltype(timers_)(std::greater<>(), std::move(v));
+    timers_.push({t, spi});
+  }
 }
 
 void Engine::tick(TimePoint now) {
   now_ = now;
   v1_->tick(now);
-  std::vector<IkeSa*> due;
-  for (auto& [spi, sa] : sas_)
-    if (sa->deadline() <= now) due.push_back(sa.get());
-  for (auto* sa : due) {
+  // The SAs whose entries are due; all of them now and then, or when asked.
+  bool all = now - last_full_tick_ >= kFullTickEvery;
+  std::vector<std::uint64_t> spis;
+  while (!timers_.empty() && timers_.top().first <= now) {
+    const auto [when, spi] = timers_.top();
+    timers_.pop();
+    if (spi == 0) {
+      all = true;
+      continue;
+    }
+    auto sc = scheduled_.find(spi);
+    if (sc == scheduled_.end() || sc->second != when) continue;  // superseded by an earlier entry
+    scheduled_.erase(sc);
+    spis.push_back(spi);
+  }
+  if (all) {
+    last_full_tick_ = now;
+    spis.clear();
+    for (const auto& [spi, sa] : sas_) spis.push_back(spi);
+  }
+  std::vector<std::pair<std::uint64_t, IkeSa*>> due;
+  for (auto spi : spis) {
+    auto it = sas_.find(spi);
+    if (it == sas_.end()) continue;
+    if (it->second->state_ == IkeSa::State::kDead) {
+      settle_half_open(*it->second);  // died outside a tick (INITIAL_CONTACT): gone now
+      sas_.erase(it);
+      scheduled_.erase(spi);
+    } else if (it->second->deadline() <= now) {
+      due.emplace_back(spi, it->second.get());
+    } else {
+      note_deadline(it->second->deadline(), spi);  // not due yet: filed again
+    }
+  }
+  // A tick may add SAs (an IKE rekey) and mark others dead.
+  for (auto& [spi, sa] : due) {
     sa->tick(now);
     settle_half_open(*sa);
   }
   // Restart connections whose peer went away, when configured to.
   std::vector<std::pair<std::string, std::string>> restart;
-  for (auto& [spi, sa] : sas_) {
+  for (auto& [spi, sa] : due) {
     if (sa->state_ == IkeSa::State::kDead && sa->restart_wanted_ && sa->initiator_) {
       for (const auto& ch : sa->conn_.children)
         if (ch.dpd_action == DpdAction::kRestart) {
@@ -494,9 +551,22 @@ void Engine::tick(TimePoint now) {
         }
     }
   }
-  remove_dead();
-  cached_deadline_ = TimePoint::max();
-  for (const auto& [spi, sa] : sas_) cached_deadline_ = std::min(cached_deadline_, sa->deadline());
+  for (auto& [spi, sa] : due) {
+    auto it = sas_.find(spi);
+    if (it == sas_.end()) continue;
+    if (it->second->state_ == IkeSa::State::kDead) {
+      sas_.erase(it);
+      scheduled_.erase(spi);
+      continue;
+    }
+    note_deadline(it->second->deadline(), spi);
+  }
+  cached_deadline_ = timers_.empty() ? TimePoint::max() : timers_.top().first;
+  if (all) {
+    // The next full pass, so that nothing waits longer than that.
+    const TimePoint next_full = now + kFullTickEvery;
+    if (next_full < cached_deadline_ && !sas_.empty()) note_deadline(next_full);
+  }
   for (const auto& [c, ch] : restart) {
     std::string why;
     info(kTag, c, ": restarting");
@@ -576,7 +646,7 @@ bool Engine::terminate(const std::string& conn, const std::string& child, TimePo
       sa->tasks_.queue_child_delete(*c.cfg);  // now, or after the exchange under way
       sa->tasks_.initiate(now);
       info(kTag, sa->tag(), ": deleting Child SA ", c.name, " (requested)");
-      note_deadline(sa->deadline());
+      note_deadline(sa->deadline(), spi);
       return true;
     }
   }

@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <queue>
 #include <string>
 #include <unordered_map>
 #include <tuple>
@@ -219,7 +220,9 @@ class Engine {
   void handle_sa_init_request(const Datagram& d, const Header& h, TimePoint now);
   void remove_dead();
   void add_sa(std::unique_ptr<IkeSa> sa, std::uint64_t our_spi);
-  void note_deadline(TimePoint t) { cached_deadline_ = std::min(cached_deadline_, t); }
+  // An SA's deadline may have moved earlier. With its SPI, the SA's timer
+  // entry; without (spi 0), the next tick looks at every SA.
+  void note_deadline(TimePoint t, std::uint64_t spi = 0);
   // RFC 7296 2.6: <version> | HMAC(secret of that version, Ni | IPi | port | SPIi);
   // the secret rotates every cookie_secret_life, the one before stays valid.
   Bytes cookie_for(const Datagram& d, std::uint64_t spi_i, ByteSpan ni, std::uint8_t version) const;
@@ -245,9 +248,18 @@ class Engine {
   TimePoint log_window_{};
   TimePoint now_{};  // of the receive() or tick() under way
   unsigned log_budget_ = 0;
-  // A lower bound of the next SA deadline: exact after tick(), lowered by
-  // every SA a message touches in between (an early wake-up only recomputes).
+  // A lower bound of the next SA deadline: the earliest timer entry.
   TimePoint cached_deadline_ = TimePoint::max();
+  // Timer entries (when, our SPI; 0: look at every SA), earliest first, so
+  // that a tick costs the SAs that are due, not all of them. An entry may
+  // be stale (the SA's deadline moved later, or the SA is gone): a tick
+  // that pops one files the SA's current deadline again. Every SA is also
+  // looked at by a full pass at least every kFullTickEvery.
+  using Timer = std::pair<TimePoint, std::uint64_t>;
+  std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;
+  std::unordered_map<std::uint64_t, TimePoint> scheduled_;  // our SPI -> its earliest entry
+  TimePoint last_full_tick_{};
+  static constexpr std::chrono::seconds kFullTickEvery{10};
   std::map<std::string, TimePoint> acquiring_;  // "conn/child" -> when asked
   std::vector<Datagram> out_;
   EngineCounters counters_;
