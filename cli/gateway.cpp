@@ -116,7 +116,7 @@ bool Gateway::setup(std::string& err) {
                     cfg_.keylog.ikev1.empty() ? "" : " IKEv1 " + cfg_.keylog.ikev1,
                     cfg_.keylog.ah.empty() ? "" : " AH " + cfg_.keylog.ah);
   }
-  tun_ = tun::LinuxTun::open(cfg_.tun.name, static_cast<int>(nworkers_), err);
+  tun_ = tun::LinuxTun::open(cfg_.tun.name, static_cast<int>(nworkers_), err, cfg_.dataplane.offload);
   if (tun_.empty()) return false;
   tun::LinkSetup::Options lo;
   lo.dev = tun_[0]->name();

@@ -21,7 +21,8 @@
 namespace ipsecgw::cli {
 
 namespace {
-constexpr std::size_t kBatch = 64;
+// Room for the segments of a 64 KiB TCP super-packet down to an MSS of 512.
+constexpr std::size_t kBatch = 128;
 constexpr int kPollMs = 200;  // how quickly a worker notices stop_
 }  // namespace
 
@@ -168,7 +169,9 @@ void Gateway::worker_loop(unsigned w) {
       if (n) outbound(n);
     }
     if (pfds[0].revents & POLLIN) {
-      if (const std::size_t n = dev.read_batch(pkts)) outbound(n);
+      do {
+        if (const std::size_t n = dev.read_batch(pkts)) outbound(n);
+      } while (dev.pending());  // the rest of a super-packet
     }
     for (std::size_t k = 0; k < rx.size(); ++k)
       if (pfds[k + 2].revents & POLLIN) inbound(*rx[k]);

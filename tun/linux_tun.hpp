@@ -3,19 +3,25 @@
 // a queue and the kernel spreads flows across them.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "tun/device.hpp"
+#include "tun/offload.hpp"
 
 namespace ipsecgw::tun {
 
 class LinuxTun : public Device {
  public:
   // Creates the device `name` (or attaches to an existing persistent one).
+  // `offload`: with virtio-net headers (IFF_VNET_HDR) and TSO/checksum
+  // offload (TUNSETOFFLOAD), so that reads may give TCP super-packets (cut
+  // here into segments) and writes coalesce TCP segments (GRO); where the
+  // kernel refuses the offload the device works without it (logged).
   static std::vector<std::unique_ptr<LinuxTun>> open(const std::string& name, int queues,
-                                                     std::string& err);
+                                                     std::string& err, bool offload = false);
   ~LinuxTun() override;
   LinuxTun(const LinuxTun&) = delete;
   LinuxTun& operator=(const LinuxTun&) = delete;
@@ -24,11 +30,28 @@ class LinuxTun : public Device {
   std::size_t write_batch(std::span<core::Packet* const> pkts) override;
   [[nodiscard]] int fd() const override { return fd_; }
   [[nodiscard]] const std::string& name() const { return name_; }
+  // A super-packet read but not yet handed over (the last batch was full):
+  // read_batch() must be called again before waiting for the descriptor.
+  [[nodiscard]] bool pending() const noexcept { return pending_ != 0; }
+  [[nodiscard]] bool offload() const noexcept { return vnet_; }
+  struct Stats {
+    std::atomic<std::uint64_t> super_packets{0};  // TSO packets read and cut
+    std::atomic<std::uint64_t> segments{0};       // ... into this many
+    std::atomic<std::uint64_t> coalesced{0};      // GRO packets written
+    std::atomic<std::uint64_t> coalesced_segments{0};
+    std::atomic<std::uint64_t> bad_offload{0};    // unusable virtio-net headers, dropped
+  };
+  [[nodiscard]] const Stats& stats() const noexcept { return stats_; }
 
  private:
-  LinuxTun(int fd, std::string name) : fd_(fd), name_(std::move(name)) {}
+  LinuxTun(int fd, std::string name, bool vnet);
   int fd_;
   std::string name_;
+  bool vnet_ = false;
+  std::vector<std::uint8_t> rbuf_;  // a virtio-net header and up to 64 KiB
+  std::size_t pending_ = 0;         // bytes in rbuf_ not yet cut into packets
+  Coalescer gro_;
+  Stats stats_;
 };
 
 // Link and routing setup for the TUN device. Routes to the protected remote

@@ -1,0 +1,272 @@
+#include "tun/offload.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+
+namespace ipsecgw::tun {
+
+using core::load_be16;
+using core::load_be32;
+using core::store_be16;
+using core::store_be32;
+
+namespace {
+constexpr std::uint8_t kProtoTcp = 6;
+constexpr std::uint8_t kFin = 0x01, kSyn = 0x02, kRst = 0x04, kPsh = 0x08, kAck = 0x10, kUrg = 0x20, kEce = 0x40,
+                       kCwr = 0x80;
+
+// Where the TCP header starts in an IPv4 packet without fragmentation or an
+// IPv6 packet whose next header is TCP; 0 when it is not such a packet.
+std::size_t tcp_offset(const std::uint8_t* d, std::size_t len, bool allow_v4_options) noexcept {
+  if (len < 20) return 0;
+  if ((d[0] >> 4) == 4) {
+    const std::size_t ihl = std::size_t{d[0] & 0x0fu} * 4;
+    if (ihl < 20 || ihl > len || d[9] != kProtoTcp) return 0;
+    if (!allow_v4_options && ihl != 20) return 0;
+    if ((load_be16(d + 6) & 0x3fff) != 0) return 0;  // a fragment
+    return ihl;
+  }
+  if ((d[0] >> 4) == 6 && len >= 40 && d[6] == kProtoTcp) return 40;
+  return 0;
+}
+
+// The pseudo-header's sum (RFC 793 / RFC 8200 8.1) for `l4_len` bytes of TCP.
+std::uint64_t pseudo_sum(const std::uint8_t* ip, std::size_t l4_len) noexcept {
+  std::uint8_t tail[8] = {};
+  std::uint64_t s = 0;
+  if ((ip[0] >> 4) == 4) {
+    s = csum_add(s, core::ByteSpan(ip + 12, 8));
+    store_be16(tail, kProtoTcp);
+    store_be16(tail + 2, static_cast<std::uint16_t>(l4_len));
+    return csum_add(s, core::ByteSpan(tail, 4));
+  }
+  s = csum_add(s, core::ByteSpan(ip + 8, 32));
+  store_be32(tail, static_cast<std::uint32_t>(l4_len));
+  tail[7] = kProtoTcp;
+  return csum_add(s, core::ByteSpan(tail, 8));
+}
+
+std::uint16_t swap_if_little(std::uint16_t v) noexcept {
+  if constexpr (std::endian::native == std::endian::little) return static_cast<std::uint16_t>((v >> 8) | (v << 8));
+  return v;
+}
+}  // namespace
+
+std::uint64_t csum_add(std::uint64_t sum, core::ByteSpan data) noexcept {
+  // Summed in host order, 32 bits at a time (the one's-complement sum is
+  // the same in either byte order; csum_fold swaps back).
+  const std::uint8_t* p = data.data();
+  std::size_t n = data.size(), i = 0;
+  for (; i + 8 <= n; i += 8) {
+    std::uint64_t v;
+    std::memcpy(&v, p + i, 8);
+    sum += (v & 0xffffffffu) + (v >> 32);
+  }
+  for (; i + 2 <= n; i += 2) {
+    std::uint16_t v;
+    std::memcpy(&v, p + i, 2);
+    sum += v;
+  }
+  if (i < n) {
+    std::uint8_t last[2] = {p[i], 0};
+    std::uint16_t v;
+    std::memcpy(&v, last, 2);
+    sum += v;
+  }
+  return sum;
+}
+
+std::uint16_t csum_fold(std::uint64_t sum) noexcept {
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return swap_if_little(static_cast<std::uint16_t>(sum));
+}
+
+std::size_t segments_needed(const VirtioNetHdr& h, core::ByteSpan pkt) noexcept {
+  const std::uint8_t type = h.gso_type & static_cast<std::uint8_t>(~VirtioNetHdr::kGsoEcn);
+  if (type == VirtioNetHdr::kGsoNone) return pkt.empty() ? 0 : 1;
+  if (type != VirtioNetHdr::kGsoTcpV4 && type != VirtioNetHdr::kGsoTcpV6) return 0;
+  const std::size_t t = tcp_offset(pkt.data(), pkt.size(), true);
+  if (t == 0 || h.gso_size == 0 || pkt.size() < t + 20) return 0;
+  const std::size_t thl = static_cast<std::size_t>(pkt[t + 12] >> 4) * 4;
+  if (thl < 20 || t + thl > pkt.size()) return 0;
+  const std::size_t payload = pkt.size() - t - thl;
+  return payload == 0 ? 1 : (payload + h.gso_size - 1) / h.gso_size;
+}
+
+std::size_t segment(const VirtioNetHdr& h, core::ByteSpan pkt, std::span<core::Packet*> out,
+                    SegmentError& err) noexcept {
+  err = SegmentError::kNone;
+  const std::size_t n = segments_needed(h, pkt);
+  if (n == 0 || pkt.size() > core::Packet::kMaxData * n) {
+    err = SegmentError::kMalformed;
+    return 0;
+  }
+  if (n > out.size()) {
+    err = SegmentError::kTooMany;
+    return 0;
+  }
+  const std::uint8_t type = h.gso_type & static_cast<std::uint8_t>(~VirtioNetHdr::kGsoEcn);
+  if (type == VirtioNetHdr::kGsoNone) {
+    core::Packet& o = *out[0];
+    if (pkt.size() > core::Packet::kMaxData) {
+      err = SegmentError::kMalformed;
+      return 0;
+    }
+    o.assign(pkt);
+    if (h.flags & VirtioNetHdr::kNeedsCsum) {
+      // The kernel left the checksum from csum_start to the end to us, with
+      // the pseudo-header's sum already in its field.
+      const std::size_t at = std::size_t{h.csum_start} + h.csum_offset;
+      if (h.csum_start >= o.len || at + 2 > o.len) {
+        err = SegmentError::kMalformed;
+        return 0;
+      }
+      std::uint8_t* d = o.data();
+      std::uint16_t c = static_cast<std::uint16_t>(
+          ~csum_fold(csum_add(0, core::ByteSpan(d + h.csum_start, o.len - h.csum_start))));
+      if (c == 0 && h.csum_offset == 6) c = 0xffff;  // UDP: 0 means none
+      store_be16(d + at, c);
+    }
+    return 1;
+  }
+  const std::uint8_t* src = pkt.data();
+  const bool v4 = (src[0] >> 4) == 4;
+  const std::size_t t = tcp_offset(src, pkt.size(), true);
+  const std::size_t thl = static_cast<std::size_t>(src[t + 12] >> 4) * 4;
+  const std::size_t hdrs = t + thl;
+  const std::size_t payload = pkt.size() - hdrs;
+  const std::size_t mss = h.gso_size;
+  const std::uint16_t id = v4 ? load_be16(src + 4) : 0;
+  const std::uint32_t seq = load_be32(src + t + 4);
+  const std::uint8_t flags = src[t + 13];
+  for (std::size_t i = 0; i < n; ++i) {
+    core::Packet& o = *out[i];
+    o.reset();
+    const std::size_t off = i * mss;
+    const std::size_t len = std::min(mss, payload - std::min(payload, off));
+    std::uint8_t* d = o.data();
+    std::memcpy(d, src, hdrs);
+    std::memcpy(d + hdrs, src + hdrs + off, len);
+    o.len = hdrs + len;
+    if (v4) {
+      store_be16(d + 2, static_cast<std::uint16_t>(o.len));
+      store_be16(d + 4, static_cast<std::uint16_t>(id + i));
+      store_be16(d + 10, core::ipv4_header_checksum(core::ByteSpan(d, t)));
+    } else {
+      store_be16(d + 4, static_cast<std::uint16_t>(o.len - 40));
+    }
+    std::uint8_t* tcp = d + t;
+    store_be32(tcp + 4, static_cast<std::uint32_t>(seq + off));
+    std::uint8_t f = flags;
+    if (i + 1 != n) f = static_cast<std::uint8_t>(f & ~(kFin | kPsh));
+    if (i != 0) f = static_cast<std::uint8_t>(f & ~kCwr);
+    tcp[13] = f;
+    store_be16(tcp + 16, 0);
+    const std::size_t l4 = thl + len;
+    store_be16(tcp + 16, static_cast<std::uint16_t>(~csum_fold(csum_add(pseudo_sum(d, l4), core::ByteSpan(tcp, l4)))));
+  }
+  return n;
+}
+
+namespace {
+struct TcpView {
+  std::size_t t = 0;     // TCP header offset
+  std::size_t hdrs = 0;  // IP + TCP headers
+  std::size_t payload = 0;
+  std::uint32_t seq = 0;
+  std::uint8_t flags = 0;
+};
+
+// A TCP segment that may be coalesced: IPv4 without options or IPv6
+// without extension headers, not a fragment, only ACK (and PSH) set, with
+// payload, and a correct checksum (what the kernel would check itself).
+bool coalescable(const core::Packet& p, TcpView& v) noexcept {
+  const std::uint8_t* d = p.data();
+  v.t = tcp_offset(d, p.len, false);
+  if (v.t == 0 || p.len < v.t + 20) return false;
+  const std::size_t thl = static_cast<std::size_t>(d[v.t + 12] >> 4) * 4;
+  if (thl < 20 || v.t + thl >= p.len) return false;
+  const std::size_t ip_len = (d[0] >> 4) == 4 ? load_be16(d + 2) : std::size_t{load_be16(d + 4)} + 40;
+  if (ip_len != p.len) return false;
+  v.hdrs = v.t + thl;
+  v.payload = p.len - v.hdrs;
+  v.flags = d[v.t + 13];
+  if ((v.flags & (kFin | kSyn | kRst | kUrg | kEce | kCwr)) || !(v.flags & kAck)) return false;
+  v.seq = load_be32(d + v.t + 4);
+  const std::size_t l4 = p.len - v.t;
+  return csum_fold(csum_add(pseudo_sum(d, l4), core::ByteSpan(d + v.t, l4))) == 0xffff;
+}
+
+// The same flow and headers but for what segmentation changes.
+bool same_headers(const std::uint8_t* a, const std::uint8_t* b, const TcpView& va) noexcept {
+  if ((a[0] >> 4) == 4) {
+    if (a[0] != b[0] || a[1] != b[1] || load_be16(a + 6) != load_be16(b + 6) || a[8] != b[8] || a[9] != b[9] ||
+        std::memcmp(a + 12, b + 12, 8) != 0)
+      return false;
+  } else {
+    if (std::memcmp(a, b, 4) != 0 || std::memcmp(a + 6, b + 6, 34) != 0) return false;
+  }
+  const std::uint8_t* ta = a + va.t;
+  const std::uint8_t* tb = b + va.t;
+  // Ports, ACK number, data offset, window, urgent pointer and options.
+  return std::memcmp(ta, tb, 4) == 0 && std::memcmp(ta + 8, tb + 8, 5) == 0 && std::memcmp(ta + 14, tb + 14, 2) == 0 &&
+         std::memcmp(ta + 18, tb + 18, va.hdrs - va.t - 18) == 0;
+}
+}  // namespace
+
+const std::vector<Coalescer::Group>& Coalescer::plan(std::span<core::Packet* const> pkts) noexcept {
+  groups_.clear();
+  std::size_t i = 0;
+  while (i < pkts.size()) {
+    Group g;
+    g.first = i;
+    TcpView v;
+    if (!coalescable(*pkts[i], v) || (v.flags & kPsh)) {
+      groups_.push_back(g);
+      ++i;
+      continue;
+    }
+    const std::size_t mss = v.payload;
+    std::size_t total = pkts[i]->len;
+    std::uint32_t next_seq = v.seq + static_cast<std::uint32_t>(v.payload);
+    std::uint8_t last_flags = v.flags;
+    std::size_t j = i + 1;
+    while (j < pkts.size()) {
+      TcpView w;
+      if (!coalescable(*pkts[j], w) || w.hdrs != v.hdrs || w.seq != next_seq || w.payload > mss ||
+          total + w.payload > 65535 || !same_headers(pkts[i]->data(), pkts[j]->data(), v))
+        break;
+      total += w.payload;
+      next_seq += static_cast<std::uint32_t>(w.payload);
+      last_flags = w.flags;
+      ++j;
+      if (w.payload < mss || (w.flags & kPsh)) break;  // a run ends with a short segment or PSH
+    }
+    g.count = j - i;
+    if (g.count > 1) {
+      std::uint8_t* d = pkts[i]->data();
+      const bool v4 = (d[0] >> 4) == 4;
+      if (v4) {
+        store_be16(d + 2, static_cast<std::uint16_t>(total));
+        store_be16(d + 10, core::ipv4_header_checksum(core::ByteSpan(d, 20)));
+      } else {
+        store_be16(d + 4, static_cast<std::uint16_t>(total - 40));
+      }
+      d[v.t + 13] = static_cast<std::uint8_t>(d[v.t + 13] | (last_flags & kPsh));
+      // NEEDS_CSUM: the field holds the pseudo-header's sum, not complemented.
+      store_be16(d + v.t + 16, csum_fold(pseudo_sum(d, total - v.t)));
+      g.hdr.flags = VirtioNetHdr::kNeedsCsum;
+      g.hdr.gso_type = v4 ? VirtioNetHdr::kGsoTcpV4 : VirtioNetHdr::kGsoTcpV6;
+      g.hdr.hdr_len = static_cast<std::uint16_t>(v.hdrs);
+      g.hdr.gso_size = static_cast<std::uint16_t>(mss);
+      g.hdr.csum_start = static_cast<std::uint16_t>(v.t);
+      g.hdr.csum_offset = 16;
+    }
+    groups_.push_back(g);
+    i = j;
+  }
+  return groups_;
+}
+
+}  // namespace ipsecgw::tun

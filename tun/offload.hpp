@@ -1,0 +1,78 @@
+// Segmentation offloads of the TUN device (IFF_VNET_HDR), without I/O:
+//
+//   - segment(): a packet the kernel hands over with a virtio-net header:
+//     a TCP super-packet (TSO, up to 64 KiB) is cut into segments of
+//     gso_size payload bytes, each with its own IP and TCP header (IPv4
+//     length, ID and header checksum; TCP sequence number, FIN/PSH only on
+//     the last, CWR only on the first) and its TCP checksum computed; a
+//     packet whose checksum the kernel left to us (NEEDS_CSUM) gets it.
+//   - Coalescer: decrypted TCP segments of one flow that follow each other
+//     (the same headers but for length, ID and sequence number, payloads
+//     of one size, the last no larger, only ACK and a final PSH) are written
+//     back as one super-packet with a TCPv4/v6 GSO header (GRO), so the
+//     kernel's stack handles one packet instead of forty.
+//
+// As in wireguard-go's tun offloads (tun/offload_linux.go) and the Linux
+// GSO/GRO rules (net/ipv4/tcp_offload.c). Headers are host byte order
+// (virtio-net on TUN without TUNSETVNETBE; x86 and arm64 are little endian).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "core/bytes.hpp"
+#include "core/packet.hpp"
+
+namespace ipsecgw::tun {
+
+struct VirtioNetHdr {
+  static constexpr std::uint8_t kNeedsCsum = 1;
+  static constexpr std::uint8_t kGsoNone = 0, kGsoTcpV4 = 1, kGsoUdp = 3, kGsoTcpV6 = 4, kGsoEcn = 0x80;
+  std::uint8_t flags = 0;
+  std::uint8_t gso_type = kGsoNone;
+  std::uint16_t hdr_len = 0;
+  std::uint16_t gso_size = 0;
+  std::uint16_t csum_start = 0;
+  std::uint16_t csum_offset = 0;
+};
+static_assert(sizeof(VirtioNetHdr) == 10);
+
+// The Internet checksum's one's-complement sum of `data` added to `sum`
+// (not folded, not complemented).
+std::uint64_t csum_add(std::uint64_t sum, core::ByteSpan data) noexcept;
+std::uint16_t csum_fold(std::uint64_t sum) noexcept;
+
+enum class SegmentError : std::uint8_t { kNone, kMalformed, kTooMany };
+
+// Cuts `pkt` (what followed the header) into packets, each written at the
+// default offset of one of `out`; returns how many, or 0 with `err` set.
+// `out` must have room for every segment (kTooMany otherwise: the caller
+// asks segments_needed() first).
+std::size_t segment(const VirtioNetHdr& h, core::ByteSpan pkt, std::span<core::Packet*> out,
+                    SegmentError& err) noexcept;
+// How many packets segment() will make of this one (1 without GSO), or 0
+// when the header is not usable.
+std::size_t segments_needed(const VirtioNetHdr& h, core::ByteSpan pkt) noexcept;
+
+// Groups packets for writing: each group is one packet, or a run of TCP
+// segments to coalesce. Runs are found among consecutive packets only, so
+// the order of the flow is kept.
+class Coalescer {
+ public:
+  struct Group {
+    std::size_t first = 0, count = 1;  // indexes into the packets given
+    VirtioNetHdr hdr;                  // gso_type none for a single packet
+  };
+  // Fixes the headers of each run's first packet (lengths, IPv4 checksum,
+  // the TCP checksum field to the pseudo-header sum for NEEDS_CSUM) and
+  // returns the groups. A run's payloads follow its first packet's headers
+  // (hdr.hdr_len bytes of it) in order.
+  const std::vector<Group>& plan(std::span<core::Packet* const> pkts) noexcept;
+
+ private:
+  std::vector<Group> groups_;
+};
+
+}  // namespace ipsecgw::tun
