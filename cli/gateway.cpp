@@ -189,6 +189,15 @@ bool Gateway::setup(std::string& err) {
     }
   for (const auto& s : sockets_)
     if (s->kind() == tun::EspSocket::Kind::kUdp && !s->steer_by_spi(nworkers_, err)) return false;
+  if (cfg_.dataplane.offload) {
+    std::string why;
+    bool all = true;
+    for (const auto& s : sockets_)
+      if (s->kind() == tun::EspSocket::Kind::kUdp) all = s->enable_offload(why) && all;
+    for (const auto& ws : worker_udp_)
+      for (const auto& s : ws) all = s->enable_offload(why) && all;
+    if (!all) core::log::warn("gateway", "UDP segmentation offload not (fully) available: ", why);
+  }
   if (!cfg_.connections.empty()) {
     if (auto traps = trap_policies(cfg_.connections); !traps.empty()) dp_->set_trap_policies(std::move(traps));
     installer_ = std::make_unique<RecordingInstaller>(*dp_, keylog_.get());
@@ -459,6 +468,36 @@ nlohmann::json Gateway::stats() {
   j["ike_ignored"] = gw_.ike_ignored.load();
   j["bypassed"] = gw_.bypassed.load();
   j["tun_write_failed"] = gw_.tun_write_failed.load();
+  {
+    // The data plane's shape and what the offloads did.
+    nlohmann::json d;
+    d["workers"] = nworkers_;
+    d["tun_offload"] = !tun_.empty() && tun_[0]->offload();
+    std::uint64_t super = 0, segs = 0, co = 0, co_segs = 0, bad = 0, gso = 0, gro = 0;
+    for (const auto& t : tun_) {
+      const auto& st = t->stats();
+      super += st.super_packets.load(std::memory_order_relaxed);
+      segs += st.segments.load(std::memory_order_relaxed);
+      co += st.coalesced.load(std::memory_order_relaxed);
+      co_segs += st.coalesced_segments.load(std::memory_order_relaxed);
+      bad += st.bad_offload.load(std::memory_order_relaxed);
+    }
+    auto add_sock = [&](const tun::EspSocket& s) {
+      gso += s.gso_trains();
+      gro += s.gro_trains();
+    };
+    for (const auto& s : sockets_) add_sock(*s);
+    for (const auto& ws : worker_udp_)
+      for (const auto& s : ws) add_sock(*s);
+    d["tun_super_packets"] = super;
+    d["tun_segments"] = segs;
+    d["tun_coalesced"] = co;
+    d["tun_coalesced_segments"] = co_segs;
+    d["tun_bad_offload"] = bad;
+    d["udp_gso_trains"] = gso;
+    d["udp_gro_trains"] = gro;
+    j["dataplane"] = d;
+  }
   j["uptime_s"] = std::chrono::duration_cast<std::chrono::seconds>(
                       std::chrono::steady_clock::now() - started_)
                       .count();

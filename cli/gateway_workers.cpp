@@ -173,8 +173,12 @@ void Gateway::worker_loop(unsigned w) {
         if (const std::size_t n = dev.read_batch(pkts)) outbound(n);
       } while (dev.pending());  // the rest of a super-packet
     }
-    for (std::size_t k = 0; k < rx.size(); ++k)
-      if (pfds[k + 2].revents & POLLIN) inbound(*rx[k]);
+    for (std::size_t k = 0; k < rx.size(); ++k) {
+      if (!(pfds[k + 2].revents & POLLIN)) continue;
+      do {
+        inbound(*rx[k]);
+      } while (rx[k]->pending());  // the rest of the trains received (UDP GRO)
+    }
   }
 }
 

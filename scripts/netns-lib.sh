@@ -78,14 +78,19 @@ netns_teardown() {
 
 # Writes two gateway configurations for one manual SA pair.
 # usage: write_pair_configs DIR ESP ENCAP OUTER(4|6) KEYLEN_BYTES
+# DP_WORKERS and DP_OFFLOAD, when set, become "dataplane" of both.
 write_pair_configs() {
   local dir=$1 esp=$2 encap=$3 outer=$4 keylen=$5
-  local ka kb la lb
+  local ka kb la lb dp=""
+  if [ -n "${DP_WORKERS:-}" ] || [ -n "${DP_OFFLOAD:-}" ]; then
+    dp="\"dataplane\": { \"workers\": ${DP_WORKERS:-0}, \"offload\": ${DP_OFFLOAD:-true} },"
+  fi
   ka=$(openssl rand -hex "$keylen")
   kb=$(openssl rand -hex "$keylen")
   if [ "$outer" = 6 ]; then la=2001:db8::1; lb=2001:db8::2; else la=198.51.100.1; lb=198.51.100.2; fi
   cat > "$dir/gw-a.json" <<JSON
 {
+  $dp
   "tun": { "name": "ipsec0", "mtu": 1400 },
   "manual": {
     "lan": {
@@ -101,6 +106,7 @@ write_pair_configs() {
 JSON
   cat > "$dir/gw-b.json" <<JSON
 {
+  $dp
   "tun": { "name": "ipsec0", "mtu": 1400 },
   "manual": {
     "lan": {

@@ -1,6 +1,7 @@
 #include "tun/sockets.hpp"
 
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <linux/filter.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -42,6 +43,10 @@ void from_sockaddr(const sockaddr_storage& ss, core::IpAddress& a, std::uint16_t
 }
 
 constexpr std::size_t kMaxBatch = 64;
+constexpr std::size_t kGroTrains = 8;            // trains per receive call
+constexpr std::size_t kGroTrainBytes = 65536;    // the largest a train can be
+constexpr std::size_t kGsoMaxSegments = 64;      // UDP_MAX_SEGMENTS of older kernels
+constexpr std::size_t kGsoMaxBytes = 65000;      // a UDP datagram's payload, with room
 
 bool set_mark(int fd, std::uint32_t mark, std::string& err) {
   if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) < 0) {
@@ -121,7 +126,80 @@ bool EspSocket::steer_by_spi(unsigned n, std::string& err) {
   return true;
 }
 
+bool EspSocket::enable_offload(std::string& why) {
+  if (kind_ != Kind::kUdp) return false;
+  int zero = 0, one = 1;
+  gso_ = setsockopt(fd_, SOL_UDP, UDP_SEGMENT, &zero, sizeof zero) == 0;
+  if (!gso_) why = std::string("UDP_SEGMENT: ") + std::strerror(errno);
+  gro_ = setsockopt(fd_, SOL_UDP, UDP_GRO, &one, sizeof one) == 0;
+  if (!gro_) why += std::string(why.empty() ? "" : ", ") + "UDP_GRO: " + std::strerror(errno);
+  if (gro_) gro_buf_.resize(kGroTrains * kGroTrainBytes);
+  return gso_ && gro_;
+}
+
+std::size_t EspSocket::recv_gro(std::span<core::Packet*> pkts) {
+  std::size_t out = 0;
+  if (!pending()) {
+    pend_.clear();
+    pend_at_ = 0;
+    mmsghdr msgs[kGroTrains];
+    iovec iov[kGroTrains];
+    sockaddr_storage from[kGroTrains];
+    alignas(cmsghdr) char ctl[kGroTrains][CMSG_SPACE(sizeof(int))];
+    for (std::size_t i = 0; i < kGroTrains; ++i) {
+      iov[i] = {gro_buf_.data() + i * kGroTrainBytes, kGroTrainBytes};
+      msgs[i] = {};
+      msgs[i].msg_hdr.msg_iov = &iov[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+      msgs[i].msg_hdr.msg_name = &from[i];
+      msgs[i].msg_hdr.msg_namelen = sizeof from[i];
+      msgs[i].msg_hdr.msg_control = ctl[i];
+      msgs[i].msg_hdr.msg_controllen = sizeof ctl[i];
+    }
+    const int r = ::recvmmsg(fd_, msgs, kGroTrains, MSG_DONTWAIT, nullptr);
+    for (int i = 0; i < r; ++i) {
+      if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) continue;
+      Train t;
+      t.off = static_cast<std::size_t>(i) * kGroTrainBytes;
+      t.len = msgs[i].msg_len;
+      t.seg = t.len;
+      for (cmsghdr* c = CMSG_FIRSTHDR(&msgs[i].msg_hdr); c; c = CMSG_NXTHDR(&msgs[i].msg_hdr, c)) {
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+          int seg = 0;
+          std::memcpy(&seg, CMSG_DATA(c), sizeof seg);
+          if (seg > 0) t.seg = static_cast<std::size_t>(seg);
+        }
+      }
+      from_sockaddr(from[i], t.peer, t.port);
+      if (t.seg < t.len) gro_trains_.fetch_add(1, std::memory_order_relaxed);
+      pend_.push_back(t);
+    }
+  }
+  // Cut the trains into datagrams, as many as the batch has room for.
+  while (out < pkts.size() && pend_at_ < pend_.size()) {
+    Train& t = pend_[pend_at_];
+    if (t.len == 0) {
+      ++pend_at_;
+      continue;
+    }
+    const std::size_t n = std::min(t.seg, t.len);
+    core::Packet* p = pkts[out];
+    p->reset();
+    if (n <= core::Packet::kMaxData) {
+      std::memcpy(p->recv_area().data(), gro_buf_.data() + t.off, n);
+      p->len = n;
+      p->peer = t.peer;
+      p->peer_port = t.port;
+      ++out;
+    }
+    t.off += n;
+    t.len -= n;
+  }
+  return out;
+}
+
 std::size_t EspSocket::recv_batch(std::span<core::Packet*> pkts) {
+  if (gro_) return recv_gro(pkts);
   mmsghdr msgs[kMaxBatch];
   iovec iov[kMaxBatch];
   sockaddr_storage from[kMaxBatch];
@@ -169,6 +247,77 @@ std::size_t EspSocket::recv_batch(std::span<core::Packet*> pkts) {
 }
 
 std::size_t EspSocket::send_batch(std::span<core::Packet* const> pkts) {
+  return gso_ ? send_gso(pkts) : send_plain(pkts);
+}
+
+std::size_t EspSocket::send_gso(std::span<core::Packet* const> pkts) {
+  // Runs of packets to one peer, all of one size but the last (no larger),
+  // go as one datagram call with UDP_SEGMENT; the kernel (or the device)
+  // cuts them again.
+  mmsghdr msgs[kMaxBatch];
+  iovec iov[kMaxBatch];
+  sockaddr_storage to[kMaxBatch];
+  alignas(cmsghdr) char ctl[kMaxBatch][CMSG_SPACE(sizeof(std::uint16_t))];
+  std::size_t first_of[kMaxBatch + 1];
+  std::size_t sent = 0, refused = 0;
+  while (sent < pkts.size()) {
+    std::size_t m = 0, k = 0;  // messages, packets (iovecs)
+    const std::size_t base = sent;
+    while (base + k < pkts.size() && m < kMaxBatch && k < kMaxBatch) {
+      core::Packet* p = pkts[base + k];
+      first_of[m] = k;
+      const std::size_t size = p->len;
+      std::size_t total = 0, count = 0;
+      while (base + k < pkts.size() && k < kMaxBatch && count < kGsoMaxSegments) {
+        core::Packet* q = pkts[base + k];
+        if (count > 0 && (q->len > size || q->peer_port != p->peer_port || !(q->peer == p->peer) ||
+                          total + q->len > kGsoMaxBytes))
+          break;
+        iov[k] = {q->data(), q->len};
+        total += q->len;
+        ++k;
+        ++count;
+        if (q->len < size) break;  // a shorter one ends the run
+      }
+      msgs[m] = {};
+      msgs[m].msg_hdr.msg_iov = &iov[first_of[m]];
+      msgs[m].msg_hdr.msg_iovlen = count;
+      msgs[m].msg_hdr.msg_name = &to[m];
+      msgs[m].msg_hdr.msg_namelen = to_sockaddr(p->peer, p->peer_port, to[m]);
+      if (count > 1) {
+        msgs[m].msg_hdr.msg_control = ctl[m];
+        msgs[m].msg_hdr.msg_controllen = sizeof ctl[m];
+        cmsghdr* c = CMSG_FIRSTHDR(&msgs[m].msg_hdr);
+        c->cmsg_level = SOL_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(std::uint16_t));
+        const auto seg = static_cast<std::uint16_t>(size);
+        std::memcpy(CMSG_DATA(c), &seg, sizeof seg);
+      }
+      ++m;
+    }
+    first_of[m] = k;
+    const int r = ::sendmmsg(fd_, msgs, static_cast<unsigned>(m), 0);
+    if (r <= 0) {
+      const std::size_t count = first_of[1] - first_of[0];
+      if (count > 1 && (errno == EIO || errno == EINVAL || errno == EOPNOTSUPP || errno == ENOPROTOOPT)) {
+        // The path cannot take GSO (no checksum offload on the device):
+        // one datagram per packet from here on.
+        gso_ = false;
+        return sent - refused + send_plain(pkts.subspan(sent)) ;
+      }
+      sent += count;  // refused; the rest still go
+      refused += count;
+      continue;
+    }
+    for (int i = 0; i < r; ++i)
+      if (first_of[i + 1] - first_of[i] > 1) gso_trains_.fetch_add(1, std::memory_order_relaxed);
+    sent += first_of[static_cast<std::size_t>(r)];
+  }
+  return sent - refused;
+}
+
+std::size_t EspSocket::send_plain(std::span<core::Packet* const> pkts) {
   mmsghdr msgs[kMaxBatch];
   iovec iov[kMaxBatch];
   sockaddr_storage to[kMaxBatch];

@@ -7,7 +7,9 @@
 // way the kernel's socket calls are; each worker keeps its own batch arrays.
 #pragma once
 
+#include <atomic>
 #include <memory>
+#include <vector>
 #include <span>
 #include <string>
 
@@ -38,6 +40,20 @@ class EspSocket {
   EspSocket(const EspSocket&) = delete;
   EspSocket& operator=(const EspSocket&) = delete;
 
+  // kUdp: UDP GSO on send (a train of ESP packets of one size to one peer
+  // in one datagram call, UDP_SEGMENT) and GRO on receive (UDP_GRO: the
+  // kernel hands over trains, cut here into packets). False, with the
+  // reason, when the kernel has neither; the socket then works without.
+  bool enable_offload(std::string& why);
+  [[nodiscard]] bool offload() const noexcept { return gso_ || gro_; }
+  // Trains of more than one datagram sent with UDP_SEGMENT and received
+  // with UDP_GRO.
+  [[nodiscard]] std::uint64_t gso_trains() const noexcept { return gso_trains_.load(std::memory_order_relaxed); }
+  [[nodiscard]] std::uint64_t gro_trains() const noexcept { return gro_trains_.load(std::memory_order_relaxed); }
+  // Received datagrams not yet handed over (the last batch was full):
+  // recv_batch() must be called again before waiting for the descriptor.
+  [[nodiscard]] bool pending() const noexcept { return pend_at_ < pend_.size(); }
+
   // Receives without blocking. Each packet holds the UDP payload (kUdp) or
   // the ESP packet with any IPv4 header removed (kRaw); peer and peer_port
   // say where it came from.
@@ -53,9 +69,23 @@ class EspSocket {
 
  private:
   EspSocket(int fd, Kind k, core::IpAddress local) : fd_(fd), kind_(k), local_(local) {}
+  std::size_t send_plain(std::span<core::Packet* const> pkts);
+  std::size_t send_gso(std::span<core::Packet* const> pkts);
+  std::size_t recv_gro(std::span<core::Packet*> pkts);
   int fd_;
   Kind kind_;
   core::IpAddress local_;
+  bool gso_ = false, gro_ = false;
+  // GRO: trains received, cut into packets as batches have room.
+  struct Train {
+    std::size_t off = 0, len = 0, seg = 0;  // in gro_buf_; datagram size
+    core::IpAddress peer;
+    std::uint16_t port = 0;
+  };
+  std::atomic<std::uint64_t> gso_trains_{0}, gro_trains_{0};
+  std::vector<std::uint8_t> gro_buf_;
+  std::vector<Train> pend_;
+  std::size_t pend_at_ = 0;
 };
 
 // Sends whole IP packets (header included) in the clear, for bypass policies.
