@@ -246,8 +246,9 @@ JSON
   udp=$(tcpdump -r "$WORK/nat.pcap" 'udp port 4500' 2>/dev/null | wc -l)
   v6=$(tcpdump -r "$WORK/nat.pcap" 'ip6' 2>/dev/null | wc -l)  # link-local housekeeping (no IPv6 here)
   echo "     capture behind the NAT: $total packets, $udp UDP 4500, $v6 IPv6 link-local"
+  # UDP GSO: a frame of the capture may be a train of ESP packets.
   check "NAT: only ESP in UDP 4500 crossed ($udp of $total, $v6 link-local IPv6)" \
-    test "$total" -gt 500 -a "$total" -eq "$((udp + v6))"
+    test "$total" -gt 50 -a "$total" -eq "$((udp + v6))"
   stop_all
   ip netns del "$NS-mid" 2>/dev/null || true
 }
