@@ -1,17 +1,29 @@
 #!/usr/bin/env bash
-# Throughput between two hosts through three paths, in the same run, on the
-# same namespaces: plain routing, an ipsecgw pair (ESP in UDP 4500), and a
-# wireguard-go pair. iperf3, one TCP stream, DURATION seconds each (default
-# 10), REPEAT runs each (default 2, best counts), interleaved. Prints Gbit/s
-# and ratios. Run as root.
+# Throughput between two hosts, each behind a gateway, through every path in
+# the same run on the same namespaces, interleaved, REPEAT times each,
+# medians printed with the ratios issue 13 asks for:
+#   plain          routing, no tunnel
+#   ipsecgw        an ipsecgw pair, ESP ($ESP) in UDP 4500 (manual keys)
+#   ipsecgw-raw    the same over raw ESP (IP protocol 50)
+#   ipsecgw-chacha ChaCha20-Poly1305 in UDP; ipsecgw-cbc AES-128-CBC/HMAC-SHA-256 in UDP
+#   ipsecgw-1w     one worker, no offloads (the data plane before issue 13)
+#   strongswan     charon 5.9.8 with kernel-libipsec on both gateways (IKEv2
+#                  PSK, the same ESP suite; libipsec always uses UDP 4500)
+#   wireguard-go   Debian's wireguard-go
+# For each: iperf3 TCP with 1 and 4 streams, UDP goodput and loss sent as
+# fast as iperf3 can (and, for ipsecgw, at 5x strongSwan's goodput), ping
+# RTT under a saturating TCP stream, and the gateways' CPU seconds per
+# Gbit/s moved (user + system time of the gateway processes). Run as root.
 #
-#   ESP=aes128gcm16 DURATION=10 REPEAT=2 bench/throughput.sh
+#   DURATION=8 REPEAT=3 bench/throughput.sh
+#   PATHS="plain ipsecgw strongswan" bench/throughput.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 ESP=${ESP:-aes128gcm16}
-DURATION=${DURATION:-10}
-REPEAT=${REPEAT:-2}
+DURATION=${DURATION:-8}
+REPEAT=${REPEAT:-3}
+PATHS=${PATHS:-"plain ipsecgw ipsecgw-raw ipsecgw-chacha ipsecgw-cbc ipsecgw-1w strongswan wireguard-go"}
 source scripts/as-root.sh "$@"
 bash scripts/install-deps.sh bench
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
@@ -23,10 +35,12 @@ PY=/usr/bin/python3
 NS=igwb$$
 WORK=$(mktemp -d)
 PIDS=()
+GWPIDS=()  # the gateway processes of the path under test (for CPU time)
 stop_all() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   PIDS=()
+  GWPIDS=()
 }
 cleanup() { stop_all; netns_teardown "$NS"; rm -rf "$WORK"; }
 trap cleanup EXIT
@@ -36,13 +50,53 @@ ip netns exec "$NS-hb" iperf3 -s -B 10.2.0.2 > /dev/null 2>&1 &
 IPERF_SERVER=$!
 sleep 0.5
 
-iperf() {  # prints Gbit/s of one run from host A to host B
-  ip netns exec "$NS-ha" timeout $((DURATION + 20)) iperf3 -c 10.2.0.2 -t "$DURATION" -O 1 -J \
-    > "$WORK/iperf.json" || { echo 0; return; }
-  $PY -c "import json; print('%.3f' % (json.load(open('$WORK/iperf.json'))['end']['sum_received']['bits_per_second'] / 1e9))"
+cpu_ticks() {  # the gateways' user + system clock ticks so far
+  local t=0 p
+  for p in "${GWPIDS[@]}"; do
+    [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$t"
 }
 
-# --- the three paths; each up_X/down_X pair leaves the namespaces as found.
+# iperf3 from host A to host B; prints "Gbit/s loss% cpu_s_per_gbit".
+iperf() {  # iperf ARGS...
+  local t0 t1
+  t0=$(cpu_ticks)
+  ip netns exec "$NS-ha" timeout $((DURATION + 20)) iperf3 -c 10.2.0.2 -t "$DURATION" -O 1 -J "$@" \
+    > "$WORK/iperf.json" 2>/dev/null || { echo "0 100 0"; return; }
+  t1=$(cpu_ticks)
+  $PY - "$WORK/iperf.json" "$((t1 - t0))" "$(getconf CLK_TCK)" "${#GWPIDS[@]}" <<'PYEOF'
+import json, sys
+j = json.load(open(sys.argv[1]))
+ticks, hz, gws = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+end = j["end"]
+if "sum_received" in end:
+    gbps, loss = end["sum_received"]["bits_per_second"] / 1e9, 0.0
+else:  # UDP: the receiver's goodput and loss
+    s = end["sum"]
+    gbps = s["bits_per_second"] * (1 - s.get("lost_percent", 0) / 100) / 1e9
+    loss = s.get("lost_percent", 0.0)
+secs = j["start"]["test_start"]["duration"]
+moved = gbps * secs
+cpu = (ticks / hz) / moved if gws and moved > 0 else 0
+print(f"{gbps:.3f} {loss:.2f} {cpu:.3f}")
+PYEOF
+}
+
+# Median ping RTT (ms) while one TCP stream saturates the path.
+ping_under_load() {
+  ip netns exec "$NS-ha" timeout $((DURATION + 20)) iperf3 -c 10.2.0.2 -t "$DURATION" > /dev/null 2>&1 &
+  local load=$!
+  sleep 1
+  ip netns exec "$NS-ha" ping -c $((DURATION * 10 - 20)) -i 0.1 -W 2 10.2.0.2 2>/dev/null |
+    $PY -c "
+import re, statistics, sys
+rtts = [float(m.group(1)) for m in re.finditer(r'time=([0-9.]+)', sys.stdin.read())]
+print('%.3f' % statistics.median(rtts) if rtts else 'nan')"
+  wait "$load" 2>/dev/null || true
+}
+
+# --- the paths; each up_X/down_X pair leaves the namespaces as found.
 up_plain() {
   ip -n "$NS-ga" route add 10.2.0.0/24 via 198.51.100.2
   ip -n "$NS-gb" route add 10.1.0.0/24 via 198.51.100.1
@@ -52,12 +106,11 @@ down_plain() {
   ip -n "$NS-gb" route del 10.1.0.0/24 via 198.51.100.1
 }
 
-write_pair_configs "$WORK" "$ESP" udp 4 "$(esp_key_len "$ESP")"
-up_ipsecgw() {
-  ip netns exec "$NS-ga" "$IPSECGW" run -c "$WORK/gw-a.json" --log-level warning > "$WORK/a.log" 2>&1 &
-  PIDS+=($!)
-  ip netns exec "$NS-gb" "$IPSECGW" run -c "$WORK/gw-b.json" --log-level warning > "$WORK/b.log" 2>&1 &
-  PIDS+=($!)
+start_pair() {  # start_pair DIR
+  ip netns exec "$NS-ga" "$IPSECGW" run -c "$1/gw-a.json" --log-level warning > "$WORK/a.log" 2>&1 &
+  PIDS+=($!); GWPIDS+=($!)
+  ip netns exec "$NS-gb" "$IPSECGW" run -c "$1/gw-b.json" --log-level warning > "$WORK/b.log" 2>&1 &
+  PIDS+=($!); GWPIDS+=($!)
   for _ in $(seq 50); do
     ip -n "$NS-ga" link show ipsec0 >/dev/null 2>&1 && ip -n "$NS-gb" link show ipsec0 >/dev/null 2>&1 && break
     sleep 0.1
@@ -65,17 +118,82 @@ up_ipsecgw() {
   sleep 0.5
   ip netns exec "$NS-ha" ping -c 1 -W 2 -q 10.2.0.2 > /dev/null
 }
-down_ipsecgw() { stop_all; }
+for v in udp raw chacha cbc 1w; do mkdir -p "$WORK/$v"; done
+write_pair_configs "$WORK/udp" "$ESP" udp 4 "$(esp_key_len "$ESP")"
+write_pair_configs "$WORK/raw" "$ESP" none 4 "$(esp_key_len "$ESP")"
+write_pair_configs "$WORK/chacha" chacha20poly1305 udp 4 "$(esp_key_len chacha20poly1305)"
+write_pair_configs "$WORK/cbc" aes128-sha256 udp 4 "$(esp_key_len aes128-sha256)"
+DP_WORKERS=1 DP_OFFLOAD=false write_pair_configs "$WORK/1w" "$ESP" udp 4 "$(esp_key_len "$ESP")"
+up_ipsecgw() { start_pair "$WORK/udp"; }
+up_ipsecgw-raw() { start_pair "$WORK/raw"; }
+up_ipsecgw-chacha() { start_pair "$WORK/chacha"; }
+up_ipsecgw-cbc() { start_pair "$WORK/cbc"; }
+up_ipsecgw-1w() { start_pair "$WORK/1w"; }
+for v in ipsecgw ipsecgw-raw ipsecgw-chacha ipsecgw-cbc ipsecgw-1w; do eval "down_$v() { stop_all; }"; done
+
+# strongSwan: a charon with kernel-libipsec in each gateway's namespace,
+# each with its own strongswan.conf, /run and vici socket.
+start_charon() {  # start_charon ga|gb LOCAL REMOTE LOCAL_TS REMOTE_TS
+  local g=$1 dir="$WORK/sw-$1"
+  rm -rf "$dir"; mkdir -p "$dir/run"
+  cat > "$dir/strongswan.conf" <<CONF
+charon {
+  load_modular = yes
+  plugins {
+    include /etc/strongswan.d/charon/*.conf
+    kernel-libipsec { load = 2 }
+    stroke { load = no }
+    vici { socket = unix://$dir/charon.vici }
+  }
+  filelog { bench { path = $dir/charon.log
+                    default = 0 } }
+}
+CONF
+  cat > "$dir/swanctl.conf" <<CONF
+connections { bench { version = 2
+  local_addrs = $2
+  remote_addrs = $3
+  proposals = aes128gcm16-prfsha256-x25519
+  local { auth = psk
+          id = $2 }
+  remote { auth = psk
+           id = $3 }
+  children { lan { local_ts = $4
+                   remote_ts = $5
+                   esp_proposals = $ESP
+                   start_action = none } } } }
+secrets { ike-b { id-a = 198.51.100.1
+                  id-b = 198.51.100.2
+                  secret = "bench secret" } }
+CONF
+  ip netns exec "$NS-$g" unshare -m --propagation private sh -c \
+    "mount --bind '$dir/run' /run && exec env STRONGSWAN_CONF='$dir/strongswan.conf' /usr/lib/ipsec/charon" \
+    > "$dir/charon.out" 2>&1 &
+  PIDS+=($!); GWPIDS+=($!)
+  for _ in $(seq 100); do [ -S "$dir/charon.vici" ] && break; sleep 0.1; done
+  swanctl --load-all --file "$dir/swanctl.conf" --uri "unix://$dir/charon.vici" > /dev/null 2>&1
+}
+up_strongswan() {
+  start_charon gb 198.51.100.2 198.51.100.1 10.2.0.0/24 10.1.0.0/24
+  start_charon ga 198.51.100.1 198.51.100.2 10.1.0.0/24 10.2.0.0/24
+  swanctl --initiate --ike bench --child lan --uri "unix://$WORK/sw-ga/charon.vici" > /dev/null 2>&1
+  for _ in $(seq 50); do
+    ip netns exec "$NS-ha" ping -c 1 -W 1 -q 10.2.0.2 > /dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "strongSwan tunnel did not come up" >&2
+}
+down_strongswan() { stop_all; }
 
 WGA=wga$$ WGB=wgb$$
 wg genkey > "$WORK/wa.key"; wg pubkey < "$WORK/wa.key" > "$WORK/wa.pub"
 wg genkey > "$WORK/wb.key"; wg pubkey < "$WORK/wb.key" > "$WORK/wb.pub"
-up_wireguard() {
+up_wireguard-go() {
   # Responder (B) first, or the first handshake is lost for 5 s.
   ip netns exec "$NS-gb" env WG_PROCESS_FOREGROUND=1 wireguard-go -f "$WGB" > "$WORK/wgb.log" 2>&1 &
-  PIDS+=($!)
+  PIDS+=($!); GWPIDS+=($!)
   ip netns exec "$NS-ga" env WG_PROCESS_FOREGROUND=1 wireguard-go -f "$WGA" > "$WORK/wga.log" 2>&1 &
-  PIDS+=($!)
+  PIDS+=($!); GWPIDS+=($!)
   for _ in $(seq 50); do
     [ -S /var/run/wireguard/$WGA.sock ] && [ -S /var/run/wireguard/$WGB.sock ] && break
     sleep 0.1
@@ -90,28 +208,83 @@ up_wireguard() {
   ip -n "$NS-ga" route add 10.2.0.0/24 dev "$WGA"
   ip netns exec "$NS-ha" ping -c 1 -W 5 -q 10.2.0.2 > /dev/null
 }
-down_wireguard() { stop_all; }
+down_wireguard-go() { stop_all; }
 
-declare -A best=([plain]=0 [ipsecgw]=0 [wireguard-go]=0)
+# Which measurements each path gets (the extra ESP suites: TCP only).
+measures() {
+  case $1 in
+    ipsecgw-chacha|ipsecgw-cbc|ipsecgw-raw|ipsecgw-1w) echo "tcp1 tcp4" ;;
+    *) echo "tcp1 tcp4 udp ping" ;;
+  esac
+}
+
+RES=$WORK/results.txt  # path measure run value [loss cpu]
+: > "$RES"
 for r in $(seq "$REPEAT"); do
-  for path in plain ipsecgw wireguard-go; do
-    fn=${path//-go/}
-    "up_$fn"
-    g=$(iperf)
-    "down_$fn"
-    echo "run $r: $path $g Gbit/s"
-    best[$path]=$($PY -c "print(max(${best[$path]}, $g))")
+  for path in $PATHS; do
+    "up_$path"
+    for m in $(measures "$path"); do
+      case $m in
+        tcp1) read -r g l c < <(iperf) ;;
+        tcp4) read -r g l c < <(iperf -P 4) ;;
+        udp) read -r g l c < <(iperf -u -b 0 -l 1300) ;;
+        ping) g=$(ping_under_load); l=0; c=0 ;;
+      esac
+      echo "$path $m $r $g $l $c" >> "$RES"
+      echo "run $r: $path $m $g (loss $l%, cpu ${c}s/Gbit)"
+    done
+    "down_$path"
   done
 done
+# ipsecgw's UDP at five times strongSwan's goodput: the loss there.
+if [[ " $PATHS " == *" strongswan "* && " $PATHS " == *" ipsecgw "* ]]; then
+  sw_udp=$($PY -c "
+import statistics
+v=[float(l.split()[3]) for l in open('$RES') if l.split()[:2]==['strongswan','udp']]
+print('%dM' % max(1, int(statistics.median(v) * 5 * 1000)))")
+  up_ipsecgw
+  for r in $(seq "$REPEAT"); do
+    read -r g l c < <(iperf -u -b "$sw_udp" -l 1300)
+    echo "ipsecgw udp5x $r $g $l $c" >> "$RES"
+    echo "run $r: ipsecgw UDP at $sw_udp: $g Gbit/s (loss $l%)"
+  done
+  down_ipsecgw
+fi
 kill "$IPERF_SERVER" 2>/dev/null; wait "$IPERF_SERVER" 2>/dev/null || true
 
 echo
-echo "iperf3, 1 TCP stream, ${DURATION} s, best of $REPEAT, ipsecgw ESP $ESP in UDP 4500 ($(nproc) cores)"
-printf "  %-14s %8s Gbit/s\n" plain "${best[plain]}" ipsecgw "${best[ipsecgw]}" wireguard-go "${best[wireguard-go]}"
-$PY - "${best[plain]}" "${best[ipsecgw]}" "${best[wireguard-go]}" <<'PYEOF'
-import sys
-plain, gw, wg = map(float, sys.argv[1:])
-ratio = lambda a, b: f"{a / b:.2f}x" if b > 0 else "n/a"
-print(f"  ipsecgw / wireguard-go: {ratio(gw, wg)}")
-print(f"  ipsecgw / plain:        {ratio(gw, plain)}")
+echo "Medians of $REPEAT runs, ${DURATION} s each, ipsecgw ESP $ESP, $(nproc) cores, $(uname -r)"
+$PY - "$RES" <<'PYEOF'
+import collections, statistics, sys
+rows = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    path, m, run, g, loss, cpu = line.split()
+    rows[(path, m)].append((float(g), float(loss), float(cpu)))
+def med(path, m, i=0):
+    v = [r[i] for r in rows.get((path, m), [])]
+    return statistics.median(v) if v else float("nan")
+paths = []
+for (p, _m) in rows:
+    if p not in paths:
+        paths.append(p)
+print(f"  {'path':15} {'TCP x1':>8} {'TCP x4':>8} {'UDP':>8} {'loss%':>6} {'RTT ms':>7} {'CPU s/Gbit':>10}")
+for p in paths:
+    print(f"  {p:15} {med(p,'tcp1'):8.3f} {med(p,'tcp4'):8.3f} {med(p,'udp'):8.3f} {med(p,'udp',1):6.2f} "
+          f"{med(p,'ping'):7.3f} {med(p,'tcp1',2):10.3f}")
+if ("ipsecgw", "udp5x") in rows:
+    print(f"  ipsecgw UDP offered at 5x strongSwan's goodput: {med('ipsecgw','udp5x'):.3f} Gbit/s, "
+          f"loss {med('ipsecgw','udp5x',1):.2f}%")
+def ratio(a, b):
+    return f"{a / b:.2f}x" if b and b == b and a == a else "n/a"
+gw = med("ipsecgw", "tcp1")
+print("Ratios (targets in brackets):")
+print(f"  TCP x1 ipsecgw / strongSwan:     {ratio(gw, med('strongswan','tcp1'))}  [>= 10x]")
+print(f"  TCP x1 ipsecgw / wireguard-go:   {ratio(gw, med('wireguard-go','tcp1'))}  [>= 3x]")
+print(f"  TCP x4 / x1 (ipsecgw):           {ratio(med('ipsecgw','tcp4'), gw)}  [>= 1x]")
+print(f"  UDP ipsecgw / strongSwan:        {ratio(med('ipsecgw','udp'), med('strongswan','udp'))}  [>= 5x, loss < 1% at 5x: see above]")
+print(f"  RTT under load ipsecgw / strongSwan: {ratio(med('ipsecgw','ping'), med('strongswan','ping'))}  [<= 2x]")
+for p in ("ipsecgw-raw", "ipsecgw-chacha", "ipsecgw-cbc"):
+    print(f"  TCP x1 {p} / ipsecgw: {ratio(med(p,'tcp1'), gw):>6}  [>= 0.5x]")
+print(f"  TCP x1 ipsecgw / ipsecgw-1w (one worker, no offloads): {ratio(gw, med('ipsecgw-1w','tcp1'))}")
+print(f"  TCP x1 ipsecgw / plain:          {ratio(gw, med('plain','tcp1'))}")
 PYEOF

@@ -101,6 +101,7 @@ Gateway::~Gateway() {
     if (t.joinable()) t.join();
   }
   if (wake_fd_ >= 0) ::close(wake_fd_);
+  for (int fd : worker_wake_) ::close(fd);
 }
 
 bool Gateway::setup(std::string& err) {
@@ -215,6 +216,18 @@ bool Gateway::setup(std::string& err) {
     err = "eventfd failed";
     return false;
   }
+  // Hand-off between workers (an SA's packets are encrypted by its owner).
+  const std::size_t slot = static_cast<std::size_t>(cfg_.tun.mtu) + 64;
+  for (unsigned w = 0; w < nworkers_; ++w) {
+    const int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fd < 0) {
+      err = "eventfd failed";
+      return false;
+    }
+    worker_wake_.push_back(fd);
+  }
+  for (unsigned i = 0; i < nworkers_ * nworkers_; ++i)
+    rings_.push_back(i / nworkers_ == i % nworkers_ ? nullptr : std::make_unique<core::SpscPacketRing>(512, slot));
   for (auto& sa : cfg_.manual) {
     std::string why;
     std::string name = sa.name;
@@ -496,6 +509,7 @@ nlohmann::json Gateway::stats() {
     d["tun_bad_offload"] = bad;
     d["udp_gso_trains"] = gso;
     d["udp_gro_trains"] = gro;
+    d["handoff_full"] = gw_.handoff_full.load();
     j["dataplane"] = d;
   }
   j["uptime_s"] = std::chrono::duration_cast<std::chrono::seconds>(

@@ -32,6 +32,7 @@
 
 #include "cli/control.hpp"
 #include "cli/keylog.hpp"
+#include "core/spsc_ring.hpp"
 #include "config/config.hpp"
 #include "esp/dataplane.hpp"
 #include "ike/engine.hpp"
@@ -59,6 +60,7 @@ struct GatewayCounters {
   std::atomic<std::uint64_t> ike_send_failed{0};  // IKE datagrams the socket would not send             // accept() failed (EMFILE...); retried with back-off
   std::atomic<std::uint64_t> bypassed{0};
   std::atomic<std::uint64_t> tun_write_failed{0};
+  std::atomic<std::uint64_t> handoff_full{0};  // a packet for another worker's SA found its ring full
 };
 
 class Gateway {
@@ -134,6 +136,10 @@ class Gateway {
   std::vector<std::unique_ptr<tun::EspSocket>> sockets_;  // worker 0's, and the raw ones
   unsigned nworkers_ = 1;
   std::vector<std::vector<std::unique_ptr<tun::EspSocket>>> worker_udp_;  // [w]: worker w's UDP sockets (w >= 1)
+  // Hand-off rings: [src * nworkers_ + dst] carries packets worker src read
+  // for an SA that worker dst owns; worker_wake_[dst] (eventfd) wakes it.
+  std::vector<std::unique_ptr<core::SpscPacketRing>> rings_;
+  std::vector<int> worker_wake_;
   std::vector<std::unique_ptr<boost::asio::posix::stream_descriptor>> ike_watch_;
   std::vector<std::unique_ptr<core::Packet>> ike_pkts_;  // the control thread's receive buffers
   std::unique_ptr<tun::BypassSocket> bypass_;

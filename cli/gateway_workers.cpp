@@ -4,8 +4,13 @@
 // worker 0 also owns the raw ESP and AH sockets (the kernel gives every raw
 // socket a copy, so one reads them) and re-injects packets held for trap
 // policies. Each worker:
-//   TUN queue -> SPD -> ESP/AH (its own crypto lane of the SA) -> sockets;
+//   TUN queue -> SPD -> the SA's owner? -> ESP/AH -> sockets
+//                           \-> not this worker: its hand-off ring, where
+//                                the owner takes it up (SPD again, then ESP)
 //   its sockets -> ESP/AH -> its TUN queue (any queue may be written);
+// An outbound SA is encrypted by its owner only, so its sequence numbers
+// leave in order; every worker still has its own crypto lane of each SA,
+// so a packet that meets a changed snapshot on the owner is safe too.
 // IKE messages on port 4500 are handed to the control thread's queues.
 // The snapshot is loaded once per batch; nothing on this path locks.
 #include "cli/gateway.hpp"
@@ -53,7 +58,10 @@ void Gateway::worker_loop(unsigned w) {
   std::vector<pollfd> pfds;
   pfds.push_back({dev.fd(), POLLIN, 0});
   pfds.push_back({w == 0 ? wake_fd_ : -1, POLLIN, 0});
+  pfds.push_back({worker_wake_[w], POLLIN, 0});
+  constexpr std::size_t kRxAt = 3;
   for (auto* s : rx) pfds.push_back({s->fd(), POLLIN, 0});
+  std::uint64_t woken = 0;  // bit per worker handed packets in this batch
   // Outbound packets grouped by the socket that sends them.
   std::vector<tun::EspSocket*> out_socks;
   std::vector<std::vector<core::Packet*>> per_socket;
@@ -61,13 +69,16 @@ void Gateway::worker_loop(unsigned w) {
   std::vector<core::Packet*> to_tun;
   core::log::RateLimited ike_log(std::chrono::seconds(10));
 
-  auto outbound = [&](std::size_t n) {
+  // `handed`: the packets came from another worker's ring; they are sealed
+  // here whoever owns their SA now (no second hand-off).
+  auto outbound = [&](std::size_t n, bool handed) {
     auto snap = dp_->snapshot();
     for (auto& group : per_socket) group.clear();
     acquired.clear();
+    woken = 0;
     for (std::size_t i = 0; i < n; ++i) {
       core::Packet* p = pkts[i];
-      const esp::OutDecision d = dp_->process_outbound(*snap, *p, w);
+      esp::OutDecision d = dp_->classify_outbound(*snap, *p);
       if (d.action == esp::OutAction::kBypass) {
         if (bypass_->send(p->span())) {
           gw_.bypassed.fetch_add(1, std::memory_order_relaxed);
@@ -81,6 +92,17 @@ void Gateway::worker_loop(unsigned w) {
         acquired.emplace_back(d.policy->name, core::Bytes(sp.begin(), sp.end()));
         continue;
       }
+      if (d.action != esp::OutAction::kSend) continue;
+      if (const unsigned owner = d.sa->owner(); !handed && owner != w && owner < nworkers_) {
+        if (rings_[w * nworkers_ + owner]->push(*p)) {
+          woken |= std::uint64_t{1} << owner;
+        } else {
+          gw_.handoff_full.fetch_add(1, std::memory_order_relaxed);
+          dp_->count_global(core::Drop::kSendFailed);
+        }
+        continue;
+      }
+      d = dp_->seal_outbound(d, *p, w);
       if (d.action != esp::OutAction::kSend) continue;
       const auto& params = d.sa->params();
       p->peer = params.remote_addr;
@@ -104,6 +126,24 @@ void Gateway::worker_loop(unsigned w) {
       for (std::size_t i = sent; i < per_socket[k].size(); ++i) dp_->count_global(core::Drop::kSendFailed);
     }
     if (!acquired.empty()) queue_acquire(std::move(acquired));
+    for (unsigned o = 0; o < nworkers_; ++o) {
+      if (!(woken & (std::uint64_t{1} << o))) continue;
+      const std::uint64_t one = 1;
+      (void)::write(worker_wake_[o], &one, sizeof one);
+    }
+  };
+  // Packets other workers handed over for the SAs this one owns.
+  auto take_handed = [&] {
+    for (unsigned src = 0; src < nworkers_; ++src) {
+      if (src == w) continue;
+      core::SpscPacketRing& ring = *rings_[src * nworkers_ + w];
+      for (;;) {
+        std::size_t n = 0;
+        while (n < pkts.size() && ring.pop(*pkts[n])) ++n;
+        if (n == 0) break;
+        outbound(n, true);
+      }
+    }
   };
 
   auto inbound = [&](tun::EspSocket& sock) {
@@ -166,15 +206,20 @@ void Gateway::worker_loop(unsigned w) {
           (void)::write(wake_fd_, &v, sizeof v);
         }
       }
-      if (n) outbound(n);
+      if (n) outbound(n, false);
     }
+    if (pfds[2].revents & POLLIN) {
+      std::uint64_t v = 0;
+      (void)::read(worker_wake_[w], &v, sizeof v);
+    }
+    if (nworkers_ > 1) take_handed();
     if (pfds[0].revents & POLLIN) {
       do {
-        if (const std::size_t n = dev.read_batch(pkts)) outbound(n);
+        if (const std::size_t n = dev.read_batch(pkts)) outbound(n, false);
       } while (dev.pending());  // the rest of a super-packet
     }
     for (std::size_t k = 0; k < rx.size(); ++k) {
-      if (!(pfds[k + 2].revents & POLLIN)) continue;
+      if (!(pfds[k + kRxAt].revents & POLLIN)) continue;
       do {
         inbound(*rx[k]);
       } while (rx[k]->pending());  // the rest of the trains received (UDP GRO)

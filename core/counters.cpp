@@ -22,6 +22,7 @@ constexpr std::array<DropName, kDropCount> kNames = {{
     {"too_big", "too big to encapsulate"},
     {"send_failed", "send failed"},
     {"dummy", "TFC dummy packet"},
+    {"contended", "inbound SA busy on another worker"},
 }};
 }  // namespace
 

@@ -26,6 +26,7 @@ enum class Drop : std::uint8_t {
   kTooBig,          // would not fit the buffer after encapsulation
   kSendFailed,      // the socket refused it
   kDummy,           // next header 59: TFC dummy packet, dropped by design
+  kContended,       // another worker was decrypting with the same inbound SA
   kCount,
 };
 

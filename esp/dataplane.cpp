@@ -213,6 +213,10 @@ bool DataPlane::install(core::SaParams params, std::string& why) {
   if (!in) return false;
   auto out = std::shared_ptr<OutboundSa>(OutboundSa::create(params, why, lanes_));
   if (!out) return false;
+  // Its packets are encrypted by one worker: the one after the worker its
+  // inbound SPI is steered to, so that with two cores one encrypts and the
+  // other decrypts a flow's two directions.
+  out->set_owner(lanes_ > 1 ? (key % lanes_ + 1) % lanes_ : 0);
   if (auto it = sas_.find(params.name); it != sas_.end()) {
     spi_owner_.erase(it->second.in_key);
     sad().erase(it->second.in_key, epoch_);
@@ -340,6 +344,21 @@ void DataPlane::publish_now() {
 }
 
 OutDecision DataPlane::process_outbound(const Snapshot& s, core::Packet& pkt, unsigned lane) noexcept {
+  const OutDecision d = classify_outbound(s, pkt);
+  return d.action == OutAction::kSend ? seal_outbound(d, pkt, lane) : d;
+}
+
+OutDecision DataPlane::seal_outbound(const OutDecision& d, core::Packet& pkt, unsigned lane) noexcept {
+  OutboundSa* sa = d.sa;
+  const Drop r = sa->encapsulate(pkt, lane);
+  if (r != Drop::kNone) {
+    log_drop(r, "outbound", sa->spi(), sa->params().remote_addr);
+    return {OutAction::kDrop, r, sa};
+  }
+  return {OutAction::kSend, Drop::kNone, sa};
+}
+
+OutDecision DataPlane::classify_outbound(const Snapshot& s, core::Packet& pkt) noexcept {
   core::PacketInfo info;
   if (core::parse_ip_packet(pkt.span(), info) != core::IpParseError::kNone) {
     global_.drop(Drop::kMalformed);
@@ -364,11 +383,6 @@ OutDecision DataPlane::process_outbound(const Snapshot& s, core::Packet& pkt, un
   if (!sa) {
     global_.drop(Drop::kNoSa);
     return {OutAction::kDrop, Drop::kNoSa, nullptr};
-  }
-  Drop d = sa->encapsulate(pkt, lane);
-  if (d != Drop::kNone) {
-    log_drop(d, "outbound", sa->spi(), sa->params().remote_addr);
-    return {OutAction::kDrop, d, sa};
   }
   return {OutAction::kSend, Drop::kNone, sa};
 }

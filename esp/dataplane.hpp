@@ -113,6 +113,11 @@ class DataPlane : public core::SaInstaller {
 
   // Worker side; noexcept, never blocks.
   OutDecision process_outbound(const Snapshot& s, core::Packet& pkt, unsigned lane = 0) noexcept;
+  // The same in two steps, so that a worker can hand a packet to its SA's
+  // owner in between: classify (parse, SPD; kSend names the SA, nothing
+  // encrypted yet), then seal (encapsulate with `lane`).
+  OutDecision classify_outbound(const Snapshot& s, core::Packet& pkt) noexcept;
+  OutDecision seal_outbound(const OutDecision& d, core::Packet& pkt, unsigned lane) noexcept;
   core::Drop process_inbound(const Snapshot& s, core::Packet& pkt) noexcept;
   // An AH packet as the AH socket delivers it: the whole IP packet.
   core::Drop process_inbound_ah(const Snapshot& s, core::Packet& pkt) noexcept;

@@ -439,6 +439,14 @@ std::unique_ptr<InboundSa> InboundSa::create(const core::SaParams& p, std::strin
 }
 
 Drop InboundSa::decapsulate(core::Packet& pkt) noexcept {
+  if (busy_.exchange(true, std::memory_order_acquire)) {
+    counters_.drop(Drop::kContended);
+    return Drop::kContended;
+  }
+  struct Done {
+    std::atomic<bool>& busy;
+    ~Done() { busy.store(false, std::memory_order_release); }
+  } done{busy_};
   Drop d = Drop::kNone;
   switch (params_.protocol) {
     case core::IpsecProtocol::kEsp: d = open(pkt); break;

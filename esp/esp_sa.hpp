@@ -74,6 +74,12 @@ class OutboundSa {
   // tests); does not touch the SA's counter.
   core::Drop encapsulate_with(core::Packet& pkt, std::uint64_t seq, core::ByteSpan iv, unsigned lane = 0) noexcept;
   [[nodiscard]] unsigned lanes() const noexcept { return static_cast<unsigned>(state_->lanes.size()); }
+  // The worker that encrypts this SA's packets (the others hand theirs to
+  // it), so that its sequence numbers go out in order: a peer's replay
+  // window (32 in Linux, 128 in strongSwan's libipsec) never sees them
+  // reordered by two workers racing. Set by the data plane at install.
+  [[nodiscard]] unsigned owner() const noexcept { return state_->owner; }
+  void set_owner(unsigned w) noexcept { state_->owner = w; }
 
   [[nodiscard]] std::uint32_t spi() const noexcept { return spi_; }
   [[nodiscard]] const core::SaParams& params() const noexcept { return params_; }
@@ -97,6 +103,7 @@ class OutboundSa {
     std::uint64_t max_seq = 0;
     std::atomic<std::uint64_t> next_seq{1};
     std::atomic<std::uint64_t> ah_next_seq{1};  // AH+ESP: the AH SA's own sequence numbers
+    unsigned owner = 0;  // set before the SA is published, read-only after
     // One worker's crypto contexts.
     struct Lane {
       std::unique_ptr<EspCrypto> crypto;  // ESP
@@ -117,7 +124,11 @@ class InboundSa {
 
   // `pkt` holds an ESP packet whose SPI maps to this SA, or for AH the whole
   // IP packet; on kNone it holds the inner IP packet (transport mode: the
-  // packet with its header rebuilt).
+  // packet with its header rebuilt). One worker owns the SA (the data
+  // plane steers its SPI to it); should a packet of it reach another worker
+  // at the same time (the peer switched between raw ESP and UDP, or an
+  // attacker's copy), that one is dropped (kContended), never decrypted
+  // alongside: a try-only flag, no waiting.
   core::Drop decapsulate(core::Packet& pkt) noexcept;
 
   [[nodiscard]] std::uint32_t spi() const noexcept { return spi_; }
@@ -140,6 +151,7 @@ class InboundSa {
   ReplayWindow ah_replay_;  // AH+ESP: the AH SA's window (replay_ is ESP's)
   std::uint32_t esp_spi_ = 0;  // AH+ESP: the ESP SA inside (spi_ is the AH SA's)
   core::TrafficCounters counters_;
+  std::atomic<bool> busy_{false};  // a worker is in decapsulate()
 };
 
 // Reads the SPI of an ESP packet; false when too short to have one.

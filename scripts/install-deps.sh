@@ -6,7 +6,7 @@ set -euo pipefail
 build_pkgs=(cmake g++ make pkg-config libssl-dev libboost-dev libcli11-dev
             nlohmann-json3-dev catch2 zlib1g-dev)
 test_pkgs=(strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins clang libclang-rt-14-dev iproute2 iputils-ping python3 python3-scapy python3-cryptography
-           tcpdump tshark iperf3 netcat-openbsd nftables conntrack wireguard-go ike-scan)
+           tcpdump tshark iperf3 netcat-openbsd nftables conntrack wireguard-go ike-scan ethtool)
 
 bench_pkgs=(wireguard-tools)
 

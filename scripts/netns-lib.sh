@@ -273,7 +273,7 @@ exits_with() {
 # SIGTERM) and its log must hold no sanitizer report; either is a failure.
 track_gw() { PIDS+=("$1"); GATEWAYS+=("$1:$2"); }
 sanitizer_report() {  # sanitizer_report LOG: prints the report's lines, if any
-  grep -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|SUMMARY: [A-Za-z]+Sanitizer' "$1" 2>/dev/null | head -20
+  grep -E 'ERROR: (AddressSanitizer|LeakSanitizer)|WARNING: ThreadSanitizer|runtime error:|SUMMARY: [A-Za-z]+Sanitizer' "$1" 2>/dev/null | head -20
 }
 gw_finished() {  # gw_finished PID STATUS
   local g log

@@ -3,7 +3,9 @@
 #   1. release build (RelWithDebInfo): unit tests, scapy oracle, network-namespace tests;
 #      then Release builds with g++ and clang++ from clean build trees
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build: unit tests and the
-#      namespace tunnel test with the sanitized gateway
+#      namespace tunnel test with the sanitized gateway; ThreadSanitizer build
+#      (clang): the data-plane unit tests and the namespace tunnel test with
+#      the gateway's several workers
 #   3. libFuzzer build (clang): each fuzz target runs for FUZZ_SECONDS (default 20)
 # Run as root on Debian. Prints one line per step and a final summary; exits
 # non-zero if any step failed.
@@ -85,8 +87,8 @@ if [[ " ${failed[*]-} " != *"RelWithDebInfo"* ]]; then
   step "tests (RelWithDebInfo)" run_ctest build
 fi
 
+# (clang builds everything twice below, with -Werror: ThreadSanitizer and libFuzzer.)
 step "build Release from a clean tree (g++)" clean_release gcc g++
-step "build Release from a clean tree (clang++)" clean_release clang clang++
 
 # 2. Sanitizers.
 step "build (ASan+UBSan)" build build-asan -DCMAKE_BUILD_TYPE=Debug -DIPSECGW_SANITIZE=ON
@@ -96,6 +98,17 @@ if [[ " ${failed[*]-} " != *"ASan+UBSan"* ]]; then
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   step "tests (ASan+UBSan)" run_ctest build-asan
   unset ASAN_OPTIONS UBSAN_OPTIONS
+fi
+
+# ThreadSanitizer: the data plane's threads (workers, control thread) in the
+# unit tests that drive them, and two gateways with two workers each.
+step "build (TSan, clang)" env CC=clang CXX=clang++ bash -c \
+  "cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIPSECGW_TSAN=ON -DIPSECGW_WERROR=ON >/dev/null && cmake --build build-tsan -j$jobs --target unit_tests ipsecgw"
+if [[ " ${failed[*]-} " != *"TSan"* ]]; then
+  export TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1"
+  step "tests (TSan): data plane unit tests" ./build-tsan/test/unit_tests "[esp],[core],[concurrency]"
+  step "tests (TSan): netns tunnel, two workers" test/netns/tunnel_test.sh build-tsan/cli/ipsecgw
+  unset TSAN_OPTIONS
 fi
 
 # 3. Fuzz targets, briefly, each from its seed corpus.

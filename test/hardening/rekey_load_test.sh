@@ -26,7 +26,7 @@ PY=/usr/bin/python3
 CHARON=/usr/lib/ipsec/charon
 SECONDS_LOAD=${SECONDS_LOAD:-60}
 require_root
-require_tools "$PY" iperf3 swanctl "$CHARON" tcpdump tshark
+require_tools "$PY" iperf3 swanctl "$CHARON" tcpdump tshark ethtool
 test_init igwr
 source "$HERE/../interop/strongswan-lib.sh"
 
@@ -63,7 +63,10 @@ PYEOF
 # run_load NAME: the load through the tunnel A(ha) -> B(hb), then the checks.
 run_load() {
   local name=$1 peer=$2 rcvbuf0 rcvbuf1 cap
-  # ESP as it reaches the peer gateway (headers only).
+  # ESP as it reaches the peer gateway (headers only). A's link cuts UDP
+  # GSO trains itself (ethtool), so the capture shows each ESP packet
+  # rather than a train of them in one frame.
+  ip netns exec "$NS-ga" ethtool -K "$NS-w0" tx-udp-segmentation off > /dev/null
   ip netns exec "$NS-$peer" tcpdump -i "$NS-w1" -Q in -s 96 -n -w "$WORK/esp-$peer.pcap" udp port 4500 or esp 2> /dev/null &
   cap=$!
   PIDS+=("$cap")

@@ -1,0 +1,229 @@
+// TUN offloads without a kernel: a TSO super-packet cut into segments (each
+// checked with core::recompute_l4_checksum, the checksum code the rest of
+// the gateway uses, and with a plain 16-bit one's-complement sum written
+// here), the segments coalesced back (GRO), and what must not coalesce.
+#include <catch2/catch.hpp>
+
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "core/ip.hpp"
+#include "tun/offload.hpp"
+
+using namespace ipsecgw;
+using tun::VirtioNetHdr;
+
+namespace {
+// The RFC 1071 sum, 16 bits at a time, big-endian: the reference.
+std::uint16_t rfc1071(const std::vector<std::uint8_t>& b) {
+  std::uint32_t s = 0;
+  for (std::size_t i = 0; i + 1 < b.size(); i += 2) s += static_cast<std::uint32_t>(b[i] << 8 | b[i + 1]);
+  if (b.size() & 1) s += static_cast<std::uint32_t>(b.back() << 8);
+  while (s >> 16) s = (s & 0xffff) + (s >> 16);
+  return static_cast<std::uint16_t>(s);
+}
+
+// The TCP checksum over pseudo-header and segment verifies (sums to 0xffff).
+bool tcp_checksum_ok(const core::Packet& p) {
+  const std::uint8_t* d = p.data();
+  const bool v4 = (d[0] >> 4) == 4;
+  const std::size_t t = v4 ? std::size_t{d[0] & 0x0fu} * 4 : 40;
+  const std::size_t l4 = p.len - t;
+  std::vector<std::uint8_t> b;
+  if (v4) {
+    b.insert(b.end(), d + 12, d + 20);
+    b.insert(b.end(), {0, 6, static_cast<std::uint8_t>(l4 >> 8), static_cast<std::uint8_t>(l4)});
+  } else {
+    b.insert(b.end(), d + 8, d + 40);
+    b.insert(b.end(), {0, 0, static_cast<std::uint8_t>(l4 >> 8), static_cast<std::uint8_t>(l4), 0, 0, 0, 6});
+  }
+  b.insert(b.end(), d + t, d + p.len);
+  return rfc1071(b) == 0xffff;
+}
+
+// A TCP packet from 10.1.0.2:40000 to 10.2.0.2:5201 (or fd01::2 -> fd02::2)
+// with `payload` bytes, the timestamp option, flags, seq.
+std::vector<std::uint8_t> tcp_packet(bool v4, std::size_t payload, std::uint8_t flags, std::uint32_t seq) {
+  const std::size_t ip = v4 ? 20 : 40, tcp = 32;
+  std::vector<std::uint8_t> b(ip + tcp + payload);
+  std::uint8_t* d = b.data();
+  if (v4) {
+    d[0] = 0x45;
+    core::store_be16(d + 2, static_cast<std::uint16_t>(b.size()));
+    core::store_be16(d + 4, 0x1234);
+    core::store_be16(d + 6, 0x4000);
+    d[8] = 64;
+    d[9] = 6;
+    const std::uint8_t a[8] = {10, 1, 0, 2, 10, 2, 0, 2};
+    std::memcpy(d + 12, a, 8);
+    core::store_be16(d + 10, core::ipv4_header_checksum(core::ByteSpan(d, 20)));
+  } else {
+    d[0] = 0x60;
+    core::store_be16(d + 4, static_cast<std::uint16_t>(b.size() - 40));
+    d[6] = 6;
+    d[7] = 64;
+    d[8] = 0xfd, d[9] = 0x01, d[23] = 2;
+    d[24] = 0xfd, d[25] = 0x02, d[39] = 2;
+  }
+  std::uint8_t* t = d + ip;
+  core::store_be16(t, 40000);
+  core::store_be16(t + 2, 5201);
+  core::store_be32(t + 4, seq);
+  core::store_be32(t + 8, 0x55667788);
+  t[12] = (tcp / 4) << 4;
+  t[13] = flags;
+  core::store_be16(t + 14, 502);
+  t[20] = 1, t[21] = 1, t[22] = 8, t[23] = 10;  // NOP NOP timestamps
+  core::store_be32(t + 24, 111), core::store_be32(t + 28, 222);
+  for (std::size_t i = 0; i < payload; ++i) d[ip + tcp + i] = static_cast<std::uint8_t>(i * 31 + 7);
+  return b;
+}
+
+struct Pool {
+  std::vector<std::unique_ptr<core::Packet>> storage;
+  std::vector<core::Packet*> ptrs;
+  explicit Pool(std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+      storage.push_back(std::make_unique<core::Packet>());
+      ptrs.push_back(storage.back().get());
+    }
+  }
+};
+}  // namespace
+
+TEST_CASE("TUN offload: a TSO super-packet cut into segments and coalesced back", "[tun][offload]") {
+  for (bool v4 : {true, false}) {
+    INFO((v4 ? "IPv4" : "IPv6"));
+    const std::size_t mss = 1348, total = 60000;
+    auto super = tcp_packet(v4, total, 0x18 | 0x80 /* PSH ACK CWR */, 1000);
+    VirtioNetHdr h;
+    h.flags = VirtioNetHdr::kNeedsCsum;
+    h.gso_type = v4 ? VirtioNetHdr::kGsoTcpV4 : VirtioNetHdr::kGsoTcpV6;
+    h.gso_size = mss;
+    h.hdr_len = static_cast<std::uint16_t>((v4 ? 20 : 40) + 32);
+    const std::size_t want = (total + mss - 1) / mss;
+    CHECK(tun::segments_needed(h, super) == want);
+    Pool pool(64);
+    tun::SegmentError err;
+    // Too small a batch: refused, nothing half done.
+    CHECK(tun::segment(h, super, std::span(pool.ptrs).first(want - 1), err) == 0);
+    CHECK(err == tun::SegmentError::kTooMany);
+    const std::size_t n = tun::segment(h, super, pool.ptrs, err);
+    REQUIRE(n == want);
+    std::size_t bytes = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const core::Packet& p = *pool.ptrs[i];
+      const std::uint8_t* t = p.data() + (v4 ? 20 : 40);
+      const std::size_t len = p.len - (v4 ? 20 : 40) - 32;
+      CHECK(len == std::min(mss, total - i * mss));
+      CHECK(core::load_be32(t + 4) == 1000 + i * mss);
+      CHECK(((t[13] & 0x08) != 0) == (i + 1 == n));  // PSH on the last only
+      CHECK(((t[13] & 0x80) != 0) == (i == 0));      // CWR on the first only
+      CHECK(tcp_checksum_ok(p));
+      // The gateway's own checksum code agrees.
+      core::Packet copy = p;
+      REQUIRE(core::recompute_l4_checksum(copy.span(), v4 ? 20 : 40));
+      CHECK(std::memcmp(copy.data(), p.data(), p.len) == 0);
+      if (v4) {
+        CHECK(core::load_be16(p.data() + 2) == p.len);
+        CHECK(core::load_be16(p.data() + 4) == 0x1234 + i);
+        CHECK(core::ipv4_header_checksum(core::ByteSpan(p.data(), 20)) == core::load_be16(p.data() + 10));
+      } else {
+        CHECK(core::load_be16(p.data() + 4) == p.len - 40);
+      }
+      CHECK(std::memcmp(p.data() + p.len - len, super.data() + (v4 ? 20 : 40) + 32 + i * mss, len) == 0);
+      bytes += len;
+    }
+    CHECK(bytes == total);
+
+    // Back together: the segments after the first (no CWR) form one run.
+    tun::Coalescer gro;
+    const auto& groups = gro.plan(std::span(pool.ptrs).subspan(1, n - 1));
+    REQUIRE(groups.size() == 1);
+    CHECK(groups[0].count == n - 1);
+    CHECK(groups[0].hdr.gso_type == (v4 ? VirtioNetHdr::kGsoTcpV4 : VirtioNetHdr::kGsoTcpV6));
+    CHECK(groups[0].hdr.gso_size == mss);
+    CHECK(groups[0].hdr.csum_offset == 16);
+    const core::Packet& head = *pool.ptrs[1];
+    const std::size_t run = total - mss + (v4 ? 20 : 40) + 32;
+    CHECK((v4 ? core::load_be16(head.data() + 2) : core::load_be16(head.data() + 4) + 40u) == run);
+    CHECK((head.data()[(v4 ? 20 : 40) + 13] & 0x08) != 0);  // the last one's PSH
+  }
+}
+
+TEST_CASE("TUN offload: what is not coalesced", "[tun][offload]") {
+  Pool pool(8);
+  auto put = [&](std::size_t i, const std::vector<std::uint8_t>& b) { pool.ptrs[i]->assign(b); };
+  auto fix_csum = [&](std::size_t i) { REQUIRE(core::recompute_l4_checksum(pool.ptrs[i]->span(), 20)); };
+  tun::Coalescer gro;
+  // A gap in the sequence, then another flow, then a bad checksum, then SYN.
+  put(0, tcp_packet(true, 1000, 0x10, 0));
+  put(1, tcp_packet(true, 1000, 0x10, 1000));
+  put(2, tcp_packet(true, 1000, 0x10, 3000));  // gap
+  auto other = tcp_packet(true, 1000, 0x10, 4000);
+  core::store_be16(other.data() + 20, 40001);  // another source port
+  put(3, other);
+  put(4, tcp_packet(true, 1000, 0x10, 5000));
+  put(5, tcp_packet(true, 1000, 0x10, 6000));
+  put(6, tcp_packet(true, 1000, 0x12, 7000));  // SYN ACK
+  for (std::size_t i = 0; i < 7; ++i) fix_csum(i);
+  pool.ptrs[5]->data()[100] ^= 1;  // after its checksum: now wrong
+  const auto& g = gro.plan(std::span(pool.ptrs).first(7));
+  REQUIRE(g.size() == 6);
+  CHECK(g[0].first == 0);
+  CHECK(g[0].count == 2);  // 0 and 1
+  for (std::size_t k = 1; k < g.size(); ++k) CHECK(g[k].count == 1);
+  // A shorter segment ends a run; one after it starts the next.
+  put(0, tcp_packet(true, 1000, 0x10, 0));
+  put(1, tcp_packet(true, 500, 0x10, 1000));
+  put(2, tcp_packet(true, 1000, 0x10, 1500));
+  for (std::size_t i = 0; i < 3; ++i) fix_csum(i);
+  const auto& g2 = gro.plan(std::span(pool.ptrs).first(3));
+  REQUIRE(g2.size() == 2);
+  CHECK(g2[0].count == 2);
+  CHECK(g2[1].count == 1);
+}
+
+TEST_CASE("TUN offload: truncated and inconsistent headers are refused", "[tun][offload]") {
+  auto super = tcp_packet(true, 5000, 0x10, 1);
+  VirtioNetHdr h;
+  h.gso_type = VirtioNetHdr::kGsoTcpV4;
+  h.gso_size = 1000;
+  Pool pool(16);
+  tun::SegmentError err;
+  for (std::size_t len = 0; len < 20 + 32; ++len) {
+    CHECK(tun::segment(h, core::ByteSpan(super.data(), len), pool.ptrs, err) == 0);
+    CHECK(err == tun::SegmentError::kMalformed);
+  }
+  h.gso_size = 0;
+  CHECK(tun::segment(h, super, pool.ptrs, err) == 0);
+  h.gso_size = 1000;
+  h.gso_type = VirtioNetHdr::kGsoUdp;  // not offered to the kernel
+  CHECK(tun::segment(h, super, pool.ptrs, err) == 0);
+  // A checksum position past the end.
+  VirtioNetHdr c;
+  c.flags = VirtioNetHdr::kNeedsCsum;
+  c.csum_start = 20;
+  c.csum_offset = 5100;
+  CHECK(tun::segment(c, super, pool.ptrs, err) == 0);
+  // A UDP packet with its checksum left to us (NEEDS_CSUM): completed.
+  std::vector<std::uint8_t> udp(20 + 8 + 33, 0);
+  udp[0] = 0x45, udp[8] = 64, udp[9] = 17;
+  core::store_be16(udp.data() + 2, static_cast<std::uint16_t>(udp.size()));
+  udp[12] = 10, udp[15] = 1, udp[16] = 10, udp[19] = 2;
+  core::store_be16(udp.data() + 24, static_cast<std::uint16_t>(udp.size() - 20));
+  for (std::size_t i = 28; i < udp.size(); ++i) udp[i] = static_cast<std::uint8_t>(i);
+  core::Packet want;
+  want.assign(udp);
+  core::store_be16(want.data() + 26, 1);  // not 0, which says "no checksum" over IPv4
+  REQUIRE(core::recompute_l4_checksum(want.span(), 20));
+  // The kernel's partial: the pseudo-header's sum in the field.
+  std::vector<std::uint8_t> pseudo = {10, 0, 0, 1, 10, 0, 0, 2, 0, 17, 0, static_cast<std::uint8_t>(udp.size() - 20)};
+  core::store_be16(udp.data() + 26, rfc1071(pseudo));
+  c.csum_start = 20;
+  c.csum_offset = 6;
+  REQUIRE(tun::segment(c, udp, pool.ptrs, err) == 1);
+  CHECK(core::load_be16(pool.ptrs[0]->data() + 26) == core::load_be16(want.data() + 26));
+  CHECK(std::memcmp(pool.ptrs[0]->data(), want.data(), want.len) == 0);
+}
