@@ -123,7 +123,7 @@ write_pair_configs "$WORK/udp" "$ESP" udp 4 "$(esp_key_len "$ESP")"
 write_pair_configs "$WORK/raw" "$ESP" none 4 "$(esp_key_len "$ESP")"
 write_pair_configs "$WORK/chacha" chacha20poly1305 udp 4 "$(esp_key_len chacha20poly1305)"
 write_pair_configs "$WORK/cbc" aes128-sha256 udp 4 "$(esp_key_len aes128-sha256)"
-DP_WORKERS=1 DP_OFFLOAD=false write_pair_configs "$WORK/1w" "$ESP" udp 4 "$(esp_key_len "$ESP")"
+DP_WORKERS=${ONEW_WORKERS:-1} DP_OFFLOAD=${ONEW_OFFLOAD:-false} write_pair_configs "$WORK/1w" "$ESP" udp 4 "$(esp_key_len "$ESP")"
 up_ipsecgw() { start_pair "$WORK/udp"; }
 up_ipsecgw-raw() { start_pair "$WORK/raw"; }
 up_ipsecgw-chacha() { start_pair "$WORK/chacha"; }

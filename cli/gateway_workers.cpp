@@ -12,7 +12,9 @@
 // leave in order; every worker still has its own crypto lane of each SA,
 // so a packet that meets a changed snapshot on the owner is safe too.
 // IKE messages on port 4500 are handed to the control thread's queues.
-// The snapshot is loaded once per batch; nothing on this path locks.
+// The snapshot is taken once per batch (DataPlane::enter: no lock, no
+// reference count) and let go before waiting (leave); nothing on this path
+// locks.
 #include "cli/gateway.hpp"
 
 #include <poll.h>
@@ -72,13 +74,13 @@ void Gateway::worker_loop(unsigned w) {
   // `handed`: the packets came from another worker's ring; they are sealed
   // here whoever owns their SA now (no second hand-off).
   auto outbound = [&](std::size_t n, bool handed) {
-    auto snap = dp_->snapshot();
+    const esp::Snapshot& snap = dp_->enter(w);
     for (auto& group : per_socket) group.clear();
     acquired.clear();
     woken = 0;
     for (std::size_t i = 0; i < n; ++i) {
       core::Packet* p = pkts[i];
-      esp::OutDecision d = dp_->classify_outbound(*snap, *p);
+      esp::OutDecision d = dp_->classify_outbound(snap, *p);
       if (d.action == esp::OutAction::kBypass) {
         if (bypass_->send(p->span())) {
           gw_.bypassed.fetch_add(1, std::memory_order_relaxed);
@@ -149,7 +151,7 @@ void Gateway::worker_loop(unsigned w) {
   auto inbound = [&](tun::EspSocket& sock) {
     const std::size_t n = sock.recv_batch(pkts);
     if (n == 0) return;
-    auto snap = dp_->snapshot();
+    const esp::Snapshot& snap = dp_->enter(w);
     to_tun.clear();
     for (std::size_t i = 0; i < n; ++i) {
       core::Packet* p = pkts[i];
@@ -178,8 +180,8 @@ void Gateway::worker_loop(unsigned w) {
           continue;
         }
       }
-      const core::Drop d = sock.kind() == tun::EspSocket::Kind::kAh ? dp_->process_inbound_ah(*snap, *p)
-                                                                    : dp_->process_inbound(*snap, *p);
+      const core::Drop d = sock.kind() == tun::EspSocket::Kind::kAh ? dp_->process_inbound_ah(snap, *p)
+                                                                    : dp_->process_inbound(snap, *p);
       if (d == core::Drop::kNone) to_tun.push_back(p);
     }
     if (!to_tun.empty()) {
@@ -189,6 +191,7 @@ void Gateway::worker_loop(unsigned w) {
   };
 
   while (!stop_.load(std::memory_order_relaxed)) {
+    dp_->leave(w);  // holds no snapshot while it waits
     if (::poll(pfds.data(), pfds.size(), kPollMs) <= 0) continue;
     if (pfds[1].revents & POLLIN) {
       // Packets held for a trap policy whose SA is now up.
@@ -225,6 +228,7 @@ void Gateway::worker_loop(unsigned w) {
       } while (rx[k]->pending());  // the rest of the trains received (UDP GRO)
     }
   }
+  dp_->leave(w);
 }
 
 void Gateway::queue_acquire(std::vector<std::pair<std::string, core::Bytes>> pkts) {

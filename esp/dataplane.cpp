@@ -80,6 +80,7 @@ const PolicyEntry* Snapshot::lookup(const core::PacketInfo& p) const noexcept {
 
 DataPlane::DataPlane(std::vector<core::StaticPolicy> policies, unsigned lanes)
     : lanes_(std::max(1u, lanes)), static_policies_(std::move(policies)) {
+  readers_ = std::make_unique<Reader[]>(lanes_);
   std::lock_guard lock(mutex_);
   for (const auto& sp : static_policies_)
     if (sp.policy.action == core::PolicyAction::kProtect) configured_sa_names_.insert(sp.sa_name);
@@ -291,6 +292,7 @@ void DataPlane::fold_retired() {
 
 const core::TrafficCounters& DataPlane::retired() {
   std::lock_guard lock(mutex_);
+  reclaim();
   fold_retired();
   return retired_;
 }
@@ -339,8 +341,24 @@ void DataPlane::publish_now() {
   s->traps = next_.traps;
   s->clear = next_.clear;
   s->inbound = next_.inbound;
-  current_.store(std::move(s), std::memory_order_release);
+  std::shared_ptr<const Snapshot> old;
+  {
+    std::lock_guard lock(snap_mutex_);
+    old = std::exchange(owned_, s);
+  }
+  live_.store(s.get(), std::memory_order_seq_cst);
+  const std::uint64_t e = pub_epoch_.fetch_add(1, std::memory_order_seq_cst) + 1;
+  if (old) replaced_.emplace_back(e, std::move(old));
+  reclaim();
   ++epoch_;  // what was just published is copied before its next change
+}
+
+void DataPlane::reclaim() {
+  // A reader that entered at epoch >= e (or is offline) cannot hold what
+  // was replaced at e: it loaded the snapshot pointer after the replacement.
+  std::uint64_t oldest = kOffline;
+  for (unsigned r = 0; r < lanes_; ++r) oldest = std::min(oldest, readers_[r].seen.load(std::memory_order_seq_cst));
+  std::erase_if(replaced_, [oldest](const auto& p) { return p.first <= oldest; });
 }
 
 OutDecision DataPlane::process_outbound(const Snapshot& s, core::Packet& pkt, unsigned lane) noexcept {

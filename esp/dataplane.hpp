@@ -107,9 +107,24 @@ class DataPlane : public core::SaInstaller {
   // installed SA wins); their names are "connection/child".
   void set_trap_policies(std::vector<core::Policy> traps);
 
-  [[nodiscard]] std::shared_ptr<const Snapshot> snapshot() const noexcept {
-    return current_.load(std::memory_order_acquire);
+  // The current snapshot, kept alive by the pointer (tests, tools, the
+  // control thread). Takes a mutex: not for the workers.
+  [[nodiscard]] std::shared_ptr<const Snapshot> snapshot() const {
+    std::lock_guard lock(snap_mutex_);
+    return owned_;
   }
+  // Workers: quiescent-state-based reclamation, no lock, no reference
+  // count. enter(r) says reader r holds nothing from an earlier snapshot
+  // and returns the current one, valid until its next enter() or leave();
+  // leave(r) says it holds nothing (before it blocks in poll). A replaced
+  // snapshot is freed once every reader has entered after the replacement
+  // or left. `r` < the `lanes` given at construction.
+  const Snapshot& enter(unsigned r) noexcept {
+    const std::uint64_t e = pub_epoch_.load(std::memory_order_seq_cst);
+    readers_[r].seen.store(e, std::memory_order_seq_cst);
+    return *live_.load(std::memory_order_seq_cst);
+  }
+  void leave(unsigned r) noexcept { readers_[r].seen.store(kOffline, std::memory_order_seq_cst); }
 
   // Worker side; noexcept, never blocks.
   OutDecision process_outbound(const Snapshot& s, core::Packet& pkt, unsigned lane = 0) noexcept;
@@ -202,7 +217,21 @@ class DataPlane : public core::SaInstaller {
   std::vector<std::shared_ptr<OutboundSa>> superseded_;
   void retire(Installed sa);     // with mutex_ held
   void fold_retired();           // with mutex_ held
-  std::atomic<std::shared_ptr<const Snapshot>> current_;
+  // Publication: live_ is what enter() gives; owned_ owns it (and is what
+  // snapshot() copies, under snap_mutex_); replaced snapshots wait in
+  // replaced_ with the epoch of their replacement until no reader can hold
+  // them (reclaim(), with mutex_ held).
+  static constexpr std::uint64_t kOffline = UINT64_MAX;
+  struct alignas(64) Reader {
+    std::atomic<std::uint64_t> seen{kOffline};
+  };
+  std::unique_ptr<Reader[]> readers_;
+  std::atomic<const Snapshot*> live_{nullptr};
+  std::atomic<std::uint64_t> pub_epoch_{1};
+  mutable std::mutex snap_mutex_;
+  std::shared_ptr<const Snapshot> owned_;
+  std::vector<std::pair<std::uint64_t, std::shared_ptr<const Snapshot>>> replaced_;
+  void reclaim();
   core::TrafficCounters global_;
   core::TrafficCounters retired_;
   core::log::RateLimited drop_log_;
