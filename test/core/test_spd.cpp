@@ -76,7 +76,8 @@ const Policy* linear_lookup(const std::vector<std::shared_ptr<const Policy>>& li
 
 TEST_CASE("policy index: the same answer as a first-match walk, for random policies and packets",
           "[core][spd][policy_index]") {
-  std::mt19937 rng(4500);
+  std::mt19937 gen(4500);
+  auto rng = [&gen] { return static_cast<std::uint32_t>(gen()); };
   auto addr4 = [&](std::uint32_t v) {
     const std::uint8_t b[4] = {static_cast<std::uint8_t>(v >> 24), static_cast<std::uint8_t>(v >> 16),
                                static_cast<std::uint8_t>(v >> 8), static_cast<std::uint8_t>(v)};
