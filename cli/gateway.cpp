@@ -127,6 +127,7 @@ bool Gateway::setup(std::string& err) {
   lo.table = cfg_.tun.table;
   lo.fwmark = cfg_.tun.fwmark;
   lo.rule_priority = cfg_.tun.rule_priority;
+  if (tun_[0]->offload()) lo.gso_max_segs = kWorkerBatch;
   link_ = std::make_unique<tun::LinkSetup>(lo);
   if (!link_->apply(err)) return false;
   bypass_ = tun::BypassSocket::open(cfg_.tun.fwmark, err);
@@ -226,8 +227,12 @@ bool Gateway::setup(std::string& err) {
     }
     worker_wake_.push_back(fd);
   }
-  for (unsigned i = 0; i < nworkers_ * nworkers_; ++i)
-    rings_.push_back(i / nworkers_ == i % nworkers_ ? nullptr : std::make_unique<core::SpscPacketRing>(512, slot));
+  for (unsigned i = 0; i < nworkers_ * nworkers_; ++i) {
+    const bool self = i / nworkers_ == i % nworkers_;
+    rings_.push_back(self ? nullptr : std::make_unique<core::SpscPacketRing>(256, slot));
+    // Inbound: the largest UDP payload a packet buffer takes.
+    rx_rings_.push_back(self ? nullptr : std::make_unique<core::SpscPacketRing>(256, core::Packet::kMaxData));
+  }
   for (auto& sa : cfg_.manual) {
     std::string why;
     std::string name = sa.name;

@@ -48,6 +48,10 @@ namespace ipsecgw::cli {
 // CAP_NET_BIND_SERVICE from the bounding, permitted and effective sets.
 bool drop_capabilities(std::string& why);
 
+// Packets a data-plane worker takes at once: room for a TSO super-packet's
+// segments (the TUN device's gso_max_segs is set to it).
+inline constexpr unsigned kWorkerBatch = 128;
+
 struct GatewayCounters {
   std::atomic<std::uint64_t> keepalives_received{0};
   std::atomic<std::uint64_t> keepalives_sent{0};
@@ -139,6 +143,10 @@ class Gateway {
   // Hand-off rings: [src * nworkers_ + dst] carries packets worker src read
   // for an SA that worker dst owns; worker_wake_[dst] (eventfd) wakes it.
   std::vector<std::unique_ptr<core::SpscPacketRing>> rings_;
+  // The same for ESP received in UDP: the kernel's GRO trains are steered
+  // by their first packet's SPI, so a train from a peer with several SAs
+  // may hold another worker's; [src * nworkers_ + dst] carries those.
+  std::vector<std::unique_ptr<core::SpscPacketRing>> rx_rings_;
   std::vector<int> worker_wake_;
   std::vector<std::unique_ptr<boost::asio::posix::stream_descriptor>> ike_watch_;
   std::vector<std::unique_ptr<core::Packet>> ike_pkts_;  // the control thread's receive buffers

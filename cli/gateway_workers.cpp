@@ -28,8 +28,7 @@
 namespace ipsecgw::cli {
 
 namespace {
-// Room for the segments of a 64 KiB TCP super-packet down to an MSS of 512.
-constexpr std::size_t kBatch = 128;
+constexpr std::size_t kBatch = kWorkerBatch;
 constexpr int kPollMs = 200;  // how quickly a worker notices stop_
 }  // namespace
 
@@ -138,16 +137,32 @@ void Gateway::worker_loop(unsigned w) {
   auto take_handed = [&] {
     for (unsigned src = 0; src < nworkers_; ++src) {
       if (src == w) continue;
+      // One batch per ring and turn, so that busy producers never starve
+      // this worker's own queue and sockets; more wakes it again at once.
       core::SpscPacketRing& ring = *rings_[src * nworkers_ + w];
-      for (;;) {
-        std::size_t n = 0;
-        while (n < pkts.size() && ring.pop(*pkts[n])) ++n;
-        if (n == 0) break;
-        outbound(n, true);
+      std::size_t n = 0;
+      while (n < pkts.size() && ring.pop(*pkts[n])) ++n;
+      if (n) outbound(n, true);
+      if (!ring.empty()) {
+        const std::uint64_t one = 1;
+        (void)::write(worker_wake_[w], &one, sizeof one);
       }
     }
   };
 
+  std::uint64_t woken_rx = 0;  // bit per worker handed received ESP
+  auto flush_to_tun = [&] {
+    if (!to_tun.empty()) {
+      const std::size_t written = dev.write_batch(to_tun);
+      gw_.tun_write_failed.fetch_add(to_tun.size() - written, std::memory_order_relaxed);
+    }
+    for (unsigned o = 0; o < nworkers_; ++o) {
+      if (!(woken_rx & (std::uint64_t{1} << o))) continue;
+      const std::uint64_t one = 1;
+      (void)::write(worker_wake_[o], &one, sizeof one);
+    }
+    woken_rx = 0;
+  };
   auto inbound = [&](tun::EspSocket& sock) {
     const std::size_t n = sock.recv_batch(pkts);
     if (n == 0) return;
@@ -180,13 +195,46 @@ void Gateway::worker_loop(unsigned w) {
           continue;
         }
       }
-      const core::Drop d = sock.kind() == tun::EspSocket::Kind::kAh ? dp_->process_inbound_ah(snap, *p)
-                                                                    : dp_->process_inbound(snap, *p);
+      if (sock.kind() == tun::EspSocket::Kind::kUdp && nworkers_ > 1 && p->len >= 4) {
+        // Another worker's SA, in a GRO train steered by another SPI.
+        const unsigned owner = core::load_be32(p->data()) % nworkers_;
+        if (owner != w) {
+          if (rx_rings_[w * nworkers_ + owner]->push(*p)) {
+            woken_rx |= std::uint64_t{1} << owner;
+          } else {
+            gw_.handoff_full.fetch_add(1, std::memory_order_relaxed);
+          }
+          continue;
+        }
+      }
+      const core::Drop d =
+          sock.kind() == tun::EspSocket::Kind::kAh
+              ? dp_->process_inbound_ah(snap, *p)
+              : dp_->process_inbound(snap, *p,
+                                     sock.kind() == tun::EspSocket::Kind::kUdp ? esp::DataPlane::Via::kUdp
+                                                                               : esp::DataPlane::Via::kRaw);
       if (d == core::Drop::kNone) to_tun.push_back(p);
     }
-    if (!to_tun.empty()) {
-      const std::size_t written = dev.write_batch(to_tun);
-      gw_.tun_write_failed.fetch_add(to_tun.size() - written, std::memory_order_relaxed);
+    flush_to_tun();
+  };
+  // ESP in UDP other workers received for the SAs this one owns.
+  auto take_handed_rx = [&] {
+    for (unsigned src = 0; src < nworkers_; ++src) {
+      if (src == w) continue;
+      core::SpscPacketRing& ring = *rx_rings_[src * nworkers_ + w];
+      std::size_t n = 0;
+      while (n < pkts.size() && ring.pop(*pkts[n])) ++n;
+      if (n == 0) continue;
+      const esp::Snapshot& snap = dp_->enter(w);
+      to_tun.clear();
+      for (std::size_t i = 0; i < n; ++i)
+        if (dp_->process_inbound(snap, *pkts[i], esp::DataPlane::Via::kUdp) == core::Drop::kNone)
+          to_tun.push_back(pkts[i]);
+      flush_to_tun();
+      if (!ring.empty()) {
+        const std::uint64_t one = 1;
+        (void)::write(worker_wake_[w], &one, sizeof one);
+      }
     }
   };
 
@@ -215,7 +263,10 @@ void Gateway::worker_loop(unsigned w) {
       std::uint64_t v = 0;
       (void)::read(worker_wake_[w], &v, sizeof v);
     }
-    if (nworkers_ > 1) take_handed();
+    if (nworkers_ > 1) {
+      take_handed();
+      take_handed_rx();
+    }
     if (pfds[0].revents & POLLIN) {
       do {
         if (const std::size_t n = dev.read_batch(pkts)) outbound(n, false);

@@ -405,7 +405,7 @@ OutDecision DataPlane::classify_outbound(const Snapshot& s, core::Packet& pkt) n
   return {OutAction::kSend, Drop::kNone, sa};
 }
 
-Drop DataPlane::process_inbound(const Snapshot& s, core::Packet& pkt) noexcept {
+Drop DataPlane::process_inbound(const Snapshot& s, core::Packet& pkt, Via via) noexcept {
   std::uint32_t spi = 0;
   if (!peek_spi(pkt.span(), spi) || pkt.len < kEspHeaderLen) {
     global_.drop(Drop::kMalformed);
@@ -413,7 +413,9 @@ Drop DataPlane::process_inbound(const Snapshot& s, core::Packet& pkt) noexcept {
     return Drop::kMalformed;
   }
   InboundSa* sa = s.find_inbound(spi);
-  if (!sa || sa->params().protocol != core::IpsecProtocol::kEsp) {
+  const bool udp = sa && sa->params().encap == core::Encap::kUdp;
+  if (!sa || sa->params().protocol != core::IpsecProtocol::kEsp || (via == Via::kUdp && !udp) ||
+      (via == Via::kRaw && udp)) {
     global_.drop(Drop::kBadSpi);
     log_drop(Drop::kBadSpi, "inbound", spi, pkt.peer);
     return Drop::kBadSpi;

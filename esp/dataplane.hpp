@@ -133,7 +133,11 @@ class DataPlane : public core::SaInstaller {
   // encrypted yet), then seal (encapsulate with `lane`).
   OutDecision classify_outbound(const Snapshot& s, core::Packet& pkt) noexcept;
   OutDecision seal_outbound(const OutDecision& d, core::Packet& pkt, unsigned lane) noexcept;
-  core::Drop process_inbound(const Snapshot& s, core::Packet& pkt) noexcept;
+  // `via`: the socket it came on. An SA takes ESP only as it was set up to
+  // (in UDP or raw): a copy on the other transport goes to another worker
+  // (worker 0 reads raw ESP), and is refused as an unknown SPI.
+  enum class Via : std::uint8_t { kAny, kUdp, kRaw };
+  core::Drop process_inbound(const Snapshot& s, core::Packet& pkt, Via via = Via::kAny) noexcept;
   // An AH packet as the AH socket delivers it: the whole IP packet.
   core::Drop process_inbound_ah(const Snapshot& s, core::Packet& pkt) noexcept;
   // Counts a drop that belongs to no SA (bad SPI, malformed outer packet).

@@ -159,7 +159,7 @@ void Engine::receive(const Datagram& d, TimePoint now) {
   }
   if ((h->version >> 4) == 1) {
     v1_->receive(d, now);
-    if (auto t = v1_->next_deadline()) note_deadline(*t);
+    if (auto t = v1_->next_deadline()) note_v1_deadline(*t);
     return;
   }
   if ((h->version >> 4) != 2) {
@@ -450,7 +450,7 @@ void Engine::acquire(const std::string& conn, const std::string& child, TimePoin
   info(kTag, key, ": acquire for a packet matching the trap policy");
   if (const auto* c = find_connection(conn); c && c->version == 1) {
     v1_->acquire(*c, *cc, now);
-    if (auto t = v1_->next_deadline()) note_deadline(*t);
+    if (auto t = v1_->next_deadline()) note_v1_deadline(*t);
     return;
   }
   for (auto& [spi, sa] : sas_) {
@@ -480,21 +480,23 @@ void Engine::add_sa(std::unique_ptr<IkeSa> sa, std::uint64_t our_spi) {
 void Engine::note_deadline(TimePoint t, std::uint64_t spi) {
   if (t == TimePoint::max()) return;
   cached_deadline_ = std::min(cached_deadline_, t);
-  if (spi != 0) {
-    auto [it, fresh] = scheduled_.try_emplace(spi, t);
-    if (!fresh) {
-      if (it->second <= t) return;  // an entry at or before t is there
-      it->second = t;
-    }
+  if (spi == 0) {
+    full_pass_at_ = std::min(full_pass_at_, t);
+    return;
+  }
+  auto [it, fresh] = scheduled_.try_emplace(spi, t);
+  if (!fresh) {
+    if (it->second <= t) return;  // an entry at or before t is there
+    it->second = t;
   }
   timers_.push({t, spi});
-  // Stale entries pile up where deadlines keep moving earlier: rebuild.
+  // Stale entries pile up where deadlines keep moving earlier: rebuild from
+  // each SA's earliest entry.
   if (timers_.size() > 4 * (scheduled_.size() + 256)) {
     std::vector<Timer> v;
-    v.reserve(scheduled_.size() + 1);
+    v.reserve(scheduled_.size());
     for (const auto& [k, when] : scheduled_) v.emplace_back(when, k);
     timers_ = decltype(timers_)(std::greater<>(), std::move(v));
-    timers_.push({t, spi});
   }
 }
 
@@ -502,15 +504,12 @@ void Engine::tick(TimePoint now) {
   now_ = now;
   v1_->tick(now);
   // The SAs whose entries are due; all of them now and then, or when asked.
-  bool all = now - last_full_tick_ >= kFullTickEvery;
+  bool all = now - last_full_tick_ >= kFullTickEvery || full_pass_at_ <= now;
+  if (all) full_pass_at_ = TimePoint::max();
   std::vector<std::uint64_t> spis;
   while (!timers_.empty() && timers_.top().first <= now) {
     const auto [when, spi] = timers_.top();
     timers_.pop();
-    if (spi == 0) {
-      all = true;
-      continue;
-    }
     auto sc = scheduled_.find(spi);
     if (sc == scheduled_.end() || sc->second != when) continue;  // superseded by an earlier entry
     scheduled_.erase(sc);
@@ -561,12 +560,8 @@ void Engine::tick(TimePoint now) {
     }
     note_deadline(it->second->deadline(), spi);
   }
-  cached_deadline_ = timers_.empty() ? TimePoint::max() : timers_.top().first;
-  if (all) {
-    // The next full pass, so that nothing waits longer than that.
-    const TimePoint next_full = now + kFullTickEvery;
-    if (next_full < cached_deadline_ && !sas_.empty()) note_deadline(next_full);
-  }
+  if (all && !sas_.empty()) full_pass_at_ = std::min(full_pass_at_, now + kFullTickEvery);  // nothing waits longer
+  cached_deadline_ = std::min(timers_.empty() ? TimePoint::max() : timers_.top().first, full_pass_at_);
   for (const auto& [c, ch] : restart) {
     std::string why;
     info(kTag, c, ": restarting");

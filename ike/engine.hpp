@@ -221,8 +221,10 @@ class Engine {
   void remove_dead();
   void add_sa(std::unique_ptr<IkeSa> sa, std::uint64_t our_spi);
   // An SA's deadline may have moved earlier. With its SPI, the SA's timer
-  // entry; without (spi 0), the next tick looks at every SA.
+  // entry; without (spi 0), a pass over every SA then.
   void note_deadline(TimePoint t, std::uint64_t spi = 0);
+  // IKEv1's deadlines: its manager is ticked every time anyway.
+  void note_v1_deadline(TimePoint t) { cached_deadline_ = std::min(cached_deadline_, t); }
   // RFC 7296 2.6: <version> | HMAC(secret of that version, Ni | IPi | port | SPIi);
   // the secret rotates every cookie_secret_life, the one before stays valid.
   Bytes cookie_for(const Datagram& d, std::uint64_t spi_i, ByteSpan ni, std::uint8_t version) const;
@@ -250,15 +252,16 @@ class Engine {
   unsigned log_budget_ = 0;
   // A lower bound of the next SA deadline: the earliest timer entry.
   TimePoint cached_deadline_ = TimePoint::max();
-  // Timer entries (when, our SPI; 0: look at every SA), earliest first, so
-  // that a tick costs the SAs that are due, not all of them. An entry may
-  // be stale (the SA's deadline moved later, or the SA is gone): a tick
-  // that pops one files the SA's current deadline again. Every SA is also
-  // looked at by a full pass at least every kFullTickEvery.
+  // Timer entries (when, our SPI), earliest first, so that a tick costs
+  // the SAs that are due, not all of them. An entry may be stale (the SA's
+  // deadline moved later, or the SA is gone): a tick that pops one files
+  // the SA's current deadline again. A pass over every SA comes when asked
+  // (full_pass_at_: a note without an SA) and at least every kFullTickEvery.
   using Timer = std::pair<TimePoint, std::uint64_t>;
   std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;
   std::unordered_map<std::uint64_t, TimePoint> scheduled_;  // our SPI -> its earliest entry
   TimePoint last_full_tick_{};
+  TimePoint full_pass_at_ = TimePoint::max();
   static constexpr std::chrono::seconds kFullTickEvery{10};
   std::map<std::string, TimePoint> acquiring_;  // "conn/child" -> when asked
   std::vector<Datagram> out_;

@@ -215,6 +215,11 @@ bool LinkSetup::apply(std::string& err) {
   for (const auto& a : o_.addresses) {
     if (!run_ip({"addr", "replace", a, "dev", o_.dev}, err)) return false;
   }
+  if (o_.gso_max_segs) {
+    std::string why;
+    if (!run_ip({"link", "set", "dev", o_.dev, "gso_max_segs", std::to_string(o_.gso_max_segs)}, why, true))
+      core::log::warn("tun", o_.dev, ": gso_max_segs not set (", why, "): super-packets of more segments are dropped");
+  }
   ifr = ifreq{};
   if (!link_ioctl(o_.dev, SIOCGIFFLAGS, ifr, err)) return false;
   ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);

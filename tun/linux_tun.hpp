@@ -70,6 +70,10 @@ class LinkSetup {
     std::uint32_t table = 4500;
     std::uint32_t fwmark = 0x4500;
     std::uint32_t rule_priority = 10000;
+    // With TSO on the device: at most this many segments in a super-packet
+    // (the reader's batch), so TCP over a tiny MSS never sends one too big
+    // to cut at once. 0: left as it is.
+    unsigned gso_max_segs = 0;
   };
   explicit LinkSetup(Options o) : o_(std::move(o)) {}
   ~LinkSetup() { cleanup(); }

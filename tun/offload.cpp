@@ -90,6 +90,9 @@ std::size_t segments_needed(const VirtioNetHdr& h, core::ByteSpan pkt) noexcept 
   if (t == 0 || h.gso_size == 0 || pkt.size() < t + 20) return 0;
   const std::size_t thl = static_cast<std::size_t>(pkt[t + 12] >> 4) * 4;
   if (thl < 20 || t + thl > pkt.size()) return 0;
+  // Every segment must fit a packet buffer (a TUN MTU above 9000 set by
+  // hand could make the kernel's gso_size larger).
+  if (t + thl + h.gso_size > core::Packet::kMaxData) return 0;
   const std::size_t payload = pkt.size() - t - thl;
   return payload == 0 ? 1 : (payload + h.gso_size - 1) / h.gso_size;
 }
@@ -189,6 +192,9 @@ bool coalescable(const core::Packet& p, TcpView& v) noexcept {
   if (thl < 20 || v.t + thl >= p.len) return false;
   const std::size_t ip_len = (d[0] >> 4) == 4 ? load_be16(d + 2) : std::size_t{load_be16(d + 4)} + 40;
   if (ip_len != p.len) return false;
+  // A bad IPv4 header checksum stays the kernel's to refuse: the run's
+  // header is rewritten with a fresh one.
+  if ((d[0] >> 4) == 4 && core::ipv4_header_checksum(core::ByteSpan(d, 20)) != load_be16(d + 10)) return false;
   v.hdrs = v.t + thl;
   v.payload = p.len - v.hdrs;
   v.flags = d[v.t + 13];

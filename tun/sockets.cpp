@@ -300,11 +300,19 @@ std::size_t EspSocket::send_gso(std::span<core::Packet* const> pkts) {
     const int r = ::sendmmsg(fd_, msgs, static_cast<unsigned>(m), 0);
     if (r <= 0) {
       const std::size_t count = first_of[1] - first_of[0];
-      if (count > 1 && (errno == EIO || errno == EINVAL || errno == EOPNOTSUPP || errno == ENOPROTOOPT)) {
-        // The path cannot take GSO (no checksum offload on the device):
-        // one datagram per packet from here on.
+      if (count > 1 && (errno == EIO || errno == EOPNOTSUPP || errno == ENOPROTOOPT)) {
+        // The device cannot take GSO (no checksum offload): one datagram
+        // per packet from here on.
         gso_ = false;
-        return sent - refused + send_plain(pkts.subspan(sent)) ;
+        return sent - refused + send_plain(pkts.subspan(sent));
+      }
+      if (count > 1 && errno == EINVAL) {
+        // This train is too large for its path (a small PMTU to one
+        // peer): it goes packet by packet; GSO stays on for the others.
+        const std::size_t ok = send_plain(pkts.subspan(sent, count));
+        refused += count - ok;
+        sent += count;
+        continue;
       }
       sent += count;  // refused; the rest still go
       refused += count;
