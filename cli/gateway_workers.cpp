@@ -70,6 +70,27 @@ void Gateway::worker_loop(unsigned w) {
   std::vector<core::Packet*> to_tun;
   core::log::RateLimited ike_log(std::chrono::seconds(10));
 
+  // Wakes the workers whose bits are set (eventfd; the one that pushed to
+  // their hand-off rings, or this one when its rings hold more).
+  auto wake = [&](std::uint64_t bits) {
+    for (unsigned o = 0; o < nworkers_; ++o) {
+      if (!(bits & (std::uint64_t{1} << o))) continue;
+      const std::uint64_t one = 1;
+      (void)::write(worker_wake_[o], &one, sizeof one);
+    }
+  };
+  // One batch from each ring into this worker; more left wakes it again at
+  // once, so that busy producers never starve its own queue and sockets.
+  auto drain = [&](std::vector<std::unique_ptr<core::SpscPacketRing>>& rings, auto&& handle) {
+    for (unsigned src = 0; src < nworkers_; ++src) {
+      if (src == w) continue;
+      core::SpscPacketRing& ring = *rings[src * nworkers_ + w];
+      std::size_t n = 0;
+      while (n < pkts.size() && ring.pop(*pkts[n])) ++n;
+      if (n) handle(n);
+      if (!ring.empty()) wake(std::uint64_t{1} << w);
+    }
+  };
   // `handed`: the packets came from another worker's ring; they are sealed
   // here whoever owns their SA now (no second hand-off).
   auto outbound = [&](std::size_t n, bool handed) {
@@ -127,28 +148,10 @@ void Gateway::worker_loop(unsigned w) {
       for (std::size_t i = sent; i < per_socket[k].size(); ++i) dp_->count_global(core::Drop::kSendFailed);
     }
     if (!acquired.empty()) queue_acquire(std::move(acquired));
-    for (unsigned o = 0; o < nworkers_; ++o) {
-      if (!(woken & (std::uint64_t{1} << o))) continue;
-      const std::uint64_t one = 1;
-      (void)::write(worker_wake_[o], &one, sizeof one);
-    }
+    wake(woken);
   };
   // Packets other workers handed over for the SAs this one owns.
-  auto take_handed = [&] {
-    for (unsigned src = 0; src < nworkers_; ++src) {
-      if (src == w) continue;
-      // One batch per ring and turn, so that busy producers never starve
-      // this worker's own queue and sockets; more wakes it again at once.
-      core::SpscPacketRing& ring = *rings_[src * nworkers_ + w];
-      std::size_t n = 0;
-      while (n < pkts.size() && ring.pop(*pkts[n])) ++n;
-      if (n) outbound(n, true);
-      if (!ring.empty()) {
-        const std::uint64_t one = 1;
-        (void)::write(worker_wake_[w], &one, sizeof one);
-      }
-    }
-  };
+  auto take_handed = [&] { drain(rings_, [&](std::size_t n) { outbound(n, true); }); };
 
   std::uint64_t woken_rx = 0;  // bit per worker handed received ESP
   auto flush_to_tun = [&] {
@@ -156,11 +159,7 @@ void Gateway::worker_loop(unsigned w) {
       const std::size_t written = dev.write_batch(to_tun);
       gw_.tun_write_failed.fetch_add(to_tun.size() - written, std::memory_order_relaxed);
     }
-    for (unsigned o = 0; o < nworkers_; ++o) {
-      if (!(woken_rx & (std::uint64_t{1} << o))) continue;
-      const std::uint64_t one = 1;
-      (void)::write(worker_wake_[o], &one, sizeof one);
-    }
+    wake(woken_rx);
     woken_rx = 0;
   };
   auto inbound = [&](tun::EspSocket& sock) {
@@ -219,23 +218,14 @@ void Gateway::worker_loop(unsigned w) {
   };
   // ESP in UDP other workers received for the SAs this one owns.
   auto take_handed_rx = [&] {
-    for (unsigned src = 0; src < nworkers_; ++src) {
-      if (src == w) continue;
-      core::SpscPacketRing& ring = *rx_rings_[src * nworkers_ + w];
-      std::size_t n = 0;
-      while (n < pkts.size() && ring.pop(*pkts[n])) ++n;
-      if (n == 0) continue;
+    drain(rx_rings_, [&](std::size_t n) {
       const esp::Snapshot& snap = dp_->enter(w);
       to_tun.clear();
       for (std::size_t i = 0; i < n; ++i)
         if (dp_->process_inbound(snap, *pkts[i], esp::DataPlane::Via::kUdp) == core::Drop::kNone)
           to_tun.push_back(pkts[i]);
       flush_to_tun();
-      if (!ring.empty()) {
-        const std::uint64_t one = 1;
-        (void)::write(worker_wake_[w], &one, sizeof one);
-      }
-    }
+    });
   };
 
   while (!stop_.load(std::memory_order_relaxed)) {
