@@ -389,6 +389,7 @@ int Gateway::run() {
       [&](const boost::system::error_code& ec) {
         if (ec) return;
         if (engine_) {
+          dp_->expire_rekeyed(esp::DataPlane::Clock::now());
           // Byte lifetimes of negotiated Child SAs.
           ike::Engine::ByteUsage usage;
           dp_->for_each_sa([&](const esp::OutboundSa& out, const esp::InboundSa& in) {

@@ -123,6 +123,7 @@ class Gateway {
       return true;
     }
     bool remove(const std::string& name) override { return dp.remove(name); }
+    bool remove_rekeyed(const std::string& name) override { return dp.remove_rekeyed(name); }
     bool update_path(const std::string& name, const core::SaPath& path) override { return dp.update_path(name, path); }
     esp::DataPlane& dp;
     KeyLog* keylog;

@@ -5,6 +5,7 @@
 // SaInstaller. `ike` and `esp` never include each other; they meet here.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -92,6 +93,9 @@ struct SaParams {
   }
 };
 
+// How long the inbound half of a rekeyed SA stays (SaInstaller::remove_rekeyed).
+inline constexpr std::chrono::seconds kRekeyedInboundDelay{5};
+
 class SaInstaller {
  public:
   virtual ~SaInstaller() = default;
@@ -99,6 +103,12 @@ class SaInstaller {
   // length, SPI in use).
   virtual bool install(SaParams params, std::string& why) = 0;
   virtual bool remove(const std::string& name) = 0;
+  // Removes an SA a rekey replaced: its outbound half at once, its inbound
+  // half only after kRekeyedInboundDelay, so that what the peer sent on it
+  // before it switched (in flight, or queued on another worker behind the
+  // DELETE) still decrypts. strongSwan does the same (charon's
+  // delete_rekeyed_delay, 5 s). An installer without that delay removes it.
+  virtual bool remove_rekeyed(const std::string& name) { return remove(name); }
   // Sends an installed SA's packets along a new path, keeping its sequence
   // numbers, replay window and counters; false when no SA has that name.
   virtual bool update_path(const std::string& name, const SaPath& path) = 0;

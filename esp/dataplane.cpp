@@ -240,7 +240,19 @@ bool DataPlane::install(core::SaParams params, std::string& why) {
 bool DataPlane::remove(const std::string& name) {
   std::lock_guard lock(mutex_);
   auto it = sas_.find(name);
-  if (it == sas_.end()) return false;
+  if (it == sas_.end()) {
+    // A rekeyed SA's inbound half goes at once when asked for by name.
+    auto r = std::find_if(rekeyed_.begin(), rekeyed_.end(),
+                          [&](const auto& x) { return x.second.out->params().name == name; });
+    if (r == rekeyed_.end()) return false;
+    spi_owner_.erase(r->second.in_key);
+    sad().erase(r->second.in_key, epoch_);
+    retire(std::move(r->second));
+    rekeyed_.erase(r);
+    publish();
+    core::log::info("esp", "removed the inbound half of rekeyed SA ", name);
+    return true;
+  }
   spi_owner_.erase(it->second.in_key);
   sad().erase(it->second.in_key, epoch_);
   drop_policies(it->second);
@@ -250,6 +262,44 @@ bool DataPlane::remove(const std::string& name) {
   publish();
   core::log::info("esp", "removed SA ", name);
   return true;
+}
+
+bool DataPlane::remove_rekeyed(const std::string& name, Clock::time_point now) {
+  std::lock_guard lock(mutex_);
+  auto it = sas_.find(name);
+  if (it == sas_.end()) return false;
+  // Its policy goes (the new SA sends); its SPI stays in the SAD and in
+  // spi_owner_, so no other SA takes it meanwhile.
+  drop_policies(it->second);
+  rekeyed_.emplace_back(now + core::kRekeyedInboundDelay, std::move(it->second));
+  sas_.erase(it);
+  if (configured_sa_names_.count(name)) rebuild_configured();
+  publish();
+  core::log::info("esp", "removed SA ", name, " (rekeyed: its inbound SPI stays ",
+                  core::kRekeyedInboundDelay.count(), " s for packets in flight)");
+  return true;
+}
+
+void DataPlane::expire_rekeyed(Clock::time_point now) {
+  std::lock_guard lock(mutex_);
+  bool any = false;
+  std::erase_if(rekeyed_, [&](auto& r) {
+    if (r.first > now) return false;
+    Installed& sa = r.second;
+    if (auto o = spi_owner_.find(sa.in_key); o != spi_owner_.end() && o->second == sa.out->params().name) {
+      spi_owner_.erase(o);
+      sad().erase(sa.in_key, epoch_);
+    }
+    core::log::debug("esp", "inbound SPI ", core::spi_hex(sa.in_key), " of rekeyed SA ", sa.out->params().name,
+                     " removed");
+    retire(std::move(sa));
+    any = true;
+    return true;
+  });
+  if (any) {
+    dirty_ = true;
+    publish();
+  }
 }
 
 bool DataPlane::update_path(const std::string& name, const core::SaPath& path) {
@@ -294,7 +344,22 @@ const core::TrafficCounters& DataPlane::retired() {
   std::lock_guard lock(mutex_);
   reclaim();
   fold_retired();
-  return retired_;
+  // What is not final yet counts as it stands, so that totals never go
+  // back while an SA waits to be folded in.
+  auto zero = [](std::atomic<std::uint64_t>& a) { a.store(0, std::memory_order_relaxed); };
+  zero(retired_view_.out.packets);
+  zero(retired_view_.out.bytes);
+  zero(retired_view_.in.packets);
+  zero(retired_view_.in.bytes);
+  for (auto& d : retired_view_.drops) zero(d);
+  add_counters(retired_view_, retired_);
+  auto add_sa = [&](const Installed& sa) {
+    add_counters(retired_view_, sa.in->counters());
+    add_counters(retired_view_, sa.out->counters());
+  };
+  for (const auto& sa : retiring_) add_sa(sa);
+  for (const auto& r : rekeyed_) add_sa(r.second);
+  return retired_view_;
 }
 
 void DataPlane::set_trap_policies(std::vector<core::Policy> traps) {

@@ -96,6 +96,16 @@ class DataPlane : public core::SaInstaller {
 
   bool install(core::SaParams params, std::string& why) override;
   bool remove(const std::string& name) override;
+  // The SA stops sending now; its inbound half stays in the SAD until
+  // expire_rekeyed() runs at or after now + core::kRekeyedInboundDelay. It
+  // is no longer listed (for_each_sa, sa_count), but its counters still
+  // count in retired() until it goes.
+  using Clock = std::chrono::steady_clock;
+  bool remove_rekeyed(const std::string& name) override { return remove_rekeyed(name, Clock::now()); }
+  bool remove_rekeyed(const std::string& name, Clock::time_point now);
+  // Removes the inbound halves whose delay has passed (the control thread,
+  // once a second).
+  void expire_rekeyed(Clock::time_point now);
   bool update_path(const std::string& name, const core::SaPath& path) override;
 
   // Between begin_batch() and end_batch() installs and removals are not
@@ -145,8 +155,9 @@ class DataPlane : public core::SaInstaller {
 
   // Counters not tied to an SA.
   [[nodiscard]] const core::TrafficCounters& global() const noexcept { return global_; }
-  // Counters of SAs already removed. An SA that a worker may still hold (in
-  // an older snapshot) is summed once no snapshot refers to it any more.
+  // Counters of SAs already removed: those no snapshot refers to any more,
+  // summed once, plus what the others (still held by a worker, or a
+  // rekeyed SA's inbound half) have counted so far.
   const core::TrafficCounters& retired();
 
   // Control side: every installed SA's two directions, in name order (for
@@ -216,6 +227,8 @@ class DataPlane : public core::SaInstaller {
   std::uint64_t installs_ = 0;
   std::map<std::string, Installed> sas_;
   std::vector<Installed> retiring_;
+  // Rekeyed SAs whose inbound half is still in the SAD, until the time given.
+  std::vector<std::pair<Clock::time_point, Installed>> rekeyed_;
   // Outbound SAs replaced by update_path(): a worker may still send on one
   // from an older snapshot; dropped once only this list holds them.
   std::vector<std::shared_ptr<OutboundSa>> superseded_;
@@ -238,6 +251,7 @@ class DataPlane : public core::SaInstaller {
   void reclaim();
   core::TrafficCounters global_;
   core::TrafficCounters retired_;
+  core::TrafficCounters retired_view_;  // retired_ and what is still counting
   core::log::RateLimited drop_log_;
 };
 

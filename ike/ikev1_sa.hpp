@@ -98,6 +98,9 @@ struct Child {
   TimePoint expire_at = TimePoint::max();
   bool rekeying = false;
   bool pfs = false;
+  // A newer pair replaced it (a rekey, ours or the peer's): when it goes,
+  // its inbound SPI stays a little (SaInstaller::remove_rekeyed).
+  bool replaced = false;
 };
 
 class IsakmpSa {
@@ -124,7 +127,8 @@ class IsakmpSa {
   // Sends DELETE for every IPsec SA and for this ISAKMP SA, removes them.
   void delete_all(TimePoint now, const std::string& why);
   // DELETE for one IPsec SA pair (by our inbound SPI), removed.
-  void delete_child(std::uint32_t spi_in, const std::string& why);
+  // `rekeyed`: a new pair replaced it (its inbound SPI stays a little).
+  void delete_child(std::uint32_t spi_in, const std::string& why, bool rekeyed = false);
   // Removes IPsec SAs whose peer-chosen (outbound) SPI the peer deleted.
   bool remove_by_peer_spi(std::uint32_t spi_out, std::uint8_t protocol);
   // Takes over `from`'s IPsec SAs (it is being replaced or deleted).

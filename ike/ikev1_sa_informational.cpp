@@ -139,19 +139,25 @@ bool IsakmpSa::remove_by_peer_spi(std::uint32_t spi_out, std::uint8_t protocol) 
                        (it->ah && protocol == kProtoAh && it->ah_spi_out == spi_out);
     if (!match) continue;
     info(kTag, tag(), ": IPsec SA ", it->name, " deleted by the peer");
-    mgr_.host_.installer.remove(it->name);
+    if (it->replaced)
+      mgr_.host_.installer.remove_rekeyed(it->name);
+    else
+      mgr_.host_.installer.remove(it->name);
     children_.erase(it);
     return true;
   }
   return false;
 }
 
-void IsakmpSa::delete_child(std::uint32_t spi_in, const std::string& why) {
+void IsakmpSa::delete_child(std::uint32_t spi_in, const std::string& why, bool rekeyed) {
   for (auto it = children_.begin(); it != children_.end(); ++it) {
     if (it->spi_in != spi_in) continue;
     info(kTag, tag(), ": IPsec SA ", it->name, " deleted (", why, ")");
     if (state_ == State::kEstablished) informational(it->deletes());
-    mgr_.host_.installer.remove(it->name);
+    if (rekeyed)
+      mgr_.host_.installer.remove_rekeyed(it->name);
+    else
+      mgr_.host_.installer.remove(it->name);
     children_.erase(it);
     return;
   }

@@ -172,16 +172,18 @@ void IsakmpSa::quick_done(QuickTask& t, TimePoint now) {
   if (!initiator_of(t)) {
     // The peer's rekey: the same child with the same selectors is still up (it deletes the old one).
     const auto& n = children_.back();
+    bool rekey = false;
     for (std::size_t i = 0; i + 1 < children_.size(); ++i)
       if (children_[i].cfg == n.cfg && children_[i].local_ts == n.local_ts && children_[i].remote_ts == n.remote_ts) {
-        ++mgr_.host_.counters.child_rekeyed;
-        break;
+        children_[i].replaced = true;
+        rekey = true;
       }
+    if (rekey) ++mgr_.host_.counters.child_rekeyed;
   }
   if (t.rekeys) {
     // Make-before-break: the new pair is in; the old one goes, with a DELETE.
     ++mgr_.host_.counters.child_rekeyed;
-    delete_child(t.rekeys, "rekeyed");
+    delete_child(t.rekeys, "rekeyed", true);
   }
 }
 

@@ -72,7 +72,10 @@ class ChildRekey final : public Task {
     ++sa_.counters().child_rekeyed;
     if (settle_collision(p.nonce)) return TaskStatus::kSuccess;
     // Make-before-break: the new SA is installed; now delete the old one.
-    if (sa_.child_by_spi_in(old_spi_in_)) sa_.tasks_.queue_child_delete({old_spi_in_});
+    if (ChildSa* old = sa_.child_by_spi_in(old_spi_in_)) {
+      old->replaced = true;
+      sa_.tasks_.queue_child_delete({old_spi_in_});
+    }
     return TaskStatus::kSuccess;
   }
 
@@ -109,7 +112,11 @@ class ChildRekey final : public Task {
       return TaskStatus::kFailed;
     }
     if (collision && new_in) sa_.collisions_[rekeyed_in] = {p.nonce, nr, *new_in};
-    if (new_in) ++sa_.counters().child_rekeyed;
+    if (new_in) {
+      ++sa_.counters().child_rekeyed;
+      // The peer deletes the old SA once it has our answer.
+      if (ChildSa* old = sa_.child_by_spi_in(rekeyed_in)) old->replaced = true;
+    }
     // SA first, then Nonce, as RFC 7296 1.3 lays the exchange out.
     for (auto& x : pl) {
       m.payloads.push_back(std::move(x));

@@ -254,7 +254,10 @@ bool IkeSa::remove_child(std::uint32_t spi_in, const char* why) {
   if (it == children_.end()) return false;
   if (why) info(kTag, tag(), ": Child SA ", it->name, " ", why);
   if (it->transform.is_ah()) note_removed_ah(spi_in);
-  eng_.installer_.remove(it->name);
+  if (it->replaced)
+    eng_.installer_.remove_rekeyed(it->name);
+  else
+    eng_.installer_.remove(it->name);
   children_.erase(it);
   return true;
 }

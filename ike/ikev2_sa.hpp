@@ -291,6 +291,9 @@ struct ChildSa {
   TimePoint expire_at = TimePoint::max();
   bool rekeying = false;
   bool pfs = false;  // its keys include a fresh DH shared secret (RFC 7296 2.17)
+  // A rekey replaced it: when it goes, its inbound SPI stays a little, for
+  // what the peer sent before it switched (SaInstaller::remove_rekeyed).
+  bool replaced = false;
 };
 
 // The lowest of two nonces decides a simultaneous rekey (RFC 7296 2.8.1, 2.8.2).

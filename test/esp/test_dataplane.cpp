@@ -88,8 +88,11 @@ TEST_CASE("data plane: snapshots survive changes; removal drops to no SA", "[esp
   CHECK(a.process_outbound(*old_snap, p).action == esp::OutAction::kSend);
   p.assign(hex(kIcmp));
   CHECK(a.process_outbound(*a.snapshot(), p).reason == Drop::kNoPolicy);
-  CHECK(a.retired().out.packets == 0);  // a snapshot still holds the SA
+  // Counted while a snapshot still holds the SA (totals never go back),
+  // and once only when it is folded in.
+  CHECK(a.retired().out.packets == 1);
   old_snap.reset();
+  CHECK(a.retired().out.packets == 1);
   CHECK(a.retired().out.packets == 1);
 }
 
@@ -138,6 +141,67 @@ TEST_CASE("data plane: during a rekey the newest SA sends, a responder's new SA 
   // sends, not the newer one on standby.
   REQUIRE(r.install(sa("lan/0-newer", 0x3003, 0x4003, true), why));
   CHECK(sender(r) == 0x3002);
+}
+
+TEST_CASE("data plane: a rekeyed SA stops sending at once and still decrypts for kRekeyedInboundDelay", "[esp][dataplane][rekey]") {
+  esp::DataPlane a, b;
+  std::string why;
+  REQUIRE(a.install(side(true), why));
+  REQUIRE(b.install(side(false), why));
+  auto next = side(false);  // b's replacement: new SPIs both ways
+  next.name = "lan2";
+  next.out.spi = 0x2002;
+  next.in.spi = 0x1002;
+  REQUIRE(b.install(std::move(next), why));
+  // a sends three packets on the old SA; b removes it as rekeyed before
+  // they arrive (the peer's DELETE overtook them on another worker).
+  core::Packet p[3];
+  for (auto& x : p) {
+    x.assign(hex(kIcmp));
+    REQUIRE(a.process_outbound(*a.snapshot(), x).action == esp::OutAction::kSend);
+  }
+  const auto t0 = esp::DataPlane::Clock::now();
+  REQUIRE(b.remove_rekeyed("lan", t0));
+  CHECK_FALSE(b.remove_rekeyed("lan", t0));
+  CHECK(b.sa_count() == 1);  // no longer listed
+  // b's outbound traffic takes the new SA at once.
+  core::Packet back;
+  back.assign(hex("4500001c00010000400164c50a0200020a0100020800f7ff00000000"));
+  auto d = b.process_outbound(*b.snapshot(), back);
+  REQUIRE(d.action == esp::OutAction::kSend);
+  CHECK(d.sa->params().out.spi == 0x2002);
+  // What was in flight still decrypts, and is counted (totals never go back).
+  CHECK(b.process_inbound(*b.snapshot(), p[0]) == Drop::kNone);
+  b.expire_rekeyed(t0 + core::kRekeyedInboundDelay - std::chrono::milliseconds(1));
+  CHECK(b.process_inbound(*b.snapshot(), p[1]) == Drop::kNone);
+  CHECK(b.retired().in.packets == 2);
+  // Its SPI is still taken meanwhile.
+  auto clash = [] {
+    auto c = side(false);
+    c.name = "clash";
+    c.in.spi = 0x1001;
+    return c;
+  };
+  CHECK_FALSE(b.install(clash(), why));
+  // After the delay the inbound half goes: an unknown SPI from then on.
+  b.expire_rekeyed(t0 + core::kRekeyedInboundDelay);
+  CHECK(b.process_inbound(*b.snapshot(), p[2]) == Drop::kBadSpi);
+  CHECK(b.retired().in.packets == 2);
+  CHECK(b.install(clash(), why));
+}
+
+TEST_CASE("data plane: removing a rekeyed SA by name takes its inbound half at once", "[esp][dataplane][rekey]") {
+  esp::DataPlane a, b;
+  std::string why;
+  REQUIRE(a.install(side(true), why));
+  REQUIRE(b.install(side(false), why));
+  core::Packet x;
+  x.assign(hex(kIcmp));
+  REQUIRE(a.process_outbound(*a.snapshot(), x).action == esp::OutAction::kSend);
+  REQUIRE(b.remove_rekeyed("lan", esp::DataPlane::Clock::now()));
+  REQUIRE(b.remove("lan"));
+  CHECK_FALSE(b.remove("lan"));
+  CHECK(b.process_inbound(*b.snapshot(), x) == Drop::kBadSpi);
 }
 
 TEST_CASE("data plane: an SA moved to a new path keeps its sequence numbers, counters and replay window", "[esp][dataplane][nat]") {

@@ -139,13 +139,39 @@ c["connections"]["peer"]["rekey_time"] = 15
 c["connections"]["peer"]["children"]["lan"]["rekey_time"] = 5
 json.dump(c, open(sys.argv[1], "w"), indent=2)
 PYEOF
-ip netns exec "$NS-gb" "$IPSECGW" run -c "$WORK/gw-b.json" --socket "$WORK/b.sock" > "$WORK/b.log" 2>&1 &
+ip netns exec "$NS-gb" "$IPSECGW" run -c "$WORK/gw-b.json" --socket "$WORK/b.sock" --stats-file "$WORK/b-stats.json" > "$WORK/b.log" 2>&1 &
 track_gw $! "$WORK/b.log"
 wait_for "$WORK/b.log" "gateway: up" 50
-ip netns exec "$NS-ga" "$IPSECGW" run -c "$WORK/gw-a.json" --socket "$WORK/a.sock" --log-level debug > "$WORK/a.log" 2>&1 &
+ip netns exec "$NS-ga" "$IPSECGW" run -c "$WORK/gw-a.json" --socket "$WORK/a.sock" --stats-file "$WORK/a-stats.json" --log-level debug > "$WORK/a.log" 2>&1 &
 track_gw $! "$WORK/a.log"
 wait_for "$WORK/a.log" "Child SA .* installed" 100
 run_load "ipsecgw" gb
+# Where a loss happened, if one did: each gateway's drops by reason and the
+# data plane's own counters (written every second).
+sleep 1.2
+echo "   receiver's UDP receive-buffer drops: $(udp_rcvbuf_errors hb)"
+for g in a b; do
+  echo "   gateway $g: $($PY -c "
+import json, sys
+s = json.load(open(sys.argv[1]))
+d = {k: v for k, v in s['totals']['drops'].items() if v}
+dp = {k: v for k, v in s.get('dataplane', {}).items() if k in ('handoff_full',) and v}
+print('drops', d or 'none', dp or '', 'tun_write_failed', s.get('tun_write_failed', 0))" "$WORK/$g-stats.json" 2>&1)"
+  # and what the kernel dropped on the gateway's links (TUN queue full...)
+  echo "   gateway $g links: $(ip netns exec "$NS-g$g" ip -s -j link show 2> /dev/null | $PY -c "
+import json, sys
+for l in json.load(sys.stdin):
+    s = l.get('stats64', {})
+    d = {k: s[k]['dropped'] for k in ('rx', 'tx') if s.get(k, {}).get('dropped')}
+    if d: print(l['ifname'], d, end=' ')
+print()" 2>&1)"
+done
+# Make-before-break on receive too: ESP sent on an SA just before its
+# DELETE (or queued on another worker behind it) still decrypts, as the
+# inbound SPI of a rekeyed SA stays 5 s (strongSwan's delete_rekeyed_delay).
+bad_spi() { $PY -c "import json, sys; print(json.load(open(sys.argv[1]))['totals']['drops']['bad_spi'])" "$WORK/$1-stats.json" 2> /dev/null || echo -1; }
+check "ipsecgw: neither gateway dropped ESP of a rekeyed SA as an unknown SPI" \
+  test "$(bad_spi a)" -eq 0 -a "$(bad_spi b)" -eq 0
 check "ipsecgw: the Child SA rekeyed about every 5 s" test "$(child_rekeys)" -ge $((SECONDS_LOAD / 5 - 2))
 check "ipsecgw: the IKE SA rekeyed about every 15 s" test "$(ike_rekeys)" -ge $((SECONDS_LOAD / 15 - 1))
 stop_all

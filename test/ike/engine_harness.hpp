@@ -52,6 +52,12 @@ struct FakeInstaller : core::SaInstaller {
     events.push_back("-" + name);
     return true;
   }
+  // A rekeyed SA is removed like any other here (and noted).
+  std::vector<std::string> removed_rekeyed;
+  bool remove_rekeyed(const std::string& name) override {
+    removed_rekeyed.push_back(name);
+    return remove(name);
+  }
   bool update_path(const std::string& name, const core::SaPath& path) override {
     moved.emplace_back(name, path);
     events.push_back(">" + name);

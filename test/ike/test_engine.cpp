@@ -153,6 +153,9 @@ TEST_CASE("IKEv2: Child SA rekey make-before-break, with and without PFS", "[ike
       REQUIRE(f->at("-" + old_name) >= 0);
       CHECK(f->at("+" + new_name) < f->at("-" + old_name));
       CHECK(f->at("-" + new_name) == -1);
+      // As a rekeyed SA, on both ends: its inbound SPI stays a little for
+      // what was in flight (the data plane's delay).
+      CHECK(f->removed_rekeyed == std::vector<std::string>{old_name});
     }
     // PFS: the rekey exchanged KE payloads exactly when the proposal has a group.
     CHECK(child_pfs(*p.a) == want_pfs);

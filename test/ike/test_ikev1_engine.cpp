@@ -210,6 +210,9 @@ TEST_CASE("IKEv1: IPsec SA rekey is make-before-break and the old SA is deleted 
   // The new pair went in before the old one came out, on both ends.
   CHECK(p.ia.at("+" + p.ia.installed[1].name) < p.ia.at("-" + old_a));
   CHECK(p.ib.at("+" + p.ib.installed[1].name) < p.ib.at("-" + old_b));
+  // Removed as rekeyed SAs on both ends (the inbound SPI stays a little).
+  CHECK(p.ia.removed_rekeyed == std::vector<std::string>{old_a});
+  CHECK(p.ib.removed_rekeyed == std::vector<std::string>{old_b});
   // Either end may have rekeyed first (B takes A's shorter lifetime, with jitter); both count it.
   CHECK(p.a->counters().child_rekeyed == 1);
   CHECK(p.b->counters().child_rekeyed == 1);
@@ -229,6 +232,8 @@ TEST_CASE("IKEv1: DELETE from either side removes both ends' SAs", "[ike][ikev1]
       p.pump();
       CHECK(p.ia.active() == 0);
       CHECK(p.ib.active() == 0);
+      CHECK(p.ia.removed_rekeyed.empty());  // not a rekey: gone at once
+      CHECK(p.ib.removed_rekeyed.empty());
       CHECK(p.a->established("site-b"));  // the ISAKMP SA stays
     }
     SECTION("the ISAKMP SA and its IPsec SAs") {
