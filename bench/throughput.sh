@@ -107,9 +107,10 @@ down_plain() {
 }
 
 start_pair() {  # start_pair DIR
-  ip netns exec "$NS-ga" "$IPSECGW" run -c "$1/gw-a.json" --log-level warning > "$WORK/a.log" 2>&1 &
+  rm -f "$WORK/a-stats.json" "$WORK/b-stats.json"
+  ip netns exec "$NS-ga" "$IPSECGW" run -c "$1/gw-a.json" --stats-file "$WORK/a-stats.json" --log-level warning > "$WORK/a.log" 2>&1 &
   PIDS+=($!); GWPIDS+=($!)
-  ip netns exec "$NS-gb" "$IPSECGW" run -c "$1/gw-b.json" --log-level warning > "$WORK/b.log" 2>&1 &
+  ip netns exec "$NS-gb" "$IPSECGW" run -c "$1/gw-b.json" --stats-file "$WORK/b-stats.json" --log-level warning > "$WORK/b.log" 2>&1 &
   PIDS+=($!); GWPIDS+=($!)
   for _ in $(seq 50); do
     ip -n "$NS-ga" link show ipsec0 >/dev/null 2>&1 && ip -n "$NS-gb" link show ipsec0 >/dev/null 2>&1 && break
@@ -129,7 +130,24 @@ up_ipsecgw-raw() { start_pair "$WORK/raw"; }
 up_ipsecgw-chacha() { start_pair "$WORK/chacha"; }
 up_ipsecgw-cbc() { start_pair "$WORK/cbc"; }
 up_ipsecgw-1w() { start_pair "$WORK/1w"; }
-for v in ipsecgw ipsecgw-raw ipsecgw-chacha ipsecgw-cbc ipsecgw-1w; do eval "down_$v() { stop_all; }"; done
+# How often a packet crossed to another worker (its SA's owner) on the way.
+handoff_share() {
+  $PY -c "
+import json, sys
+n = h = 0
+for f in sys.argv[1:]:
+    try:
+        s = json.load(open(f))
+    except (OSError, ValueError):
+        continue
+    t = s['totals']
+    n += t.get('packets_out', 0) + t.get('packets_in', 0)
+    h += s.get('dataplane', {}).get('handoffs', 0)
+print('%.1f%%' % (100.0 * h / n) if n else 'n/a')" "$WORK/a-stats.json" "$WORK/b-stats.json"
+}
+for v in ipsecgw ipsecgw-raw ipsecgw-chacha ipsecgw-cbc ipsecgw-1w; do
+  eval "down_$v() { kill -USR1 \"\${GWPIDS[@]}\" 2> /dev/null; sleep 0.3; echo \"   $v: packets handed to another worker: \$(handoff_share)\" >&2; stop_all; }"
+done
 
 # strongSwan: a charon with kernel-libipsec in each gateway's namespace,
 # each with its own strongswan.conf, /run and vici socket.

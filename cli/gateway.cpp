@@ -515,6 +515,7 @@ nlohmann::json Gateway::stats() {
     d["tun_bad_offload"] = bad;
     d["udp_gso_trains"] = gso;
     d["udp_gro_trains"] = gro;
+    d["handoffs"] = gw_.handoffs.load();
     d["handoff_full"] = gw_.handoff_full.load();
     j["dataplane"] = d;
   }

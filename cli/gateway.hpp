@@ -64,6 +64,7 @@ struct GatewayCounters {
   std::atomic<std::uint64_t> ike_send_failed{0};  // IKE datagrams the socket would not send             // accept() failed (EMFILE...); retried with back-off
   std::atomic<std::uint64_t> bypassed{0};
   std::atomic<std::uint64_t> tun_write_failed{0};
+  std::atomic<std::uint64_t> handoffs{0};      // packets handed to the worker that owns their SA
   std::atomic<std::uint64_t> handoff_full{0};  // a packet for another worker's SA found its ring full
 };
 

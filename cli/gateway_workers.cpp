@@ -17,6 +17,7 @@
 // locks.
 #include "cli/gateway.hpp"
 
+#include <utility>
 #include <poll.h>
 #include <unistd.h>
 
@@ -72,7 +73,9 @@ void Gateway::worker_loop(unsigned w) {
 
   // Wakes the workers whose bits are set (eventfd; the one that pushed to
   // their hand-off rings, or this one when its rings hold more).
+  std::uint64_t handed_n = 0;  // packets handed over, added to gw_.handoffs when waking
   auto wake = [&](std::uint64_t bits) {
+    if (handed_n) gw_.handoffs.fetch_add(std::exchange(handed_n, 0), std::memory_order_relaxed);
     for (unsigned o = 0; o < nworkers_; ++o) {
       if (!(bits & (std::uint64_t{1} << o))) continue;
       const std::uint64_t one = 1;
@@ -118,6 +121,7 @@ void Gateway::worker_loop(unsigned w) {
       if (const unsigned owner = d.sa->owner(); !handed && owner != w && owner < nworkers_) {
         if (rings_[w * nworkers_ + owner]->push(*p)) {
           woken |= std::uint64_t{1} << owner;
+          ++handed_n;
         } else {
           gw_.handoff_full.fetch_add(1, std::memory_order_relaxed);
           dp_->count_global(core::Drop::kSendFailed);
@@ -200,6 +204,7 @@ void Gateway::worker_loop(unsigned w) {
         if (owner != w) {
           if (rx_rings_[w * nworkers_ + owner]->push(*p)) {
             woken_rx |= std::uint64_t{1} << owner;
+            ++handed_n;
           } else {
             gw_.handoff_full.fetch_add(1, std::memory_order_relaxed);
           }

@@ -214,10 +214,14 @@ bool DataPlane::install(core::SaParams params, std::string& why) {
   if (!in) return false;
   auto out = std::shared_ptr<OutboundSa>(OutboundSa::create(params, why, lanes_));
   if (!out) return false;
-  // Its packets are encrypted by one worker: the one after the worker its
-  // inbound SPI is steered to, so that with two cores one encrypts and the
-  // other decrypts a flow's two directions.
-  out->set_owner(lanes_ > 1 ? (key % lanes_ + 1) % lanes_ : 0);
+  // Its packets are encrypted by one worker: the one that decrypts its
+  // inbound half (ESP in UDP is steered by SPI mod workers; worker 0 reads
+  // raw ESP and AH). The TUN device queues a flow's packets for the queue
+  // that last wrote that flow's packets back (its flow table, with a
+  // symmetric hash), that is for this same worker: a flow with traffic both
+  // ways needs no hand-off. (The worker after it, as before, handed every
+  // outbound packet over: a copy each, and no faster on two cores.)
+  out->set_owner(lanes_ > 1 && params.encap == core::Encap::kUdp ? key % lanes_ : 0);
   if (auto it = sas_.find(params.name); it != sas_.end()) {
     spi_owner_.erase(it->second.in_key);
     sad().erase(it->second.in_key, epoch_);
