@@ -146,7 +146,7 @@ for f in sys.argv[1:]:
 print('%.1f%%' % (100.0 * h / n) if n else 'n/a')" "$WORK/a-stats.json" "$WORK/b-stats.json"
 }
 for v in ipsecgw ipsecgw-raw ipsecgw-chacha ipsecgw-cbc ipsecgw-1w; do
-  eval "down_$v() { kill -USR1 \"\${GWPIDS[@]}\" 2> /dev/null; sleep 0.3; echo \"   $v: packets handed to another worker: \$(handoff_share)\" >&2; stop_all; }"
+  eval "down_$v() { kill -USR1 \"\${GWPIDS[@]}\" 2> /dev/null || true; sleep 0.3; echo \"   $v: packets handed to another worker: \$(handoff_share)\" >&2; stop_all; }"
 done
 
 # strongSwan: a charon with kernel-libipsec in each gateway's namespace,

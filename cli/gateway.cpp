@@ -492,7 +492,7 @@ nlohmann::json Gateway::stats() {
     nlohmann::json d;
     d["workers"] = nworkers_;
     d["tun_offload"] = !tun_.empty() && tun_[0]->offload();
-    std::uint64_t super = 0, segs = 0, co = 0, co_segs = 0, bad = 0, gso = 0, gro = 0;
+    std::uint64_t super = 0, segs = 0, co = 0, co_segs = 0, bad = 0, gso = 0, gro = 0, discarded = 0;
     for (const auto& t : tun_) {
       const auto& st = t->stats();
       super += st.super_packets.load(std::memory_order_relaxed);
@@ -504,6 +504,7 @@ nlohmann::json Gateway::stats() {
     auto add_sock = [&](const tun::EspSocket& s) {
       gso += s.gso_trains();
       gro += s.gro_trains();
+      discarded += s.rx_discarded();
     };
     for (const auto& s : sockets_) add_sock(*s);
     for (const auto& ws : worker_udp_)
@@ -515,6 +516,7 @@ nlohmann::json Gateway::stats() {
     d["tun_bad_offload"] = bad;
     d["udp_gso_trains"] = gso;
     d["udp_gro_trains"] = gro;
+    d["socket_rx_discarded"] = discarded;
     d["handoffs"] = gw_.handoffs.load();
     d["handoff_full"] = gw_.handoff_full.load();
     j["dataplane"] = d;

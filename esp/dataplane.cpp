@@ -212,6 +212,9 @@ bool DataPlane::install(core::SaParams params, std::string& why) {
   }
   auto in = std::shared_ptr<InboundSa>(InboundSa::create(params, why));
   if (!in) return false;
+  // The same name (and so the same inbound SPI) as a rekeyed SA still
+  // lingering: that one goes now, before its expiry could take this one's.
+  if (auto r = find_rekeyed(params.name); r != rekeyed_.end()) drop_rekeyed(r);
   auto out = std::shared_ptr<OutboundSa>(OutboundSa::create(params, why, lanes_));
   if (!out) return false;
   // Its packets are encrypted by one worker: the one that decrypts its
@@ -246,13 +249,9 @@ bool DataPlane::remove(const std::string& name) {
   auto it = sas_.find(name);
   if (it == sas_.end()) {
     // A rekeyed SA's inbound half goes at once when asked for by name.
-    auto r = std::find_if(rekeyed_.begin(), rekeyed_.end(),
-                          [&](const auto& x) { return x.second.out->params().name == name; });
+    auto r = find_rekeyed(name);
     if (r == rekeyed_.end()) return false;
-    spi_owner_.erase(r->second.in_key);
-    sad().erase(r->second.in_key, epoch_);
-    retire(std::move(r->second));
-    rekeyed_.erase(r);
+    drop_rekeyed(r);
     publish();
     core::log::info("esp", "removed the inbound half of rekeyed SA ", name);
     return true;
@@ -273,8 +272,10 @@ bool DataPlane::remove_rekeyed(const std::string& name, Clock::time_point now) {
   auto it = sas_.find(name);
   if (it == sas_.end()) return false;
   // Its policy goes (the new SA sends); its SPI stays in the SAD and in
-  // spi_owner_, so no other SA takes it meanwhile.
+  // spi_owner_, so no other SA takes it meanwhile. At most kMaxRekeyed wait
+  // (a peer rekeying in a loop): beyond that the oldest goes early.
   drop_policies(it->second);
+  if (rekeyed_.size() >= kMaxRekeyed) drop_rekeyed(rekeyed_.begin());
   rekeyed_.emplace_back(now + core::kRekeyedInboundDelay, std::move(it->second));
   sas_.erase(it);
   if (configured_sa_names_.count(name)) rebuild_configured();
@@ -284,26 +285,33 @@ bool DataPlane::remove_rekeyed(const std::string& name, Clock::time_point now) {
   return true;
 }
 
+std::vector<std::pair<DataPlane::Clock::time_point, DataPlane::Installed>>::iterator DataPlane::find_rekeyed(
+    const std::string& name) {
+  return std::find_if(rekeyed_.begin(), rekeyed_.end(),
+                      [&](const auto& x) { return x.second.out->params().name == name; });
+}
+
+// Its SPI leaves the SAD (and spi_owner_, which still names it: install()
+// drops a lingering SA of the same name first).
+void DataPlane::drop_rekeyed(std::vector<std::pair<Clock::time_point, Installed>>::iterator r) {
+  spi_owner_.erase(r->second.in_key);
+  sad().erase(r->second.in_key, epoch_);
+  core::log::debug("esp", "inbound SPI ", core::spi_hex(r->second.in_key), " of rekeyed SA ",
+                   r->second.out->params().name, " removed");
+  retire(std::move(r->second));
+  rekeyed_.erase(r);
+  dirty_ = true;
+}
+
 void DataPlane::expire_rekeyed(Clock::time_point now) {
   std::lock_guard lock(mutex_);
+  // In the order removed, each waiting the same delay: the oldest first.
   bool any = false;
-  std::erase_if(rekeyed_, [&](auto& r) {
-    if (r.first > now) return false;
-    Installed& sa = r.second;
-    if (auto o = spi_owner_.find(sa.in_key); o != spi_owner_.end() && o->second == sa.out->params().name) {
-      spi_owner_.erase(o);
-      sad().erase(sa.in_key, epoch_);
-    }
-    core::log::debug("esp", "inbound SPI ", core::spi_hex(sa.in_key), " of rekeyed SA ", sa.out->params().name,
-                     " removed");
-    retire(std::move(sa));
+  while (!rekeyed_.empty() && rekeyed_.front().first <= now) {
+    drop_rekeyed(rekeyed_.begin());
     any = true;
-    return true;
-  });
-  if (any) {
-    dirty_ = true;
-    publish();
   }
+  if (any) publish();
 }
 
 bool DataPlane::update_path(const std::string& name, const core::SaPath& path) {

@@ -228,7 +228,11 @@ class DataPlane : public core::SaInstaller {
   std::map<std::string, Installed> sas_;
   std::vector<Installed> retiring_;
   // Rekeyed SAs whose inbound half is still in the SAD, until the time given.
+  // In the order removed (so by time); spi_owner_ and the SAD still name them.
   std::vector<std::pair<Clock::time_point, Installed>> rekeyed_;
+  static constexpr std::size_t kMaxRekeyed = 4096;
+  std::vector<std::pair<Clock::time_point, Installed>>::iterator find_rekeyed(const std::string& name);
+  void drop_rekeyed(std::vector<std::pair<Clock::time_point, Installed>>::iterator r);  // with mutex_ held
   // Outbound SAs replaced by update_path(): a worker may still send on one
   // from an older snapshot; dropped once only this list holds them.
   std::vector<std::shared_ptr<OutboundSa>> superseded_;

@@ -41,7 +41,8 @@ class ChildDelete final : public Task {
   }
 
   TaskStatus process_i(const InMessage&) override {
-    for (auto spi : spis_) sa_.remove_child(spi, "deleted");
+    // An operator's down (by child) removes at once, rekeyed or not.
+    for (auto spi : spis_) sa_.remove_child(spi, "deleted", cc_ == nullptr);
     return TaskStatus::kSuccess;
   }
 

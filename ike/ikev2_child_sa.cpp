@@ -249,12 +249,12 @@ ChildSa* IkeSa::child_by_spi_in(std::uint32_t spi) {
   return it == children_.end() ? nullptr : &*it;
 }
 
-bool IkeSa::remove_child(std::uint32_t spi_in, const char* why) {
+bool IkeSa::remove_child(std::uint32_t spi_in, const char* why, bool linger) {
   auto it = std::find_if(children_.begin(), children_.end(), [&](const ChildSa& c) { return c.spi_in == spi_in; });
   if (it == children_.end()) return false;
   if (why) info(kTag, tag(), ": Child SA ", it->name, " ", why);
   if (it->transform.is_ah()) note_removed_ah(spi_in);
-  if (it->replaced)
+  if (it->replaced && linger)
     eng_.installer_.remove_rekeyed(it->name);
   else
     eng_.installer_.remove(it->name);

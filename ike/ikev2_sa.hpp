@@ -476,7 +476,9 @@ class IkeSa {
   ChildSa* child_by_spi_in(std::uint32_t spi);
   // Removes our Child SA with this inbound SPI from the data plane, logged
   // with `why` unless null; false if none.
-  bool remove_child(std::uint32_t spi_in, const char* why);
+  // `linger`: a child a rekey replaced keeps its inbound SPI a little
+  // (SaInstaller::remove_rekeyed); false for an operator's down.
+  bool remove_child(std::uint32_t spi_in, const char* why, bool linger = true);
 
   // ---- message entry and timers ----------------------------------------------------
 

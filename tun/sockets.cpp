@@ -158,7 +158,10 @@ std::size_t EspSocket::recv_gro(std::span<core::Packet*> pkts) {
     }
     const int r = ::recvmmsg(fd_, msgs, kGroTrains, MSG_DONTWAIT, nullptr);
     for (int i = 0; i < r; ++i) {
-      if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) continue;
+      if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+        rx_discarded_.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
       Train t;
       t.off = static_cast<std::size_t>(i) * kGroTrainBytes;
       t.len = msgs[i].msg_len;
@@ -191,6 +194,8 @@ std::size_t EspSocket::recv_gro(std::span<core::Packet*> pkts) {
       p->peer = t.peer;
       p->peer_port = t.port;
       ++out;
+    } else {
+      rx_discarded_.fetch_add(1, std::memory_order_relaxed);  // larger than a packet buffer (a jumbo link)
     }
     t.off += n;
     t.len -= n;
@@ -217,8 +222,10 @@ std::size_t EspSocket::recv_batch(std::span<core::Packet*> pkts) {
   int r = ::recvmmsg(fd_, msgs, static_cast<unsigned>(n), MSG_DONTWAIT, nullptr);
   if (r <= 0) return 0;
   std::size_t out = 0;
+  std::uint64_t discarded = 0;
   for (int i = 0; i < r; ++i) {
     core::Packet* p = pkts[static_cast<std::size_t>(i)];
+    ++discarded;  // until taken below
     if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) continue;  // larger than any packet we take
     p->len = msgs[i].msg_len;
     from_sockaddr(from[i], p->peer, p->peer_port);
@@ -242,7 +249,9 @@ std::size_t EspSocket::recv_batch(std::span<core::Packet*> pkts) {
     }
     if (static_cast<std::size_t>(i) != out) std::swap(pkts[out], pkts[static_cast<std::size_t>(i)]);
     ++out;
+    --discarded;
   }
+  if (discarded) rx_discarded_.fetch_add(discarded, std::memory_order_relaxed);
   return out;
 }
 

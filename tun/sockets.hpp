@@ -50,6 +50,10 @@ class EspSocket {
   // with UDP_GRO.
   [[nodiscard]] std::uint64_t gso_trains() const noexcept { return gso_trains_.load(std::memory_order_relaxed); }
   [[nodiscard]] std::uint64_t gro_trains() const noexcept { return gro_trains_.load(std::memory_order_relaxed); }
+  // Datagrams discarded before the data plane saw them: truncated (larger
+  // than the receive buffer), a GRO segment larger than a packet buffer, a
+  // raw IPv4 header or an IPv6 AH packet that cannot be taken apart.
+  [[nodiscard]] std::uint64_t rx_discarded() const noexcept { return rx_discarded_.load(std::memory_order_relaxed); }
   // Received datagrams not yet handed over (the last batch was full):
   // recv_batch() must be called again before waiting for the descriptor.
   [[nodiscard]] bool pending() const noexcept { return pend_at_ < pend_.size(); }
@@ -82,7 +86,7 @@ class EspSocket {
     core::IpAddress peer;
     std::uint16_t port = 0;
   };
-  std::atomic<std::uint64_t> gso_trains_{0}, gro_trains_{0};
+  std::atomic<std::uint64_t> gso_trains_{0}, gro_trains_{0}, rx_discarded_{0};
   std::vector<std::uint8_t> gro_buf_;
   std::vector<Train> pend_;
   std::size_t pend_at_ = 0;

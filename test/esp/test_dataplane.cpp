@@ -152,7 +152,16 @@ TEST_CASE("data plane: a rekeyed SA stops sending at once and still decrypts for
   next.name = "lan2";
   next.out.spi = 0x2002;
   next.in.spi = 0x1002;
+  next.standby = true;  // b answered the rekey: the old SA sends until it goes
   REQUIRE(b.install(std::move(next), why));
+  auto b_sends = [&] {
+    core::Packet back;
+    back.assign(hex("4500001c00010000400164c50a0200020a0100020800f7ff00000000"));
+    auto d = b.process_outbound(*b.snapshot(), back);
+    REQUIRE(d.action == esp::OutAction::kSend);
+    return d.sa->params().out.spi;
+  };
+  CHECK(b_sends() == 0x2001);
   // a sends three packets on the old SA; b removes it as rekeyed before
   // they arrive (the peer's DELETE overtook them on another worker).
   core::Packet p[3];
@@ -165,11 +174,7 @@ TEST_CASE("data plane: a rekeyed SA stops sending at once and still decrypts for
   CHECK_FALSE(b.remove_rekeyed("lan", t0));
   CHECK(b.sa_count() == 1);  // no longer listed
   // b's outbound traffic takes the new SA at once.
-  core::Packet back;
-  back.assign(hex("4500001c00010000400164c50a0200020a0100020800f7ff00000000"));
-  auto d = b.process_outbound(*b.snapshot(), back);
-  REQUIRE(d.action == esp::OutAction::kSend);
-  CHECK(d.sa->params().out.spi == 0x2002);
+  CHECK(b_sends() == 0x2002);
   // What was in flight still decrypts, and is counted (totals never go back).
   CHECK(b.process_inbound(*b.snapshot(), p[0]) == Drop::kNone);
   b.expire_rekeyed(t0 + core::kRekeyedInboundDelay - std::chrono::milliseconds(1));
@@ -188,6 +193,22 @@ TEST_CASE("data plane: a rekeyed SA stops sending at once and still decrypts for
   CHECK(b.process_inbound(*b.snapshot(), p[2]) == Drop::kBadSpi);
   CHECK(b.retired().in.packets == 2);
   CHECK(b.install(clash(), why));
+}
+
+TEST_CASE("data plane: an SA installed again under a lingering SA's name is not taken by its expiry", "[esp][dataplane][rekey]") {
+  esp::DataPlane a, b;
+  std::string why;
+  REQUIRE(a.install(side(true), why));
+  REQUIRE(b.install(side(false), why));
+  const auto t0 = esp::DataPlane::Clock::now();
+  REQUIRE(b.remove_rekeyed("lan", t0));
+  REQUIRE(b.install(side(false), why));  // same name, same inbound SPI
+  CHECK(b.sa_count() == 1);
+  b.expire_rekeyed(t0 + core::kRekeyedInboundDelay);
+  core::Packet x;
+  x.assign(hex(kIcmp));
+  REQUIRE(a.process_outbound(*a.snapshot(), x).action == esp::OutAction::kSend);
+  CHECK(b.process_inbound(*b.snapshot(), x) == Drop::kNone);
 }
 
 TEST_CASE("data plane: removing a rekeyed SA by name takes its inbound half at once", "[esp][dataplane][rekey]") {

@@ -420,6 +420,9 @@ TEST_CASE("IKEv2: simultaneous Child SA rekey from both ends (RFC 7296 2.8.1)", 
     CHECK(ka.rekey_collisions_won == kb.rekey_collisions_lost);
     CHECK(p.ia.installed.size() == 3);  // the old SA and both new ones
     CHECK(p.ib.installed.size() == 3);
+    // Only the old SA lingers as rekeyed; the redundant new one goes at once.
+    CHECK(p.ia.removed_rekeyed == std::vector<std::string>{p.ia.installed[0].name});
+    CHECK(p.ib.removed_rekeyed == std::vector<std::string>{p.ib.installed[0].name});
     a_won += ka.rekey_collisions_won;
     b_won += kb.rekey_collisions_won;
   }

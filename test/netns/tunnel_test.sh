@@ -107,11 +107,12 @@ print(int(1000 * s['dataplane']['handoffs'] / max(1, t['packets_out'] + t['packe
   check "no inner address and no ICMPv6 echo visible on the link" test "$clear" -eq 0
 
   # Replay, flip and unknown SPI: take a captured packet from A to B.
-  local before_replay before_auth before_spi
+  local before_replay before_auth before_spi before_big
   sleep 1.2
   before_replay=$(stat_of "$WORK/b.json" replay)
   before_auth=$(stat_of "$WORK/b.json" auth_failed)
   before_spi=$(stat_of "$WORK/b.json" bad_spi)
+  before_big=$(dp_of "$WORK/b.json" socket_rx_discarded)
   ip netns exec "$NS-ga" $PY - "$WORK/wan.pcap" "$encap" "$outer" <<'PYEOF'
 import socket, sys
 from scapy.all import rdpcap, IP, IPv6, UDP
@@ -135,23 +136,27 @@ assert esp, "no ESP packet from A captured"
 # window, so only the ICV can catch it (an old one is caught as a replay first).
 flipped = bytearray(esp); flipped[4] ^= 0x40
 unknown = b"\xde\xad\xbe\xef" + esp[4:]
+# Larger than any packet buffer (IP fragments, reassembled by B's kernel).
+big = esp[:8] + bytes(12000)
 fam = socket.AF_INET if outer == "4" else socket.AF_INET6
 if encap == "udp":
     s = socket.socket(fam, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, 0x4500)
-    for pkt in (esp, bytes(flipped), unknown):
+    for pkt in (esp, bytes(flipped), unknown, big):
         s.sendto(pkt, (dst, 4500))
 else:
     s = socket.socket(fam, socket.SOCK_RAW, 50)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, 0x4500)
-    for pkt in (esp, bytes(flipped), unknown):
+    for pkt in (esp, bytes(flipped), unknown, big):
         s.sendto(pkt, (dst, 0))
-print("     sent a replayed, a flipped and an unknown-SPI packet to B")
+print("     sent a replayed, a flipped, an unknown-SPI and a 12000-byte packet to B")
 PYEOF
   sleep 1.5
   check "replayed packet dropped and counted" test "$(stat_of "$WORK/b.json" replay)" -eq $((before_replay + 1))
   check "flipped bit dropped as failed authentication" test "$(stat_of "$WORK/b.json" auth_failed)" -eq $((before_auth + 1))
   check "unknown SPI dropped and counted" test "$(stat_of "$WORK/b.json" bad_spi)" -eq $((before_spi + 1))
+  check "a datagram larger than a packet buffer discarded and counted" \
+    test "$(dp_of "$WORK/b.json" socket_rx_discarded)" -ge $((before_big + 1))
   check "traffic goes on after the bad packets" ip netns exec "$NS-ha" ping -c 2 -i 0.2 -W 2 -q 10.2.0.2 >/dev/null
   check "drops were logged" grep -q "replayed or too old" "$WORK/b.log"
 
