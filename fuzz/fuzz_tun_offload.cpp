@@ -43,15 +43,23 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       }
     }
   }
+  // Every packet in exactly one group, each group's members in order, a
+  // run's total within 64 KiB.
   tun::Coalescer gro;
   std::size_t covered = 0;
+  std::vector<bool> seen(count);
   for (const auto& g : gro.plan(std::span(pool).first(count))) {
-    if (g.first != covered || g.count == 0 || g.first + g.count > count) __builtin_trap();
+    const auto m = gro.members(g);
+    if (g.count == 0 || m.size() != g.count) __builtin_trap();
+    for (std::size_t k = 0; k < m.size(); ++k) {
+      if (m[k] >= count || seen[m[k]] || (k && m[k] <= m[k - 1])) __builtin_trap();
+      seen[m[k]] = true;
+    }
     if (g.count > 1) {
-      std::size_t total = pool[g.first]->len;
+      std::size_t total = pool[m[0]]->len;
       for (std::size_t k = 1; k < g.count; ++k) {
-        if (pool[g.first + k]->len < g.hdr.hdr_len) __builtin_trap();
-        total += pool[g.first + k]->len - g.hdr.hdr_len;
+        if (pool[m[k]]->len < g.hdr.hdr_len) __builtin_trap();
+        total += pool[m[k]]->len - g.hdr.hdr_len;
       }
       if (total > 65535) __builtin_trap();
     }

@@ -129,13 +129,14 @@ std::size_t LinuxTun::write_batch(std::span<core::Packet* const> pkts) {
   static const VirtioNetHdr kPlain{};
   std::vector<iovec> iov;
   for (const auto& g : gro_.plan(pkts)) {
+    const auto members = gro_.members(g);
     iov.clear();
     iov.push_back({const_cast<VirtioNetHdr*>(g.count > 1 ? &g.hdr : &kPlain), sizeof(VirtioNetHdr)});
-    core::Packet* first = pkts[g.first];
+    core::Packet* first = pkts[members[0]];
     iov.push_back({first->data(), first->len});
     std::size_t total = sizeof(VirtioNetHdr) + first->len;
     for (std::size_t k = 1; k < g.count; ++k) {
-      core::Packet* p = pkts[g.first + k];
+      core::Packet* p = pkts[members[k]];
       iov.push_back({p->data() + g.hdr.hdr_len, p->len - g.hdr.hdr_len});
       total += p->len - g.hdr.hdr_len;
     }

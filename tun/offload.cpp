@@ -221,35 +221,69 @@ bool same_headers(const std::uint8_t* a, const std::uint8_t* b, const TcpView& v
 }
 }  // namespace
 
+// Whether `b` may belong to the TCP flow of `a` (a coalescable segment):
+// the same addresses and TCP, or what may hide TCP (an IPv4 fragment, an
+// IPv6 extension header), and the same ports where they can be read. A
+// run never passes a packet that might be of its own flow.
+bool maybe_same_flow(const core::Packet& a, const TcpView& va, const core::Packet& b) noexcept {
+  const std::uint8_t* x = a.data();
+  const std::uint8_t* y = b.data();
+  if (b.len < 20 || (x[0] >> 4) != (y[0] >> 4)) return false;
+  std::size_t t = 0;
+  if ((x[0] >> 4) == 4) {
+    if (std::memcmp(x + 12, y + 12, 8) != 0 || y[9] != kProtoTcp) return false;
+    t = tcp_offset(y, b.len, true);  // 0 for a fragment
+  } else {
+    if (b.len < 40 || std::memcmp(x + 8, y + 8, 32) != 0) return false;
+    switch (y[6]) {
+      case kProtoTcp: t = 40; break;
+      case 0: case 43: case 44: case 50: case 51: case 60: case 135: case 139: case 140: case 253: case 254:
+        return true;  // extension headers (RFC 8200 4, IANA): TCP may follow
+      default: return false;
+    }
+  }
+  if (t == 0 || b.len < t + 4) return true;  // cannot tell
+  return std::memcmp(x + va.t, y + t, 4) == 0;
+}
+
 const std::vector<Coalescer::Group>& Coalescer::plan(std::span<core::Packet* const> pkts) noexcept {
   groups_.clear();
-  std::size_t i = 0;
-  while (i < pkts.size()) {
+  members_.clear();
+  taken_.assign(pkts.size(), 0);
+  for (std::size_t i = 0; i < pkts.size(); ++i) {
+    if (taken_[i]) continue;
+    taken_[i] = 1;
     Group g;
-    g.first = i;
+    g.at = members_.size();
+    members_.push_back(static_cast<std::uint32_t>(i));
     TcpView v;
     if (!coalescable(*pkts[i], v) || (v.flags & kPsh)) {
       groups_.push_back(g);
-      ++i;
       continue;
     }
     const std::size_t mss = v.payload;
     std::size_t total = pkts[i]->len;
     std::uint32_t next_seq = v.seq + static_cast<std::uint32_t>(v.payload);
     std::uint8_t last_flags = v.flags;
-    std::size_t j = i + 1;
-    while (j < pkts.size()) {
+    std::size_t skipped = 0;
+    for (std::size_t j = i + 1; j < pkts.size() && skipped <= kMaxSkip; ++j) {
+      if (taken_[j]) continue;
+      if (!maybe_same_flow(*pkts[i], v, *pkts[j])) {
+        ++skipped;
+        continue;
+      }
       TcpView w;
       if (!coalescable(*pkts[j], w) || w.hdrs != v.hdrs || w.seq != next_seq || w.payload > mss ||
           total + w.payload > 65535 || !same_headers(pkts[i]->data(), pkts[j]->data(), v))
         break;
+      taken_[j] = 1;
+      members_.push_back(static_cast<std::uint32_t>(j));
       total += w.payload;
       next_seq += static_cast<std::uint32_t>(w.payload);
       last_flags = w.flags;
-      ++j;
       if (w.payload < mss || (w.flags & kPsh)) break;  // a run ends with a short segment or PSH
     }
-    g.count = j - i;
+    g.count = members_.size() - g.at;
     if (g.count > 1) {
       std::uint8_t* d = pkts[i]->data();
       const bool v4 = (d[0] >> 4) == 4;
@@ -270,7 +304,6 @@ const std::vector<Coalescer::Group>& Coalescer::plan(std::span<core::Packet* con
       g.hdr.csum_offset = 16;
     }
     groups_.push_back(g);
-    i = j;
   }
   return groups_;
 }

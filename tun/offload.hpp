@@ -57,22 +57,32 @@ std::size_t segment(const VirtioNetHdr& h, core::ByteSpan pkt, std::span<core::P
 std::size_t segments_needed(const VirtioNetHdr& h, core::ByteSpan pkt) noexcept;
 
 // Groups packets for writing: each group is one packet, or a run of TCP
-// segments to coalesce. Runs are found among consecutive packets only, so
-// the order of the flow is kept.
+// segments of one flow to coalesce. A run takes the flow's next segments
+// past other flows' packets (several streams interleave in a batch), and
+// ends at the first packet of its flow it cannot take, so each flow's
+// order is kept; flows may pass each other, as on any multi-queue path.
 class Coalescer {
  public:
   struct Group {
-    std::size_t first = 0, count = 1;  // indexes into the packets given
-    VirtioNetHdr hdr;                  // gso_type none for a single packet
+    std::size_t at = 0, count = 1;  // members(): [at, at + count)
+    VirtioNetHdr hdr;               // gso_type none for a single packet
   };
   // Fixes the headers of each run's first packet (lengths, IPv4 checksum,
   // the TCP checksum field to the pseudo-header sum for NEEDS_CSUM) and
-  // returns the groups. A run's payloads follow its first packet's headers
-  // (hdr.hdr_len bytes of it) in order.
+  // returns the groups, in the order to write them. A run's payloads follow
+  // its first packet's headers (hdr.hdr_len bytes of it) in members' order.
   const std::vector<Group>& plan(std::span<core::Packet* const> pkts) noexcept;
+  // A group's packets, as indexes into what plan() was given, in order.
+  [[nodiscard]] std::span<const std::uint32_t> members(const Group& g) const noexcept {
+    return {members_.data() + g.at, g.count};
+  }
 
  private:
+  // Other flows' packets a run looks past for its next segment.
+  static constexpr std::size_t kMaxSkip = 64;
   std::vector<Group> groups_;
+  std::vector<std::uint32_t> members_;
+  std::vector<std::uint8_t> taken_;
 };
 
 }  // namespace ipsecgw::tun

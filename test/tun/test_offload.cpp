@@ -171,7 +171,7 @@ TEST_CASE("TUN offload: what is not coalesced", "[tun][offload]") {
   pool.ptrs[5]->data()[100] ^= 1;  // after its checksum: now wrong
   const auto& g = gro.plan(std::span(pool.ptrs).first(7));
   REQUIRE(g.size() == 6);
-  CHECK(g[0].first == 0);
+  CHECK(gro.members(g[0])[0] == 0);
   CHECK(g[0].count == 2);  // 0 and 1
   for (std::size_t k = 1; k < g.size(); ++k) CHECK(g[k].count == 1);
   // A shorter segment ends a run; one after it starts the next.
@@ -183,6 +183,57 @@ TEST_CASE("TUN offload: what is not coalesced", "[tun][offload]") {
   REQUIRE(g2.size() == 2);
   CHECK(g2[0].count == 2);
   CHECK(g2[1].count == 1);
+}
+
+TEST_CASE("TUN offload: interleaved flows coalesce each on its own, in its own order", "[tun][offload]") {
+  for (bool v4 : {true, false}) {
+    INFO((v4 ? "IPv4" : "IPv6"));
+    const std::size_t ip = v4 ? 20 : 40;
+    Pool pool(8);
+    auto seg = [&](std::size_t i, std::uint16_t port, std::uint32_t seq) {
+      auto b = tcp_packet(v4, 1000, 0x10, seq);
+      core::store_be16(b.data() + ip, port);
+      pool.ptrs[i]->assign(b);
+      REQUIRE(core::recompute_l4_checksum(pool.ptrs[i]->span(), ip));
+    };
+    // A0 B0 (UDP between the same hosts) A1 B1 A2 B2
+    seg(0, 40000, 0);
+    seg(1, 40001, 0);
+    auto udp = tcp_packet(v4, 100, 0x10, 0);
+    udp[v4 ? 9 : 6] = 17;
+    pool.ptrs[2]->assign(udp);
+    seg(3, 40000, 1000);
+    seg(4, 40001, 1000);
+    seg(5, 40000, 2000);
+    seg(6, 40001, 2000);
+    tun::Coalescer gro;
+    const auto& g = gro.plan(std::span(pool.ptrs).first(7));
+    REQUIRE(g.size() == 3);
+    auto ids = [&](const tun::Coalescer::Group& x) {
+      const auto m = gro.members(x);
+      return std::vector<std::uint32_t>(m.begin(), m.end());
+    };
+    CHECK(ids(g[0]) == std::vector<std::uint32_t>{0, 3, 5});
+    CHECK(ids(g[1]) == std::vector<std::uint32_t>{1, 4, 6});
+    CHECK(ids(g[2]) == std::vector<std::uint32_t>{2});
+    const std::uint8_t* h = pool.ptrs[0]->data();
+    CHECK((v4 ? core::load_be16(h + 2) : core::load_be16(h + 4) + 40u) == ip + 32 + 3000);
+    CHECK(g[0].hdr.gso_size == 1000);
+
+    // A packet of the flow that cannot join ends its run: A0 B0 A(gap) B1 A1
+    // gives A0 | B0 B1 | A(gap) | A1, so A's packets stay in their order.
+    seg(0, 40000, 0);
+    seg(1, 40001, 0);
+    seg(2, 40000, 5000);
+    seg(3, 40001, 1000);
+    seg(4, 40000, 1000);
+    const auto& g2 = gro.plan(std::span(pool.ptrs).first(5));
+    REQUIRE(g2.size() == 4);
+    CHECK(ids(g2[0]) == std::vector<std::uint32_t>{0});
+    CHECK(ids(g2[1]) == std::vector<std::uint32_t>{1, 3});
+    CHECK(ids(g2[2]) == std::vector<std::uint32_t>{2});
+    CHECK(ids(g2[3]) == std::vector<std::uint32_t>{4});
+  }
 }
 
 TEST_CASE("TUN offload: truncated and inconsistent headers are refused", "[tun][offload]") {
