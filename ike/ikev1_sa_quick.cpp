@@ -171,13 +171,19 @@ void IsakmpSa::quick_done(QuickTask& t, TimePoint now) {
   ++mgr_.host_.counters.ikev1_quick_mode_done;
   if (!initiator_of(t)) {
     // The peer's rekey: the same child with the same selectors is still up (it deletes the old one).
-    const auto& n = children_.back();
+    // It may still sit on the ISAKMP SA this one replaces (not yet adopted).
+    const Child& n = children_.back();
     bool rekey = false;
-    for (std::size_t i = 0; i + 1 < children_.size(); ++i)
-      if (children_[i].cfg == n.cfg && children_[i].local_ts == n.local_ts && children_[i].remote_ts == n.remote_ts) {
-        children_[i].replaced = true;
-        rekey = true;
-      }
+    auto mark = [&](IsakmpSa& s) {
+      for (auto& c : s.children_)
+        if (&c != &n && c.cfg == n.cfg && c.local_ts == n.local_ts && c.remote_ts == n.remote_ts) {
+          c.replaced = true;
+          rekey = true;
+        }
+    };
+    mark(*this);
+    for (auto& [k, o] : mgr_.sas_)
+      if (o.get() != this && o->state_ == State::kEstablished && same_peer(*o)) mark(*o);
     if (rekey) ++mgr_.host_.counters.child_rekeyed;
   }
   if (t.rekeys) {
