@@ -219,7 +219,6 @@ bool same_headers(const std::uint8_t* a, const std::uint8_t* b, const TcpView& v
   return std::memcmp(ta, tb, 4) == 0 && std::memcmp(ta + 8, tb + 8, 5) == 0 && std::memcmp(ta + 14, tb + 14, 2) == 0 &&
          std::memcmp(ta + 18, tb + 18, va.hdrs - va.t - 18) == 0;
 }
-}  // namespace
 
 // Whether `b` may belong to the TCP flow of `a` (a coalescable segment):
 // the same addresses and TCP, or what may hide TCP (an IPv4 fragment, an
@@ -231,7 +230,9 @@ bool maybe_same_flow(const core::Packet& a, const TcpView& va, const core::Packe
   if (b.len < 20 || (x[0] >> 4) != (y[0] >> 4)) return false;
   std::size_t t = 0;
   if ((x[0] >> 4) == 4) {
-    if (std::memcmp(x + 12, y + 12, 8) != 0 || y[9] != kProtoTcp) return false;
+    if (std::memcmp(x + 12, y + 12, 8) != 0) return false;
+    if (y[9] == 50 || y[9] == 51) return true;  // ESP, AH: TCP may be inside
+    if (y[9] != kProtoTcp) return false;
     t = tcp_offset(y, b.len, true);  // 0 for a fragment
   } else {
     if (b.len < 40 || std::memcmp(x + 8, y + 8, 32) != 0) return false;
@@ -245,6 +246,7 @@ bool maybe_same_flow(const core::Packet& a, const TcpView& va, const core::Packe
   if (t == 0 || b.len < t + 4) return true;  // cannot tell
   return std::memcmp(x + va.t, y + t, 4) == 0;
 }
+}  // namespace
 
 const std::vector<Coalescer::Group>& Coalescer::plan(std::span<core::Packet* const> pkts) noexcept {
   groups_.clear();
