@@ -11,7 +11,8 @@
 #                  PSK, the same ESP suite; libipsec always uses UDP 4500)
 #   wireguard-go   Debian's wireguard-go
 # For each: iperf3 TCP with 1 and 4 streams, UDP goodput and loss sent as
-# fast as iperf3 can (and, for ipsecgw, at 5x strongSwan's goodput), ping
+# fast as UDP_PROCS (4) iperf3 processes can (and, for ipsecgw, at 5x
+# strongSwan's goodput), ping
 # RTT under a saturating TCP stream, and the gateways' CPU seconds per
 # Gbit/s moved (user + system time of the gateway processes). Run as root.
 #
@@ -48,6 +49,15 @@ trap cleanup EXIT
 netns_setup "$NS"
 ip netns exec "$NS-hb" iperf3 -s -B 10.2.0.2 > /dev/null 2>&1 &
 IPERF_SERVER=$!
+# UDP is sent by UDP_PROCS iperf3 processes at once (iperf3 3.12 is
+# single-threaded: one process tops out near 1 Gbit/s even on plain
+# routing), each to its own server.
+UDP_PROCS=${UDP_PROCS:-4}
+UDP_SERVERS=()
+for k in $(seq "$UDP_PROCS"); do
+  ip netns exec "$NS-hb" iperf3 -s -B 10.2.0.2 -p $((5300 + k)) > /dev/null 2>&1 &
+  UDP_SERVERS+=($!)
+done
 sleep 0.5
 
 cpu_ticks() {  # the gateways' user + system clock ticks so far
@@ -81,6 +91,48 @@ moved = gbps * secs
 cpu = (ticks / hz) / moved if gws and moved > 0 else 0
 print(f"{gbps:.3f} {loss:.2f} {cpu:.3f}")
 PYEOF
+}
+
+# UDP from UDP_PROCS iperf3 processes at once, RATE (bits/s, "0": as fast
+# as each can) split between them; prints "Gbit/s loss% cpu_s_per_gbit"
+# for their sum (loss: of all datagrams sent).
+iperf_udp() {  # iperf_udp RATE
+  local t0 t1 k rate=$1 each pids=()
+  each=$($PY -c "
+r = '$rate'
+m = {'K': 1e3, 'M': 1e6, 'G': 1e9}
+v = float(r[:-1]) * m[r[-1]] if r[-1] in m else float(r)
+print(int(v / $UDP_PROCS))")
+  t0=$(cpu_ticks)
+  for k in $(seq "$UDP_PROCS"); do
+    ip netns exec "$NS-ha" timeout $((DURATION + 20)) iperf3 -c 10.2.0.2 -p $((5300 + k)) -u -b "$each" -l 1300 \
+      -t "$DURATION" -O 1 -J > "$WORK/iperf-u$k.json" 2>/dev/null &
+    pids+=($!)
+  done
+  for k in "${pids[@]}"; do wait "$k" 2>/dev/null || true; done
+  t1=$(cpu_ticks)
+  $PY - "$((t1 - t0))" "$(getconf CLK_TCK)" "${#GWPIDS[@]}" "$WORK"/iperf-u*.json <<'PYEOF'
+import json, sys
+ticks, hz, gws = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+bits = sent = lost = 0
+secs = 0
+for f in sys.argv[4:]:
+    try:
+        j = json.load(open(f))
+        s = j["end"]["sum"]
+    except (OSError, ValueError, KeyError):
+        continue
+    bits += s["bits_per_second"] * (1 - s.get("lost_percent", 0) / 100)
+    sent += s.get("packets", 0)
+    lost += s.get("lost_packets", 0)
+    secs = max(secs, j["start"]["test_start"]["duration"])
+gbps = bits / 1e9
+loss = 100.0 * lost / sent if sent else 100.0
+moved = gbps * secs
+cpu = (ticks / hz) / moved if gws and moved > 0 else 0
+print(f"{gbps:.3f} {loss:.2f} {cpu:.3f}")
+PYEOF
+  rm -f "$WORK"/iperf-u*.json
 }
 
 # Median ping RTT (ms) while one TCP stream saturates the path.
@@ -245,7 +297,7 @@ for r in $(seq "$REPEAT"); do
       case $m in
         tcp1) read -r g l c < <(iperf) ;;
         tcp4) read -r g l c < <(iperf -P 4) ;;
-        udp) read -r g l c < <(iperf -u -b 0 -l 1300) ;;
+        udp) read -r g l c < <(iperf_udp 0) ;;
         ping) g=$(ping_under_load); l=0; c=0 ;;
       esac
       echo "$path $m $r $g $l $c" >> "$RES"
@@ -262,13 +314,14 @@ v=[float(l.split()[3]) for l in open('$RES') if l.split()[:2]==['strongswan','ud
 print('%dM' % max(1, int(statistics.median(v) * 5 * 1000)))")
   up_ipsecgw
   for r in $(seq "$REPEAT"); do
-    read -r g l c < <(iperf -u -b "$sw_udp" -l 1300)
+    read -r g l c < <(iperf_udp "$sw_udp")
     echo "ipsecgw udp5x $r $g $l $c" >> "$RES"
     echo "run $r: ipsecgw UDP at $sw_udp: $g Gbit/s (loss $l%)"
   done
   down_ipsecgw
 fi
-kill "$IPERF_SERVER" 2>/dev/null; wait "$IPERF_SERVER" 2>/dev/null || true
+for s in "$IPERF_SERVER" "${UDP_SERVERS[@]}"; do kill "$s" 2>/dev/null || true; done
+for s in "$IPERF_SERVER" "${UDP_SERVERS[@]}"; do wait "$s" 2>/dev/null || true; done
 
 echo
 echo "Medians of $REPEAT runs, ${DURATION} s each, ipsecgw ESP $ESP, $(nproc) cores, $(uname -r)"
