@@ -148,7 +148,7 @@ TimePoint IsakmpSa::deadline() const {
     if (q.done_at != TimePoint::max()) t = std::min(t, q.done_at + kQuickLinger);
   }
   for (const auto& c : children_) t = std::min({t, c.rekeying ? TimePoint::max() : c.rekey_at, c.expire_at});
-  t = std::min({t, rekeying_ ? TimePoint::max() : rekey_at_, expire_at_, dpd_next_});
+  t = std::min({t, rekeying_ ? TimePoint::max() : rekey_at_, expire_at_, dpd_next_, delete_at_});
   if (dpd_sent_ != TimePoint::max()) {
     const auto timeout = conn_.dpd_timeout ? conn_.dpd_timeout : 5 * conn_.dpd_delay;
     t = std::min(t, after(dpd_sent_, timeout));
@@ -186,6 +186,10 @@ void IsakmpSa::tick(TimePoint now) {
     return;
   }
   if (state_ != State::kEstablished) return;
+  if (now >= delete_at_) {
+    delete_all(now, delete_why_);
+    return;
+  }
   // Main Mode's last message may still need resending until the first Quick Mode shows the peer has it.
   mm_flight_.schedule.stop();
   for (auto it = quick_.begin(); it != quick_.end();) {

@@ -38,6 +38,7 @@ inline constexpr const char* kTag = "ikev1";
 // A finished Quick Mode is kept this long to answer a repeated message 2
 // (its message 3 was lost); a half-open Main Mode responder this long.
 inline constexpr auto kQuickLinger = std::chrono::seconds(30);
+inline constexpr auto kReplacedDeleteDelay = std::chrono::seconds(2);
 inline constexpr auto kHalfOpenLife = std::chrono::seconds(30);
 // Quick Modes of one ISAKMP SA under way at once (both roles): beyond it a
 // new one from the peer is dropped and counted (each holds a DH key with PFS).
@@ -155,6 +156,13 @@ class IsakmpSa {
   TimePoint created_, established_at_{}, last_heard_;
   TimePoint rekey_at_ = TimePoint::max(), expire_at_ = TimePoint::max();
   bool rekeying_ = false;         // a successor's Main Mode is under way
+  // Replaced by our phase-1 rekey: its IPsec SAs moved to the successor;
+  // it is deleted at this time (kReplacedDeleteDelay after the successor
+  // came up), not at once: strongSwan adopts the IPsec SAs into the new
+  // ISAKMP SA in a step of its own after answering Main Mode, and a DELETE
+  // of the old one that overtakes that step takes the IPsec SAs with it.
+  TimePoint delete_at_ = TimePoint::max();
+  std::string delete_why_;
   bool restart_wanted_ = false;   // dpd_action restart after the peer was found dead
   std::uint64_t replaces_ = 0;    // cky_i of the SA this one rekeys
   bool aggressive_ = false;       // made by Aggressive Mode

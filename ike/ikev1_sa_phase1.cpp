@@ -183,7 +183,9 @@ void IsakmpSa::established(TimePoint now) {
     for (auto& [k, o] : mgr_.sas_)
       if (o.get() != this && o->cky_i_ == replaces_ && o->state_ == State::kEstablished) {
         adopt_children(*o);
-        o->delete_all(now, "rekeyed by " + tag());
+        o->rekeying_ = true;  // it is done: no rekey of its own meanwhile
+        o->delete_at_ = std::min(now + kReplacedDeleteDelay, o->expire_at_);  // not past its lifetime
+        o->delete_why_ = "rekeyed by " + tag();  // the engine asks every SA's deadline after this
       }
   }
   for (const auto* cc : queued_) start_quick(*cc, now);

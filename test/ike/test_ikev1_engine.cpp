@@ -17,6 +17,7 @@
 #include "core/log.hpp"
 #include "ike/engine.hpp"
 #include "ike/ikev1_manager.hpp"
+#include "ike/ikev1_sa.hpp"
 #include "ike/isakmp.hpp"
 #include "test/ike/engine_harness.hpp"
 #include "test/ike/ike_scan_probes.hpp"
@@ -276,7 +277,15 @@ TEST_CASE("IKEv1: phase-1 rekey makes a new ISAKMP SA; the IPsec SAs stay up", "
   p.pump();
   REQUIRE(p.ia.active() == 1);
   const auto spi_before = p.a->status(p.now).at(0).spi_i;
-  p.advance(101s);
+  // Until the new ISAKMP SA is up, then kReplacedDeleteDelay with both:
+  // the old one, its IPsec SAs handed over, is deleted only after it.
+  for (int i = 0; i < 1100 && p.a->counters().ikev1_main_mode_done < 2; ++i) p.advance(100ms);
+  REQUIRE(p.a->counters().ikev1_main_mode_done == 2);
+  CHECK(p.a->status(p.now).size() == 2);
+  CHECK(p.b->status(p.now).size() == 2);
+  p.advance(ike::v1::kReplacedDeleteDelay - 200ms);
+  CHECK(p.a->status(p.now).size() == 2);
+  p.advance(300ms);
   const auto sa = p.a->status(p.now);
   REQUIRE(sa.size() == 1);
   CHECK(sa[0].spi_i != spi_before);
