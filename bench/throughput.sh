@@ -11,8 +11,8 @@
 #                  PSK, the same ESP suite; libipsec always uses UDP 4500)
 #   wireguard-go   Debian's wireguard-go
 # For each: iperf3 TCP with 1 and 4 streams, UDP goodput and loss sent as
-# fast as UDP_PROCS (4) iperf3 processes can (and, for ipsecgw, at 5x
-# strongSwan's goodput), ping
+# fast as one iperf3 can (and, for ipsecgw, offered at 5x strongSwan's
+# goodput by UDP_PROCS (4) iperf3 processes at once), ping
 # RTT under a saturating TCP stream, and the gateways' CPU seconds per
 # Gbit/s moved (user + system time of the gateway processes). Run as root.
 #
@@ -49,9 +49,9 @@ trap cleanup EXIT
 netns_setup "$NS"
 ip netns exec "$NS-hb" iperf3 -s -B 10.2.0.2 > /dev/null 2>&1 &
 IPERF_SERVER=$!
-# UDP is sent by UDP_PROCS iperf3 processes at once (iperf3 3.12 is
-# single-threaded: one process tops out near 1 Gbit/s even on plain
-# routing), each to its own server.
+# UDP at 5x strongSwan's goodput is sent by UDP_PROCS iperf3 processes at
+# once (iperf3 3.12 is single-threaded: one process tops out near 1 Gbit/s
+# even on plain routing), each to its own server.
 UDP_PROCS=${UDP_PROCS:-4}
 UDP_SERVERS=()
 for k in $(seq "$UDP_PROCS"); do
@@ -120,12 +120,12 @@ for f in sys.argv[4:]:
     try:
         j = json.load(open(f))
         s = j["end"]["sum"]
+        secs = max(secs, j["start"]["test_start"]["duration"])
     except (OSError, ValueError, KeyError):
         continue
     bits += s["bits_per_second"] * (1 - s.get("lost_percent", 0) / 100)
     sent += s.get("packets", 0)
     lost += s.get("lost_packets", 0)
-    secs = max(secs, j["start"]["test_start"]["duration"])
 gbps = bits / 1e9
 loss = 100.0 * lost / sent if sent else 100.0
 moved = gbps * secs
@@ -297,7 +297,7 @@ for r in $(seq "$REPEAT"); do
       case $m in
         tcp1) read -r g l c < <(iperf) ;;
         tcp4) read -r g l c < <(iperf -P 4) ;;
-        udp) read -r g l c < <(iperf_udp 0) ;;
+        udp) read -r g l c < <(iperf -u -b 0 -l 1300) ;;
         ping) g=$(ping_under_load); l=0; c=0 ;;
       esac
       echo "$path $m $r $g $l $c" >> "$RES"
