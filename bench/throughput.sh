@@ -105,7 +105,7 @@ v = float(r[:-1]) * m[r[-1]] if r[-1] in m else float(r)
 print(int(v / $UDP_PROCS))")
   t0=$(cpu_ticks)
   for k in $(seq "$UDP_PROCS"); do
-    ip netns exec "$NS-ha" timeout $((DURATION + 20)) iperf3 -c 10.2.0.2 -p $((5300 + k)) -u -b "$each" -l 1300 \
+    ip netns exec "$NS-ha" timeout $((DURATION + 20)) iperf3 -c 10.2.0.2 -p $((5300 + k)) -u -b "$each" -l 1300 -w 4M \
       -t "$DURATION" -O 1 -J > "$WORK/iperf-u$k.json" 2>/dev/null &
     pids+=($!)
   done
@@ -312,13 +312,35 @@ if [[ " $PATHS " == *" strongswan "* && " $PATHS " == *" ipsecgw "* ]]; then
 import statistics
 v=[float(l.split()[3]) for l in open('$RES') if l.split()[:2]==['strongswan','udp']]
 print('%dM' % max(1, int(statistics.median(v) * 5 * 1000)))")
-  up_ipsecgw
+  # The same offer over plain routing, interleaved: what these cores carry
+  # at that offer with no tunnel at all (the senders and receivers share
+  # them with the gateways).
   for r in $(seq "$REPEAT"); do
-    read -r g l c < <(iperf_udp "$sw_udp")
-    echo "ipsecgw udp5x $r $g $l $c" >> "$RES"
-    echo "run $r: ipsecgw UDP at $sw_udp: $g Gbit/s (loss $l%)"
+    for path in ipsecgw plain; do
+      "up_$path"
+      read -r g l c < <(iperf_udp "$sw_udp")
+      echo "$path udp5x $r $g $l $c" >> "$RES"
+      echo "run $r: $path UDP at $sw_udp from $UDP_PROCS senders: $g Gbit/s (loss $l%)"
+      if [ "$path" = ipsecgw ]; then
+        kill -USR1 "${GWPIDS[@]}" 2> /dev/null || true
+        sleep 0.3
+        echo "   ipsecgw: $($PY -c "
+import json, sys
+for f in sys.argv[1:]:
+    s = json.load(open(f))
+    d = {k: v for k, v in s['totals']['drops'].items() if v}
+    dp = {k: v for k, v in s.get('dataplane', {}).items() if k in ('handoffs', 'handoff_full', 'socket_rx_discarded') and v}
+    print(f.rsplit('/', 1)[-1][0], 'drops', d, dp, 'tun_write_failed', s.get('tun_write_failed', 0), end='; ')
+" "$WORK/a-stats.json" "$WORK/b-stats.json" 2>&1); links: $(for g in ga gb; do ip netns exec "$NS-$g" ip -s -j link show 2> /dev/null | $PY -c "
+import json, sys
+for l in json.load(sys.stdin):
+    s = l.get('stats64', {})
+    d = {k: s[k]['dropped'] for k in ('rx', 'tx') if s.get(k, {}).get('dropped')}
+    if d: print('$g', l['ifname'], d, end=' ')"; done); UDP receive errors at B, host B: $(for n in gb hb; do ip netns exec "$NS-$n" awk '/^Udp:/ { n++; if (n == 1) { for (i = 1; i <= NF; i++) col[$i] = i } else { printf "%s ", $col["RcvbufErrors"]; exit } }' /proc/net/snmp; done)"
+      fi
+      "down_$path"
+    done
   done
-  down_ipsecgw
 fi
 for s in "$IPERF_SERVER" "${UDP_SERVERS[@]}"; do kill "$s" 2>/dev/null || true; done
 for s in "$IPERF_SERVER" "${UDP_SERVERS[@]}"; do wait "$s" 2>/dev/null || true; done
@@ -342,9 +364,10 @@ print(f"  {'path':15} {'TCP x1':>8} {'TCP x4':>8} {'UDP':>8} {'loss%':>6} {'RTT 
 for p in paths:
     print(f"  {p:15} {med(p,'tcp1'):8.3f} {med(p,'tcp4'):8.3f} {med(p,'udp'):8.3f} {med(p,'udp',1):6.2f} "
           f"{med(p,'ping'):7.3f} {med(p,'tcp1',2):10.3f}")
-if ("ipsecgw", "udp5x") in rows:
-    print(f"  ipsecgw UDP offered at 5x strongSwan's goodput: {med('ipsecgw','udp5x'):.3f} Gbit/s, "
-          f"loss {med('ipsecgw','udp5x',1):.2f}%")
+for p in ("ipsecgw", "plain"):
+    if (p, "udp5x") in rows:
+        print(f"  {p} UDP offered at 5x strongSwan's goodput: {med(p,'udp5x'):.3f} Gbit/s, "
+              f"loss {med(p,'udp5x',1):.2f}%")
 def ratio(a, b):
     return f"{a / b:.2f}x" if b and b == b and a == a else "n/a"
 gw = med("ipsecgw", "tcp1")
