@@ -43,7 +43,14 @@ stop_all() {
   PIDS=()
   GWPIDS=()
 }
-cleanup() { stop_all; netns_teardown "$NS"; rm -rf "$WORK"; }
+IPERF_SERVER=""
+UDP_SERVERS=()
+stop_servers() {
+  for s in $IPERF_SERVER "${UDP_SERVERS[@]}"; do kill "$s" 2>/dev/null || true; done
+  for s in $IPERF_SERVER "${UDP_SERVERS[@]}"; do wait "$s" 2>/dev/null || true; done
+  IPERF_SERVER=""; UDP_SERVERS=()
+}
+cleanup() { stop_all; stop_servers; netns_teardown "$NS"; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 netns_setup "$NS"
@@ -53,7 +60,6 @@ IPERF_SERVER=$!
 # once (iperf3 3.12 is single-threaded: one process tops out near 1 Gbit/s
 # even on plain routing), each to its own server.
 UDP_PROCS=${UDP_PROCS:-4}
-UDP_SERVERS=()
 for k in $(seq "$UDP_PROCS"); do
   ip netns exec "$NS-hb" iperf3 -s -B 10.2.0.2 -p $((5300 + k)) > /dev/null 2>&1 &
   UDP_SERVERS+=($!)
@@ -342,8 +348,7 @@ for l in json.load(sys.stdin):
     done
   done
 fi
-for s in "$IPERF_SERVER" "${UDP_SERVERS[@]}"; do kill "$s" 2>/dev/null || true; done
-for s in "$IPERF_SERVER" "${UDP_SERVERS[@]}"; do wait "$s" 2>/dev/null || true; done
+stop_servers
 
 echo
 echo "Medians of $REPEAT runs, ${DURATION} s each, ipsecgw ESP $ESP, $(nproc) cores, $(uname -r)"
