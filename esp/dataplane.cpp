@@ -212,11 +212,11 @@ bool DataPlane::install(core::SaParams params, std::string& why) {
   }
   auto in = std::shared_ptr<InboundSa>(InboundSa::create(params, why));
   if (!in) return false;
+  auto out = std::shared_ptr<OutboundSa>(OutboundSa::create(params, why, lanes_));
+  if (!out) return false;
   // The same name (and so the same inbound SPI) as a rekeyed SA still
   // lingering: that one goes now, before its expiry could take this one's.
   if (auto r = find_rekeyed(params.name); r != rekeyed_.end()) drop_rekeyed(r);
-  auto out = std::shared_ptr<OutboundSa>(OutboundSa::create(params, why, lanes_));
-  if (!out) return false;
   // Its packets are encrypted by one worker: the one that decrypts its
   // inbound half (ESP in UDP is steered by SPI mod workers; worker 0 reads
   // raw ESP and AH). The TUN device queues a flow's packets for the queue

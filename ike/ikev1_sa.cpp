@@ -187,6 +187,8 @@ void IsakmpSa::tick(TimePoint now) {
   }
   if (state_ != State::kEstablished) return;
   if (now >= delete_at_) {
+    // An IPsec SA the peer made here meanwhile goes to the successor too.
+    if (auto* next = mgr_.successor(*this)) next->adopt_children(*this);
     delete_all(now, delete_why_);
     return;
   }
