@@ -18,6 +18,7 @@
 #
 #   DURATION=8 REPEAT=3 bench/throughput.sh
 #   PATHS="plain ipsecgw strongswan" bench/throughput.sh
+#   UDP5X_RATE=720M bench/throughput.sh   # only UDP at that offer: ipsecgw and plain
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -297,6 +298,7 @@ measures() {
 RES=$WORK/results.txt  # path measure run value [loss cpu]
 : > "$RES"
 for r in $(seq "$REPEAT"); do
+  [ -n "${UDP5X_RATE:-}" ] && break
   for path in $PATHS; do
     "up_$path"
     for m in $(measures "$path"); do
@@ -312,21 +314,58 @@ for r in $(seq "$REPEAT"); do
     "down_$path"
   done
 done
+# Every place on these hosts that counts a dropped packet, as "name value"
+# lines: each namespace's links (rx/tx dropped), its UDP receive/send
+# buffer errors, the TUN devices' drops, and the per-CPU backlog drops of
+# /proc/net/softnet_stat (netdev_max_backlog, shared by all namespaces).
+drop_census() {
+  local n
+  for n in ha ga gb hb; do
+    ip netns exec "$NS-$n" ip -s -j link show 2> /dev/null | $PY -c "
+import json, sys
+for l in json.load(sys.stdin):
+    s = l.get('stats64', {})
+    for k in ('rx', 'tx'):
+        print('$n', l['ifname'], k + '_dropped', s.get(k, {}).get('dropped', 0))"
+    ip netns exec "$NS-$n" awk -v ns="$n" '/^Udp:/ { n++; if (n == 1) { for (i = 1; i <= NF; i++) col[$i] = i }
+      else { print ns, "udp RcvbufErrors", $col["RcvbufErrors"]; print ns, "udp SndbufErrors", $col["SndbufErrors"]; exit } }' /proc/net/snmp
+  done
+  awk '{ d += strtonum("0x" $2) } END { print "host softnet backlog_dropped", d }' /proc/net/softnet_stat
+}
+census_diff() {  # census_diff BEFORE AFTER: the counters that grew
+  $PY - "$1" "$2" <<'PYEOF'
+import sys
+def read(f):
+    d = {}
+    for line in open(f):
+        *k, v = line.split()
+        d[" ".join(k)] = int(v)
+    return d
+a, b = read(sys.argv[1]), read(sys.argv[2])
+grew = {k: b[k] - a.get(k, 0) for k in b if b[k] - a.get(k, 0) > 0}
+print(", ".join(f"{k} +{v}" for k, v in sorted(grew.items())) or "none")
+PYEOF
+}
+
 # ipsecgw's UDP at five times strongSwan's goodput: the loss there.
-if [[ " $PATHS " == *" strongswan "* && " $PATHS " == *" ipsecgw "* ]]; then
-  sw_udp=$($PY -c "
+# UDP5X_RATE (e.g. 720M) skips the other measurements and offers that.
+if [ -n "${UDP5X_RATE:-}" ] || [[ " $PATHS " == *" strongswan "* && " $PATHS " == *" ipsecgw "* ]]; then
+  sw_udp=${UDP5X_RATE:-$($PY -c "
 import statistics
 v=[float(l.split()[3]) for l in open('$RES') if l.split()[:2]==['strongswan','udp']]
-print('%dM' % max(1, int(statistics.median(v) * 5 * 1000)))")
+print('%dM' % max(1, int(statistics.median(v) * 5 * 1000)))")}
   # The same offer over plain routing, interleaved: what these cores carry
   # at that offer with no tunnel at all (the senders and receivers share
   # them with the gateways).
   for r in $(seq "$REPEAT"); do
     for path in ipsecgw plain; do
       "up_$path"
+      drop_census > "$WORK/census0.txt"
       read -r g l c < <(iperf_udp "$sw_udp")
+      drop_census > "$WORK/census1.txt"
       echo "$path udp5x $r $g $l $c" >> "$RES"
       echo "run $r: $path UDP at $sw_udp from $UDP_PROCS senders: $g Gbit/s (loss $l%)"
+      echo "   dropped on the hosts: $(census_diff "$WORK/census0.txt" "$WORK/census1.txt")"
       if [ "$path" = ipsecgw ]; then
         kill -USR1 "${GWPIDS[@]}" 2> /dev/null || true
         sleep 0.3
@@ -337,12 +376,7 @@ for f in sys.argv[1:]:
     d = {k: v for k, v in s['totals']['drops'].items() if v}
     dp = {k: v for k, v in s.get('dataplane', {}).items() if k in ('handoffs', 'handoff_full', 'socket_rx_discarded') and v}
     print(f.rsplit('/', 1)[-1][0], 'drops', d, dp, 'tun_write_failed', s.get('tun_write_failed', 0), end='; ')
-" "$WORK/a-stats.json" "$WORK/b-stats.json" 2>&1); links: $(for g in ga gb; do ip netns exec "$NS-$g" ip -s -j link show 2> /dev/null | $PY -c "
-import json, sys
-for l in json.load(sys.stdin):
-    s = l.get('stats64', {})
-    d = {k: s[k]['dropped'] for k in ('rx', 'tx') if s.get(k, {}).get('dropped')}
-    if d: print('$g', l['ifname'], d, end=' ')"; done); UDP receive errors at B, host B: $(for n in gb hb; do ip netns exec "$NS-$n" awk '/^Udp:/ { n++; if (n == 1) { for (i = 1; i <= NF; i++) col[$i] = i } else { printf "%s ", $col["RcvbufErrors"]; exit } }' /proc/net/snmp; done)"
+" "$WORK/a-stats.json" "$WORK/b-stats.json" 2>&1)"
       fi
       "down_$path"
     done

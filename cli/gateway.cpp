@@ -127,6 +127,7 @@ bool Gateway::setup(std::string& err) {
   lo.table = cfg_.tun.table;
   lo.fwmark = cfg_.tun.fwmark;
   lo.rule_priority = cfg_.tun.rule_priority;
+  lo.txqueuelen = cfg_.tun.txqueuelen;
   if (tun_[0]->offload()) lo.gso_max_segs = kWorkerBatch;
   link_ = std::make_unique<tun::LinkSetup>(lo);
   if (!link_->apply(err)) return false;
@@ -218,7 +219,15 @@ bool Gateway::setup(std::string& err) {
     return false;
   }
   // Hand-off between workers (an SA's packets are encrypted by its owner).
+  // A one-way flow (UDP with no return traffic to steer it) may be read on
+  // any queue: each worker's rings from the others together hold up to
+  // kHandoffBytes of packets, enough to ride out the owner's absence from
+  // a busy CPU (tens of ms at line rate). Slots are allocated at a ring's
+  // first use.
   const std::size_t slot = static_cast<std::size_t>(cfg_.tun.mtu) + 64;
+  std::size_t slots = 256;
+  if (nworkers_ > 1)
+    while (slots * 2 * slot * (nworkers_ - 1) <= kHandoffBytes) slots *= 2;
   for (unsigned w = 0; w < nworkers_; ++w) {
     const int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (fd < 0) {
@@ -229,7 +238,7 @@ bool Gateway::setup(std::string& err) {
   }
   for (unsigned i = 0; i < nworkers_ * nworkers_; ++i) {
     const bool self = i / nworkers_ == i % nworkers_;
-    rings_.push_back(self ? nullptr : std::make_unique<core::SpscPacketRing>(256, slot));
+    rings_.push_back(self ? nullptr : std::make_unique<core::SpscPacketRing>(slots, slot));
     // Inbound: the largest UDP payload a packet buffer takes.
     rx_rings_.push_back(self ? nullptr : std::make_unique<core::SpscPacketRing>(256, core::Packet::kMaxData));
   }
@@ -492,13 +501,15 @@ nlohmann::json Gateway::stats() {
     nlohmann::json d;
     d["workers"] = nworkers_;
     d["tun_offload"] = !tun_.empty() && tun_[0]->offload();
-    std::uint64_t super = 0, segs = 0, co = 0, co_segs = 0, bad = 0, gso = 0, gro = 0, discarded = 0;
+    d["tun_uso"] = !tun_.empty() && tun_[0]->uso();
+    std::uint64_t super = 0, segs = 0, co = 0, co_segs = 0, co_udp = 0, bad = 0, gso = 0, gro = 0, discarded = 0;
     for (const auto& t : tun_) {
       const auto& st = t->stats();
       super += st.super_packets.load(std::memory_order_relaxed);
       segs += st.segments.load(std::memory_order_relaxed);
       co += st.coalesced.load(std::memory_order_relaxed);
       co_segs += st.coalesced_segments.load(std::memory_order_relaxed);
+      co_udp += st.coalesced_udp.load(std::memory_order_relaxed);
       bad += st.bad_offload.load(std::memory_order_relaxed);
     }
     auto add_sock = [&](const tun::EspSocket& s) {
@@ -513,6 +524,7 @@ nlohmann::json Gateway::stats() {
     d["tun_segments"] = segs;
     d["tun_coalesced"] = co;
     d["tun_coalesced_segments"] = co_segs;
+    d["tun_coalesced_udp"] = co_udp;
     d["tun_bad_offload"] = bad;
     d["udp_gso_trains"] = gso;
     d["udp_gro_trains"] = gro;
@@ -569,7 +581,8 @@ nlohmann::json Gateway::reload() {
     }
   }
   std::vector<std::string> notes;
-  if (next.tun.name != cfg_.tun.name || next.tun.mtu != cfg_.tun.mtu || next.udp_encap.port != cfg_.udp_encap.port)
+  if (next.tun.name != cfg_.tun.name || next.tun.mtu != cfg_.tun.mtu ||
+      next.tun.txqueuelen != cfg_.tun.txqueuelen || next.udp_encap.port != cfg_.udp_encap.port)
     notes.push_back("tun and udp_encap changes take effect at the next restart");
   core::log::Level level;
   if (core::log::parse_level(next.log_level, level) && next.log_level != cfg_.log_level) {

@@ -51,6 +51,9 @@ bool drop_capabilities(std::string& why);
 // Packets a data-plane worker takes at once: room for a TSO super-packet's
 // segments (the TUN device's gso_max_segs is set to it).
 inline constexpr unsigned kWorkerBatch = 128;
+// What the hand-off rings into one worker hold at most, in slot bytes
+// (at least 256 packets a ring): 4 MiB, 2,048 packets at MTU 1400.
+inline constexpr std::size_t kHandoffBytes = std::size_t{4} << 20;
 
 struct GatewayCounters {
   std::atomic<std::uint64_t> keepalives_received{0};

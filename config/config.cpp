@@ -27,7 +27,7 @@ namespace {
 void parse_tun(Walker& w, const json& t, TunConfig& tun) {
   const std::string path = "$.tun";
   if (!w.is_object(t, path)) return;
-  w.only_keys(t, path, {"name", "mtu", "addresses", "table", "fwmark", "rule_priority"});
+  w.only_keys(t, path, {"name", "mtu", "addresses", "table", "fwmark", "rule_priority", "txqueuelen"});
   if (auto n = w.string(t, path, "name", false)) {
     if (n->empty() || n->size() > 15) {
       w.error(path + ".name", "must be 1 to 15 characters");
@@ -40,6 +40,7 @@ void parse_tun(Walker& w, const json& t, TunConfig& tun) {
   tun.fwmark = w.integer<std::uint32_t>(t, path, "fwmark", 1, 0xffffffff).value_or(tun.fwmark);
   tun.rule_priority =
       w.integer<std::uint32_t>(t, path, "rule_priority", 1, 32765).value_or(tun.rule_priority);
+  tun.txqueuelen = w.integer<std::uint32_t>(t, path, "txqueuelen", 16, 65536).value_or(tun.txqueuelen);
   if (auto it = t.find("addresses"); it != t.end()) {
     if (!it->is_array()) {
       w.error(path + ".addresses", "must be a list of \"ADDRESS/PREFIXLEN\"");

@@ -24,6 +24,10 @@ struct TunConfig {
   std::uint32_t table = 4500;          // routing table for protected networks
   std::uint32_t fwmark = 0x4500;       // mark on ipsecgw's own sockets
   std::uint32_t rule_priority = 10000;
+  // Packets the kernel queues for ipsecgw to read, per TUN queue: what
+  // rides out a worker's short absence from the CPU at a high packet rate
+  // (the kernel's default is 500).
+  std::uint32_t txqueuelen = 4096;
 };
 
 struct UdpEncapConfig {

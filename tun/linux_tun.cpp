@@ -21,6 +21,11 @@ extern char** environ;
 
 namespace ipsecgw::tun {
 
+namespace {
+// linux/if_tun.h of kernel 6.2 (Debian 12's headers are 6.1).
+constexpr unsigned kTunUso4 = 0x20, kTunUso6 = 0x40;
+}  // namespace
+
 LinuxTun::LinuxTun(int fd, std::string name, bool vnet) : fd_(fd), name_(std::move(name)), vnet_(vnet) {
   if (vnet_) rbuf_.resize(sizeof(VirtioNetHdr) + 65536);
 }
@@ -32,6 +37,7 @@ std::vector<std::unique_ptr<LinuxTun>> LinuxTun::open(const std::string& name, i
     err = "TUN name must be 1 to " + std::to_string(IFNAMSIZ - 1) + " characters";
     return out;
   }
+  bool uso = false;  // the device takes UDP segmentation offload (set on queue 0)
   for (int q = 0; q < queues; ++q) {
     int fd = ::open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
@@ -58,11 +64,16 @@ std::vector<std::unique_ptr<LinuxTun>> LinuxTun::open(const std::string& name, i
         core::log::warn("tun", name, ": the kernel refused TSO/checksum offload (", std::strerror(errno),
                         "): one packet per read and write");
         (void)ioctl(fd, TUNSETOFFLOAD, 0u);
+      } else if (ioctl(fd, TUNSETOFFLOAD, features | kTunUso4 | kTunUso6) == 0) {
+        uso = true;
+        core::log::info("tun", name, ": TSO, USO and checksum offload on (virtio-net headers)");
       } else {
-        core::log::info("tun", name, ": TSO and checksum offload on (virtio-net headers)");
+        core::log::info("tun", name, ": TSO and checksum offload on (virtio-net headers); USO refused (",
+                        std::strerror(errno), ", kernel before 6.2): UDP one datagram per write");
       }
     }
     out.emplace_back(new LinuxTun(fd, ifr.ifr_name, vnet));
+    out.back()->uso_ = uso;
   }
   return out;
 }
@@ -128,7 +139,7 @@ std::size_t LinuxTun::write_batch(std::span<core::Packet* const> pkts) {
   }
   static const VirtioNetHdr kPlain{};
   std::vector<iovec> iov;
-  for (const auto& g : gro_.plan(pkts)) {
+  for (const auto& g : gro_.plan(pkts, uso_)) {
     const auto members = gro_.members(g);
     iov.clear();
     iov.push_back({const_cast<VirtioNetHdr*>(g.count > 1 ? &g.hdr : &kPlain), sizeof(VirtioNetHdr)});
@@ -144,6 +155,7 @@ std::size_t LinuxTun::write_batch(std::span<core::Packet* const> pkts) {
     if (g.count > 1) {
       stats_.coalesced.fetch_add(1, std::memory_order_relaxed);
       stats_.coalesced_segments.fetch_add(g.count, std::memory_order_relaxed);
+      if (g.hdr.gso_type == VirtioNetHdr::kGsoUdpL4) stats_.coalesced_udp.fetch_add(1, std::memory_order_relaxed);
     }
   }
   return n;
@@ -213,6 +225,11 @@ bool LinkSetup::apply(std::string& err) {
   ifreq ifr{};
   ifr.ifr_mtu = o_.mtu;
   if (!link_ioctl(o_.dev, SIOCSIFMTU, ifr, err)) return false;
+  if (o_.txqueuelen) {
+    ifr = ifreq{};
+    ifr.ifr_qlen = static_cast<int>(o_.txqueuelen);
+    if (!link_ioctl(o_.dev, SIOCSIFTXQLEN, ifr, err)) return false;
+  }
   for (const auto& a : o_.addresses) {
     if (!run_ip({"addr", "replace", a, "dev", o_.dev}, err)) return false;
   }

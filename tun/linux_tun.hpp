@@ -18,8 +18,9 @@ class LinuxTun : public Device {
   // Creates the device `name` (or attaches to an existing persistent one).
   // `offload`: with virtio-net headers (IFF_VNET_HDR) and TSO/checksum
   // offload (TUNSETOFFLOAD), so that reads may give TCP super-packets (cut
-  // here into segments) and writes coalesce TCP segments (GRO); where the
-  // kernel refuses the offload the device works without it (logged).
+  // here into segments) and writes coalesce TCP segments (GRO); and, where
+  // the kernel has USO (6.2 and later), UDP the same way. Where the kernel
+  // refuses an offload the device works without it (logged).
   static std::vector<std::unique_ptr<LinuxTun>> open(const std::string& name, int queues,
                                                      std::string& err, bool offload = false);
   ~LinuxTun() override;
@@ -34,11 +35,13 @@ class LinuxTun : public Device {
   // read_batch() must be called again before waiting for the descriptor.
   [[nodiscard]] bool pending() const noexcept { return pending_ != 0; }
   [[nodiscard]] bool offload() const noexcept { return vnet_; }
+  [[nodiscard]] bool uso() const noexcept { return uso_; }
   struct Stats {
     std::atomic<std::uint64_t> super_packets{0};  // TSO packets read and cut
     std::atomic<std::uint64_t> segments{0};       // ... into this many
     std::atomic<std::uint64_t> coalesced{0};      // GRO packets written
     std::atomic<std::uint64_t> coalesced_segments{0};
+    std::atomic<std::uint64_t> coalesced_udp{0};     // of them, UDP (GSO_UDP_L4)
     std::atomic<std::uint64_t> bad_offload{0};    // unusable virtio-net headers, dropped
   };
   [[nodiscard]] const Stats& stats() const noexcept { return stats_; }
@@ -48,6 +51,7 @@ class LinuxTun : public Device {
   int fd_;
   std::string name_;
   bool vnet_ = false;
+  bool uso_ = false;  // UDP runs are written as GSO_UDP_L4 super-packets
   std::vector<std::uint8_t> rbuf_;  // a virtio-net header and up to 64 KiB
   std::size_t pending_ = 0;         // bytes in rbuf_ not yet cut into packets
   Coalescer gro_;
@@ -70,6 +74,9 @@ class LinkSetup {
     std::uint32_t table = 4500;
     std::uint32_t fwmark = 0x4500;
     std::uint32_t rule_priority = 10000;
+    // The device's transmit queue length (what the kernel queues for us
+    // to read); 0: left as it is.
+    std::uint32_t txqueuelen = 0;
     // With TSO on the device: at most this many segments in a super-packet
     // (the reader's batch), so TCP over a tiny MSS never sends one too big
     // to cut at once. 0: left as it is.

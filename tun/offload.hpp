@@ -6,11 +6,18 @@
 //     length, ID and header checksum; TCP sequence number, FIN/PSH only on
 //     the last, CWR only on the first) and its TCP checksum computed; a
 //     packet whose checksum the kernel left to us (NEEDS_CSUM) gets it.
+//     A UDP super-packet (USO, GSO_UDP_L4: kernel 6.2 and later) is cut
+//     the same way: IPv4 length, ID and header checksum, UDP length and
+//     checksum for each datagram.
 //   - Coalescer: decrypted TCP segments of one flow that follow each other
 //     (the same headers but for length, ID and sequence number, payloads
 //     of one size, the last no larger, only ACK and a final PSH) are written
 //     back as one super-packet with a TCPv4/v6 GSO header (GRO), so the
-//     kernel's stack handles one packet instead of forty.
+//     kernel's stack handles one packet instead of forty. Where the device
+//     takes USO, UDP datagrams of one flow (the same headers but for
+//     length, ID and checksum, payloads of one size, the last no larger, a
+//     correct non-zero checksum) become one GSO_UDP_L4 super-packet too,
+//     which the kernel cuts back into the same datagrams.
 //
 // As in wireguard-go's tun offloads (tun/offload_linux.go) and the Linux
 // GSO/GRO rules (net/ipv4/tcp_offload.c). Headers are host byte order
@@ -29,7 +36,9 @@ namespace ipsecgw::tun {
 
 struct VirtioNetHdr {
   static constexpr std::uint8_t kNeedsCsum = 1;
-  static constexpr std::uint8_t kGsoNone = 0, kGsoTcpV4 = 1, kGsoUdp = 3, kGsoTcpV6 = 4, kGsoEcn = 0x80;
+  // kGsoUdp is UFO (IP fragments, never used here); kGsoUdpL4 is USO.
+  static constexpr std::uint8_t kGsoNone = 0, kGsoTcpV4 = 1, kGsoUdp = 3, kGsoTcpV6 = 4, kGsoUdpL4 = 5,
+                                kGsoEcn = 0x80;
   std::uint8_t flags = 0;
   std::uint8_t gso_type = kGsoNone;
   std::uint16_t hdr_len = 0;
@@ -71,7 +80,8 @@ class Coalescer {
   // the TCP checksum field to the pseudo-header sum for NEEDS_CSUM) and
   // returns the groups, in the order to write them. A run's payloads follow
   // its first packet's headers (hdr.hdr_len bytes of it) in members' order.
-  const std::vector<Group>& plan(std::span<core::Packet* const> pkts) noexcept;
+  // `udp`: UDP runs too (the device takes GSO_UDP_L4).
+  const std::vector<Group>& plan(std::span<core::Packet* const> pkts, bool udp = false) noexcept;
   // A group's packets, as indexes into what plan() was given, in order.
   [[nodiscard]] std::span<const std::uint32_t> members(const Group& g) const noexcept {
     return {members_.data() + g.at, g.count};
@@ -80,6 +90,9 @@ class Coalescer {
  private:
   // Other flows' packets a run looks past for its next segment.
   static constexpr std::size_t kMaxSkip = 64;
+  // Datagrams in one UDP run (the kernel's UDP_MAX_SEGMENTS).
+  static constexpr std::size_t kMaxUdpSegments = 64;
+  void plan_udp(std::span<core::Packet* const> pkts, std::size_t i, Group& g) noexcept;
   std::vector<Group> groups_;
   std::vector<std::uint32_t> members_;
   std::vector<std::uint8_t> taken_;

@@ -38,6 +38,7 @@ TEST_CASE("the issue's example configuration loads as written", "[config]") {
   const auto& c = *r.config;
   CHECK(c.tun.name == "ipsec0");
   CHECK(c.tun.mtu == 1400);
+  CHECK(c.tun.txqueuelen == 4096);
   REQUIRE(c.manual.size() == 1);
   CHECK(c.manual[0].out.spi == 0x1001);
   CHECK(c.manual[0].in.spi == 0x2001);
@@ -54,7 +55,7 @@ TEST_CASE("the issue's example configuration loads as written", "[config]") {
 
 TEST_CASE("configuration errors name the JSON path and the problem", "[config]") {
   auto r = config::parse_config(R"({
-    "tun": { "mtu": 20, "colour": "blue" },
+    "tun": { "mtu": 20, "colour": "blue", "txqueuelen": 8 },
     "manual": {
       "lan": {
         "local_addr": "198.51.100.1", "remote_addr": "2001:db8::2",
@@ -78,6 +79,7 @@ TEST_CASE("configuration errors name the JSON path and the problem", "[config]")
   CHECK_FALSE(r.config);
   CHECK(has_error(r, "$.tun.mtu", "between"));
   CHECK(has_error(r, "$.tun.colour", "unknown key"));
+  CHECK(has_error(r, "$.tun.txqueuelen", "between"));
   CHECK(has_error(r, "$.manual.lan.remote_addr", "same IP version"));
   CHECK(has_error(r, "$.manual.lan.local_ts[0]", "not an address"));
   CHECK(has_error(r, "$.manual.lan.remote_ts", "non-empty"));

@@ -307,3 +307,187 @@ TEST_CASE("TUN offload: truncated and inconsistent headers are refused", "[tun][
   CHECK(core::load_be16(pool.ptrs[0]->data() + 26) == core::load_be16(want.data() + 26));
   CHECK(std::memcmp(pool.ptrs[0]->data(), want.data(), want.len) == 0);
 }
+
+namespace {
+// The UDP checksum over pseudo-header and datagram verifies (sums to 0xffff).
+bool udp_checksum_ok(const core::Packet& p) {
+  const std::uint8_t* d = p.data();
+  const bool v4 = (d[0] >> 4) == 4;
+  const std::size_t t = v4 ? std::size_t{d[0] & 0x0fu} * 4 : 40;
+  const std::size_t l4 = p.len - t;
+  std::vector<std::uint8_t> b;
+  if (v4) {
+    b.insert(b.end(), d + 12, d + 20);
+    b.insert(b.end(), {0, 17, static_cast<std::uint8_t>(l4 >> 8), static_cast<std::uint8_t>(l4)});
+  } else {
+    b.insert(b.end(), d + 8, d + 40);
+    b.insert(b.end(), {0, 0, static_cast<std::uint8_t>(l4 >> 8), static_cast<std::uint8_t>(l4), 0, 0, 0, 17});
+  }
+  b.insert(b.end(), d + t, d + p.len);
+  return core::load_be16(d + t + 6) != 0 && rfc1071(b) == 0xffff;
+}
+
+// A UDP datagram from 10.1.0.2:40000 to 10.2.0.2:5201 (or fd01::2 ->
+// fd02::2) with `payload` bytes from `seed`, its checksum computed by the
+// reference sum.
+std::vector<std::uint8_t> udp_packet(bool v4, std::size_t payload, std::uint8_t seed, std::uint16_t sport = 40000) {
+  const std::size_t ip = v4 ? 20 : 40;
+  std::vector<std::uint8_t> b(ip + 8 + payload);
+  std::uint8_t* d = b.data();
+  if (v4) {
+    d[0] = 0x45;
+    core::store_be16(d + 2, static_cast<std::uint16_t>(b.size()));
+    core::store_be16(d + 4, 0x1234);
+    core::store_be16(d + 6, 0x4000);
+    d[8] = 64;
+    d[9] = 17;
+    const std::uint8_t a[8] = {10, 1, 0, 2, 10, 2, 0, 2};
+    std::memcpy(d + 12, a, 8);
+    core::store_be16(d + 10, core::ipv4_header_checksum(core::ByteSpan(d, 20)));
+  } else {
+    d[0] = 0x60;
+    core::store_be16(d + 4, static_cast<std::uint16_t>(b.size() - 40));
+    d[6] = 17;
+    d[7] = 64;
+    d[8] = 0xfd, d[9] = 0x01, d[23] = 2;
+    d[24] = 0xfd, d[25] = 0x02, d[39] = 2;
+  }
+  std::uint8_t* u = d + ip;
+  core::store_be16(u, sport);
+  core::store_be16(u + 2, 5201);
+  core::store_be16(u + 4, static_cast<std::uint16_t>(8 + payload));
+  for (std::size_t i = 0; i < payload; ++i) d[ip + 8 + i] = static_cast<std::uint8_t>(i * 13 + seed);
+  const std::size_t l4 = 8 + payload;
+  std::vector<std::uint8_t> sum;
+  if (v4) {
+    sum.insert(sum.end(), d + 12, d + 20);
+    sum.insert(sum.end(), {0, 17, static_cast<std::uint8_t>(l4 >> 8), static_cast<std::uint8_t>(l4)});
+  } else {
+    sum.insert(sum.end(), d + 8, d + 40);
+    sum.insert(sum.end(), {0, 0, static_cast<std::uint8_t>(l4 >> 8), static_cast<std::uint8_t>(l4), 0, 0, 0, 17});
+  }
+  sum.insert(sum.end(), u, u + l4);
+  std::uint16_t c = static_cast<std::uint16_t>(~rfc1071(sum));
+  core::store_be16(u + 6, c == 0 ? 0xffff : c);
+  return b;
+}
+
+// What LinuxTun::write_batch writes for a group: the first packet whole,
+// then each member's payload after hdr_len.
+std::vector<std::uint8_t> joined(const tun::Coalescer& gro, const tun::Coalescer::Group& g, const Pool& pool) {
+  const auto m = gro.members(g);
+  std::vector<std::uint8_t> out(pool.ptrs[m[0]]->data(), pool.ptrs[m[0]]->data() + pool.ptrs[m[0]]->len);
+  for (std::size_t k = 1; k < m.size(); ++k) {
+    const core::Packet& p = *pool.ptrs[m[k]];
+    out.insert(out.end(), p.data() + g.hdr.hdr_len, p.data() + p.len);
+  }
+  return out;
+}
+}  // namespace
+
+TEST_CASE("TUN offload: a USO super-packet cut into datagrams and coalesced back", "[tun][offload]") {
+  for (bool v4 : {true, false}) {
+    INFO((v4 ? "IPv4" : "IPv6"));
+    const std::size_t ip = v4 ? 20 : 40, size = 1200, total = 40 * size + 700;
+    auto super = udp_packet(v4, total, 3);
+    VirtioNetHdr h;
+    h.flags = VirtioNetHdr::kNeedsCsum;
+    h.gso_type = VirtioNetHdr::kGsoUdpL4;
+    h.gso_size = size;
+    h.hdr_len = static_cast<std::uint16_t>(ip + 8);
+    h.csum_start = static_cast<std::uint16_t>(ip);
+    h.csum_offset = 6;
+    const std::size_t want = 41;
+    CHECK(tun::segments_needed(h, super) == want);
+    Pool pool(64);
+    tun::SegmentError err;
+    const std::size_t n = tun::segment(h, super, pool.ptrs, err);
+    REQUIRE(n == want);
+    for (std::size_t i = 0; i < n; ++i) {
+      const core::Packet& p = *pool.ptrs[i];
+      const std::size_t len = std::min(size, total - i * size);
+      REQUIRE(p.len == ip + 8 + len);
+      CHECK(udp_checksum_ok(p));
+      CHECK(core::load_be16(p.data() + ip + 4) == 8 + len);
+      if (v4) {
+        CHECK(core::load_be16(p.data() + 2) == p.len);
+        CHECK(core::load_be16(p.data() + 4) == 0x1234 + i);
+        CHECK(core::ipv4_header_checksum(core::ByteSpan(p.data(), 20)) == core::load_be16(p.data() + 10));
+      } else {
+        CHECK(core::load_be16(p.data() + 4) == p.len - 40);
+      }
+      CHECK(std::memcmp(p.data() + ip + 8, super.data() + ip + 8 + i * size, len) == 0);
+    }
+    std::vector<std::vector<std::uint8_t>> originals;
+    for (std::size_t i = 0; i < n; ++i) originals.emplace_back(pool.ptrs[i]->data(), pool.ptrs[i]->data() + pool.ptrs[i]->len);
+
+    // Without USO on the device: one datagram per write.
+    tun::Coalescer gro;
+    CHECK(gro.plan(std::span(pool.ptrs).first(n), false).size() == n);
+    // With it: runs of at most 64; these 41 (the last shorter) are one.
+    const auto& groups = gro.plan(std::span(pool.ptrs).first(n), true);
+    REQUIRE(groups.size() == 1);
+    const auto g = groups[0];
+    CHECK(g.count == n);
+    CHECK(g.hdr.gso_type == VirtioNetHdr::kGsoUdpL4);
+    CHECK(g.hdr.flags == VirtioNetHdr::kNeedsCsum);
+    CHECK(g.hdr.gso_size == size);
+    CHECK(g.hdr.hdr_len == ip + 8);
+    CHECK(g.hdr.csum_start == ip);
+    CHECK(g.hdr.csum_offset == 6);
+    // What the kernel gets, cut again as the kernel would: the same
+    // datagrams, byte for byte.
+    const auto wire = joined(gro, g, pool);
+    CHECK(wire.size() == super.size());
+    Pool again(64);
+    REQUIRE(tun::segment(g.hdr, wire, again.ptrs, err) == n);
+    for (std::size_t i = 0; i < n; ++i) {
+      INFO("datagram " << i);
+      REQUIRE(again.ptrs[i]->len == originals[i].size());
+      CHECK(std::memcmp(again.ptrs[i]->data(), originals[i].data(), originals[i].size()) == 0);
+    }
+  }
+}
+
+TEST_CASE("TUN offload: which UDP datagrams are not coalesced", "[tun][offload]") {
+  Pool pool(80);
+  auto put = [&](std::size_t i, const std::vector<std::uint8_t>& b) { pool.ptrs[i]->assign(b); };
+  tun::Coalescer gro;
+  // 0-1 a run; 2 has a bad checksum; 3 no checksum; 4 another port; 5-6 a
+  // run again (5 takes 6 past nothing of its flow).
+  for (std::size_t i = 0; i < 7; ++i) put(i, udp_packet(true, 1000, static_cast<std::uint8_t>(i)));
+  pool.ptrs[2]->data()[100] ^= 1;
+  core::store_be16(pool.ptrs[3]->data() + 26, 0);
+  put(4, udp_packet(true, 1000, 4, 40001));
+  CHECK(udp_checksum_ok(*pool.ptrs[4]));
+  const auto& g = gro.plan(std::span(pool.ptrs).first(7), true);
+  // The bad one (2) ends the run at 0-1: it may be of the flow. 3 and 4
+  // stand alone; 5-6 form a run.
+  REQUIRE(g.size() == 5);
+  CHECK(g[0].count == 2);
+  CHECK(g[1].count == 1);
+  CHECK(gro.members(g[1])[0] == 2);
+  CHECK(g[2].count == 1);
+  CHECK(g[3].count == 1);
+  CHECK(gro.members(g[3])[0] == 4);
+  CHECK(g[4].count == 2);
+
+  // A larger datagram after the first ends the run (sizes must not grow);
+  // 70 of one size: runs of 64 and 6.
+  put(0, udp_packet(false, 800, 1));
+  put(1, udp_packet(false, 900, 2));
+  CHECK(gro.plan(std::span(pool.ptrs).first(2), true).size() == 2);
+  for (std::size_t i = 0; i < 70; ++i) put(i, udp_packet(false, 500, static_cast<std::uint8_t>(i)));
+  const auto& g2 = gro.plan(std::span(pool.ptrs).first(70), true);
+  REQUIRE(g2.size() == 2);
+  CHECK(g2[0].count == 64);
+  CHECK(g2[1].count == 6);
+  // An IPv4 fragment is never part of a run, and a run does not pass it.
+  put(0, udp_packet(true, 600, 1));
+  put(1, udp_packet(true, 600, 2));
+  core::store_be16(pool.ptrs[1]->data() + 6, 0x2000);  // MF
+  core::store_be16(pool.ptrs[1]->data() + 10, 0);
+  core::store_be16(pool.ptrs[1]->data() + 10, core::ipv4_header_checksum(core::ByteSpan(pool.ptrs[1]->data(), 20)));
+  put(2, udp_packet(true, 600, 3));
+  CHECK(gro.plan(std::span(pool.ptrs).first(3), true).size() == 3);
+}
