@@ -117,7 +117,8 @@ bool Gateway::setup(std::string& err) {
                     cfg_.keylog.ikev1.empty() ? "" : " IKEv1 " + cfg_.keylog.ikev1,
                     cfg_.keylog.ah.empty() ? "" : " AH " + cfg_.keylog.ah);
   }
-  tun_ = tun::LinuxTun::open(cfg_.tun.name, static_cast<int>(nworkers_), err, cfg_.dataplane.offload);
+  tun_ = tun::LinuxTun::open(cfg_.tun.name, static_cast<int>(nworkers_), err, cfg_.dataplane.offload,
+                             cfg_.dataplane.uso);
   if (tun_.empty()) return false;
   tun::LinkSetup::Options lo;
   lo.dev = tun_[0]->name();
@@ -502,7 +503,7 @@ nlohmann::json Gateway::stats() {
     d["workers"] = nworkers_;
     d["tun_offload"] = !tun_.empty() && tun_[0]->offload();
     d["tun_uso"] = !tun_.empty() && tun_[0]->uso();
-    std::uint64_t super = 0, segs = 0, co = 0, co_segs = 0, co_udp = 0, bad = 0, gso = 0, gro = 0, discarded = 0;
+    std::uint64_t super = 0, segs = 0, co = 0, co_segs = 0, co_udp = 0, co_refused = 0, bad = 0, gso = 0, gro = 0, discarded = 0;
     for (const auto& t : tun_) {
       const auto& st = t->stats();
       super += st.super_packets.load(std::memory_order_relaxed);
@@ -510,6 +511,7 @@ nlohmann::json Gateway::stats() {
       co += st.coalesced.load(std::memory_order_relaxed);
       co_segs += st.coalesced_segments.load(std::memory_order_relaxed);
       co_udp += st.coalesced_udp.load(std::memory_order_relaxed);
+      co_refused += st.coalesce_refused.load(std::memory_order_relaxed);
       bad += st.bad_offload.load(std::memory_order_relaxed);
     }
     auto add_sock = [&](const tun::EspSocket& s) {
@@ -525,6 +527,7 @@ nlohmann::json Gateway::stats() {
     d["tun_coalesced"] = co;
     d["tun_coalesced_segments"] = co_segs;
     d["tun_coalesced_udp"] = co_udp;
+    d["tun_coalesce_refused"] = co_refused;
     d["tun_bad_offload"] = bad;
     d["udp_gso_trains"] = gso;
     d["udp_gro_trains"] = gro;
@@ -584,6 +587,9 @@ nlohmann::json Gateway::reload() {
   if (next.tun.name != cfg_.tun.name || next.tun.mtu != cfg_.tun.mtu ||
       next.tun.txqueuelen != cfg_.tun.txqueuelen || next.udp_encap.port != cfg_.udp_encap.port)
     notes.push_back("tun and udp_encap changes take effect at the next restart");
+  if (next.dataplane.workers != cfg_.dataplane.workers || next.dataplane.offload != cfg_.dataplane.offload ||
+      next.dataplane.uso != cfg_.dataplane.uso)
+    notes.push_back("dataplane changes take effect at the next restart");
   core::log::Level level;
   if (core::log::parse_level(next.log_level, level) && next.log_level != cfg_.log_level) {
     core::log::set_level(level);

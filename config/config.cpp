@@ -123,11 +123,15 @@ LoadResult parse_config(std::string_view text) {
                                 .value_or(c.udp_encap.keepalive);
   }
   if (auto it = doc.find("dataplane"); it != doc.end() && w.is_object(*it, "$.dataplane")) {
-    w.only_keys(*it, "$.dataplane", {"workers", "offload"});
+    w.only_keys(*it, "$.dataplane", {"workers", "offload", "uso"});
     c.dataplane.workers = w.integer<unsigned>(*it, "$.dataplane", "workers", 0, 64).value_or(c.dataplane.workers);
     if (auto o = it->find("offload"); o != it->end()) {
       if (o->is_boolean()) c.dataplane.offload = o->get<bool>();
       else w.error("$.dataplane.offload", "must be true or false");
+    }
+    if (auto o = it->find("uso"); o != it->end()) {
+      if (o->is_boolean()) c.dataplane.uso = o->get<bool>();
+      else w.error("$.dataplane.uso", "must be true or false");
     }
   }
   if (auto lvl = w.string(doc, "$", "log_level", false)) {

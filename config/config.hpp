@@ -41,6 +41,9 @@ struct UdpEncapConfig {
 struct DataplaneConfig {
   unsigned workers = 0;
   bool offload = true;
+  // With offload: UDP segmentation offload on the TUN device too, where the
+  // kernel has it (6.2 and later); false keeps TSO and leaves UDP alone.
+  bool uso = true;
 };
 
 struct ControlConfig {

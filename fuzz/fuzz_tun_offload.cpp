@@ -76,6 +76,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         std::vector<std::uint8_t> wire(pool[m[0]]->data(), pool[m[0]]->data() + pool[m[0]]->len);
         for (std::size_t k = 1; k < g.count; ++k)
           wire.insert(wire.end(), pool[m[k]]->data() + g.hdr.hdr_len, pool[m[k]]->data() + pool[m[k]]->len);
+        // The lengths the kernel reads: the IP and UDP lengths of the whole.
+        const std::uint8_t* w = wire.data();
+        const bool v4 = (w[0] >> 4) == 4;
+        const std::size_t ip_len = v4 ? core::load_be16(w + 2) : core::load_be16(w + 4) + 40u;
+        if (ip_len != wire.size() || core::load_be16(w + g.hdr.csum_start + 4) != wire.size() - g.hdr.csum_start)
+          __builtin_trap();
         tun::SegmentError e2;
         if (tun::segment(g.hdr, wire, again, e2) != g.count) __builtin_trap();
         std::size_t at = pool[m[0]]->len;  // the first one's payload is in the rewritten first packet

@@ -183,6 +183,21 @@ JSON
 # TCP transfer of N random bytes from namespace $1 to address $2 in namespace
 # $3 (port $5, default 5001); true when the SHA-256 on both ends agree. Uses
 # the caller's $WORK (a scratch folder) and $PY (Debian's python3).
+# stop_capture PID FILE: stops the tcpdump (started with -U -w FILE) once it
+# has caught up, FILE unchanged for 0.5 s (at most 10 s): on a busy machine
+# a capture lags behind the traffic, and stopping it at once loses the
+# packets it has not read yet.
+stop_capture() {
+  local pid=$1 file=$2 last=-1 size _
+  for _ in $(seq 20); do
+    sleep 0.5
+    size=$(stat -c %s "$file" 2>/dev/null || echo 0)
+    [ "$size" = "$last" ] && break
+    last=$size
+  done
+  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+}
+
 # udp_transfer FROM_NS TO_ADDR TO_NS COUNT SIZE [PORT]: COUNT datagrams of
 # SIZE bytes, each its sequence number and SHA-256-derived bytes, sent in
 # bursts; the receiver checks every one. Prints "received intact corrupt"

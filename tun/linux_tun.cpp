@@ -31,7 +31,7 @@ LinuxTun::LinuxTun(int fd, std::string name, bool vnet) : fd_(fd), name_(std::mo
 }
 
 std::vector<std::unique_ptr<LinuxTun>> LinuxTun::open(const std::string& name, int queues,
-                                                      std::string& err, bool offload) {
+                                                      std::string& err, bool offload, bool want_uso) {
   std::vector<std::unique_ptr<LinuxTun>> out;
   if (name.empty() || name.size() >= IFNAMSIZ) {
     err = "TUN name must be 1 to " + std::to_string(IFNAMSIZ - 1) + " characters";
@@ -64,6 +64,8 @@ std::vector<std::unique_ptr<LinuxTun>> LinuxTun::open(const std::string& name, i
         core::log::warn("tun", name, ": the kernel refused TSO/checksum offload (", std::strerror(errno),
                         "): one packet per read and write");
         (void)ioctl(fd, TUNSETOFFLOAD, 0u);
+      } else if (!want_uso) {
+        core::log::info("tun", name, ": TSO and checksum offload on (virtio-net headers); USO off (dataplane.uso)");
       } else if (ioctl(fd, TUNSETOFFLOAD, features | kTunUso4 | kTunUso6) == 0) {
         uso = true;
         core::log::info("tun", name, ": TSO, USO and checksum offload on (virtio-net headers)");
@@ -73,7 +75,7 @@ std::vector<std::unique_ptr<LinuxTun>> LinuxTun::open(const std::string& name, i
       }
     }
     out.emplace_back(new LinuxTun(fd, ifr.ifr_name, vnet));
-    out.back()->uso_ = uso;
+    out.back()->uso_.store(uso, std::memory_order_relaxed);
   }
   return out;
 }
@@ -139,7 +141,7 @@ std::size_t LinuxTun::write_batch(std::span<core::Packet* const> pkts) {
   }
   static const VirtioNetHdr kPlain{};
   std::vector<iovec> iov;
-  for (const auto& g : gro_.plan(pkts, uso_)) {
+  for (const auto& g : gro_.plan(pkts, uso_.load(std::memory_order_relaxed))) {
     const auto members = gro_.members(g);
     iov.clear();
     iov.push_back({const_cast<VirtioNetHdr*>(g.count > 1 ? &g.hdr : &kPlain), sizeof(VirtioNetHdr)});
@@ -151,11 +153,30 @@ std::size_t LinuxTun::write_batch(std::span<core::Packet* const> pkts) {
       iov.push_back({p->data() + g.hdr.hdr_len, p->len - g.hdr.hdr_len});
       total += p->len - g.hdr.hdr_len;
     }
-    if (::writev(fd_, iov.data(), static_cast<int>(iov.size())) == static_cast<ssize_t>(total)) n += g.count;
-    if (g.count > 1) {
-      stats_.coalesced.fetch_add(1, std::memory_order_relaxed);
-      stats_.coalesced_segments.fetch_add(g.count, std::memory_order_relaxed);
-      if (g.hdr.gso_type == VirtioNetHdr::kGsoUdpL4) stats_.coalesced_udp.fetch_add(1, std::memory_order_relaxed);
+    if (::writev(fd_, iov.data(), static_cast<int>(iov.size())) == static_cast<ssize_t>(total)) {
+      n += g.count;
+      if (g.count > 1) {
+        stats_.coalesced.fetch_add(1, std::memory_order_relaxed);
+        stats_.coalesced_segments.fetch_add(g.count, std::memory_order_relaxed);
+        if (g.hdr.gso_type == VirtioNetHdr::kGsoUdpL4) stats_.coalesced_udp.fetch_add(1, std::memory_order_relaxed);
+      }
+      continue;
+    }
+    if (g.count == 1) continue;
+    // The kernel refused the super-packet (some kernels accept the offload
+    // and then refuse GSO writes): its packets one by one, as they came.
+    const int e = errno;
+    stats_.coalesce_refused.fetch_add(1, std::memory_order_relaxed);
+    Coalescer::restore(g, *first);
+    if (g.hdr.gso_type == VirtioNetHdr::kGsoUdpL4 && e == EINVAL && uso_.load(std::memory_order_relaxed)) {
+      uso_.store(false, std::memory_order_relaxed);
+      core::log::warn("tun", name_, ": the kernel refused a UDP super-packet (", std::strerror(e),
+                      "): USO off for this queue, one datagram per write");
+    }
+    for (std::size_t k = 0; k < g.count; ++k) {
+      core::Packet* p = pkts[members[k]];
+      const iovec one[2] = {{const_cast<VirtioNetHdr*>(&kPlain), sizeof(VirtioNetHdr)}, {p->data(), p->len}};
+      if (::writev(fd_, one, 2) == static_cast<ssize_t>(sizeof(VirtioNetHdr) + p->len)) ++n;
     }
   }
   return n;

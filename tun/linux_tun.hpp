@@ -22,7 +22,7 @@ class LinuxTun : public Device {
   // the kernel has USO (6.2 and later), UDP the same way. Where the kernel
   // refuses an offload the device works without it (logged).
   static std::vector<std::unique_ptr<LinuxTun>> open(const std::string& name, int queues,
-                                                     std::string& err, bool offload = false);
+                                                     std::string& err, bool offload = false, bool uso = true);
   ~LinuxTun() override;
   LinuxTun(const LinuxTun&) = delete;
   LinuxTun& operator=(const LinuxTun&) = delete;
@@ -35,13 +35,14 @@ class LinuxTun : public Device {
   // read_batch() must be called again before waiting for the descriptor.
   [[nodiscard]] bool pending() const noexcept { return pending_ != 0; }
   [[nodiscard]] bool offload() const noexcept { return vnet_; }
-  [[nodiscard]] bool uso() const noexcept { return uso_; }
+  [[nodiscard]] bool uso() const noexcept { return uso_.load(std::memory_order_relaxed); }
   struct Stats {
     std::atomic<std::uint64_t> super_packets{0};  // TSO packets read and cut
     std::atomic<std::uint64_t> segments{0};       // ... into this many
     std::atomic<std::uint64_t> coalesced{0};      // GRO packets written
     std::atomic<std::uint64_t> coalesced_segments{0};
     std::atomic<std::uint64_t> coalesced_udp{0};     // of them, UDP (GSO_UDP_L4)
+    std::atomic<std::uint64_t> coalesce_refused{0};  // runs the kernel refused, written one by one
     std::atomic<std::uint64_t> bad_offload{0};    // unusable virtio-net headers, dropped
   };
   [[nodiscard]] const Stats& stats() const noexcept { return stats_; }
@@ -51,7 +52,9 @@ class LinuxTun : public Device {
   int fd_;
   std::string name_;
   bool vnet_ = false;
-  bool uso_ = false;  // UDP runs are written as GSO_UDP_L4 super-packets
+  // UDP runs are written as GSO_UDP_L4 super-packets (off again should the
+  // kernel refuse one; read by the control thread for statistics).
+  std::atomic<bool> uso_{false};
   std::vector<std::uint8_t> rbuf_;  // a virtio-net header and up to 64 KiB
   std::size_t pending_ = 0;         // bytes in rbuf_ not yet cut into packets
   Coalescer gro_;

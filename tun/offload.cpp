@@ -355,6 +355,7 @@ void Coalescer::plan_udp(std::span<core::Packet* const> pkts, std::size_t i, Gro
   if (g.count < 2) return;
   std::uint8_t* d = pkts[i]->data();
   const bool v4 = (d[0] >> 4) == 4;
+  std::memcpy(g.saved.data(), d, v.t + 8);
   if (v4) {
     store_be16(d + 2, static_cast<std::uint16_t>(total));
     store_be16(d + 10, core::ipv4_header_checksum(core::ByteSpan(d, 20)));
@@ -418,6 +419,8 @@ const std::vector<Coalescer::Group>& Coalescer::plan(std::span<core::Packet* con
     if (g.count > 1) {
       std::uint8_t* d = pkts[i]->data();
       const bool v4 = (d[0] >> 4) == 4;
+      static_assert(40 + 60 <= kMaxSavedHeaders);
+      std::memcpy(g.saved.data(), d, v.hdrs);
       if (v4) {
         store_be16(d + 2, static_cast<std::uint16_t>(total));
         store_be16(d + 10, core::ipv4_header_checksum(core::ByteSpan(d, 20)));

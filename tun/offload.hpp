@@ -24,7 +24,9 @@
 // (virtio-net on TUN without TUNSETVNETBE; x86 and arm64 are little endian).
 #pragma once
 
+#include <array>
 #include <cstddef>
+#include <cstring>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -72,10 +74,19 @@ std::size_t segments_needed(const VirtioNetHdr& h, core::ByteSpan pkt) noexcept;
 // order is kept; flows may pass each other, as on any multi-queue path.
 class Coalescer {
  public:
+  static constexpr std::size_t kMaxSavedHeaders = 128;  // IPv6 + TCP with options: 100
   struct Group {
     std::size_t at = 0, count = 1;  // members(): [at, at + count)
     VirtioNetHdr hdr;               // gso_type none for a single packet
+    // A run's first packet's headers as they were before plan() rewrote
+    // them (hdr.hdr_len bytes), for restore().
+    std::array<std::uint8_t, kMaxSavedHeaders> saved{};
   };
+  // Puts back the headers of a run's first packet, so its members can be
+  // written one by one after all (the kernel refused the super-packet).
+  static void restore(const Group& g, core::Packet& first) noexcept {
+    if (g.count > 1) std::memcpy(first.data(), g.saved.data(), g.hdr.hdr_len);
+  }
   // Fixes the headers of each run's first packet (lengths, IPv4 checksum,
   // the TCP checksum field to the pseudo-header sum for NEEDS_CSUM) and
   // returns the groups, in the order to write them. A run's payloads follow

@@ -128,7 +128,7 @@ run_case() {
   check "$name: ping B->A" ip netns exec "$NS-hb" ping -c 3 -i 0.2 -W 2 -q 10.1.0.2
   check "$name: TCP 2 MB A->B, SHA-256 matches" tcp_transfer "$NS-ha" 10.2.0.2 "$NS-hb" 2000000
   check "$name: TCP 2 MB B->A, SHA-256 matches" tcp_transfer "$NS-hb" 10.1.0.2 "$NS-ha" 2000000
-  if [ -n "${CAPTURE:-}" ]; then sleep 0.3; kill "$DUMP"; wait "$DUMP" 2>/dev/null; fi
+  if [ -n "${CAPTURE:-}" ]; then stop_capture "$DUMP" "$WORK/interop.pcap"; fi
 }
 
 # 1-3: three suites, both directions of initiation.

@@ -150,7 +150,7 @@ sleep 1.2
 N1=$(stat_of "$WORK/a.json" no_policy)
 echo "     A dropped $((N1 - N0)) packets outside the narrowed selectors (no_policy)"
 check "A counted what the narrowed child does not carry (no_policy +$((N1 - N0)))" test "$N1" -ge $((N0 + 3))
-kill "$DUMP"; wait "$DUMP" 2>/dev/null
+stop_capture "$DUMP" "$WORK/esp.pcap"
 TOTAL=$(tcpdump -r "$WORK/esp.pcap" 2>/dev/null | wc -l)
 ESP=$(tcpdump -r "$WORK/esp.pcap" 'ip proto 50' 2>/dev/null | wc -l)
 IKE=$(tcpdump -r "$WORK/esp.pcap" 'udp port 500 or udp port 4500' 2>/dev/null | wc -l)
@@ -175,8 +175,7 @@ sleep 1
 check "AH transport: TCP 1 MB A -> B, SHA-256 matches" tcp_transfer "$NS-ga" 198.51.100.2 "$NS-gb" 1000000
 check "AH tunnel: TCP 1 MB host A -> host B, SHA-256 matches" tcp_transfer "$NS-ha" 10.2.0.2 "$NS-hb" 1000000
 check "AH tunnel: ping host B -> host A" ip netns exec "$NS-hb" ping -c 3 -i 0.2 -W 2 -q 10.1.0.2
-sleep 0.5
-kill "$DUMP"; wait "$DUMP" 2>/dev/null
+stop_capture "$DUMP" "$WORK/ah.pcap"
 TOTAL=$(tcpdump -r "$WORK/ah.pcap" 2>/dev/null | wc -l)
 AHN=$(tcpdump -r "$WORK/ah.pcap" 'ip proto 51' 2>/dev/null | wc -l)
 V6=$(tcpdump -r "$WORK/ah.pcap" 'ip6' 2>/dev/null | wc -l)
@@ -202,8 +201,7 @@ sleep 1
 check "IKEv1 transport: TCP 1 MB A -> B, SHA-256 matches" tcp_transfer "$NS-ga" 198.51.100.2 "$NS-gb" 1000000
 check "IKEv1 bundle: TCP 1 MB host A -> host B, SHA-256 matches" tcp_transfer "$NS-ha" 10.2.0.2 "$NS-hb" 1000000
 check "IKEv1 bundle: ping host B -> host A" ip netns exec "$NS-hb" ping -c 3 -i 0.2 -W 2 -q 10.1.0.2
-sleep 0.5
-kill "$DUMP"; wait "$DUMP" 2>/dev/null
+stop_capture "$DUMP" "$WORK/v1.pcap"
 check "scapy: transport ESP decrypts; each bundle packet's AH verifies and its ESP decrypts (key logs)" \
   ip netns exec "$NS-ga" $PY - "$WORK/v1.pcap" "$WORK/esp-a.keys" "$WORK/ah-a.keys" <<'PYEOF'
 import csv, sys
@@ -251,8 +249,7 @@ DUMP=$!
 sleep 1
 check "IKEv1 AH transport: TCP 1 MB A -> B, SHA-256 matches" tcp_transfer "$NS-ga" 198.51.100.2 "$NS-gb" 1000000
 check "IKEv1 AH tunnel: TCP 1 MB host A -> host B, SHA-256 matches" tcp_transfer "$NS-ha" 10.2.0.2 "$NS-hb" 1000000
-sleep 0.5
-kill "$DUMP"; wait "$DUMP" 2>/dev/null
+stop_capture "$DUMP" "$WORK/v1ah.pcap"
 check "scapy verifies every IKEv1 AH packet with the key log's keys (HMAC by scapy, GMAC by python3-cryptography)" \
   verify_capture "$WORK/v1ah.pcap" ah
 stop_all

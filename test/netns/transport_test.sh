@@ -71,8 +71,7 @@ JSON
     tcp_transfer "$NS-ga" 198.51.100.2 "$NS-gb" 4000000
   check "TCP 4 MB B -> A, SHA-256 matches" tcp_transfer "$NS-gb" 198.51.100.1 "$NS-ga" 4000000
   check "TCP 1 MB A -> B over IPv6, SHA-256 matches" tcp_transfer "$NS-ga" 2001:db8::2 "$NS-gb" 1000000
-  sleep 0.5
-  kill "$DUMP"; wait "$DUMP" 2>/dev/null
+  stop_capture "$DUMP" "$WORK/wan.pcap"
 
   TOTAL=$(tcpdump -r "$WORK/wan.pcap" 2>/dev/null | wc -l)
   ND=$(tcpdump -r "$WORK/wan.pcap" 'ip6 multicast or (icmp6 and ip6[40] >= 133 and ip6[40] <= 137)' 2>/dev/null | wc -l)
@@ -194,8 +193,7 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('198.51.100.1', 0)
 s.sendto(b'clear-hello', ('198.51.100.2', 9999)); assert s.recvfrom(2000)[0] == b'clear-hello'"
   check "ping A -> B (in the clear)" ip netns exec "$NS-ga" ping -c 2 -i 0.2 -W 2 -q 198.51.100.2
   wait "$echo" 2>/dev/null
-  sleep 0.5
-  kill "$dump"; wait "$dump" 2>/dev/null
+  stop_capture "$dump" "$WORK/l2tp.pcap"
   local esp clear1701 clear9999 echo_req
   esp=$(tcpdump -r "$WORK/l2tp.pcap" 'ip proto 50' 2>/dev/null | wc -l)
   clear1701=$(tcpdump -r "$WORK/l2tp.pcap" 'udp port 1701' 2>/dev/null | wc -l)
@@ -239,8 +237,7 @@ JSON
   check "NAT: ping B -> A (at the NAT's address)" ip netns exec "$NS-gb" ping -c 3 -i 0.2 -W 2 -q 198.51.100.254
   check "NAT: TCP 2 MB A -> B, SHA-256 matches (checksums recomputed on both ends)" \
     tcp_transfer "$NS-ga" 198.51.100.2 "$NS-gb" 2000000
-  sleep 0.5
-  kill "$dump"; wait "$dump" 2>/dev/null
+  stop_capture "$dump" "$WORK/nat.pcap"
   local total udp v6
   total=$(tcpdump -r "$WORK/nat.pcap" 2>/dev/null | wc -l)
   udp=$(tcpdump -r "$WORK/nat.pcap" 'udp port 4500' 2>/dev/null | wc -l)
@@ -283,8 +280,7 @@ JSON
   sleep 1
   check "bundle: ping host A -> host B" ip netns exec "$NS-ha" ping -c 3 -i 0.2 -W 2 -q 10.2.0.2
   check "bundle: TCP 1 MB host B -> host A, SHA-256 matches" tcp_transfer "$NS-hb" 10.1.0.2 "$NS-ha" 1000000
-  sleep 0.5
-  kill "$dump"; wait "$dump" 2>/dev/null
+  stop_capture "$dump" "$WORK/bundle.pcap"
   local total ahn v6
   total=$(tcpdump -r "$WORK/bundle.pcap" 2>/dev/null | wc -l)
   ahn=$(tcpdump -r "$WORK/bundle.pcap" 'ip proto 51' 2>/dev/null | wc -l)

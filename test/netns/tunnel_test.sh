@@ -60,8 +60,7 @@ run_suite() {  # run_suite ESP ENCAP OUTER WORKERS OFFLOAD
   check "UDP 3000 x 1200 bytes A->B, each datagram intact" udp_transfer "$NS-ha" 10.2.0.2 "$NS-hb" 3000 1200
   check "UDP 2000 x 1000 bytes B->A over IPv6, each datagram intact" \
     udp_transfer "$NS-hb" fd01::2 "$NS-ha" 2000 1000
-  sleep 0.5
-  kill "$dump"; wait "$dump" 2>/dev/null
+  stop_capture "$dump" "$WORK/wan.pcap"
 
   # The offloads were used (or, switched off, not): TSO super-packets cut
   # on the sending side, segments coalesced on the receiving one, and over
@@ -95,6 +94,9 @@ print(int(1000 * s['dataplane']['handoffs'] / max(1, t['packets_out'] + t['packe
         check "gateway $w: UDP datagrams coalesced for TUN ($(dp_of "$WORK/$w.json" tun_coalesced_udp))" \
           test "$(dp_of "$WORK/$w.json" tun_coalesced_udp)" -gt 0
       fi
+      check "gateway $w: the kernel took every super-packet written to TUN" \
+        test "$(dp_of "$WORK/$w.json" tun_coalesce_refused)" -eq 0 -a \
+        "$($PY -c "import json; print(json.load(open('$WORK/$w.json'))['tun_write_failed'])")" -eq 0
       if [ "$encap" = udp ]; then
         check "gateway $w: UDP GSO trains sent ($(dp_of "$WORK/$w.json" udp_gso_trains))" \
           test "$(dp_of "$WORK/$w.json" udp_gso_trains)" -gt 0

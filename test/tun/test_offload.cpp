@@ -435,10 +435,30 @@ TEST_CASE("TUN offload: a USO super-packet cut into datagrams and coalesced back
     CHECK(g.hdr.hdr_len == ip + 8);
     CHECK(g.hdr.csum_start == ip);
     CHECK(g.hdr.csum_offset == 6);
-    // What the kernel gets, cut again as the kernel would: the same
+    // What the kernel gets: its headers checked field by field against the
+    // reference sum (the kernel trims to the IP length and starts each
+    // datagram's checksum from this field), then cut again: the same
     // datagrams, byte for byte.
     const auto wire = joined(gro, g, pool);
     CHECK(wire.size() == super.size());
+    const std::uint8_t* w = wire.data();
+    if (v4) {
+      CHECK(core::load_be16(w + 2) == wire.size());
+      CHECK(core::ipv4_header_checksum(core::ByteSpan(w, 20)) == core::load_be16(w + 10));
+    } else {
+      CHECK(core::load_be16(w + 4) + 40u == wire.size());
+    }
+    const std::size_t l4 = wire.size() - ip;
+    CHECK(core::load_be16(w + ip + 4) == l4);
+    std::vector<std::uint8_t> pseudo;
+    if (v4) {
+      pseudo.insert(pseudo.end(), w + 12, w + 20);
+      pseudo.insert(pseudo.end(), {0, 17, static_cast<std::uint8_t>(l4 >> 8), static_cast<std::uint8_t>(l4)});
+    } else {
+      pseudo.insert(pseudo.end(), w + 8, w + 40);
+      pseudo.insert(pseudo.end(), {0, 0, static_cast<std::uint8_t>(l4 >> 8), static_cast<std::uint8_t>(l4), 0, 0, 0, 17});
+    }
+    CHECK(core::load_be16(w + ip + 6) == rfc1071(pseudo));  // NEEDS_CSUM: the pseudo-header's sum
     Pool again(64);
     REQUIRE(tun::segment(g.hdr, wire, again.ptrs, err) == n);
     for (std::size_t i = 0; i < n; ++i) {
@@ -446,6 +466,11 @@ TEST_CASE("TUN offload: a USO super-packet cut into datagrams and coalesced back
       REQUIRE(again.ptrs[i]->len == originals[i].size());
       CHECK(std::memcmp(again.ptrs[i]->data(), originals[i].data(), originals[i].size()) == 0);
     }
+    // Should the kernel refuse the super-packet: the first datagram's
+    // headers back as they came, so each is written on its own.
+    tun::Coalescer::restore(g, *pool.ptrs[0]);
+    CHECK(std::memcmp(pool.ptrs[0]->data(), originals[0].data(), originals[0].size()) == 0);
+    CHECK(udp_checksum_ok(*pool.ptrs[0]));
   }
 }
 
@@ -482,6 +507,54 @@ TEST_CASE("TUN offload: which UDP datagrams are not coalesced", "[tun][offload]"
   REQUIRE(g2.size() == 2);
   CHECK(g2[0].count == 64);
   CHECK(g2[1].count == 6);
+  // Another destination address is another flow: a run passes it. The same
+  // flow with another TOS or TTL ends the run (its headers differ).
+  auto rewrite_v4 = [&](std::size_t i, std::size_t at, std::uint8_t v) {
+    std::uint8_t* d = pool.ptrs[i]->data();
+    d[at] = v;
+    core::store_be16(d + 10, 0);
+    core::store_be16(d + 10, core::ipv4_header_checksum(core::ByteSpan(d, 20)));
+  };
+  for (std::size_t at : {std::size_t{19}, std::size_t{1}, std::size_t{8}}) {
+    INFO("IPv4 header byte " << at);
+    put(0, udp_packet(true, 700, 1));
+    put(1, udp_packet(true, 700, 2));
+    put(2, udp_packet(true, 700, 3));
+    rewrite_v4(1, at, at == 19 ? 3 : at == 1 ? 0x10 : 63);  // 10.2.0.3, TOS 0x10, TTL 63
+    if (at == 19) REQUIRE(core::recompute_l4_checksum(pool.ptrs[1]->span(), 20));
+    REQUIRE(udp_checksum_ok(*pool.ptrs[1]));
+    const auto& g3 = gro.plan(std::span(pool.ptrs).first(3), true);
+    if (at == 19) {
+      REQUIRE(g3.size() == 2);
+      CHECK(g3[0].count == 2);
+      CHECK(gro.members(g3[0])[1] == 2);
+      CHECK(gro.members(g3[1])[0] == 1);
+    } else {
+      CHECK(g3.size() == 3);
+    }
+  }
+  // TCP and UDP between the same hosts, interleaved: each its own run, each
+  // in its own order.
+  put(0, udp_packet(true, 1000, 1));
+  put(1, tcp_packet(true, 1000, 0x10, 0));
+  put(2, udp_packet(true, 1000, 2));
+  put(3, tcp_packet(true, 1000, 0x10, 1000));
+  put(4, udp_packet(true, 1000, 3));
+  REQUIRE(core::recompute_l4_checksum(pool.ptrs[1]->span(), 20));
+  REQUIRE(core::recompute_l4_checksum(pool.ptrs[3]->span(), 20));
+  {
+    const auto& g4 = gro.plan(std::span(pool.ptrs).first(5), true);
+    REQUIRE(g4.size() == 2);
+    REQUIRE(g4[0].count == 3);
+    CHECK(g4[0].hdr.gso_type == VirtioNetHdr::kGsoUdpL4);
+    CHECK(gro.members(g4[0])[0] == 0);
+    CHECK(gro.members(g4[0])[1] == 2);
+    CHECK(gro.members(g4[0])[2] == 4);
+    REQUIRE(g4[1].count == 2);
+    CHECK(g4[1].hdr.gso_type == VirtioNetHdr::kGsoTcpV4);
+    CHECK(gro.members(g4[1])[0] == 1);
+    CHECK(gro.members(g4[1])[1] == 3);
+  }
   // An IPv4 fragment is never part of a run, and a run does not pass it.
   put(0, udp_packet(true, 600, 1));
   put(1, udp_packet(true, 600, 2));
