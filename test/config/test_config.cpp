@@ -95,6 +95,32 @@ TEST_CASE("configuration errors name the JSON path and the problem", "[config]")
   CHECK(has_error(r, "$.policies[0].proto", "ports need a protocol"));
 }
 
+TEST_CASE("the data plane's keys: workers, offload, uso, tun.txqueuelen", "[config]") {
+  const std::string manual = R"("manual": { "lan": {
+      "local_addr": "198.51.100.1", "remote_addr": "198.51.100.2",
+      "local_ts": ["10.1.0.0/24"], "remote_ts": ["10.2.0.0/24"], "esp": "aes128gcm16",
+      "out": { "spi": 4097, "key": "000102030405060708090a0b0c0d0e0f10111213" },
+      "in":  { "spi": 4098, "key": "101112131415161718191a1b1c1d1e1f20212223" } } })";
+  auto ok = config::parse_config(R"({ "tun": { "txqueuelen": 10000 },
+      "dataplane": { "workers": 3, "offload": true, "uso": false }, )" + manual + "}");
+  INFO(dump(ok));
+  REQUIRE(ok.config);
+  CHECK(ok.config->tun.txqueuelen == 10000);
+  CHECK(ok.config->dataplane.workers == 3);
+  CHECK(ok.config->dataplane.offload);
+  CHECK_FALSE(ok.config->dataplane.uso);
+  auto defaults = config::parse_config("{" + manual + "}");
+  REQUIRE(defaults.config);
+  CHECK(defaults.config->dataplane.uso);
+  CHECK(defaults.config->tun.txqueuelen == 4096);
+  auto bad = config::parse_config(R"({ "tun": { "txqueuelen": 70000 },
+      "dataplane": { "uso": "yes", "gro": true }, )" + manual + "}");
+  CHECK_FALSE(bad.config);
+  CHECK(has_error(bad, "$.tun.txqueuelen", "between"));
+  CHECK(has_error(bad, "$.dataplane.uso", "true or false"));
+  CHECK(has_error(bad, "$.dataplane.gro", "unknown key"));
+}
+
 TEST_CASE("key length errors say what the algorithm needs", "[config]") {
   auto r = config::parse_config(R"({ "manual": { "x": {
       "local_addr": "192.0.2.1", "remote_addr": "192.0.2.2",
