@@ -330,7 +330,7 @@ for l in json.load(sys.stdin):
     ip netns exec "$NS-$n" awk -v ns="$n" '/^Udp:/ { n++; if (n == 1) { for (i = 1; i <= NF; i++) col[$i] = i }
       else { print ns, "udp RcvbufErrors", $col["RcvbufErrors"]; print ns, "udp SndbufErrors", $col["SndbufErrors"]; exit } }' /proc/net/snmp
   done
-  awk '{ d += strtonum("0x" $2) } END { print "host softnet backlog_dropped", d }' /proc/net/softnet_stat
+  $PY -c "print('host softnet backlog_dropped', sum(int(l.split()[1], 16) for l in open('/proc/net/softnet_stat')))"
 }
 census_diff() {  # census_diff BEFORE AFTER: the counters that grew
   $PY - "$1" "$2" <<'PYEOF'
