@@ -19,6 +19,7 @@
 #   DURATION=8 REPEAT=3 bench/throughput.sh
 #   PATHS="plain ipsecgw strongswan" bench/throughput.sh
 #   UDP5X_RATE=720M bench/throughput.sh   # only UDP at that offer: ipsecgw and plain
+#   PROFILE=/tmp/prof PATHS=ipsecgw REPEAT=1 bench/throughput.sh   # perf profiles
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -302,12 +303,21 @@ for r in $(seq "$REPEAT"); do
   for path in $PATHS; do
     "up_$path"
     for m in $(measures "$path"); do
+      # PROFILE=DIR: perf record -a -g over ipsecgw's first TCP x1 and UDP
+      # runs, into DIR/ipsecgw-MEASURE.data (perf report reads them).
+      prof=""
+      if [ -n "${PROFILE:-}" ] && [ "$path" = ipsecgw ] && [ "$r" = 1 ] && [[ $m == tcp1 || $m == udp ]]; then
+        mkdir -p "$PROFILE"
+        perf record -a -g -q -o "$PROFILE/$path-$m.data" -- sleep "$((DURATION + 1))" > /dev/null 2>&1 &
+        prof=$!
+      fi
       case $m in
         tcp1) read -r g l c < <(iperf) ;;
         tcp4) read -r g l c < <(iperf -P 4) ;;
         udp) read -r g l c < <(iperf -u -b 0 -l 1300) ;;
         ping) g=$(ping_under_load); l=0; c=0 ;;
       esac
+      [ -n "$prof" ] && wait "$prof"
       echo "$path $m $r $g $l $c" >> "$RES"
       echo "run $r: $path $m $g (loss $l%, cpu ${c}s/Gbit)"
     done

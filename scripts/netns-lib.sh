@@ -78,10 +78,12 @@ netns_teardown() {
 
 # Writes two gateway configurations for one manual SA pair.
 # usage: write_pair_configs DIR ESP ENCAP OUTER(4|6) KEYLEN_BYTES
-# DP_WORKERS and DP_OFFLOAD, when set, become "dataplane" of both.
+# DP_WORKERS and DP_OFFLOAD, when set, become "dataplane" of both; TUN_TXQ
+# their tun.txqueuelen.
 write_pair_configs() {
   local dir=$1 esp=$2 encap=$3 outer=$4 keylen=$5
-  local ka kb la lb dp=""
+  local ka kb la lb dp="" txq=""
+  [ -n "${TUN_TXQ:-}" ] && txq=", \"txqueuelen\": $TUN_TXQ"
   if [ -n "${DP_WORKERS:-}" ] || [ -n "${DP_OFFLOAD:-}" ]; then
     dp="\"dataplane\": { \"workers\": ${DP_WORKERS:-0}, \"offload\": ${DP_OFFLOAD:-true} },"
   fi
@@ -91,7 +93,7 @@ write_pair_configs() {
   cat > "$dir/gw-a.json" <<JSON
 {
   $dp
-  "tun": { "name": "ipsec0", "mtu": 1400 },
+  "tun": { "name": "ipsec0", "mtu": 1400$txq },
   "manual": {
     "lan": {
       "local_addr": "$la", "remote_addr": "$lb",
@@ -107,7 +109,7 @@ JSON
   cat > "$dir/gw-b.json" <<JSON
 {
   $dp
-  "tun": { "name": "ipsec0", "mtu": 1400 },
+  "tun": { "name": "ipsec0", "mtu": 1400$txq },
   "manual": {
     "lan": {
       "local_addr": "$lb", "remote_addr": "$la",
@@ -204,15 +206,23 @@ stop_capture() {
 # and succeeds when at least 95% arrived intact and none corrupt.
 udp_transfer() {
   local from=$1 to_addr=$2 to_ns=$3 count=$4 size=$5 port=${6:-5002}
-  timeout 30 ip netns exec "$to_ns" $PY - "$to_addr" "$port" "$count" "$size" > "$WORK/udp-got" <<'PYEOF' &
-import hashlib, socket, sys
-addr, port, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+  cat > "$WORK/udpx.py" <<'PYEOF'
+import hashlib, socket, sys, time
+mode, addr, port, count, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 def body(i):
     out, k = b"", 0
     while len(out) < size - 4:
         out += hashlib.sha256(b"%d/%d" % (i, k)).digest(); k += 1
     return i.to_bytes(4, "big") + out[:size - 4]
 s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
+if mode == "send":
+    msgs = [body(i) for i in range(count)]
+    s.connect((addr, port))
+    for j in range(0, count, 64):  # bursts of 64: runs for the receiving gateway to coalesce
+        for m in msgs[j:j + 64]:
+            s.send(m)
+        time.sleep(0.002)
+    sys.exit(0)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
 s.bind((addr, port)); s.settimeout(3)
 got, intact, bad = set(), 0, 0
@@ -228,24 +238,10 @@ except socket.timeout:
     pass
 print(len(got) + bad, intact, bad)
 PYEOF
+  timeout 30 ip netns exec "$to_ns" $PY "$WORK/udpx.py" recv "$to_addr" "$port" "$count" "$size" > "$WORK/udp-got" &
   local rx=$!
   sleep 0.5
-  timeout 30 ip netns exec "$from" $PY - "$to_addr" "$port" "$count" "$size" <<'PYEOF'
-import hashlib, socket, sys, time
-addr, port, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-def body(i):
-    out, k = b"", 0
-    while len(out) < size - 4:
-        out += hashlib.sha256(b"%d/%d" % (i, k)).digest(); k += 1
-    return i.to_bytes(4, "big") + out[:size - 4]
-msgs = [body(i) for i in range(count)]
-s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
-s.connect((addr, port))
-for j in range(0, count, 64):  # bursts of 64, so the receiving gateway gets runs to coalesce
-    for m in msgs[j:j + 64]:
-        s.send(m)
-    time.sleep(0.002)
-PYEOF
+  timeout 30 ip netns exec "$from" $PY "$WORK/udpx.py" send "$to_addr" "$port" "$count" "$size"
   wait $rx
   local r; r=$(cat "$WORK/udp-got")
   echo "     UDP datagrams received, intact, corrupt: $r"

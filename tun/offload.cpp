@@ -53,6 +53,29 @@ std::uint64_t pseudo_sum(const std::uint8_t* ip, std::size_t l4_len, std::uint8_
   return csum_add(s, core::ByteSpan(tail, 8));
 }
 
+// Segment `i` of a super-packet: its headers (`hdrs` bytes, the transport
+// header at `t`), its share of `payload` bytes in `size` steps, and its own
+// IP length (IPv4: ID `id` + i and header checksum) into `o`; returns its
+// payload length. The caller fixes the transport header.
+std::size_t cut_one(const std::uint8_t* src, std::size_t t, std::size_t hdrs, std::size_t payload,
+                    std::size_t size, std::size_t i, std::uint16_t id, core::Packet& o) noexcept {
+  o.reset();
+  const std::size_t off = i * size;
+  const std::size_t len = std::min(size, payload - std::min(payload, off));
+  std::uint8_t* d = o.data();
+  std::memcpy(d, src, hdrs);
+  std::memcpy(d + hdrs, src + hdrs + off, len);
+  o.len = hdrs + len;
+  if ((src[0] >> 4) == 4) {
+    store_be16(d + 2, static_cast<std::uint16_t>(o.len));
+    store_be16(d + 4, static_cast<std::uint16_t>(id + i));
+    store_be16(d + 10, core::ipv4_header_checksum(core::ByteSpan(d, t)));
+  } else {
+    store_be16(d + 4, static_cast<std::uint16_t>(o.len - 40));
+  }
+  return len;
+}
+
 std::uint16_t swap_if_little(std::uint16_t v) noexcept {
   if constexpr (std::endian::native == std::endian::little) return static_cast<std::uint16_t>((v >> 8) | (v << 8));
   return v;
@@ -158,20 +181,8 @@ std::size_t segment(const VirtioNetHdr& h, core::ByteSpan pkt, std::span<core::P
     const std::uint16_t id = v4 ? load_be16(src + 4) : 0;
     for (std::size_t i = 0; i < n; ++i) {
       core::Packet& o = *out[i];
-      o.reset();
-      const std::size_t off = i * size;
-      const std::size_t len = std::min(size, payload - std::min(payload, off));
+      const std::size_t len = cut_one(src, t, hdrs, payload, size, i, id, o);
       std::uint8_t* d = o.data();
-      std::memcpy(d, src, hdrs);
-      std::memcpy(d + hdrs, src + hdrs + off, len);
-      o.len = hdrs + len;
-      if (v4) {
-        store_be16(d + 2, static_cast<std::uint16_t>(o.len));
-        store_be16(d + 4, static_cast<std::uint16_t>(id + i));
-        store_be16(d + 10, core::ipv4_header_checksum(core::ByteSpan(d, t)));
-      } else {
-        store_be16(d + 4, static_cast<std::uint16_t>(o.len - 40));
-      }
       std::uint8_t* udp = d + t;
       const std::size_t l4 = 8 + len;
       store_be16(udp + 4, static_cast<std::uint16_t>(l4));
@@ -193,20 +204,9 @@ std::size_t segment(const VirtioNetHdr& h, core::ByteSpan pkt, std::span<core::P
   const std::uint8_t flags = src[t + 13];
   for (std::size_t i = 0; i < n; ++i) {
     core::Packet& o = *out[i];
-    o.reset();
+    const std::size_t len = cut_one(src, t, hdrs, payload, mss, i, id, o);
     const std::size_t off = i * mss;
-    const std::size_t len = std::min(mss, payload - std::min(payload, off));
     std::uint8_t* d = o.data();
-    std::memcpy(d, src, hdrs);
-    std::memcpy(d + hdrs, src + hdrs + off, len);
-    o.len = hdrs + len;
-    if (v4) {
-      store_be16(d + 2, static_cast<std::uint16_t>(o.len));
-      store_be16(d + 4, static_cast<std::uint16_t>(id + i));
-      store_be16(d + 10, core::ipv4_header_checksum(core::ByteSpan(d, t)));
-    } else {
-      store_be16(d + 4, static_cast<std::uint16_t>(o.len - 40));
-    }
     std::uint8_t* tcp = d + t;
     store_be32(tcp + 4, static_cast<std::uint32_t>(seq + off));
     std::uint8_t f = flags;
