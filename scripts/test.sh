@@ -104,6 +104,14 @@ logged() {  # logged NAME COMMAND...
     "cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIPSECGW_FUZZ=ON -DIPSECGW_WERROR=ON >/dev/null && cmake --build build-fuzz -j$jobs"
 ) &
 later_builds=$!
+# Interrupted: the background builds go too (a background job ignores
+# SIGINT), the whole tree of processes this script started for them.
+kill_tree() {  # kill_tree PID
+  local c
+  for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do kill_tree "$c"; done
+  kill "$1" 2>/dev/null
+}
+trap 'kill_tree "$later_builds"; exit 130' INT TERM
 built() {  # built NAME: waits for that background build; its errors if it failed
   while [ ! -f "$logs/$1.rc" ]; do
     kill -0 "$later_builds" 2>/dev/null || { echo "the background builds ended before $1"; return 1; }
