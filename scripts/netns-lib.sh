@@ -182,9 +182,6 @@ JSON
   done
 }
 
-# TCP transfer of N random bytes from namespace $1 to address $2 in namespace
-# $3 (port $5, default 5001); true when the SHA-256 on both ends agree. Uses
-# the caller's $WORK (a scratch folder) and $PY (Debian's python3).
 # stop_capture PID FILE: stops the tcpdump (started with -U -w FILE) once it
 # has caught up, FILE unchanged for 0.5 s (at most 10 s): on a busy machine
 # a capture lags behind the traffic, and stopping it at once loses the
@@ -217,18 +214,20 @@ def body(i):
 s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
 if mode == "send":
     msgs = [body(i) for i in range(count)]
-    s.connect((addr, port))
     for j in range(0, count, 64):  # bursts of 64: runs for the receiving gateway to coalesce
         for m in msgs[j:j + 64]:
-            s.send(m)
-        time.sleep(0.002)
+            s.sendto(m, (addr, port))
+        time.sleep(0.005)
     sys.exit(0)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-s.bind((addr, port)); s.settimeout(3)
+s.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE (root): past net.core.rmem_max
+s.bind((addr, port))
+open(sys.argv[6], "w").close()  # bound: the sender may start
+s.settimeout(20)  # the sender's start; then 3 s without a datagram ends it
 got, intact, bad = set(), 0, 0
 try:
     while len(got) < count:
         d = s.recv(65536)
+        s.settimeout(3)
         i = int.from_bytes(d[:4], "big")
         if i < count and i not in got and d == body(i):
             got.add(i); intact += 1
@@ -238,9 +237,11 @@ except socket.timeout:
     pass
 print(len(got) + bad, intact, bad)
 PYEOF
-  timeout 30 ip netns exec "$to_ns" $PY "$WORK/udpx.py" recv "$to_addr" "$port" "$count" "$size" > "$WORK/udp-got" &
-  local rx=$!
-  sleep 0.5
+  rm -f "$WORK/udp-ready"
+  timeout 60 ip netns exec "$to_ns" $PY "$WORK/udpx.py" recv "$to_addr" "$port" "$count" "$size" "$WORK/udp-ready" \
+    > "$WORK/udp-got" &
+  local rx=$! _
+  for _ in $(seq 100); do [ -f "$WORK/udp-ready" ] && break; sleep 0.1; done
   timeout 30 ip netns exec "$from" $PY "$WORK/udpx.py" send "$to_addr" "$port" "$count" "$size"
   wait $rx
   local r; r=$(cat "$WORK/udp-got")
@@ -249,6 +250,9 @@ PYEOF
   [ "${3:-1}" -eq 0 ] && [ "$(( ${2:-0} * 100 ))" -ge "$(( count * 95 ))" ]
 }
 
+# TCP transfer of N random bytes from namespace $1 to address $2 in namespace
+# $3 (port $5, default 5001); true when the SHA-256 on both ends agree. Uses
+# the caller's $WORK (a scratch folder) and $PY (Debian's python3).
 tcp_transfer() {
   local from=$1 to_addr=$2 to_ns=$3 size=$4 port=${5:-5001}
   head -c "$size" /dev/urandom > "$WORK/payload"

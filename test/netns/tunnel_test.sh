@@ -39,7 +39,7 @@ run_suite() {  # run_suite ESP ENCAP OUTER WORKERS OFFLOAD
   local wan_if="$NS-w1"
   # Everything but ARP; IPv6 neighbour discovery and multicast (MLD) are
   # counted apart below, so a cleartext ICMPv6 echo would still show.
-  ip netns exec "$NS-gb" timeout 60 tcpdump -i "$wan_if" -U --immediate-mode -w "$WORK/wan.pcap" \
+  ip netns exec "$NS-gb" timeout 120 tcpdump -i "$wan_if" -U --immediate-mode -w "$WORK/wan.pcap" \
     not arp 2>/dev/null &
   local dump=$!
   sleep 1
