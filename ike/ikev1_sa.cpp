@@ -247,8 +247,17 @@ void IsakmpSa::tick(TimePoint now) {
     }
   }
   if (now >= expire_at_) {
-    delete_all(now, "reached its lifetime");
-    return;
+    bool successor_under_way = false;
+    for (const auto& [k, other] : mgr_.sas_)
+      if (other.get() != this && other->replaces_ == p1_.cky_i && other->state_ == State::kMainMode) successor_under_way = true;
+    if (!successor_under_way || expiry_extended_ || children_.empty()) {
+      delete_all(now, "reached its lifetime");
+      return;
+    }
+    expiry_extended_ = true;
+    expire_at_ = now + kExpiryGrace;
+    info(kTag, tag(), ": reached its lifetime with its rekey's Main Mode under way: kept up to ",
+         std::chrono::duration_cast<std::chrono::seconds>(kExpiryGrace).count(), " s more for its IPsec SAs to move");
   }
   if (!rekeying_ && now >= rekey_at_) {
     rekeying_ = true;

@@ -39,6 +39,12 @@ inline constexpr const char* kTag = "ikev1";
 // (its message 3 was lost); a half-open Main Mode responder this long.
 inline constexpr auto kQuickLinger = std::chrono::seconds(30);
 inline constexpr auto kReplacedDeleteDelay = std::chrono::seconds(2);
+// An ISAKMP SA that reaches its lifetime while its successor's Main Mode is
+// still under way is kept this much longer, once, so its IPsec SAs move to
+// the successor instead of going down with it (with a short rekey_time the
+// lifetime is less than a second past the rekey, less than one
+// retransmission).
+inline constexpr auto kExpiryGrace = std::chrono::seconds(10);
 inline constexpr auto kHalfOpenLife = std::chrono::seconds(30);
 // Quick Modes of one ISAKMP SA under way at once (both roles): beyond it a
 // new one from the peer is dropped and counted (each holds a DH key with PFS).
@@ -165,6 +171,7 @@ class IsakmpSa {
   std::string delete_why_;
   bool restart_wanted_ = false;   // dpd_action restart after the peer was found dead
   std::uint64_t replaces_ = 0;    // cky_i of the SA this one rekeys
+  bool expiry_extended_ = false;  // kExpiryGrace granted (once)
   bool aggressive_ = false;       // made by Aggressive Mode
 
  private:

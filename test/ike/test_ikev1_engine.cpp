@@ -308,6 +308,46 @@ TEST_CASE("IKEv1: phase-1 rekey makes a new ISAKMP SA; the IPsec SAs stay up", "
   check_keys_cross(p.ia, p.ib);
 }
 
+TEST_CASE("IKEv1: an ISAKMP SA whose lifetime ends during its rekey's Main Mode keeps its IPsec SAs for the successor",
+          "[ike][ikev1][engine]") {
+  // rekey_time 8 s: the lifetime ends 0.8-1.6 s after the rekey starts,
+  // less than the retransmissions of a lost Main Mode message 1 take.
+  auto ca = conn1(true, "k-k-k-k-k"), cb = conn1(false, "k-k-k-k-k");
+  ca.rekey_time = 8;
+  cb.rekey_time = 1000;
+  Pair p(std::move(ca), std::move(cb));
+  p.a->start(p.now);
+  p.pump();
+  REQUIRE(p.ia.active() == 1);
+  const auto spi_before = p.a->status(p.now).at(0).spi_i;
+  // From now on the first two Main Mode messages 1 from A are lost.
+  int lost = 0;
+  p.filter = [&](std::size_t, const ike::Datagram& d) {
+    const bool mm1 = d.data.size() >= 28 && d.data[18] == 2 &&
+                     std::all_of(d.data.begin() + 8, d.data.begin() + 16, [](std::uint8_t b) { return b == 0; });
+    if (mm1 && d.local.addr == *core::IpAddress::parse("198.51.100.1") && lost < 2) {
+      ++lost;
+      return false;
+    }
+    return true;
+  };
+  for (int i = 0; i < 400 && p.a->counters().ikev1_main_mode_done < 2; ++i) p.advance(100ms);
+  REQUIRE(lost == 2);
+  REQUIRE(p.a->counters().ikev1_main_mode_done == 2);
+  CHECK(p.ia.removed.empty());  // the IPsec SA did not go down with the old ISAKMP SA
+  CHECK(p.ia.active() == 1);
+  p.advance(ike::v1::kReplacedDeleteDelay + 500ms);
+  const auto sa = p.a->status(p.now);
+  REQUIRE(sa.size() == 1);
+  CHECK(sa[0].spi_i != spi_before);
+  CHECK(sa[0].children.size() == 1);  // moved to the new ISAKMP SA
+  CHECK(p.ia.removed.empty());
+  CHECK(p.ib.removed.empty());
+  const auto sb = p.b->status(p.now);
+  REQUIRE(sb.size() == 1);
+  CHECK(sb[0].children.size() == 1);
+}
+
 TEST_CASE("IKEv1: Aggressive Mode is refused unless allowed, with NO-PROPOSAL-CHOSEN; a Main Mode probe gets an answer", "[ike][ikev1][engine]") {
   Pair p(conn1(true, "k-k-k-k-k"), conn1(false, "k-k-k-k-k", "3des-sha1-modp1024"));
   const ike::Endpoint from{*core::IpAddress::parse("198.51.100.1"), 500};
