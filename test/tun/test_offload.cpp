@@ -24,22 +24,63 @@ std::uint16_t rfc1071(const std::vector<std::uint8_t>& b) {
   return static_cast<std::uint16_t>(s);
 }
 
-// The TCP checksum over pseudo-header and segment verifies (sums to 0xffff).
-bool tcp_checksum_ok(const core::Packet& p) {
-  const std::uint8_t* d = p.data();
-  const bool v4 = (d[0] >> 4) == 4;
-  const std::size_t t = v4 ? std::size_t{d[0] & 0x0fu} * 4 : 40;
-  const std::size_t l4 = p.len - t;
+// The reference pseudo-header (RFC 793 / RFC 768 / RFC 8200 8.1) of the
+// packet at `d` for `l4` bytes of protocol `proto`.
+std::vector<std::uint8_t> pseudo_header(const std::uint8_t* d, std::uint8_t proto, std::size_t l4) {
   std::vector<std::uint8_t> b;
-  if (v4) {
+  if ((d[0] >> 4) == 4) {
     b.insert(b.end(), d + 12, d + 20);
-    b.insert(b.end(), {0, 6, static_cast<std::uint8_t>(l4 >> 8), static_cast<std::uint8_t>(l4)});
+    b.insert(b.end(), {0, proto, static_cast<std::uint8_t>(l4 >> 8), static_cast<std::uint8_t>(l4)});
   } else {
     b.insert(b.end(), d + 8, d + 40);
-    b.insert(b.end(), {0, 0, static_cast<std::uint8_t>(l4 >> 8), static_cast<std::uint8_t>(l4), 0, 0, 0, 6});
+    b.insert(b.end(), {0, 0, static_cast<std::uint8_t>(l4 >> 8), static_cast<std::uint8_t>(l4), 0, 0, 0, proto});
   }
+  return b;
+}
+
+// The transport checksum over pseudo-header and segment verifies (sums to 0xffff).
+bool l4_checksum_ok(const core::Packet& p, std::uint8_t proto) {
+  const std::uint8_t* d = p.data();
+  const std::size_t t = (d[0] >> 4) == 4 ? std::size_t{d[0] & 0x0fu} * 4 : 40;
+  auto b = pseudo_header(d, proto, p.len - t);
   b.insert(b.end(), d + t, d + p.len);
   return rfc1071(b) == 0xffff;
+}
+bool tcp_checksum_ok(const core::Packet& p) { return l4_checksum_ok(p, 6); }
+
+// Segment `i` cut from a put_ip() super-packet: its own IP length, and for
+// IPv4 the ID counted up from the super-packet's and a correct checksum.
+void check_segment_ip(const core::Packet& p, std::size_t i) {
+  if ((p.data()[0] >> 4) == 4) {
+    CHECK(core::load_be16(p.data() + 2) == p.len);
+    CHECK(core::load_be16(p.data() + 4) == 0x1234 + i);
+    CHECK(core::ipv4_header_checksum(core::ByteSpan(p.data(), 20)) == core::load_be16(p.data() + 10));
+  } else {
+    CHECK(core::load_be16(p.data() + 4) == p.len - 40);
+  }
+}
+
+// The IP header of a test packet of `total` bytes, protocol `proto`, from
+// 10.1.0.2 to 10.2.0.2 (or fd01::2 -> fd02::2).
+void put_ip(std::uint8_t* d, bool v4, std::uint8_t proto, std::size_t total) {
+  if (v4) {
+    d[0] = 0x45;
+    core::store_be16(d + 2, static_cast<std::uint16_t>(total));
+    core::store_be16(d + 4, 0x1234);
+    core::store_be16(d + 6, 0x4000);
+    d[8] = 64;
+    d[9] = proto;
+    const std::uint8_t a[8] = {10, 1, 0, 2, 10, 2, 0, 2};
+    std::memcpy(d + 12, a, 8);
+    core::store_be16(d + 10, core::ipv4_header_checksum(core::ByteSpan(d, 20)));
+  } else {
+    d[0] = 0x60;
+    core::store_be16(d + 4, static_cast<std::uint16_t>(total - 40));
+    d[6] = proto;
+    d[7] = 64;
+    d[8] = 0xfd, d[9] = 0x01, d[23] = 2;
+    d[24] = 0xfd, d[25] = 0x02, d[39] = 2;
+  }
 }
 
 // A TCP packet from 10.1.0.2:40000 to 10.2.0.2:5201 (or fd01::2 -> fd02::2)
@@ -48,24 +89,7 @@ std::vector<std::uint8_t> tcp_packet(bool v4, std::size_t payload, std::uint8_t 
   const std::size_t ip = v4 ? 20 : 40, tcp = 32;
   std::vector<std::uint8_t> b(ip + tcp + payload);
   std::uint8_t* d = b.data();
-  if (v4) {
-    d[0] = 0x45;
-    core::store_be16(d + 2, static_cast<std::uint16_t>(b.size()));
-    core::store_be16(d + 4, 0x1234);
-    core::store_be16(d + 6, 0x4000);
-    d[8] = 64;
-    d[9] = 6;
-    const std::uint8_t a[8] = {10, 1, 0, 2, 10, 2, 0, 2};
-    std::memcpy(d + 12, a, 8);
-    core::store_be16(d + 10, core::ipv4_header_checksum(core::ByteSpan(d, 20)));
-  } else {
-    d[0] = 0x60;
-    core::store_be16(d + 4, static_cast<std::uint16_t>(b.size() - 40));
-    d[6] = 6;
-    d[7] = 64;
-    d[8] = 0xfd, d[9] = 0x01, d[23] = 2;
-    d[24] = 0xfd, d[25] = 0x02, d[39] = 2;
-  }
+  put_ip(d, v4, 6, b.size());
   std::uint8_t* t = d + ip;
   core::store_be16(t, 40000);
   core::store_be16(t + 2, 5201);
@@ -125,13 +149,7 @@ TEST_CASE("TUN offload: a TSO super-packet cut into segments and coalesced back"
       core::Packet copy = p;
       REQUIRE(core::recompute_l4_checksum(copy.span(), v4 ? 20 : 40));
       CHECK(std::memcmp(copy.data(), p.data(), p.len) == 0);
-      if (v4) {
-        CHECK(core::load_be16(p.data() + 2) == p.len);
-        CHECK(core::load_be16(p.data() + 4) == 0x1234 + i);
-        CHECK(core::ipv4_header_checksum(core::ByteSpan(p.data(), 20)) == core::load_be16(p.data() + 10));
-      } else {
-        CHECK(core::load_be16(p.data() + 4) == p.len - 40);
-      }
+      check_segment_ip(p, i);
       CHECK(std::memcmp(p.data() + p.len - len, super.data() + (v4 ? 20 : 40) + 32 + i * mss, len) == 0);
       bytes += len;
     }
@@ -309,22 +327,11 @@ TEST_CASE("TUN offload: truncated and inconsistent headers are refused", "[tun][
 }
 
 namespace {
-// The UDP checksum over pseudo-header and datagram verifies (sums to 0xffff).
+// The UDP checksum is there (not 0) and verifies.
 bool udp_checksum_ok(const core::Packet& p) {
   const std::uint8_t* d = p.data();
-  const bool v4 = (d[0] >> 4) == 4;
-  const std::size_t t = v4 ? std::size_t{d[0] & 0x0fu} * 4 : 40;
-  const std::size_t l4 = p.len - t;
-  std::vector<std::uint8_t> b;
-  if (v4) {
-    b.insert(b.end(), d + 12, d + 20);
-    b.insert(b.end(), {0, 17, static_cast<std::uint8_t>(l4 >> 8), static_cast<std::uint8_t>(l4)});
-  } else {
-    b.insert(b.end(), d + 8, d + 40);
-    b.insert(b.end(), {0, 0, static_cast<std::uint8_t>(l4 >> 8), static_cast<std::uint8_t>(l4), 0, 0, 0, 17});
-  }
-  b.insert(b.end(), d + t, d + p.len);
-  return core::load_be16(d + t + 6) != 0 && rfc1071(b) == 0xffff;
+  const std::size_t t = (d[0] >> 4) == 4 ? std::size_t{d[0] & 0x0fu} * 4 : 40;
+  return core::load_be16(d + t + 6) != 0 && l4_checksum_ok(p, 17);
 }
 
 // A UDP datagram from 10.1.0.2:40000 to 10.2.0.2:5201 (or fd01::2 ->
@@ -334,38 +341,14 @@ std::vector<std::uint8_t> udp_packet(bool v4, std::size_t payload, std::uint8_t 
   const std::size_t ip = v4 ? 20 : 40;
   std::vector<std::uint8_t> b(ip + 8 + payload);
   std::uint8_t* d = b.data();
-  if (v4) {
-    d[0] = 0x45;
-    core::store_be16(d + 2, static_cast<std::uint16_t>(b.size()));
-    core::store_be16(d + 4, 0x1234);
-    core::store_be16(d + 6, 0x4000);
-    d[8] = 64;
-    d[9] = 17;
-    const std::uint8_t a[8] = {10, 1, 0, 2, 10, 2, 0, 2};
-    std::memcpy(d + 12, a, 8);
-    core::store_be16(d + 10, core::ipv4_header_checksum(core::ByteSpan(d, 20)));
-  } else {
-    d[0] = 0x60;
-    core::store_be16(d + 4, static_cast<std::uint16_t>(b.size() - 40));
-    d[6] = 17;
-    d[7] = 64;
-    d[8] = 0xfd, d[9] = 0x01, d[23] = 2;
-    d[24] = 0xfd, d[25] = 0x02, d[39] = 2;
-  }
+  put_ip(d, v4, 17, b.size());
   std::uint8_t* u = d + ip;
   core::store_be16(u, sport);
   core::store_be16(u + 2, 5201);
   core::store_be16(u + 4, static_cast<std::uint16_t>(8 + payload));
   for (std::size_t i = 0; i < payload; ++i) d[ip + 8 + i] = static_cast<std::uint8_t>(i * 13 + seed);
   const std::size_t l4 = 8 + payload;
-  std::vector<std::uint8_t> sum;
-  if (v4) {
-    sum.insert(sum.end(), d + 12, d + 20);
-    sum.insert(sum.end(), {0, 17, static_cast<std::uint8_t>(l4 >> 8), static_cast<std::uint8_t>(l4)});
-  } else {
-    sum.insert(sum.end(), d + 8, d + 40);
-    sum.insert(sum.end(), {0, 0, static_cast<std::uint8_t>(l4 >> 8), static_cast<std::uint8_t>(l4), 0, 0, 0, 17});
-  }
+  auto sum = pseudo_header(d, 17, l4);
   sum.insert(sum.end(), u, u + l4);
   std::uint16_t c = static_cast<std::uint16_t>(~rfc1071(sum));
   core::store_be16(u + 6, c == 0 ? 0xffff : c);
@@ -409,13 +392,7 @@ TEST_CASE("TUN offload: a USO super-packet cut into datagrams and coalesced back
       REQUIRE(p.len == ip + 8 + len);
       CHECK(udp_checksum_ok(p));
       CHECK(core::load_be16(p.data() + ip + 4) == 8 + len);
-      if (v4) {
-        CHECK(core::load_be16(p.data() + 2) == p.len);
-        CHECK(core::load_be16(p.data() + 4) == 0x1234 + i);
-        CHECK(core::ipv4_header_checksum(core::ByteSpan(p.data(), 20)) == core::load_be16(p.data() + 10));
-      } else {
-        CHECK(core::load_be16(p.data() + 4) == p.len - 40);
-      }
+      check_segment_ip(p, i);
       CHECK(std::memcmp(p.data() + ip + 8, super.data() + ip + 8 + i * size, len) == 0);
     }
     std::vector<std::vector<std::uint8_t>> originals;
@@ -450,15 +427,7 @@ TEST_CASE("TUN offload: a USO super-packet cut into datagrams and coalesced back
     }
     const std::size_t l4 = wire.size() - ip;
     CHECK(core::load_be16(w + ip + 4) == l4);
-    std::vector<std::uint8_t> pseudo;
-    if (v4) {
-      pseudo.insert(pseudo.end(), w + 12, w + 20);
-      pseudo.insert(pseudo.end(), {0, 17, static_cast<std::uint8_t>(l4 >> 8), static_cast<std::uint8_t>(l4)});
-    } else {
-      pseudo.insert(pseudo.end(), w + 8, w + 40);
-      pseudo.insert(pseudo.end(), {0, 0, static_cast<std::uint8_t>(l4 >> 8), static_cast<std::uint8_t>(l4), 0, 0, 0, 17});
-    }
-    CHECK(core::load_be16(w + ip + 6) == rfc1071(pseudo));  // NEEDS_CSUM: the pseudo-header's sum
+    CHECK(core::load_be16(w + ip + 6) == rfc1071(pseudo_header(w, 17, l4)));  // NEEDS_CSUM: the pseudo-header's sum
     Pool again(64);
     REQUIRE(tun::segment(g.hdr, wire, again.ptrs, err) == n);
     for (std::size_t i = 0; i < n; ++i) {
